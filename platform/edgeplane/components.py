@@ -1,0 +1,200 @@
+"""The classes plugins subclass: :class:`Connector` and :class:`Solution`, and their :class:`Context`.
+
+The host makes one object per device entry (connectors) and per solution entry, hands it a
+:class:`Context`, and supervises it:
+
+1. ``await obj.start()`` connects or prepares; raising here is retried with backoff;
+2. ``await obj.run()`` is the long-lived work (a poll loop, a subscription); if it raises, the
+   host calls ``stop()``, waits (exponential backoff, capped) and starts again; if it returns,
+   the object is finished (a replay that reached its end);
+3. a solution's subscriptions are fed to ``await obj.on_batch(batch)`` / ``on_event(event)`` by
+   the host; an exception there is counted and logged, that message is dropped, the solution
+   goes on;
+4. ``await obj.stop()`` when the host stops or the entry is removed by a reload.
+
+Nothing here may block the event loop: run CPU-heavy work with ``await context.run_blocking(...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import logging
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import numpy as np
+
+from edgeplane.bus import Batch, Bus, Event, Overflow, Quality
+from edgeplane.config import DeviceConfig, PointSpec, SolutionConfig
+
+if TYPE_CHECKING:
+    from edgeplane.clock import Clock
+    from edgeplane.commands import CommandGuard, CommandResult
+    from edgeplane.metrics import Metrics
+
+__all__ = ["Connector", "Context", "Health", "HealthState", "Solution"]
+
+
+class HealthState(str, enum.Enum):
+    STARTING = "starting"
+    OK = "ok"
+    DEGRADED = "degraded"  # running, but something is wrong (a link down, bad quality)
+    FAILED = "failed"  # crashed; the supervisor will restart it after a backoff
+    STOPPED = "stopped"
+    FINISHED = "finished"  # run() returned: nothing more to do
+
+
+@dataclass
+class Health:
+    """The health of one supervised part, shown by ``/healthz`` and the metrics."""
+
+    state: HealthState = HealthState.STARTING
+    detail: str = ""
+    since: float = field(default_factory=time.time)
+    restarts: int = 0
+
+    def set(self, state: HealthState, detail: str = "") -> None:
+        if state != self.state or detail != self.detail:
+            self.state, self.detail, self.since = state, detail, time.time()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state.value, "detail": self.detail, "since": self.since, "restarts": self.restarts}
+
+
+class RateLimitedLog:
+    """Logs a message at most once per ``interval`` per key; counts what it held back."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, interval: float = 60.0):
+        self.logger = logger
+        self.interval = interval
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def warning(self, key: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        last, held = self._last.get(key, (-1e18, 0))
+        if now - last >= self.interval:
+            suffix = f" ({held} more like this held back)" if held else ""
+            self.logger.warning(message + suffix, *args)
+            self._last[key] = (now, 0)
+        else:
+            self._last[key] = (last, held + 1)
+
+
+@dataclass
+class Context:
+    """What the host gives each connector and solution."""
+
+    name: str
+    bus: Bus
+    clock: Clock
+    commands: CommandGuard
+    metrics: Metrics
+    log: logging.Logger | logging.LoggerAdapter
+    site_id: str
+    site_dir: Path = field(default_factory=Path.cwd)  # relative paths in config are relative to it
+    inference: Any = None  # the shared inference service, when the site configures one
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def publish(self, batch: Batch | Event) -> None:
+        await self.bus.publish(batch)
+
+    async def emit(self, topic: str, kind: str, data: dict[str, Any] | None = None, severity: str | None = None) -> Event:
+        """Publish an event (alert, forecast, diagnosis) stamped with this part's name and the clock."""
+        event = Event(topic=topic, kind=kind, ts=self.clock.now(), source=self.name, data=data or {}, severity=severity)
+        await self.bus.publish(event)
+        return event
+
+    async def command(self, device: str, point: str, value: Any, *, timeout: float = 5.0, reason: str = "") -> CommandResult:
+        """Write a value through the guarded command path; the result says ok/rejected/failed/timeout."""
+        return await self.commands.execute(device, point, value, source=self.name, timeout=timeout, reason=reason)
+
+    async def run_blocking(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run CPU-bound or blocking work in a thread, never on the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(func, *args, **kwargs))
+
+
+class _Supervised:
+    """What connectors and solutions share: a name, a config, a context, health."""
+
+    def __init__(self, name: str, config: Any, context: Context):
+        self.name = name
+        self.config = config
+        self.context = context
+        self.health = Health()
+        self.log = context.log
+
+    async def start(self) -> None:
+        """Connect or prepare. Raise to have the host retry with backoff."""
+
+    async def run(self) -> None:
+        """The long-lived work. The default waits until the host stops this part."""
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        """Release what ``start`` acquired. Called also after a failure, before a restart."""
+
+
+class Connector(_Supervised):
+    """Owns the link to one device entry of the site file.
+
+    Subclasses set ``Config`` (a :class:`DeviceConfig` subclass with the link fields) and
+    ``Point`` (a :class:`PointSpec` subclass with the address fields), publish readings with
+    :meth:`publish`, and implement :meth:`write` if the device accepts commands.
+    """
+
+    Config: ClassVar[type[DeviceConfig]] = DeviceConfig
+    Point: ClassVar[type[PointSpec]] = PointSpec
+
+    config: DeviceConfig
+
+    def topic(self, point: str) -> str:
+        return f"{self.name}/{point}"
+
+    async def publish(self, point: str, ts: Any, values: Any, quality: Any = None) -> None:
+        """Publish readings of one of this device's points (arrays or scalars)."""
+        spec = self.config.points.get(point)
+        batch = Batch.of(self.topic(point), ts, values, quality, unit=spec.unit if spec else None)
+        await self.context.bus.publish(batch)
+
+    async def publish_bad(self, point: str, ts: float) -> None:
+        """Publish one reading of bad quality (NaN), so consumers see the point went bad."""
+        await self.context.bus.publish(
+            Batch(self.topic(point), np.array([ts]), np.array([np.nan]), np.array([Quality.BAD], dtype=np.uint8))
+        )
+
+    async def write(self, point: str, value: Any) -> Any:
+        """Write ``value`` (an engineering value) to ``point`` and return the value read back.
+
+        Called only by the command guard, after the point's limits have been checked.
+        Return None if the device offers no way to read the point back.
+        """
+        raise NotImplementedError(f"connector of device {self.name!r} does not support writes")
+
+
+class Solution(_Supervised):
+    """Domain logic: subscribes to topics, computes, emits events and commands.
+
+    Subclasses set ``Config`` (a :class:`SolutionConfig` subclass) and implement
+    :meth:`subscriptions` and :meth:`on_batch` (and :meth:`on_event` for events).
+    """
+
+    Config: ClassVar[type[SolutionConfig]] = SolutionConfig
+    #: queue bound and overflow policy of this solution's subscription
+    queue_size: ClassVar[int] = 1000
+    overflow: ClassVar[Overflow] = Overflow.BLOCK
+
+    config: SolutionConfig
+
+    def subscriptions(self) -> list[str]:
+        """Topic patterns whose batches and events go to :meth:`on_batch` / :meth:`on_event`."""
+        return []
+
+    async def on_batch(self, batch: Batch) -> None:
+        """Handle one batch of readings."""
+
+    async def on_event(self, event: Event) -> None:
+        """Handle one event from another solution."""

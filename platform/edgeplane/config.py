@@ -1,0 +1,661 @@
+"""Site files: loading, secret references, device profiles and validation as a whole.
+
+A site file is YAML. It is validated completely before anything starts: the core sections by
+the models here, each device by its connector's config and point models, each solution by its
+solution's config model (all pydantic, ``extra="forbid"``). Every problem is reported at once,
+with the file, line, key path and a fix (:class:`~edgeplane.errors.SiteError`).
+
+Secrets are written by reference, ``${env:NAME}`` or ``${file:PATH}``, resolved at load time and
+redacted from every log line, error and report (:class:`SecretRedactor`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+import types
+import typing
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from edgeplane.errors import SecretError, SiteError, SiteProblem
+
+if TYPE_CHECKING:
+    from edgeplane.plugins import Registry
+
+__all__ = [
+    "ClockConfig",
+    "DeviceConfig",
+    "Duration",
+    "HttpConfig",
+    "LogConfig",
+    "PointLimits",
+    "PointSpec",
+    "Profile",
+    "Rate",
+    "SecretRedactor",
+    "Site",
+    "SiteInfo",
+    "SolutionConfig",
+    "StoreConfig",
+    "load_site",
+    "parse_duration",
+    "parse_site",
+    "site_json_schema",
+]
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# value types shared by every plugin's config model
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h|d)?\s*$")
+
+
+def parse_duration(value: Any) -> float:
+    """``1s``, ``500ms``, ``5min``, ``4h``, ``30d`` or a number of seconds, as seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as '500ms', '5min', '30d'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
+    else:
+        raise ValueError(f"{value!r} is not a duration: write a number of seconds or e.g. '500ms', '5min', '30d'")
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative (got {value!r})")
+    return seconds
+
+
+def parse_rate(value: Any) -> float:
+    """``10/s``, ``600/min``, ``5%/min`` (kept as percent) or a number per second, as per second."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and "/" in value:
+        amount, _, per = value.partition("/")
+        amount = amount.strip().rstrip("%")
+        try:
+            return float(amount) / parse_duration("1" + per.strip() if per.strip()[0].isalpha() else per)
+        except (ValueError, IndexError):
+            pass
+    raise ValueError(f"{value!r} is not a rate: write e.g. '10/s', '600/min' or a number per second")
+
+
+_duration_schema = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": _DURATION_RE.pattern}]}
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_duration_schema)]
+"""Seconds, written in a site file as a number or as ``500ms``, ``1s``, ``5min``, ``4h``, ``30d``."""
+
+Rate = Annotated[
+    float,
+    BeforeValidator(parse_rate),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^\s*[\d.]+%?\s*/\s*\w+\s*$"}]}),
+]
+"""Units per second, written as a number or as ``10/s``, ``600/min``."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# points, devices, solutions: the base classes that plugins extend
+
+PointType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string", "auto"]
+
+
+class PointLimits(_Model):
+    """Guards on writes to a point, enforced before any connector writes."""
+
+    min: float | None = None
+    max: float | None = None
+    max_rate: Rate | None = Field(None, description="largest change per second between two commanded values")
+    allowed: list[float | str | bool] | None = Field(None, description="the only values a write may carry")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> PointLimits:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max}): swap them")
+        return self
+
+
+class PointSpec(_Model):
+    """One point of a device: what it is, how raw values become engineering values, who may write.
+
+    Connectors subclass it with their address fields (a Modbus register, an OPC UA NodeId).
+    The engineering value is ``raw * scale + offset``.
+    """
+
+    type: PointType = "auto"
+    unit: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    access: Literal["r", "rw", "w"] = "r"
+    limits: PointLimits | None = None
+    description: str | None = None
+
+    @property
+    def writable(self) -> bool:
+        return self.access in ("rw", "w")
+
+
+class DeviceConfig(_Model):
+    """A device entry in the site file. Connectors subclass it with their link fields."""
+
+    connector: str = Field(description="connector type that talks to this device")
+    profile: str | None = Field(None, description="name of a device profile whose points this device has")
+    points: dict[str, PointSpec] = Field(default_factory=dict, description="points, added to the profile's")
+    poll: Duration | None = Field(None, description="polling period, for connectors that poll")
+    enabled: bool = True
+
+
+class SolutionConfig(_Model):
+    """A solution entry in the site file. Solutions subclass it with their own fields."""
+
+    type: str = Field(description="solution type")
+    enabled: bool = True
+
+
+class Profile(_Model):
+    """A reusable point map: the points a kind of device has."""
+
+    profile: str = Field(description="the name devices use to refer to this profile")
+    connector: str | None = Field(None, description="the connector type whose point fields these are")
+    description: str | None = None
+    points: dict[str, dict[str, Any]]
+    source: str | None = Field(None, exclude=True)  # where it was read from, for messages
+
+
+# ---------------------------------------------------------------------------------------------
+# core sections of a site file
+
+_SITE_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class Location(_Model):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    alt: float = 0.0
+
+
+class SiteInfo(_Model):
+    id: str = Field(pattern=_SITE_ID, description="lowercase letters, digits, '-' and '_': used in topic names")
+    name: str | None = None
+    timezone: str = "UTC"
+    location: Location | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as 'Europe/Berlin'") from None
+        return value
+
+
+class HttpConfig(_Model):
+    """Metrics (``/metrics``), ``/healthz`` and ``/readyz`` on one port; off when port is None."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=0, le=65535)
+
+
+class StoreConfig(_Model):
+    path: str | None = Field(None, description="folder for the local store and audit log")
+
+
+class ClockConfig(_Model):
+    mode: Literal["wall", "simulated"] = "wall"
+    start: float | None = Field(None, description="simulated start time, seconds since the epoch")
+
+
+class LogConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class SupervisionConfig(_Model):
+    backoff_initial: Duration = 1.0
+    backoff_max: Duration = 60.0
+    stop_timeout: Duration = 10.0
+
+
+class CoreSite(_Model):
+    """The core's view of a site file; devices and solutions are checked against plugins after."""
+
+    site: SiteInfo
+    profiles: list[str] = Field(default_factory=list, description="device-profile files, relative to the site file")
+    devices: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    solutions: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    limits: dict[str, PointLimits] = Field(
+        default_factory=dict, description="write guards by '<device>/<point>' pattern, e.g. 'inv*/WMaxLimPct'"
+    )
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+
+    @field_validator("devices", "solutions")
+    @classmethod
+    def _entries_are_mappings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, entry in value.items():
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", str(name)):
+                raise ValueError(f"{name!r} is not a valid name: use letters, digits, '_', '-', '.'")
+            if not isinstance(entry, dict):
+                raise ValueError(f"{name!r} must be a mapping of settings, got {type(entry).__name__}")
+        return value
+
+
+# ---------------------------------------------------------------------------------------------
+# secrets
+
+
+class SecretRedactor:
+    """Knows every secret value a site resolved and blanks it out of text."""
+
+    MASK = "***"
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+
+    def add(self, value: str) -> None:
+        if value and len(value) >= 3:
+            self._values.add(value)
+
+    def redact(self, text: str) -> str:
+        for value in sorted(self._values, key=len, reverse=True):
+            if value in text:
+                text = text.replace(value, self.MASK)
+        return text
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that blanks secret values out of every record it passes."""
+
+    def __init__(self, redactor: SecretRedactor):
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.redactor:
+            message = record.getMessage()
+            redacted = self.redactor.redact(message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return True
+
+
+_SECRET_RE = re.compile(r"\$\{(env|file):([^}]*)\}")
+
+
+def _resolve_secrets(value: Any, path: str, base: Path, redactor: SecretRedactor, problems: list[tuple[str, str, str]]):
+    if isinstance(value, dict):
+        return {k: _resolve_secrets(v, f"{path}.{k}" if path else str(k), base, redactor, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_secrets(v, f"{path}[{i}]", base, redactor, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        kind, ref = match.group(1), match.group(2).strip()
+        if kind == "env":
+            if ref not in os.environ:
+                problems.append((path, f"environment variable {ref!r} is not set", f"export {ref}=... before starting"))
+                return ""
+            secret = os.environ[ref]
+        else:
+            file_path = (base / ref).expanduser()
+            try:
+                secret = file_path.read_text().strip()
+            except OSError as e:
+                problems.append((path, f"cannot read secret file {str(file_path)!r}: {e.strerror}", "create the file or fix the path"))
+                return ""
+        redactor.add(secret)
+        return secret
+
+    return _SECRET_RE.sub(substitute, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+def _line_map(text: str) -> dict[tuple[Any, ...], int]:
+    """Key path -> 1-based line, for every mapping key and sequence item in a YAML document."""
+    lines: dict[tuple[Any, ...], int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if isinstance(key, str) and key.isdigit():
+                    key = int(key)
+                lines[path + (key,)] = key_node.start_mark.line + 1
+                walk(value_node, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[path + (i,)] = item.start_mark.line + 1
+                walk(item, path + (i,))
+
+    if root is not None:
+        lines[()] = root.start_mark.line + 1
+        walk(root, ())
+    return lines
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SiteError([SiteProblem("", f"cannot read {str(path)!r}: {e.strerror}", file=str(path), fix="check the path")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        raise SiteError(
+            [SiteProblem("", f"not valid YAML: {problem}", file=str(path), line=mark.line + 1 if mark else None,
+                         fix="check indentation and quoting on that line")]
+        ) from None
+    return data, _line_map(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# the validated site
+
+
+@dataclass
+class Site:
+    """A site file, validated against the core and every plugin it uses."""
+
+    core: CoreSite
+    devices: dict[str, DeviceConfig]
+    solutions: dict[str, SolutionConfig]
+    profiles: dict[str, Profile]
+    source: str | None
+    base_dir: Path
+    raw: dict[str, Any] = field(repr=False)
+    redactor: SecretRedactor = field(default_factory=SecretRedactor, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.core.site.id
+
+    @property
+    def limits(self) -> dict[str, PointLimits]:
+        return self.core.limits
+
+    def store_dir(self) -> Path:
+        """Folder for the local store; relative paths are relative to the site file."""
+        if self.core.store.path:
+            return (self.base_dir / self.core.store.path).expanduser()
+        root = Path(os.environ.get("EDGEPLANE_DATA_DIR", Path.home() / ".local" / "state" / "edgeplane"))
+        return root / self.id
+
+
+class _Problems:
+    """Collects problems, attaching file and line from the YAML line map."""
+
+    def __init__(self, file: str | None, lines: dict[tuple[Any, ...], int], redactor: SecretRedactor):
+        self.file = file
+        self.lines = lines
+        self.redactor = redactor
+        self.items: list[SiteProblem] = []
+
+    def add(self, loc: tuple[Any, ...], message: str, fix: str | None = None, file: str | None = None,
+            lines: dict[tuple[Any, ...], int] | None = None) -> None:
+        lines = self.lines if lines is None else lines
+        line = None
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in lines:
+                line = lines[loc[:n]]
+                break
+        self.items.append(
+            SiteProblem(
+                path=_dotted(loc),
+                message=self.redactor.redact(message),
+                file=file or self.file,
+                line=line,
+                fix=self.redactor.redact(fix) if fix else None,
+            )
+        )
+
+    def add_validation(self, error: ValidationError, prefix: tuple[Any, ...], model: type[BaseModel],
+                       file: str | None = None, lines: dict[tuple[Any, ...], int] | None = None) -> None:
+        for item in error.errors(include_url=False):
+            loc = tuple(item["loc"])
+            message = item["msg"].removeprefix("Value error, ")
+            fix = None
+            if item["type"] == "extra_forbidden":
+                known = _fields_at(model, loc[:-1])
+                close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+                message = f"unknown key {loc[-1]!r}"
+                if close:
+                    fix = f"did you mean {close[0]!r}?"
+                elif known:
+                    fix = f"remove it; known keys here: {', '.join(sorted(known))}"
+            elif item["type"] == "missing":
+                message = "required key is missing"
+                fix = f"add '{loc[-1]}:'"
+            else:
+                given = item.get("input")
+                if isinstance(given, (str, int, float, bool)) and not isinstance(given, dict):
+                    message += f" (got {given!r})"
+            self.add(prefix + loc, message, fix, file=file, lines=lines)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated and Optional/Union down to the first model (or the bare type)."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            args = typing.get_args(annotation)
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            annotation = models[0] if models else next(a for a in args if a is not type(None))
+        else:
+            return annotation
+
+
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """Field names (and aliases) of the model reached by walking ``loc`` from ``model``."""
+    current = _unwrap(model)
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(part)
+            if info is None:
+                return []
+            current = info.annotation
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        elif typing.get_origin(current) in (list, tuple):
+            current = typing.get_args(current)[0]
+        else:
+            return []
+        current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [info.alias or name for name, info in current.model_fields.items()]
+    return []
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known: {', '.join(sorted(known))}" if known else "no plugin registers any; install one"
+
+
+def _load_profiles(paths: list[str], base: Path, registry: Registry, problems: _Problems,
+                   redactor: SecretRedactor) -> dict[str, Profile]:
+    profiles: dict[str, Profile] = {p.profile: p for p in registry.profiles.values()}
+    for i, rel in enumerate(paths):
+        path = (base / rel).expanduser()
+        try:
+            data, lines = _read_yaml(path)
+        except SiteError as e:
+            for p in e.problems:
+                problems.add(("profiles", i), p.message, p.fix)
+            continue
+        docs = data if isinstance(data, list) else [data]
+        for j, doc in enumerate(docs):
+            try:
+                profile = Profile.model_validate(doc)
+            except ValidationError as e:
+                problems.add_validation(e, (j,) if isinstance(data, list) else (), Profile, file=str(path), lines=lines)
+                continue
+            profile.source = str(path)
+            profiles[profile.profile] = profile
+    return profiles
+
+
+def parse_site(data: Any, registry: Registry, *, source: str | None = None, base_dir: Path | None = None,
+               lines: dict[tuple[Any, ...], int] | None = None) -> Site:
+    """Validate an already-parsed site document against the core and the plugins in ``registry``."""
+    base = base_dir or Path.cwd()
+    redactor = SecretRedactor()
+    problems = _Problems(source, lines or {}, redactor)
+    if not isinstance(data, dict):
+        problems.add((), "a site file must be a mapping with at least a 'site:' section",
+                     "start the file with:  site: {id: my-site}")
+        raise SiteError(problems.items)
+
+    secret_problems: list[tuple[str, str, str]] = []
+    resolved = _resolve_secrets(data, "", base, redactor, secret_problems)
+    for path, message, fix in secret_problems:
+        problems.add(tuple(int(p) if p.isdigit() else p for p in re.split(r"\.|\[|\]\.?", path) if p), message, fix)
+
+    try:
+        core = CoreSite.model_validate(resolved)
+    except ValidationError as e:
+        problems.add_validation(e, (), CoreSite)
+        raise SiteError(problems.items) from None
+
+    profiles = _load_profiles(core.profiles, base, registry, problems, redactor)
+
+    devices: dict[str, DeviceConfig] = {}
+    for name, entry in core.devices.items():
+        loc = ("devices", name)
+        kind = entry.get("connector")
+        if not kind:
+            problems.add(loc, "device has no 'connector:'", f"add e.g. 'connector: {next(iter(registry.connectors), 'modbus')}'")
+            continue
+        connector_cls = registry.connectors.get(kind)
+        if connector_cls is None:
+            problems.add(loc + ("connector",), f"unknown connector type {kind!r}", registry.explain_missing("connector", kind))
+            continue
+        entry = dict(entry)
+        points: dict[str, Any] = {}
+        profile_name = entry.get("profile")
+        if profile_name is not None:
+            profile = profiles.get(profile_name)
+            if profile is None:
+                problems.add(loc + ("profile",), f"unknown profile {profile_name!r}", _suggest(str(profile_name), list(profiles)))
+                continue
+            if profile.connector and profile.connector != kind:
+                problems.add(loc + ("profile",),
+                             f"profile {profile_name!r} is for connector {profile.connector!r}, not {kind!r}",
+                             "use a profile made for this connector")
+                continue
+            points.update({k: dict(v or {}) for k, v in profile.points.items()})
+        for point_name, spec in (entry.get("points") or {}).items():
+            # a device's own entry for a point refines the profile's (e.g. a different scale)
+            points[point_name] = {**points.get(point_name, {}), **(spec or {})}
+        entry["points"] = points
+        model = registry.device_model(kind)
+        try:
+            devices[name] = model.model_validate(entry)
+        except ValidationError as e:
+            problems.add_validation(e, loc, model)
+
+    solutions: dict[str, SolutionConfig] = {}
+    for name, entry in core.solutions.items():
+        loc = ("solutions", name)
+        kind = entry.get("type")
+        if not kind:
+            problems.add(loc, "solution has no 'type:'", f"add e.g. 'type: {next(iter(registry.solutions), 'threshold')}'")
+            continue
+        if kind not in registry.solutions:
+            problems.add(loc + ("type",), f"unknown solution type {kind!r}", registry.explain_missing("solution", kind))
+            continue
+        model = registry.solution_model(kind)
+        try:
+            solutions[name] = model.model_validate(entry)
+        except ValidationError as e:
+            problems.add_validation(e, loc, model)
+
+    for pattern in core.limits:
+        if "/" not in pattern:
+            problems.add(("limits", pattern), f"limit key {pattern!r} is not a '<device>/<point>' pattern",
+                         "write e.g. 'inv*/WMaxLimPct'")
+
+    if problems.items:
+        raise SiteError(problems.items)
+    return Site(core=core, devices=devices, solutions=solutions, profiles=profiles, source=source,
+                base_dir=base, raw=data, redactor=redactor)
+
+
+def load_site(path: str | os.PathLike[str], registry: Registry) -> Site:
+    """Read and validate a site file; raises :class:`SiteError` listing every problem."""
+    path = Path(path)
+    data, lines = _read_yaml(path)
+    return parse_site(data, registry, source=str(path), base_dir=path.parent.resolve(), lines=lines)
+
+
+def site_json_schema(registry: Registry) -> dict[str, Any]:
+    """One JSON Schema for site files, with every installed plugin's device and solution sections."""
+
+    def union(models: list[type[BaseModel]], discriminator: str, fallback: type[BaseModel]):
+        if not models:
+            return fallback
+        if len(models) == 1:
+            return models[0]
+        return Annotated[Union[tuple(models)], Field(discriminator=discriminator)]  # type: ignore[valid-type]
+
+    device_union = union([registry.device_model(k) for k in sorted(registry.connectors)], "connector", DeviceConfig)
+    solution_union = union([registry.solution_model(k) for k in sorted(registry.solutions)], "type", SolutionConfig)
+    schema_model = create_model(
+        "EdgeplaneSite",
+        __base__=CoreSite,
+        devices=(dict[str, device_union], Field(default_factory=dict)),  # type: ignore[valid-type]
+        solutions=(dict[str, solution_union], Field(default_factory=dict)),  # type: ignore[valid-type]
+    )
+    schema = schema_model.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "edgeplane site file"
+    return schema
+

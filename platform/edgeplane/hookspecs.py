@@ -1,0 +1,123 @@
+"""The plugin author's reference: every hook edgeplane calls.
+
+A plugin is a module (or object) with functions named after these hooks, each decorated with
+``@edgeplane.hookimpl``, exposed through an entry point in the group ``edgeplane``::
+
+    # pyproject.toml of edgeplane-modbus
+    [project.entry-points.edgeplane]
+    modbus = "edgeplane_modbus.plugin"
+
+    # edgeplane_modbus/plugin.py
+    from edgeplane import hookimpl
+    from edgeplane_modbus.connector import ModbusConnector
+
+    @hookimpl
+    def edgeplane_register_connectors(register):
+        register("modbus", ModbusConnector)
+
+Hooks are synchronous and declarative: they hand edgeplane classes and descriptions, and the
+objects made from those classes do the async work (``start``, ``run``, ``write``, ``on_batch``,
+``stop``). No reading, batch or command ever travels through a hook. A plugin implements only
+the hooks it needs and may take only the arguments it uses.
+
+Each hook is called once per plugin when the host (or the CLI) builds its registry, in the order
+plugins were loaded; a hook that raises marks its plugin as failed, and the other plugins go on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import click
+
+    from edgeplane.components import Connector, Solution
+    from edgeplane.config import Profile
+    from edgeplane.host import Host
+
+PROJECT = "edgeplane"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def edgeplane_register_connectors(register: Callable[[str, type[Connector]], None]) -> None:
+    """Register connector types: ``register(name, ConnectorClass)``.
+
+    Called when the registry is built, before any site file is validated. ``name`` is what a
+    device's ``connector:`` key names (e.g. ``"modbus"``); it must be unique across plugins.
+    The class subclasses :class:`edgeplane.Connector`, with ``Config`` (a subclass of
+    :class:`edgeplane.DeviceConfig`) and ``Point`` (a subclass of :class:`edgeplane.PointSpec`)
+    describing what a device entry and each of its points may hold. Returns nothing.
+    """
+
+
+@hookspec
+def edgeplane_register_solutions(register: Callable[[str, type[Solution]], None]) -> None:
+    """Register solution types: ``register(name, SolutionClass)``.
+
+    Called when the registry is built. ``name`` is what a solution's ``type:`` key names
+    (e.g. ``"solar.forecast"``). The class subclasses :class:`edgeplane.Solution` and declares
+    ``Config`` (a subclass of :class:`edgeplane.SolutionConfig`). Returns nothing.
+    """
+
+
+@hookspec
+def edgeplane_register_transports(register: Callable[[str, type[Any]], None]) -> None:
+    """Register uplink transports for the sync layer: ``register(scheme, TransportClass)``.
+
+    Called when the registry is built. ``scheme`` is the URL scheme a site's
+    ``sync.uplink.transport`` selects (e.g. ``"mqtt"``). Returns nothing.
+    """
+
+
+@hookspec
+def edgeplane_register_profiles(register: Callable[[Profile | str | Path], None]) -> None:
+    """Register device profiles shipped with the plugin: ``register(profile_or_yaml_path)``.
+
+    Called when the registry is built. A profile is a reusable point map (see
+    :class:`edgeplane.Profile`) that devices name with ``profile:``. Pass a ``Profile`` or the
+    path of a YAML file holding one (or a list of them). Returns nothing.
+    """
+
+
+@hookspec
+def edgeplane_register_commands(register: Callable[[click.Command], None]) -> None:
+    """Register CLI commands: ``register(click_command_or_group)``.
+
+    Called when the ``edgeplane`` CLI starts. Each command or group becomes a subcommand
+    (``edgeplane modbus scan`` comes from a group named ``modbus``). Names must not clash with the
+    core's commands or another plugin's. Returns nothing.
+    """
+
+
+@hookspec
+def edgeplane_register_models(register: Callable[[Path], None]) -> None:
+    """Register model folders shipped with the plugin: ``register(path)``.
+
+    Called when the registry is built. ``path`` is a folder of models the inference service can
+    load (each model an ONNX file with its manifest: name, version, sha256, signature,
+    provenance). Returns nothing.
+    """
+
+
+@hookspec
+def edgeplane_host_started(host: Host) -> None:
+    """Called once after the host has started every part of the site and is ready.
+
+    Use it for plugin-wide set-up that needs the running host (its bus, clock, metrics).
+    Must not block: start tasks with ``asyncio.get_running_loop().create_task`` if needed.
+    Returns nothing.
+    """
+
+
+@hookspec
+def edgeplane_host_stopping(host: Host) -> None:
+    """Called once when the host begins to stop, before any part of the site is stopped.
+
+    Must not block. Returns nothing.
+    """

@@ -1,0 +1,386 @@
+"""The host: one process that runs a site.
+
+It opens the local store and the shared services, starts connectors and then solutions, each
+as a supervised part (restart with exponential backoff up to a cap, health per part), serves
+metrics and health over HTTP, applies a changed site file without touching unchanged parts,
+and stops everything in reverse order.
+
+Lifecycle: ``created -> starting -> running -> stopping -> stopped``. A stopped host cannot be
+started again: make a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from edgeplane.bus import Batch, Bus
+from edgeplane.clock import Clock, SimulatedClock, WallClock
+from edgeplane.commands import CommandGuard
+from edgeplane.components import Connector, Context, Health, HealthState, RateLimitedLog, Solution
+from edgeplane.config import Site
+from edgeplane.errors import LifecycleError
+from edgeplane.metrics import Metrics
+from edgeplane.plugins import Plugins
+from edgeplane.store import LocalStore
+
+log = logging.getLogger(__name__)
+
+
+class HostState(str, enum.Enum):
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Part:
+    """One supervised connector or solution."""
+
+    key: str  # "device:inv1", "solution:forecast"
+    obj: Connector | Solution
+    config: Any
+    health: Health
+    task: asyncio.Task[None] | None = None
+    feed: asyncio.Task[None] | None = None
+    subscription: Any = None
+    up_once: asyncio.Event = field(default_factory=asyncio.Event)  # started successfully at least once
+    tried_once: asyncio.Event = field(default_factory=asyncio.Event)  # first start attempt is over
+
+
+class Host:
+    """Runs one site. ``async with Host(site, plugins) as host:`` starts and stops it."""
+
+    def __init__(self, site: Site, plugins: Plugins, *, clock: Clock | None = None, http_port: int | None = -1,
+                 start_timeout: float = 10.0):
+        self.site = site
+        self.plugins = plugins
+        self.registry = plugins.registry
+        if clock is None:
+            clock = SimulatedClock(site.core.clock.start or time.time()) if site.core.clock.mode == "simulated" else WallClock()
+        self.clock = clock
+        self.bus = Bus()
+        self.metrics = Metrics()
+        self.metrics.watch_host(self)
+        self.store = LocalStore(site.store_dir())
+        self.commands = CommandGuard(
+            connectors=lambda: {k.split(":", 1)[1]: p.obj for k, p in self.parts.items() if k.startswith("device:")},  # type: ignore[misc]
+            site_limits=lambda: self.site.limits,
+            clock=self.clock,
+            metrics=self.metrics,
+            store=self.store,
+        )
+        # -1: as the site file says; None: off; a number: that port (0 picks a free one)
+        self._http_port = site.core.http.port if http_port == -1 else http_port
+        self._start_timeout = start_timeout
+        self.http_address: tuple[str, int] | None = None
+        self._http_runner: Any = None
+        self.parts: dict[str, Part] = {}
+        self.state = HostState.CREATED
+        self._stopped = asyncio.Event()
+        self.started_at: float | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.state is not HostState.CREATED:
+            raise LifecycleError(f"cannot start a host that is {self.state.value}: create a new Host")
+        self.state = HostState.STARTING
+        self.started_at = time.monotonic()
+        log.info("starting site %r with %d devices and %d solutions", self.site.id, len(self.site.devices), len(self.site.solutions))
+        try:
+            await self.store.open()
+            # solutions subscribe before any connector publishes, so no early reading is missed
+            solutions = [self._make_solution(n, c) for n, c in self.site.solutions.items() if c.enabled]
+            connectors = [self._make_connector(n, c) for n, c in self.site.devices.items() if c.enabled]
+            await self._launch([p for p in connectors if p])
+            await self._launch([p for p in solutions if p])
+            if self._http_port is not None:
+                await self._start_http()
+        except BaseException:
+            await self.stop()
+            raise
+        self.state = HostState.RUNNING
+        self.plugins.host_started(self)
+        log.info("site %r running (%s)", self.site.id, ", ".join(f"{k}={v['state']}" for k, v in self.health().items()) or "no parts")
+
+    async def stop(self) -> None:
+        """Stop solutions, then connectors, then the store; idempotent."""
+        if self.state in (HostState.STOPPING, HostState.STOPPED):
+            await self._stopped.wait()
+            return
+        was_running = self.state is HostState.RUNNING
+        self.state = HostState.STOPPING
+        if was_running:
+            self.plugins.host_stopping(self)
+        keys = list(self.parts)
+        solutions = [k for k in keys if k.startswith("solution:")]
+        connectors = [k for k in keys if k.startswith("device:")]
+        for group in (reversed(solutions), reversed(connectors)):
+            await asyncio.gather(*(self._stop_part(k) for k in group))
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+            self._http_runner = None
+        await self.store.close()
+        self.state = HostState.STOPPED
+        self._stopped.set()
+        log.info("site %r stopped", self.site.id)
+
+    async def __aenter__(self) -> Host:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    async def run_until_stopped(self, *, reload_site: Callable[[], Site] | None = None) -> None:
+        """Start, then run until SIGTERM/SIGINT (graceful stop) ; SIGHUP reloads the site file."""
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop_requested.set)
+                installed.append(sig)
+        if reload_site is not None:
+            def on_hup() -> None:
+                loop.create_task(self._reload_from(reload_site))
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGHUP, on_hup)
+                installed.append(signal.SIGHUP)
+        try:
+            await self.start()
+            await stop_requested.wait()
+            log.info("stop requested; stopping in reverse order")
+        finally:
+            await self.stop()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    async def _reload_from(self, reload_site: Callable[[], Site]) -> None:
+        from edgeplane.errors import SiteError
+
+        try:
+            site = reload_site()
+        except SiteError as e:
+            log.error("site file changed but is invalid; still running the previous version\n%s", e)
+            self.metrics.errors.labels(part="host", kind="reload_invalid").inc()
+            return
+        await self.reload(site)
+
+    # -- parts ------------------------------------------------------------------------------
+
+    def _context(self, name: str, logger_name: str) -> Context:
+        return Context(
+            name=name,
+            bus=self.bus,
+            clock=self.clock,
+            commands=self.commands,
+            metrics=self.metrics,
+            log=logging.getLogger(logger_name),
+            site_id=self.site.id,
+            site_dir=self.site.base_dir,
+        )
+
+    def _make_connector(self, name: str, config: Any) -> Part | None:
+        cls = self.registry.connectors[config.connector]
+        return self._make_part(f"device:{name}", cls, name, config, f"edgeplane.device.{name}")
+
+    def _make_solution(self, name: str, config: Any) -> Part | None:
+        cls = self.registry.solutions[config.type]
+        part = self._make_part(f"solution:{name}", cls, name, config, f"edgeplane.solution.{name}")
+        if part is not None:
+            patterns = part.obj.subscriptions()  # type: ignore[union-attr]
+            if patterns:
+                part.subscription = self.bus.subscribe(
+                    patterns, name=part.key, maxsize=cls.queue_size, overflow=cls.overflow
+                )
+        return part
+
+    def _make_part(self, key: str, cls: type, name: str, config: Any, logger_name: str) -> Part | None:
+        try:
+            obj = cls(name, config, self._context(name, logger_name))
+        except Exception as e:  # noqa: BLE001 - a broken part must not take the host down
+            log.error("%s could not be created: %s: %s (check its section in the site file)", key, type(e).__name__, e)
+            self.metrics.errors.labels(part=key, kind="create").inc()
+            health = Health(HealthState.FAILED, f"could not be created: {e}")
+            part = Part(key, None, config, health)  # type: ignore[arg-type]
+            part.tried_once.set()
+            self.parts[key] = part
+            return None
+        part = Part(key, obj, config, obj.health)
+        self.parts[key] = part
+        return part
+
+    async def _launch(self, parts: list[Part]) -> None:
+        """Start parts under supervision; wait (bounded) until each has tried to start once."""
+        for part in parts:
+            part.task = asyncio.create_task(self._supervise(part), name=part.key)
+            if part.subscription is not None:
+                part.feed = asyncio.create_task(self._feed(part), name=f"{part.key}:feed")
+        if parts:
+            waits = [asyncio.create_task(p.tried_once.wait()) for p in parts]
+            done, pending = await asyncio.wait(waits, timeout=self._start_timeout)
+            for task in pending:
+                task.cancel()
+            slow = [p.key for p in parts if not p.tried_once.is_set()]
+            if slow:
+                log.warning("still starting after %.0f s: %s (the host goes on)", self._start_timeout, ", ".join(slow))
+
+    async def _supervise(self, part: Part) -> None:
+        policy = self.site.core.supervision
+        backoff = policy.backoff_initial
+        obj = part.obj
+        while True:
+            began = time.monotonic()
+            try:
+                part.health.set(HealthState.STARTING)
+                await obj.start()
+                if part.health.state is HealthState.STARTING:
+                    part.health.set(HealthState.OK)
+                part.up_once.set()
+                part.tried_once.set()
+                await obj.run()
+                part.health.set(HealthState.FINISHED)
+                log.info("%s finished", part.key)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - supervision: every failure is retried
+                part.tried_once.set()
+                part.health.restarts += 1
+                part.health.set(HealthState.FAILED, f"{type(e).__name__}: {e}")
+                self.metrics.restarts.labels(part=part.key).inc()
+                if time.monotonic() - began > policy.backoff_max:
+                    backoff = policy.backoff_initial  # it had been up a long while: a fresh failure
+                log.error("%s failed: %s: %s; restarting in %.1f s", part.key, type(e).__name__, e, backoff,
+                          exc_info=log.isEnabledFor(logging.DEBUG))
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(obj.stop(), policy.stop_timeout)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, policy.backoff_max)
+
+    async def _feed(self, part: Part) -> None:
+        """Hand a solution's subscription to its on_batch/on_event, one message at a time."""
+        obj: Solution = part.obj  # type: ignore[assignment]
+        errors = self.metrics.errors.labels(part=part.key, kind="on_batch")
+        dropped = self.metrics.dropped.labels(part=part.key, reason="handler_error")
+        limited = RateLimitedLog(obj.log)
+        await part.up_once.wait()
+        async for message in part.subscription:
+            try:
+                if type(message) is Batch:
+                    await obj.on_batch(message)
+                else:
+                    await obj.on_event(message)
+            except Exception as e:  # noqa: BLE001 - one bad message must not stop the solution
+                errors.inc()
+                dropped.inc()
+                part.health.set(HealthState.DEGRADED, f"last message failed: {type(e).__name__}: {e}")
+                limited.warning(type(e).__name__, "%s could not handle %s: %s: %s (message dropped, counted)",
+                                part.key, message.topic, type(e).__name__, e)
+
+    async def _stop_part(self, key: str) -> None:
+        part = self.parts.pop(key, None)
+        if part is None:
+            return
+        if part.subscription is not None:
+            part.subscription.close()
+        for task in (part.feed, part.task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if part.obj is not None:
+            try:
+                await asyncio.wait_for(part.obj.stop(), self.site.core.supervision.stop_timeout)
+            except Exception as e:  # noqa: BLE001 - stopping goes on for the others
+                log.warning("%s did not stop cleanly: %s: %s", key, type(e).__name__, e)
+        part.health.set(HealthState.STOPPED)
+
+    # -- reload -----------------------------------------------------------------------------
+
+    async def reload(self, site: Site) -> dict[str, list[str]]:
+        """Apply a changed site: restart only the devices and solutions whose entries changed.
+
+        Returns the keys that were added, removed, restarted and kept. Sections that need a new
+        process (http, store, clock) are logged, not applied.
+        """
+        if self.state is not HostState.RUNNING:
+            raise LifecycleError(f"cannot reload a host that is {self.state.value}")
+        if site.id != self.site.id:
+            raise LifecycleError(f"a reload cannot change the site id ({self.site.id!r} -> {site.id!r}): start a new host")
+        for section in ("http", "store", "clock"):
+            if getattr(site.core, section) != getattr(self.site.core, section):
+                log.warning("the %r section changed: it takes effect at the next start", section)
+        old_site = self.site
+        plan: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "kept": []}
+
+        def diff(prefix: str, old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+            to_stop, to_start = [], []
+            for name in old:
+                if name not in new or not new[name].enabled:
+                    to_stop.append(name)
+                    plan["removed"].append(f"{prefix}:{name}")
+                elif new[name] != old[name]:
+                    to_stop.append(name)
+                    to_start.append(name)
+                    plan["restarted"].append(f"{prefix}:{name}")
+                else:
+                    plan["kept"].append(f"{prefix}:{name}")
+            for name in new:
+                if name not in old and new[name].enabled:
+                    to_start.append(name)
+                    plan["added"].append(f"{prefix}:{name}")
+            return to_stop, to_start
+
+        stop_devices, start_devices = diff("device", old_site.devices, site.devices)
+        stop_solutions, start_solutions = diff("solution", old_site.solutions, site.solutions)
+        self.site = site
+        for name in stop_solutions:
+            await self._stop_part(f"solution:{name}")
+        for name in stop_devices:
+            await self._stop_part(f"device:{name}")
+        new_solutions = [self._make_solution(n, site.solutions[n]) for n in start_solutions]
+        await self._launch([p for p in (self._make_connector(n, site.devices[n]) for n in start_devices) if p])
+        await self._launch([p for p in new_solutions if p])
+        log.info("site reloaded: %s", ", ".join(f"{k} {len(v)}" for k, v in plan.items()))
+        return plan
+
+    def device(self, name: str) -> Connector:
+        """The running connector object of a device."""
+        return self._obj(f"device:{name}")
+
+    def solution(self, name: str) -> Solution:
+        """The running solution object of a solution entry."""
+        return self._obj(f"solution:{name}")  # type: ignore[return-value]
+
+    def _obj(self, key: str) -> Any:
+        part = self.parts.get(key)
+        if part is None or part.obj is None:
+            raise KeyError(f"{key} is not running; running: {', '.join(self.parts) or 'nothing'}")
+        return part.obj
+
+    # -- health and http --------------------------------------------------------------------
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        return {key: part.health.as_dict() for key, part in self.parts.items()}
+
+    @property
+    def ready(self) -> bool:
+        """Running, and every part has started successfully at least once."""
+        return self.state is HostState.RUNNING and all(p.up_once.is_set() for p in self.parts.values())
+
+    async def _start_http(self) -> None:
+        from edgeplane.monitoring import start_monitoring
+
+        self._http_runner, self.http_address = await start_monitoring(self, self.site.core.http.host, self._http_port or 0)
+        log.info("metrics and health on http://%s:%d/ (/metrics, /healthz, /readyz)", *self.http_address)
