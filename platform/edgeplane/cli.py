@@ -176,3 +176,5 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"    {kind}: {', '.join(names)}")
         if info.error:
             click.echo(f"    error: {info.error}")
+if __name__ == "__main__":
+    main()

@@ -330,7 +330,7 @@ class Host:
                 if name not in new or not new[name].enabled:
                     to_stop.append(name)
                     plan["removed"].append(f"{prefix}:{name}")
-                elif new[name] != old[name]:
+                elif new[name].model_dump() != old[name].model_dump():  # by value: classes may be rebuilt
                     to_stop.append(name)
                     to_start.append(name)
                     plan["restarted"].append(f"{prefix}:{name}")

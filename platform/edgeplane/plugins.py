@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 import yaml
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import ValidationError, create_model
 
 from edgeplane import hookspecs
 from edgeplane.config import DeviceConfig, Profile, SolutionConfig
@@ -197,6 +197,7 @@ class Plugins:
         for index, obj in enumerate(extra):
             name = getattr(obj, "__name__", None) or f"{type(obj).__name__}-{index}"
             plugins._register(obj, name, None, None)
+        plugins.registry  # noqa: B018 - register now, so that failures show in infos at once
         return plugins
 
     def _fail(self, name: str, dist: str | None, version: str | None, cause: BaseException) -> None:
@@ -231,7 +232,7 @@ class Plugins:
             caller = getattr(self.pm.hook, hook_name)
             # call each plugin's implementation on its own: one failing plugin must not take
             # the others' registrations with it (pluggy would abort the whole call)
-            for impl in reversed(caller.get_hookimpls()):
+            for impl in caller.get_hookimpls():  # in load order: the built-in plugin first
                 plugin = impl.plugin_name
                 info = self.infos.get(plugin)
                 if info is not None and info.error is not None:
@@ -316,7 +317,6 @@ class Plugins:
 
     def describe(self) -> list[PluginInfo]:
         """Every plugin seen, loaded or failed, with what it registered."""
-        self.registry  # noqa: B018 - registration fills in what each plugin registered
         return sorted(self.infos.values(), key=lambda i: (i.name != BUILTIN, i.name))
 
     # typed facade over pm.hook for the lifecycle hooks
@@ -340,6 +340,3 @@ def _core_version() -> str:
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
 
-
-def model_fields(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
