@@ -148,3 +148,13 @@ def test_plugins_list_command(plugin_path):
     assert "nope" in listed["broken"]["error"]
     text = runner.invoke(main, ["plugins", "list"]).output
     assert "BROKEN" in text and "edgeplane-broken 0.3.1" in text
+
+
+def test_run_loads_only_the_plugins_a_site_names(plugin_path):
+    install_fake_distribution(plugin_path, "edgeplane-thermo", "1.2.0", "good_thermo_plugin", GOOD_PLUGIN, "thermo")
+    install_fake_distribution(plugin_path, "edgeplane-broken", "0.3.1", "broken_plugin", "raise ImportError('nope')\n", "broken")
+    lean = Plugins.load_for_site({"site": {"id": "s"}, "devices": {"t": {"connector": "thermo"}}})
+    assert set(lean.infos) == {"builtin", "thermo"}  # the broken one is not even imported
+    # a type whose plugin is named otherwise makes it load everything, to find it or explain it
+    full = Plugins.load_for_site({"site": {"id": "s"}, "devices": {"t": {"connector": "unknown-kind"}}})
+    assert {"builtin", "thermo", "broken"} <= set(full.infos)

@@ -87,8 +87,16 @@ def run(ctx: click.Context, site: Path | None, http_port: int | None, log_level:
     from edgeplane.host import Host
     from edgeplane.logs import configure_logging
 
+    import yaml
+
+    from edgeplane.plugins import Plugins
+
     site_path = site or default_site_path()
-    plugins = _plugins(ctx)
+    try:
+        raw = yaml.safe_load(site_path.read_text())
+    except (OSError, yaml.YAMLError):
+        raw = None  # load_site below reports it properly
+    plugins = Plugins.load_for_site(raw)
     try:
         loaded = _load(site_path, plugins)
     except SiteError as e:

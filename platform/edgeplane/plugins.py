@@ -200,6 +200,31 @@ class Plugins:
         plugins.registry  # noqa: B018 - register now, so that failures show in infos at once
         return plugins
 
+    @classmethod
+    def load_for_site(cls, data: Any) -> Plugins:
+        """Load only the plugins a site file names, so a node starts fast and lean.
+
+        A plugin's entry-point name is the connector type or the first part of the solution
+        type it provides (``modbus``, ``solar`` for ``solar.forecast``). If a type is still
+        unknown afterwards (a plugin that names its entry point otherwise), every plugin is
+        loaded, so that validation can find it or name the broken plugin.
+        """
+        wanted: set[str] = set()
+        if isinstance(data, dict):
+            for entry in (data.get("devices") or {}).values():
+                if isinstance(entry, dict) and isinstance(entry.get("connector"), str):
+                    wanted.add(entry["connector"])
+            for entry in (data.get("solutions") or {}).values():
+                if isinstance(entry, dict) and isinstance(entry.get("type"), str):
+                    wanted.add(entry["type"].split(".")[0])
+        env_only = _names_from_env("EDGEPLANE_PLUGINS")
+        plugins = cls.load(only=wanted if env_only is None else wanted & env_only)
+        registry = plugins.registry
+        types = set(registry.connectors) | {t.split(".")[0] for t in registry.solutions}
+        if wanted - types:
+            plugins = cls.load()
+        return plugins
+
     def _fail(self, name: str, dist: str | None, version: str | None, cause: BaseException) -> None:
         error = PluginLoadError(name, dist, version, cause)
         error.__cause__ = cause
