@@ -70,7 +70,10 @@ async def test_unknown_device_suggests_a_name(edgeplane_host):
 
 async def test_rate_of_change_limit_from_site_pattern(edgeplane_host, fake_clock):
     async with edgeplane_host(SITE, clock=fake_clock) as host:
-        fake_clock.advance(1)  # 1 s after the initial 10.0 was published
+        fake_clock.advance(1)  # 1 s after start, the device reports 10.0
+        plc = host.device("plc")
+        await plc.set("speed", 10.0)  # a fresh poll of an unchanged value does not reset the base
+        assert (await execute(host, "speed", 16.0)).status is CommandStatus.REJECTED  # 6/s since start
         assert (await execute(host, "speed", 14.0)).ok  # 4/s
         fake_clock.advance(1)
         result = await execute(host, "speed", 24.0)  # 10/s

@@ -206,3 +206,33 @@ async def test_readyz_waits_for_a_part_that_cannot_start(edgeplane_host):
                 assert r.status == 503 and (await r.json())["waiting"] == ["device:n"]
         assert host.health()["device:n"]["state"] in ("failed", "starting")
         assert "no route to device" in host.health()["device:n"]["detail"] or host.health()["device:n"]["restarts"] > 0
+
+
+async def test_a_solution_that_cannot_start_never_stalls_the_publishers(edgeplane_host):
+    class Broken(Collector):
+        async def start(self):
+            raise RuntimeError("model file missing")
+
+    class P:
+        __name__ = "brokensol"
+
+        @hookimpl
+        def edgeplane_register_solutions(self, register):
+            register("broken", Broken)
+
+    site = memory_site(solutions={"b": {"type": "broken", "pattern": "m1/temp", "queue_size": 10, "overflow": "block"}})
+    async with edgeplane_host(site, plugins=[P()]) as host:
+        m1 = host.device("m1")
+        await asyncio.wait_for(asyncio.gather(*(m1.set("temp", float(i)) for i in range(100))), 5)
+        await wait_for(lambda: host.metrics.value("edgeplane_dropped_total", part="solution:b", reason="solution_down") >= 90)
+        assert host.solution("b").seen == []
+
+
+async def test_solution_queue_policy_from_the_site_file(edgeplane_host, fake_clock):
+    site = memory_site(solutions={"c": {"type": "collector", "pattern": "m1/temp", "queue_size": 7}})
+    async with edgeplane_host(site, plugins=[CollectorPlugin()], clock=fake_clock) as host:
+        sub = next(s for s in host.bus.subscriptions if s.name == "solution:c")
+        assert sub.maxsize == 7 and sub.overflow.value == "block"  # a simulation waits, never drops
+    async with edgeplane_host(site, plugins=[CollectorPlugin()]) as host:
+        sub = next(s for s in host.bus.subscriptions if s.name == "solution:c")
+        assert sub.overflow.value == "drop_oldest"  # live: the solution's own default

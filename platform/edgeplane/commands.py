@@ -79,6 +79,7 @@ class CommandGuard:
         self.metrics = metrics
         self.store = store
         self._last: dict[str, tuple[float, float]] = {}  # topic -> (time, value) of the last good write
+        self._started = clock.now()
 
     async def execute(
         self, device: str, point: str, value: Any, *, source: str, timeout: float = 5.0, reason: str = ""
@@ -164,12 +165,15 @@ class CommandGuard:
         return None
 
     def _previous(self, device: str, point: str) -> tuple[float, float] | None:
+        """The base a rate of change is measured from: the last good command, else the value
+        the device reports now, held since the guard started (a setpoint polled every second
+        has not changed every second)."""
         topic = f"{device}/{point}"
         if topic in self._last:
             return self._last[topic]
         latest = self._connectors()[device].context.bus.latest(topic)
         if latest is not None and isinstance(latest[1], (int, float)) and math.isfinite(latest[1]):
-            return latest[0], float(latest[1])
+            return min(self._started, latest[0]), float(latest[1])
         return None
 
     async def _write(self, connector: Connector, device: str, point: str, spec: PointSpec, value: Any, timeout: float):

@@ -183,9 +183,12 @@ class Solution(_Supervised):
     """
 
     Config: ClassVar[type[SolutionConfig]] = SolutionConfig
-    #: queue bound and overflow policy of this solution's subscription
+    #: queue bound and overflow policy of this solution's subscription. A solution that falls
+    #: behind loses its oldest batches (counted in edgeplane_bus_dropped_total) rather than
+    #: stalling the connectors that feed every other consumer; set BLOCK for one that must see
+    #: every reading and is sure to keep up.
     queue_size: ClassVar[int] = 1000
-    overflow: ClassVar[Overflow] = Overflow.BLOCK
+    overflow: ClassVar[Overflow] = Overflow.DROP_OLDEST
 
     config: SolutionConfig
 

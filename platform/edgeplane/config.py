@@ -170,6 +170,10 @@ class SolutionConfig(_Model):
 
     type: str = Field(description="solution type")
     enabled: bool = True
+    queue_size: int | None = Field(None, ge=1, description="bound of its input queue (default: the solution's own)")
+    overflow: Literal["block", "drop_oldest"] | None = Field(
+        None, description="when its queue is full: make publishers wait, or drop the oldest (counted)"
+    )
 
 
 class Profile(_Model):

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edgeplane.bus import Batch, Bus
+from edgeplane.bus import Batch, Bus, Overflow
 from edgeplane.clock import Clock, SimulatedClock, WallClock
 from edgeplane.commands import CommandGuard
 from edgeplane.components import Connector, Context, Health, HealthState, RateLimitedLog, Solution
@@ -200,8 +200,10 @@ class Host:
         if part is not None:
             patterns = part.obj.subscriptions()  # type: ignore[union-attr]
             if patterns:
+                # a simulation has no deadline to miss and must not lose data: it waits instead
+                overflow = config.overflow or (Overflow.BLOCK if getattr(self.clock, "simulated", False) else cls.overflow)
                 part.subscription = self.bus.subscribe(
-                    patterns, name=part.key, maxsize=cls.queue_size, overflow=cls.overflow
+                    patterns, name=part.key, maxsize=config.queue_size or cls.queue_size, overflow=overflow
                 )
         return part
 
@@ -273,9 +275,14 @@ class Host:
         obj: Solution = part.obj  # type: ignore[assignment]
         errors = self.metrics.errors.labels(part=part.key, kind="on_batch")
         dropped = self.metrics.dropped.labels(part=part.key, reason="handler_error")
+        down = self.metrics.dropped.labels(part=part.key, reason="solution_down")
         limited = RateLimitedLog(obj.log)
-        await part.up_once.wait()
+        await part.tried_once.wait()
         async for message in part.subscription:
+            if part.health.state in (HealthState.FAILED, HealthState.STARTING):
+                # keep draining while it restarts, so its queue never stalls the publishers
+                down.inc()
+                continue
             try:
                 if type(message) is Batch:
                     await obj.on_batch(message)
