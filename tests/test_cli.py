@@ -48,3 +48,39 @@ def test_schema_is_json_for_editors(tmp_path):
     schema = json.loads(out.read_text())
     assert schema["$schema"].endswith("2020-12/schema")
     assert {"site", "devices", "solutions", "limits"} <= set(schema["properties"])
+
+
+def test_sighup_applies_a_changed_site_file_and_keeps_running_on_a_bad_one(tmp_path):
+    import os
+    import signal
+
+    site = tmp_path / "site.yaml"
+    site.write_text("site: {id: hup}\ndevices:\n  a: {connector: memory, points: {x: {value: 1}}}\n")
+    env = {**os.environ, "EDGEPLANE_DATA_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen([sys.executable, "-m", "edgeplane.cli", "run", str(site), "--log-format", "json"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+    def wait_for_message(fragment):
+        for line in proc.stderr:
+            message = json.loads(line)["message"]
+            if fragment in message:
+                return message
+        raise AssertionError(f"process ended before logging {fragment!r}")
+
+    try:
+        wait_for_message("running")
+        site.write_text("site: {id: hup}\ndevices:\n  a: {connector: memory, points: {x: {value: 1}}}\n"
+                        "  b: {connector: memory, points: {y: {value: 2}}}\n")
+        proc.send_signal(signal.SIGHUP)
+        message = wait_for_message("site reloaded")
+        assert "added 1" in message and "kept 1" in message
+        site.write_text("site: {id: hup}\ndevices:\n  a: {connector: memroy}\n")
+        proc.send_signal(signal.SIGHUP)
+        message = wait_for_message("invalid")
+        assert "still running the previous version" in message and "did you mean 'memory'" in message
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
