@@ -11,8 +11,8 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "setup: installing system packages: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -27,4 +27,14 @@ fi
 echo "setup: installing edgeplane and its plugins (editable)"
 .venv/bin/python -m pip install -q -r requirements-dev.txt 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
+# node-opcua: the independent OPC UA server the OPC UA connector is tested against
+if [ ! -d connectors/opcua/tests/node/node_modules/node-opcua ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing Node.js and npm (for the node-opcua test server)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  echo "setup: installing node-opcua for the OPC UA tests"
+  npm ci --prefix connectors/opcua/tests/node --no-audit --no-fund --loglevel=error >/dev/null
+fi
 echo "setup: done (.venv/bin/edgeplane)"

@@ -184,5 +184,13 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"    {kind}: {', '.join(names)}")
         if info.error:
             click.echo(f"    error: {info.error}")
+def _add_core_groups() -> None:
+    from edgeplane.inference.cli import models
+
+    main.add_command(models)
+
+
+_add_core_groups()
+
 if __name__ == "__main__":
     main()

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClockConfig",
+    "ConfigModel",
     "DeviceConfig",
     "Duration",
     "HttpConfig",
@@ -110,8 +111,16 @@ Rate = Annotated[
 """Units per second, written as a number or as ``10/s``, ``600/min``."""
 
 
-class _Model(BaseModel):
+class ConfigModel(BaseModel):
+    """Base of every config model: unknown keys are errors (with a "did you mean")."""
+
     model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+
+
+_Model = ConfigModel
+
+# the inference section imports Duration from here, so it comes after it
+from edgeplane.inference.settings import InferenceConfig  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +267,7 @@ class CoreSite(_Model):
     clock: ClockConfig = Field(default_factory=ClockConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+    inference: InferenceConfig | None = Field(None, description="the shared inference service; off when absent")
 
     @field_validator("devices", "solutions")
     @classmethod

@@ -83,6 +83,7 @@ class Host:
         self._start_timeout = start_timeout
         self.http_address: tuple[str, int] | None = None
         self._http_runner: Any = None
+        self.inference: Any = None  # the shared InferenceService, when the site has an inference section
         self.parts: dict[str, Part] = {}
         self.state = HostState.CREATED
         self._stopped = asyncio.Event()
@@ -98,6 +99,7 @@ class Host:
         log.info("starting site %r with %d devices and %d solutions", self.site.id, len(self.site.devices), len(self.site.solutions))
         try:
             await self.store.open()
+            await self._start_inference()
             # solutions subscribe before any connector publishes, so no early reading is missed
             solutions = [self._make_solution(n, c) for n, c in self.site.solutions.items() if c.enabled]
             connectors = [self._make_connector(n, c) for n, c in self.site.devices.items() if c.enabled]
@@ -129,6 +131,8 @@ class Host:
         if self._http_runner is not None:
             await self._http_runner.cleanup()
             self._http_runner = None
+        if self.inference is not None:
+            await self.inference.stop()
         await self.store.close()
         self.state = HostState.STOPPED
         self._stopped.set()
@@ -176,6 +180,16 @@ class Host:
             return
         await self.reload(site)
 
+    async def _start_inference(self) -> None:
+        # onnxruntime costs ~0.6 s and tens of MB to import: only a site that asks for it pays
+        config = self.site.core.inference
+        if config is None:
+            return
+        from edgeplane.inference import InferenceService
+
+        self.inference = InferenceService(config, self.metrics, base_dir=self.site.base_dir, model_dirs=self.registry.models)
+        await self.inference.start()
+
     # -- parts ------------------------------------------------------------------------------
 
     def _context(self, name: str, logger_name: str) -> Context:
@@ -188,6 +202,7 @@ class Host:
             log=logging.getLogger(logger_name),
             site_id=self.site.id,
             site_dir=self.site.base_dir,
+            inference=self.inference.client(name) if self.inference is not None else None,
         )
 
     def _make_connector(self, name: str, config: Any) -> Part | None:

@@ -1,0 +1,161 @@
+"""MQTT ingest: messages/s through the edgeplane MQTT connector into the bus vs a raw paho subscriber.
+
+Both run against the same Mosquitto broker in the same run, on the same workload: N QoS 1
+messages queued by the broker for a persistent session while the subscriber is away, then
+drained as fast as the subscriber takes them (so the publisher does not compete for the CPU).
+
+* raw: a paho-mqtt 2.x client whose on_message only counts; timed from connect() to the N-th message;
+* connector: a whole edgeplane host with one ``connector: mqtt`` device (decoding, topic mapping,
+  columnar batches on the bus); timed from host start to the N-th reading on the bus.
+
+Usage: python benchmarks/mqtt.py [--messages 20000] [--repeat 2] [--json]
+Needs mosquitto (apt-get install mosquitto) and edgeplane-mqtt installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edgeplane.testing import run_host
+from edgeplane_mqtt import plugin
+from edgeplane_mqtt.testing import Mosquitto
+
+SCENARIOS = {
+    # name: (payload maker, connector mapping)
+    "json": (lambda i: json.dumps({"v": i * 0.5, "ts": 1_700_000_000_000 + i}).encode(),
+             {"topic": "bench/{machine}/{point}", "decoder": "json", "json": {"value": "v", "timestamp": "ts"}}),
+    "number": (lambda i: str(i * 0.5).encode(), {"topic": "bench/{machine}/{point}", "decoder": "number"}),
+}
+TOPICS = [f"bench/m{m}/p{p}" for m in range(4) for p in range(5)]  # 20 points
+
+
+def _session_properties() -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 600
+    return props
+
+
+def _client(client_id: str) -> paho.Client:
+    return paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+
+
+def _register_session(broker: Mosquitto, client_id: str) -> None:
+    """Create the persistent session and its subscription, then leave."""
+    subscribed = threading.Event()
+    client = _client(client_id)
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.connect(broker.host, broker.port, clean_start=True, properties=_session_properties())
+    client.loop_start()
+    client.subscribe("bench/#", qos=1)
+    if not subscribed.wait(10):
+        raise RuntimeError("no SUBACK from the broker")
+    client.disconnect()
+    client.loop_stop()
+
+
+def _publish(broker: Mosquitto, n: int, make_payload) -> None:
+    client = _client("bench-publisher")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    infos = [client.publish(TOPICS[i % len(TOPICS)], make_payload(i), qos=1) for i in range(n)]
+    for info in infos:
+        info.wait_for_publish(60)
+    client.disconnect()
+    client.loop_stop()
+
+
+def run_raw(broker: Mosquitto, n: int, make_payload) -> float:
+    client_id = f"bench-raw-{time.monotonic_ns()}"
+    _register_session(broker, client_id)
+    _publish(broker, n, make_payload)
+    done = threading.Event()
+    count = 0
+
+    def on_message(client, userdata, message):
+        nonlocal count
+        count += 1
+        if count == n:
+            done.set()
+
+    client = _client(client_id)
+    client.on_message = on_message
+    start = time.perf_counter()
+    client.connect(broker.host, broker.port, clean_start=False, properties=_session_properties())
+    client.loop_start()
+    if not done.wait(300):
+        raise RuntimeError(f"raw subscriber got {count} of {n} messages")
+    elapsed = time.perf_counter() - start
+    client.disconnect()
+    client.loop_stop()
+    return n / elapsed
+
+
+async def run_connector(broker: Mosquitto, n: int, make_payload, mapping: dict, store: Path) -> tuple[float, dict]:
+    client_id = f"bench-conn-{time.monotonic_ns()}"
+    site = {"site": {"id": "bench"}, "devices": {"plant": {
+        "connector": "mqtt", "url": broker.url, "client_id": client_id, "clean_start": False,
+        "session_expiry": 600, "qos": 1, "queue_size": max(200_000, n), "subscribe": [mapping]}}}
+    await asyncio.to_thread(_register_session, broker, client_id)
+    await asyncio.to_thread(_publish, broker, n, make_payload)
+    start = time.perf_counter()
+    async with run_host(site, plugins=[plugin], store_dir=store) as host:
+        deadline = start + 300
+        while host.bus.published_points < n:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"connector published {host.bus.published_points} of {n} readings")
+            await asyncio.sleep(0.001)
+        elapsed = time.perf_counter() - start
+        device = host.device("plant")
+        stats = {"batches": host.bus.published_batches, "drops": sum(device.drops.values())}
+    return n / elapsed, stats
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000, help="messages per scenario and side")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per side, alternating; the best of each is reported")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args()
+    n = args.messages
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp), max_inflight_messages=1000) as broker:
+        for name, (make_payload, mapping) in SCENARIOS.items():
+            raws, connectors = [], []
+            for i in range(args.repeat):  # alternating, so drift in the machine's load hits both sides
+                raws.append(run_raw(broker, n, make_payload))
+                rate, stats = asyncio.run(run_connector(broker, n, make_payload, mapping, Path(tmp) / f"store-{name}-{i}"))
+                connectors.append(rate)
+            raw, connector = max(raws), max(connectors)
+            results[name] = {"raw": raw, "connector": connector, "ratio": connector / raw, **stats}
+
+    print(f"MQTT ingest, {n} QoS 1 messages per run (20 topics), Mosquitto on loopback, MQTT 5, best of {args.repeat}")
+    print(f"{'decoder':<8} {'raw paho msg/s':>15} {'connector msg/s':>16} {'ratio':>6} {'bus batches':>12} {'drops':>6}")
+    for name, r in results.items():
+        print(f"{name:<8} {r['raw']:>15,.0f} {r['connector']:>16,.0f} {r['ratio']:>6.2f} {r['batches']:>12,} {r['drops']:>6}")
+    print("target: ratio >= 0.8")
+    if args.json:
+        figures = {"messages": n}
+        for name, r in results.items():
+            figures[f"raw_{name}_msgs_per_s"] = round(r["raw"])
+            figures[f"connector_{name}_msgs_per_s"] = round(r["connector"])
+            figures[f"ratio_vs_raw_{name}"] = round(r["ratio"], 3)
+        print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

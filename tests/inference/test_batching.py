@@ -1,0 +1,196 @@
+"""Dynamic batching: correctness under concurrency, latency classes, queue limits, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from edgeplane.inference import InputError, ModelRunError, QueueFullError, ServiceStoppedError
+from edgeplane.metrics import Metrics
+from edgeplane.testing import wait_for
+
+
+async def test_mixed_batch_sizes_split_back_correctly_under_concurrency(make_service, site_dir, run_reference):
+    rng = np.random.default_rng(7)
+    inputs = [rng.standard_normal((int(rng.integers(1, 8)), 32)).astype(np.float32) for _ in range(300)]
+    metrics = Metrics()
+    async with make_service(metrics, batching={"max_batch": 64, "max_delay": 0.02, "realtime_max_delay": 0.02}) as service:
+        results = await asyncio.gather(*(service.infer("mlp", x, caller=f"c{i % 9}") for i, x in enumerate(inputs)))
+    expected = run_reference(site_dir / "sources" / "mlp2.onnx", {"x": np.concatenate(inputs)})[0]
+    start = 0
+    for x, result in zip(inputs, results):
+        assert result["y"].shape == (len(x), 8)
+        np.testing.assert_allclose(result["y"], expected[start : start + len(x)], rtol=1e-4, atol=1e-5)
+        start += len(x)
+    runs = metrics.value("edgeplane_inference_batch_size_count", model="mlp")
+    rows = metrics.value("edgeplane_inference_batch_size_sum", model="mlp")
+    assert rows == sum(len(x) for x in inputs)
+    assert runs < len(inputs) / 2, "requests were not coalesced into batches"
+    assert metrics.value("edgeplane_inference_batch_size_bucket", model="mlp", le="64.0") == runs  # never above max_batch
+
+
+async def test_multi_input_model_and_dict_inputs(make_service, site_dir, run_reference):
+    idx = np.array([3, 1, 4], np.int64)
+    async with make_service() as service:
+        one, two = await asyncio.gather(service.infer("lookup", {"idx": idx}), service.infer("lookup", idx[:1]))
+    np.testing.assert_array_equal(one["y"], run_reference(site_dir / "sources" / "lookup.onnx", {"idx": idx})[0])
+    np.testing.assert_array_equal(two["y"], one["y"][:1])
+
+
+async def test_realtime_runs_while_bulk_is_stuck(make_service, gate):
+    x = np.ones((1, 32), np.float32)
+    async with make_service() as service:
+        await service.load("mlp")
+        model = service.loaded()["mlp"]
+        held = gate()
+        original = model.run_batch
+
+        def bulk_held(requests, rows, bulk=False):
+            if bulk:
+                held.entered.set()
+                held.opened.wait(30)
+            return original(requests, rows, bulk)
+
+        model.run_batch = bulk_held
+        bulk = [asyncio.create_task(service.infer("mlp", np.ones((16, 32), np.float32), priority="bulk", caller=f"b{i}")) for i in range(8)]
+        await wait_for(held.entered.is_set, timeout=10)
+        # bulk is running (and more is queued behind it); realtime must not wait for it
+        result = await asyncio.wait_for(service.infer("mlp", x), timeout=10)
+        assert result["y"].shape == (1, 8)
+        assert not any(t.done() for t in bulk)
+        held.open()
+        done = await asyncio.wait_for(asyncio.gather(*bulk), timeout=10)
+        assert all(r["y"].shape == (16, 8) for r in done)
+
+
+async def test_bulk_waits_while_realtime_is_queued(make_service, gate):
+    async with make_service(batching={"concurrency": 1}) as service:
+        await service.load("mlp")
+        model = service.loaded()["mlp"]
+        held = gate()
+        held.hold(model)
+        order: list[str] = []
+
+        async def call(priority: str, tag: str) -> None:
+            await service.infer("mlp", np.ones((1, 32), np.float32), priority=priority, caller=tag)
+            order.append(tag)
+
+        first = asyncio.create_task(call("realtime", "rt0"))
+        await wait_for(held.entered.is_set, timeout=10)
+        tasks = [asyncio.create_task(call("bulk", f"bulk{i}")) for i in range(3)]
+        tasks += [asyncio.create_task(call("realtime", f"rt{i}")) for i in range(1, 4)]
+        await asyncio.sleep(0.05)
+        held.open()
+        await asyncio.wait_for(asyncio.gather(first, *tasks), timeout=10)
+    # every realtime request (even those sent after the bulk ones) finished before any bulk one
+    assert order.index("bulk0") > max(order.index(f"rt{i}") for i in range(4))
+
+
+async def test_bulk_batches_are_bounded(make_service):
+    metrics = Metrics()
+    async with make_service(metrics, batching={"max_batch": 64, "bulk_max_batch": 4, "max_delay": 0.05}) as service:
+        await asyncio.gather(*(service.infer("mlp", np.ones((1, 32), np.float32), priority="bulk", caller=f"c{i}") for i in range(40)))
+        assert metrics.value("edgeplane_inference_batch_size_sum", model="mlp") == 40
+        assert metrics.value("edgeplane_inference_batch_size_bucket", model="mlp", le="4.0") == metrics.value(
+            "edgeplane_inference_batch_size_count", model="mlp"
+        )
+        assert metrics.value("edgeplane_inference_requests_total", model="mlp", priority="bulk") == 40
+
+
+async def test_a_flooding_caller_is_bounded_by_its_own_queue_limit(make_service, gate):
+    metrics = Metrics()
+    async with make_service(metrics, batching={"max_queue_per_caller": 5}) as service:
+        await service.load("mlp")
+        held = gate()
+        held.hold(service.loaded()["mlp"])
+        x = np.ones((1, 32), np.float32)
+        flood = [asyncio.create_task(service.infer("mlp", x, caller="flooder")) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        refused = [t for t in flood if t.done()]
+        assert len(refused) == 15
+        for task in refused:
+            with pytest.raises(QueueFullError, match="flooder.*5 requests waiting"):
+                task.result()
+        other = asyncio.create_task(service.infer("mlp", x, caller="polite"))  # another caller still gets in
+        held.open()
+        assert (await asyncio.wait_for(other, 10))["y"].shape == (1, 8)
+        assert len(await asyncio.wait_for(asyncio.gather(*(t for t in flood if t not in refused)), 10)) == 5
+        assert metrics.value("edgeplane_dropped_total", part="inference", reason="queue_full") == 15
+        assert metrics.value("edgeplane_inference_errors_total", model="mlp", kind="queue_full") == 15
+
+
+@pytest.mark.parametrize(
+    ("inputs", "match"),
+    [
+        (np.ones((2, 31), np.float32), r"model 'mlp' version '2': input 'x' has shape \[2, 31\] but the model expects \[\?, 32\]"),
+        (np.ones((2, 32), np.float64), r"model 'mlp' version '2': input 'x' has dtype float64 but the model expects float32"),
+        (np.ones(32, np.float32), r"input 'x' has shape \[32\]"),
+        ({"z": np.ones((1, 32), np.float32)}, r"missing \['x'\], unknown \['z'\]"),
+    ],
+)
+async def test_wrong_inputs_name_model_input_and_signature(make_service, inputs, match):
+    metrics = Metrics()
+    async with make_service(metrics) as service:
+        with pytest.raises(InputError, match=match) as info:
+            await service.infer("mlp", inputs)
+        assert "expected signature: inputs x: float32[batch, 32]; outputs y: float32[batch, 8]" in str(info.value)
+        assert metrics.value("edgeplane_inference_errors_total", model="mlp", kind="input") == 1
+        assert (await service.infer("mlp", np.ones((1, 32), np.float32)))["y"].shape == (1, 8)  # the service goes on
+
+
+async def test_a_request_that_makes_the_model_raise_fails_alone(make_service):
+    metrics = Metrics()
+    async with make_service(metrics, batching={"max_delay": 0.05, "realtime_max_delay": 0.05}) as service:
+        requests = [np.array([i % 10], np.int64) for i in range(30)]
+        requests[17] = np.array([99], np.int64)  # out of the table's range: Gather fails at run time
+        results = await asyncio.gather(*(service.infer("lookup", r, caller=f"c{i}") for i, r in enumerate(requests)), return_exceptions=True)
+        for i, result in enumerate(results):
+            if i == 17:
+                assert isinstance(result, ModelRunError)
+                assert "model 'lookup' version '1' failed on this request" in str(result)
+                assert "99" in str(result)
+            else:
+                np.testing.assert_array_equal(result["y"], np.arange(4, dtype=np.float32)[None] + 4 * (i % 10))
+        assert metrics.value("edgeplane_inference_errors_total", model="lookup", kind="run") == 1
+        assert metrics.value("edgeplane_inference_batch_size_count", model="lookup") < 30  # it was batched
+
+
+async def test_model_runs_off_the_event_loop(make_service, gate):
+    async with make_service() as service:
+        await service.load("mlp")
+        held = gate()
+        held.hold(service.loaded()["mlp"])
+        task = asyncio.create_task(service.infer("mlp", np.ones((1, 32), np.float32)))
+        await wait_for(held.entered.is_set, timeout=10)
+        ticks = 0
+        for _ in range(5):  # the loop keeps running while the model is held in its thread
+            await asyncio.sleep(0.001)
+            ticks += 1
+        assert ticks == 5 and not task.done()
+        held.open()
+        assert (await asyncio.wait_for(task, 10))["y"].shape == (1, 8)
+        assert threading.get_ident() not in held.threads
+
+
+async def test_stop_fails_queued_requests_and_refuses_new_ones(make_service, gate):
+    async with make_service(batching={"concurrency": 1}) as service:
+        await service.load("mlp")
+        held = gate()
+        held.hold(service.loaded()["mlp"])
+        x = np.ones((1, 32), np.float32)
+        running = asyncio.create_task(service.infer("mlp", x, caller="a"))
+        await wait_for(held.entered.is_set, timeout=10)
+        queued = asyncio.create_task(service.infer("mlp", x, caller="b"))
+        await asyncio.sleep(0.01)
+        stopping = asyncio.create_task(service.stop())
+        await asyncio.sleep(0.01)
+        held.open()
+        await asyncio.wait_for(stopping, 10)
+        with pytest.raises(ServiceStoppedError):
+            await queued
+        assert (await running)["y"].shape == (1, 8)  # a run already in its thread finishes
+        with pytest.raises(ServiceStoppedError, match="stopped"):
+            await service.infer("mlp", x)
