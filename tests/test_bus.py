@@ -147,3 +147,14 @@ async def test_new_subscription_sees_topics_already_routed():
     late = bus.subscribe("d/#")
     await bus.publish(Batch.of("d/p", 2.0, 2.0))
     assert late.depth == 1
+
+
+async def test_publish_many_keeps_order_and_back_pressure():
+    bus = Bus()
+    sub = bus.subscribe("d/#", maxsize=2)
+    batches = [Batch.of(f"d/p{i % 3}", float(i), float(i)) for i in range(6)]
+    producer = asyncio.create_task(bus.publish_many(batches))
+    received = [(await sub.get()).values[0] for _ in range(6)]
+    await producer
+    assert received == [float(i) for i in range(6)]
+    assert bus.published_batches == 6 and bus.latest("d/p2")[1] == 5.0

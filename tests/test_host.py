@@ -236,3 +236,30 @@ async def test_solution_queue_policy_from_the_site_file(edgeplane_host, fake_clo
     async with edgeplane_host(site, plugins=[CollectorPlugin()]) as host:
         sub = next(s for s in host.bus.subscriptions if s.name == "solution:c")
         assert sub.overflow.value == "drop_oldest"  # live: the solution's own default
+
+
+async def test_stop_does_not_hang_on_a_part_that_swallows_cancellation(edgeplane_host):
+    class Stubborn(Connector):
+        released = False
+
+        async def run(self):
+            while not self.released:
+                try:
+                    await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    continue  # what a library racing wait_for can do
+
+    class P:
+        __name__ = "stubborn"
+
+        @hookimpl
+        def edgeplane_register_connectors(self, register):
+            register("stubborn", Stubborn)
+
+    site = {"site": {"id": "t"}, "devices": {"s": {"connector": "stubborn"}}, "supervision": {"stop_timeout": 0.2}}
+    async with edgeplane_host(site, plugins=[P()]) as host:
+        part = host.parts["device:s"]
+    assert host.state.value == "stopped"
+    assert not part.task.done()  # abandoned, not awaited forever
+    part.obj.released = True  # let the test's loop end cleanly
+    await asyncio.wait_for(part.task, 5)

@@ -319,8 +319,13 @@ class Host:
         for task in (part.feed, part.task):
             if task is not None and not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                # a library that swallows the cancellation (asyncio.wait_for racing an answer,
+                # on Python 3.11) must not hang the whole stop
+                done, _ = await asyncio.wait({task}, timeout=self.site.core.supervision.stop_timeout)
+                if not done:
+                    log.warning("%s ignored cancellation for %.0f s; abandoning it", key, self.site.core.supervision.stop_timeout)
+                elif not task.cancelled() and task.exception() is not None:
+                    log.debug("%s ended with %r while stopping", key, task.exception())
         if part.obj is not None:
             try:
                 await asyncio.wait_for(part.obj.stop(), self.site.core.supervision.stop_timeout)

@@ -1,0 +1,461 @@
+"""The Modbus connector: polls a device's register map in coalesced reads and writes with read-back.
+
+One :class:`ModbusConnector` per device entry. Devices on the same link (host:port or serial
+port) share one client (:mod:`edgeplane_modbus.link`); each polls on its own task, so a slow or
+dead device never delays devices on other links, and on a shared line costs the others at
+most its own timeout.
+
+Failures: a read that times out or gets a Modbus exception publishes its points with quality
+BAD, counts ``edgeplane_modbus_request_errors_total{device, reason}``, and is logged once when
+its state changes (ok -> failing, one failure -> another, failing -> recovered), never per poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeplane import Batch, Connector, HealthState, Quality
+from edgeplane_modbus import codec, sunspec
+from edgeplane_modbus.config import BIT_TABLES, ModbusConfig, ModbusPoint
+from edgeplane_modbus.link import ModbusError, ModbusLink, Timing, acquire_link, release_link
+from edgeplane_modbus.plan import ReadBlock, Span, plan_reads
+
+DEFAULT_POLL = 1.0
+_READ = {"coil": "read_coils", "discrete": "read_discrete_inputs", "holding": "read_holding_registers",
+         "input": "read_input_registers"}
+_GOOD = np.array([Quality.GOOD], dtype=np.uint8)
+
+
+@dataclass
+class _Compiled:
+    """A point ready for the hot path: where it is, how to decode it, where it goes."""
+
+    name: str
+    topic: str
+    span: Span
+    decode: Callable[[Any, int], Any]  # (block bytes or bits, offset) -> raw or None
+    scale: float
+    offset: float
+    unit: str | None
+    is_text: bool = False
+    sf: str | int | None = None  # SunSpec scale-factor point name or fixed exponent
+    publish: bool = True  # scale-factor points are read, applied, not published
+
+
+class ModbusConnector(Connector):
+    """Polls a Modbus device (TCP, RTU over TCP or serial RTU); SunSpec when ``sunspec:`` is set."""
+
+    Config = ModbusConfig
+    Point = ModbusPoint
+
+    config: ModbusConfig
+
+    def __init__(self, name: str, config: ModbusConfig, context: Any):
+        # discovered SunSpec points are added to this device's own copy, never to the site's
+        super().__init__(name, config.model_copy(deep=True), context)
+        self.timing = Timing(self.config.timeout, self.config.retries, self.config.request_delay)
+        self.link: ModbusLink | None = None
+        self.points: list[_Compiled] = []
+        self.blocks: list[ReadBlock] = []
+        self.models: list[sunspec.ModelInstance] = []
+        self.sunspec_base: int | None = None
+        self._by_name: dict[str, _Compiled] = {}
+        self._block_points: list[list[_Compiled]] = []
+        self._block_state: list[str | None] = []
+        self._sf: dict[str, int] = {}
+        self._aliases: dict[str, str] = {}  # listed point name -> SunSpec full name
+        labels = ["device", "reason"]
+        self._errors = context.metrics.counter("edgeplane_modbus_request_errors_total",
+                                               "Modbus requests that failed, by device and reason", labels)
+        self._requests = context.metrics.counter("edgeplane_modbus_requests_total", "Modbus read requests", ["device"])
+        self._polls = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.link is None:
+            cfg = self.config
+            serial = {"baudrate": cfg.baudrate, "parity": cfg.parity, "stopbits": cfg.stopbits, "bytesize": cfg.bytesize}
+            self.link = acquire_link(cfg.link, serial=serial, reconnect_initial=cfg.reconnect_initial,
+                                     reconnect_max=cfg.reconnect_max)
+        await self.link.connect(self.config.timeout)
+        if self.config.sunspec is not None and not self.models:
+            await self._discover()
+        self._compile()
+        self.log.info("device %s: %d points in %d read requests per poll on %s unit %d", self.name, len(self.points),
+                      len(self.blocks), self.link.address, self.config.unit)
+
+    async def stop(self) -> None:
+        if self.link is not None:
+            release_link(self.link)
+            self.link = None
+
+    async def run(self) -> None:
+        period = self.config.poll if self.config.poll is not None else DEFAULT_POLL
+        clock = self.context.clock
+        task = asyncio.current_task()
+        while True:
+            # pymodbus waits with asyncio.wait_for, which on Python 3.11 can swallow a
+            # cancellation that lands as an answer arrives; honour the host's stop anyway
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
+            began = clock.now()
+            await self.poll_once()
+            await clock.sleep(max(0.0, period - (clock.now() - began)) if period else 0.0)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def read_block(self, table: str, start: int, count: int) -> list[int] | list[bool]:
+        """One read request on this device's link; raises :class:`ModbusError`."""
+        if self.link is None:
+            raise ModbusError(f"device {self.name!r} is not started")
+        response = await self.link.request(self.timing, _READ[table], start, count=count, device_id=self.config.unit)
+        return response.bits[:count] if table in BIT_TABLES else response.registers
+
+    async def _read(self, block: ReadBlock) -> Any:
+        try:
+            self._requests.labels(device=self.name).inc()
+            return await self.read_block(block.table, block.start, block.count)
+        except ModbusError as e:
+            return e
+
+    async def poll_once(self) -> None:
+        """Read every block once and publish what was read (BAD quality for what failed)."""
+        blocks = self.blocks
+        if not blocks:
+            return
+        self._polls += 1
+        ts = self.context.clock.now()
+        ts_arr = np.array([ts])
+        deferred = bool(self.models)  # SunSpec values need scale factors from any block
+        results: list[Any] = []
+        # the next request is on the wire while this block is decoded and published
+        pending = asyncio.ensure_future(self._read(blocks[0]))
+        for i in range(len(blocks)):
+            result = await pending
+            if i + 1 < len(blocks):
+                pending = asyncio.ensure_future(self._read(blocks[i + 1]))
+            if deferred:
+                results.append(result)
+            else:
+                await self._handle(i, result, ts, ts_arr)
+        if deferred:
+            for i, result in enumerate(results):
+                self._note_sf(i, result)
+            for i, result in enumerate(results):
+                await self._handle(i, result, ts, ts_arr)
+        self._update_health()
+
+    def _note_sf(self, index: int, result: Any) -> None:
+        if isinstance(result, Exception):
+            return
+        block = self.blocks[index]
+        buf = codec.registers_to_bytes(result)
+        for point in self._block_points[index]:
+            if not point.publish:
+                raw = point.decode(buf, point.span.address - block.start)
+                if raw is not None:
+                    self._sf[point.name] = raw
+
+    async def _handle(self, index: int, result: Any, ts: float, ts_arr: np.ndarray) -> None:
+        block = self.blocks[index]
+        members = self._block_points[index]
+        if isinstance(result, ModbusError):
+            self._set_state(index, result)
+            for point in members:
+                if point.publish:
+                    await self.publish_bad(point.name, ts)
+            return
+        self._set_state(index, None)
+        data = result if block.table in BIT_TABLES else codec.registers_to_bytes(result)
+        start = block.start
+        batches = []
+        for point in members:
+            if not point.publish:
+                continue
+            raw = point.decode(data, point.span.address - start)
+            if raw is None:
+                continue
+            if point.is_text:
+                values = np.array([raw], dtype=object)
+            else:
+                value = self._engineering(point, raw)
+                if value is None:
+                    continue
+                values = np.array([value], dtype=np.float64)
+            batches.append(Batch(point.topic, ts_arr, values, _GOOD, point.unit))
+        # one bus call per block read: the per-reading cost is what bounds this connector
+        await self.context.bus.publish_many(batches)
+
+    def _engineering(self, point: _Compiled, raw: Any) -> float | None:
+        if point.sf is not None:
+            exponent = point.sf if isinstance(point.sf, int) else self._sf.get(point.sf)
+            if exponent is None:
+                return None  # its scale factor is not implemented or not read yet
+            return raw * 10.0**exponent
+        return raw * point.scale + point.offset
+
+    def _set_state(self, index: int, error: ModbusError | None) -> None:
+        reason = error.reason if error is not None else None
+        if error is not None:
+            self._errors.labels(device=self.name, reason=reason).inc()
+            self.context.metrics.errors.labels(part=f"device:{self.name}", kind=f"modbus_{reason}").inc()
+        previous = self._block_state[index]
+        if reason == previous:
+            return
+        self._block_state[index] = reason
+        block = self.blocks[index]
+        if error is not None:
+            self.log.warning("device %s: reading %s fails: %s (points published with quality BAD until it recovers)",
+                             self.name, block, error)
+        else:
+            self.log.info("device %s: reading %s recovered", self.name, block)
+
+    def _update_health(self) -> None:
+        failing = [r for r in self._block_state if r is not None]
+        if not failing:
+            if self.health.state is not HealthState.OK:
+                self.health.set(HealthState.OK)
+            return
+        if len(failing) == len(self._block_state):
+            why = "link down" if all(r == "link_down" for r in failing) else "no read succeeds"
+            detail = f"{why}: {self.link.last_error or failing[0] if self.link else failing[0]}"
+        else:
+            detail = f"{len(failing)} of {len(self._block_state)} reads failing ({', '.join(sorted(set(failing)))})"
+        self.health.set(HealthState.DEGRADED, detail)
+
+    # -- compiling the map ------------------------------------------------------------------
+
+    def _compile(self) -> None:
+        cfg = self.config
+        compiled: list[_Compiled] = []
+        for name, spec in cfg.points.items():
+            if spec.sunspec is not None:
+                continue
+            byte_order, word_order = cfg.point_orders(spec)
+            span = Span(name, spec.table, spec.address, spec.register_count)
+            if spec.table in BIT_TABLES:
+                decode: Callable[[Any, int], Any] = lambda bits, off: bool(bits[off])
+            elif spec.type == "string":
+                decode = _string_decoder(spec.register_count, byte_order, spec.encoding)
+            else:
+                decode = codec.make_decoder(spec.type, byte_order, word_order, spec.bit)
+            compiled.append(_Compiled(name, self.topic(name), span, decode, spec.scale, spec.offset, spec.unit,
+                                      is_text=spec.type == "string"))
+        compiled += self._compile_sunspec()
+        self.points = compiled
+        self._by_name = {p.name: p for p in compiled}
+        self.blocks = plan_reads((p.span for p in compiled), max_span=cfg.max_span, max_bits=cfg.max_bits,
+                                 max_gap=cfg.max_gap, coalesce=cfg.coalesce)
+        owner = {}
+        for i, block in enumerate(self.blocks):
+            for span in block.members:
+                owner[span.name] = i
+        self._block_points = [[] for _ in self.blocks]
+        for point in compiled:
+            self._block_points[owner[point.name]].append(point)
+        self._block_state = [None] * len(self.blocks)
+
+    # -- SunSpec ----------------------------------------------------------------------------
+
+    async def _discover(self) -> None:
+        options = self.config.sunspec
+        assert options is not None
+
+        async def read(address: int, count: int) -> list[int]:
+            return list(await self.read_block("holding", address, count))
+
+        base = None if options.base == "auto" else options.base
+        self.sunspec_base, self.models = await sunspec.discover(read, base, self.config.max_span)
+        # scale factors known now make the guard's range and read-back checks use the right step
+        for model in self.models:
+            for point in model.points:
+                if point.type == "sunssf":
+                    regs = await read(point.address, 1)
+                    raw = sunspec.decode_value(regs, "sunssf")
+                    if raw is not None:
+                        self._sf[point.name] = raw
+        found = ", ".join(f"{m.prefix} ({m.name})" for m in self.models)
+        self.log.info("device %s: SunSpec at %d: models %s", self.name, self.sunspec_base, found or "none")
+
+    def _compile_sunspec(self) -> list[_Compiled]:
+        options = self.config.sunspec
+        if options is None:
+            return []
+        listed = {spec.sunspec: name for name, spec in self.config.points.items() if spec.sunspec is not None}
+        self._aliases = {name: full for full, name in listed.items()}
+        known = {p.name for m in self.models for p in m.points}
+        missing = [f"{name} ({full})" for full, name in listed.items() if full not in known]
+        if missing:
+            raise sunspec.SunSpecError(f"device {self.name!r}: points not found on the device: {', '.join(missing)}; "
+                                       f"run 'edgeplane modbus scan' to list what it has")
+        wanted = None if options.models == "all" else set(options.models)
+        out: list[_Compiled] = []
+        needed_sf: set[str] = set()
+        for model in self.models:
+            if wanted is not None and model.id not in wanted:
+                continue
+            for point in model.points:
+                if point.name.endswith((".ID", ".L")) and point.address - model.address < 2:
+                    continue
+                if point.type == "pad" or point.type not in sunspec.POINT_TYPE:
+                    continue
+                is_sf = point.type == "sunssf"
+                name = listed.get(point.name, point.name)
+                if not is_sf and options.publish == "listed" and point.name not in listed:
+                    continue
+                type_ = point.type
+
+                def decode(buf: bytes, off: int, _t=type_, _n=point.size) -> Any:
+                    return sunspec.decode_value(struct_regs(buf, off, _n), _t)
+
+                out.append(_Compiled(name, self.topic(name), Span(name, "holding", point.address, point.size), decode,
+                                     1.0, 0.0, point.units, is_text=type_ == "string",
+                                     sf=point.sf, publish=not is_sf))
+                if isinstance(point.sf, str):
+                    needed_sf.add(point.sf)
+                self._register_point(name, point)
+        # scale factors are read with their model even when only some points are published
+        return [p for p in out if p.publish or p.name in needed_sf or options.publish == "all"]
+
+    def _register_point(self, name: str, point: sunspec.SunSpecPoint) -> None:
+        """Make a discovered point known to the guard (writable, its type and step)."""
+        existing = self.config.points.get(name)
+        exponent = point.sf if isinstance(point.sf, int) else self._sf.get(point.sf) if point.sf else None
+        scale = 10.0**exponent if exponent is not None else 1.0
+        if existing is not None:
+            existing.type = sunspec.POINT_TYPE[point.type]
+            existing.scale = scale
+            existing.unit = existing.unit or point.units
+            return
+        spec = ModbusPoint(type=sunspec.POINT_TYPE[point.type], sunspec=point.name, unit=point.units, scale=scale,
+                           access="rw" if point.writable else "r")
+        self.config.points[name] = spec
+
+    def _sunspec_point(self, name: str) -> sunspec.SunSpecPoint | None:
+        full = self._aliases.get(name, name)
+        for model in self.models:
+            for point in model.points:
+                if point.name == full:
+                    return point
+        return None
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def write(self, point: str, value: Any) -> Any:
+        """Write an engineering value (FC 5/6/15/16) and return the value read back."""
+        spec = self.config.points.get(point)
+        if spec is None:
+            raise KeyError(f"device {self.name!r} has no point {point!r}")
+        if self.link is None:
+            raise ModbusError(f"device {self.name!r} is not connected")
+        if spec.sunspec is not None:
+            readback = await self._write_sunspec(point, value)
+        else:
+            readback = await self._write_plain(point, spec, value)
+        if readback is not None:
+            values = np.array([readback], dtype=object if isinstance(readback, str) else np.float64)
+            await self.context.bus.publish(Batch(self.topic(point), np.array([self.context.clock.now()]), values,
+                                                 _GOOD.copy(), spec.unit))
+        return readback
+
+    async def _request(self, method: str, *args: Any) -> Any:
+        assert self.link is not None
+        return await self.link.request(self.timing, method, *args, device_id=self.config.unit)
+
+    async def _write_registers(self, address: int, registers: list[int]) -> None:
+        if len(registers) == 1 and self.config.write_function == "auto":
+            await self._request("write_register", address, registers[0])  # FC 6
+        else:
+            await self._request("write_registers", address, registers)  # FC 16
+
+    async def _write_plain(self, name: str, spec: ModbusPoint, value: Any) -> Any:
+        address = spec.address
+        assert address is not None
+        if spec.table == "coil":
+            if self.config.write_function == "auto":
+                await self._request("write_coil", address, bool(value))  # FC 5
+            else:
+                await self._request("write_coils", address, [bool(value)])  # FC 15
+            return bool((await self.read_block("coil", address, 1))[0])
+        byte_order, word_order = self.config.point_orders(spec)
+        count = spec.register_count
+        if spec.type == "bool":
+            (current,) = await self.read_block("holding", address, 1)
+            mask = 1 << (spec.bit or 0)
+            new = (current | mask) if value else (current & ~mask)
+            await self._write_registers(address, [new & 0xFFFF])
+        else:
+            if spec.type == "string":
+                raw: Any = str(value)
+            else:
+                raw = (value - spec.offset) / spec.scale
+                if spec.type in codec.INTEGER_RANGES:
+                    raw = int(round(raw))
+            try:
+                registers = codec.encode(raw, spec.type, byte_order=byte_order, word_order=word_order,
+                                         length=spec.length, encoding=spec.encoding)
+            except ValueError as e:
+                raise ValueError(f"device {self.name!r} point {name!r}: {e}") from None
+            await self._write_registers(address, registers)
+        regs = await self.read_block("holding", address, count)
+        raw_back = codec.decode(regs, spec.type, byte_order=byte_order, word_order=word_order, bit=spec.bit,
+                                encoding=spec.encoding)
+        if spec.type in ("bool", "string"):
+            return raw_back
+        return raw_back * spec.scale + spec.offset
+
+    async def _write_sunspec(self, name: str, value: Any) -> Any:
+        point = self._sunspec_point(name)
+        if point is None:
+            raise KeyError(f"device {self.name!r}: SunSpec point {name!r} was not discovered on the device")
+        exponent = 0
+        if isinstance(point.sf, int):
+            exponent = point.sf
+        elif point.sf is not None:
+            # the scale factor is read fresh: a device may change it, and a stale one would scale wrongly
+            regs = await self.read_block("holding", self._sunspec_point(point.sf).address, 1)  # type: ignore[union-attr]
+            exponent = sunspec.decode_value(regs, "sunssf")
+            if exponent is None:
+                raise ModbusError(f"device {self.name!r}: scale factor {point.sf} of {name} is not implemented")
+            self._sf[point.sf] = exponent
+        if point.type == "string":
+            raw: Any = str(value)
+        else:
+            raw = value / 10.0**exponent
+            if point.type not in ("float32", "float64"):
+                raw = int(round(raw))
+        try:
+            registers = sunspec.encode_value(raw, point.type, point.size)
+        except ValueError as e:
+            raise ValueError(f"device {self.name!r} point {name!r}: {e}") from None
+        await self._write_registers(point.address, registers)
+        back = sunspec.decode_value(await self.read_block("holding", point.address, point.size), point.type)
+        if back is None or point.type == "string":
+            return back
+        result = back * 10.0**exponent
+        return round(result, max(0, -exponent)) if exponent < 0 else result
+
+    @property
+    def requests(self) -> int:
+        return self.link.requests if self.link is not None else 0
+
+
+def struct_regs(buf: bytes, off: int, count: int) -> tuple[int, ...]:
+    return struct.unpack_from(f">{count}H", buf, 2 * off)
+
+
+def _string_decoder(count: int, byte_order: str, encoding: str) -> Callable[[bytes, int], str]:
+    def decode(buf: bytes, off: int) -> str:
+        regs = struct_regs(buf, off, count)
+        return codec.decode(regs, "string", byte_order=byte_order, encoding=encoding)  # type: ignore[arg-type]
+
+    return decode
+
+
+__all__ = ["ModbusConnector"]

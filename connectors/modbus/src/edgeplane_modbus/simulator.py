@@ -1,0 +1,285 @@
+"""A SunSpec inverter on pymodbus's server: for tests, demos and the solar reference deployment.
+
+Models: common (1), three-phase inverter (103), nameplate (120), immediate controls (123) and
+multiple MPPT (160, one module per string), laid out from pysunspec2's definitions. Its AC power
+follows irradiance (a constant, a series stepped per update, or a function of time), obeys
+``123.WMaxLimPct`` when ``123.WMaxLim_Ena`` is 1, and failures can be injected::
+
+    sim = SunSpecInverterSimulator(rating_w=10_000, irradiance=[0, 200, 800, 950])
+    port = await sim.start(port=0)
+    sim.trip() / sim.restore()          # offline: W = 0, St = FAULT (7)
+    sim.lose_string(1)                  # string 1 produces nothing
+    sim.clip(6000)                      # AC output capped at 6 kW (an undersized inverter)
+    sim.freeze("103.W")                 # the register stops changing (a stuck value)
+
+Writes outside the writable control registers answer Modbus exception 2; a WMaxLimPct outside
+0..100 % answers exception 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from typing import Any, Callable, Sequence
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from edgeplane_modbus import sunspec
+
+ST_OFF, ST_SLEEPING, ST_MPPT, ST_THROTTLED, ST_FAULT = 1, 2, 4, 5, 7
+IrradianceSource = float | Sequence[float] | Callable[[float], float]
+
+
+class SunSpecInverterSimulator:
+    """A simulated SunSpec inverter (see module doc). ``update()`` recomputes its registers."""
+
+    def __init__(self, *, rating_w: float = 10_000.0, strings: int = 2, irradiance: IrradianceSource = 800.0,
+                 unit: int = 1, base: int = 40000, interval: float | None = 1.0, serial: str = "SIM0001",
+                 clock: Callable[[], float] = time.time, ambient_c: float = 20.0):
+        self.rating_w = float(rating_w)
+        self.strings = strings
+        self.irradiance_source = irradiance
+        self.unit = unit
+        self.base = base
+        self.interval = interval
+        self.clock = clock
+        self.ambient_c = ambient_c
+        self.tripped = False
+        self.lost_strings: set[int] = set()
+        self.clip_w: float | None = None
+        self.frozen: set[str] = set()
+        self.writes: list[tuple[str, Any]] = []  # (point, raw value) of every accepted control write
+        self.irradiance = 0.0
+        self.energy_wh = 0.0
+        self._step = 0
+        self._last_update: float | None = None
+        self.server: ModbusTcpServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+        self._build_image(serial)
+
+    # -- register image ---------------------------------------------------------------------
+
+    def _build_image(self, serial: str) -> None:
+        lengths = {1: 66, 103: 50, 120: 26, 123: 24, 160: 8 + 20 * self.strings}
+        self.image = [0x5375, 0x6E53]
+        self.points: dict[str, sunspec.SunSpecPoint] = {}
+        address = self.base + 2
+        for model_id, length in lengths.items():
+            instance = sunspec.layout(model_id, address, length, str(model_id))
+            self.image += [model_id, length] + [0] * length
+            for point in instance.points:
+                self.points[point.name] = point
+            address += length + 2
+        self.image += [0xFFFF, 0]
+        self.writable = {p.address + i: p.name for p in self.points.values() if p.writable for i in range(p.size)}
+        # unimplemented by default, so a client sees exactly what this simulator fills in
+        for point in self.points.values():
+            if point.name.split(".")[-1] in ("ID", "L") and point.name.count(".") == 1:
+                continue
+            if point.type in ("int16", "sunssf"):
+                self._put(point.name, -0x8000, force=True)
+            elif point.type in ("uint16", "enum16", "bitfield16", "count"):
+                self._put(point.name, 0xFFFF, force=True)
+            elif point.type in ("uint32", "enum32", "bitfield32"):
+                self._put(point.name, 0xFFFFFFFF, force=True)
+        for name, text in (("1.Mn", "edgeplane"), ("1.Md", "SunSpec inverter simulator"), ("1.Vr", "0.1"),
+                           ("1.SN", serial)):
+            self._put(name, text, force=True)
+        self._put("1.DA", self.unit, force=True)
+        self._put("160.module.1.ID", 1, force=True)
+        # scale factors: W in 1 W, A in 0.01 A, V in 0.1 V, Hz in 0.01 Hz, WMaxLimPct in 0.1 %
+        for sf, value in {"103.A_SF": -2, "103.V_SF": -1, "103.W_SF": 0, "103.Hz_SF": -2, "103.VA_SF": 0,
+                          "103.VAr_SF": 0, "103.PF_SF": -2, "103.WH_SF": 0, "103.DCA_SF": -2, "103.DCV_SF": -1,
+                          "103.DCW_SF": 0, "103.Tmp_SF": -1, "120.WRtg_SF": 0, "120.VARtg_SF": 0,
+                          "120.ARtg_SF": -2, "123.WMaxLimPct_SF": -1, "123.OutPFSet_SF": -3, "123.VArPct_SF": -1,
+                          "160.DCA_SF": -2, "160.DCV_SF": -1, "160.DCW_SF": 0, "160.DCWH_SF": 0}.items():
+            self._put(sf, value, force=True)
+        self._put("120.DERTyp", 4, force=True)  # PV
+        self._put("120.WRtg", int(self.rating_w), force=True)
+        self._put("120.VARtg", int(self.rating_w), force=True)
+        self._put("120.ARtg", int(self.rating_w / 3 / 230 * 100), force=True)
+        self._put("123.WMaxLimPct", 1000, force=True)
+        self._put("123.WMaxLim_Ena", 0, force=True)
+        self._put("123.Conn", 1, force=True)
+        self._put("160.N", self.strings, force=True)
+        for n in range(1, self.strings + 1):
+            self._put(f"160.module.{n}.ID", n, force=True)
+            self._put(f"160.module.{n}.IDStr", f"string {n}", force=True)
+
+    def _put(self, name: str, raw: Any, force: bool = False) -> None:
+        if name in self.frozen and not force:
+            return
+        point = self.points[name]
+        registers = sunspec.encode_value(raw, point.type, point.size)
+        i = point.address - self.base
+        self.image[i:i + point.size] = registers
+
+    def get(self, name: str) -> Any:
+        """The raw value a point holds now (None if not implemented)."""
+        point = self.points[name]
+        i = point.address - self.base
+        return sunspec.decode_value(self.image[i:i + point.size], point.type)
+
+    # -- behaviour --------------------------------------------------------------------------
+
+    def _next_irradiance(self, now: float) -> float:
+        source = self.irradiance_source
+        if callable(source):
+            return float(source(now))
+        if isinstance(source, (int, float)):
+            return float(source)
+        value = float(source[min(self._step, len(source) - 1)]) if len(source) else 0.0
+        self._step += 1
+        return value
+
+    def update(self, now: float | None = None) -> None:
+        """Advance one step: read the irradiance source and recompute every measured register."""
+        now = self.clock() if now is None else now
+        self.irradiance = max(0.0, self._next_irradiance(now))
+        per_string = self.rating_w * 1.1 * self.irradiance / 1000.0 / self.strings  # DC array oversized 10 %
+        dc = [0.0 if (n in self.lost_strings or self.tripped) else per_string for n in range(1, self.strings + 1)]
+        limit = self.rating_w
+        limiting = False
+        if self.get("123.WMaxLim_Ena") == 1:
+            pct = (self.get("123.WMaxLimPct") or 0) / 10.0
+            limit = min(limit, self.rating_w * pct / 100.0)
+            limiting = True
+        if self.clip_w is not None:
+            limit = min(limit, self.clip_w)
+        ac = 0.0 if self.tripped else min(sum(dc) * 0.97, limit)
+        if sum(dc) * 0.97 > ac > 0:  # curtailed: the MPPT backs off, DC follows AC
+            scale = ac / 0.97 / sum(dc)
+            dc = [d * scale for d in dc]
+        if self._last_update is not None:
+            self.energy_wh += ac * max(0.0, now - self._last_update) / 3600.0
+        self._last_update = now
+        volts = 230.0
+        if self.tripped:
+            state = ST_FAULT
+        elif self.irradiance < 5:
+            state = ST_SLEEPING
+        else:
+            state = ST_THROTTLED if limiting and ac >= limit - 1 else ST_MPPT
+        amps = ac / 3 / volts if ac else 0.0
+        self._put("103.W", int(round(ac)))
+        self._put("103.VA", int(round(ac)))
+        self._put("103.VAr", 0)
+        self._put("103.PF", 100)
+        self._put("103.A", int(round(amps * 3 * 100)))
+        for ph in "ABC":
+            self._put(f"103.Aph{ph}", int(round(amps * 100)))
+            self._put(f"103.PhVph{ph}", int(round(volts * 10)))
+        for pair in ("AB", "BC", "CA"):
+            self._put(f"103.PPVph{pair}", int(round(volts * math.sqrt(3) * 10)))
+        self._put("103.Hz", 6000)
+        self._put("103.WH", int(self.energy_wh) & 0xFFFFFFFF)
+        dc_v = 600.0 if not self.tripped and self.irradiance >= 5 else 0.0
+        self._put("103.DCW", int(round(sum(dc))))
+        self._put("103.DCV", int(round(dc_v * 10)))
+        self._put("103.DCA", int(round(sum(dc) / dc_v * 100)) if dc_v else 0)
+        self._put("103.TmpCab", int(round((self.ambient_c + 15 * ac / self.rating_w) * 10)))
+        self._put("103.St", state)
+        self._put("103.Evt1", 1 << 7 if self.tripped else 0)  # bit 7: over temperature, as a trip reason
+        for n, power in enumerate(dc, start=1):
+            self._put(f"160.module.{n}.DCW", int(round(power)))
+            self._put(f"160.module.{n}.DCV", int(round(dc_v * 10)) if power else 0)
+            self._put(f"160.module.{n}.DCA", int(round(power / dc_v * 100)) if dc_v and power else 0)
+            self._put(f"160.module.{n}.DCSt", 4 if power else 1)
+
+    def trip(self) -> None:
+        """Go offline (a grid fault): W = 0, St = FAULT, until :meth:`restore`."""
+        self.tripped = True
+        self.update()
+
+    def restore(self) -> None:
+        self.tripped = False
+        self.update()
+
+    def lose_string(self, n: int) -> None:
+        """String ``n`` (1-based) stops producing (a blown fuse, a cut cable)."""
+        if not 1 <= n <= self.strings:
+            raise ValueError(f"string {n} does not exist; this inverter has strings 1..{self.strings}")
+        self.lost_strings.add(n)
+        self.update()
+
+    def clip(self, watts: float | None) -> None:
+        """Cap AC output at ``watts`` (None: no cap), as an undersized or derating inverter does."""
+        self.clip_w = watts
+        self.update()
+
+    def freeze(self, name: str, raw: Any = None) -> None:
+        """Stop updating point ``name`` (a stuck sensor); optionally pin its raw value first."""
+        if name not in self.points:
+            raise KeyError(f"no point {name!r}; points look like '103.W'")
+        if raw is not None:
+            self._put(name, raw, force=True)
+        self.frozen.add(name)
+
+    def unfreeze(self, name: str) -> None:
+        self.frozen.discard(name)
+
+    # -- Modbus server ----------------------------------------------------------------------
+
+    async def _action(self, function_code: int, start_address: int, address: int, count: int,
+                      registers: list[int], set_values: Any) -> ExcCodes | None:
+        offset = self.base - start_address
+        if not set_values:
+            registers[offset:offset + len(self.image)] = self.image
+            return None
+        values = list(set_values) if isinstance(set_values, (list, tuple)) else [set_values]
+        if function_code not in (6, 16):
+            return ExcCodes.ILLEGAL_FUNCTION
+        for i in range(len(values)):
+            if address + i not in self.writable:
+                return ExcCodes.ILLEGAL_ADDRESS
+        saved = list(self.image)
+        i = address - self.base
+        self.image[i:i + len(values)] = [int(v) & 0xFFFF for v in values]
+        pct = self.get("123.WMaxLimPct")
+        if pct is not None and not 0 <= pct <= 1000:
+            self.image = saved
+            return ExcCodes.ILLEGAL_VALUE
+        for name in sorted({self.writable[address + k] for k in range(len(values))}):
+            self.writes.append((name, self.get(name)))
+        self.update(self.clock()) if self.interval is not None else None
+        registers[offset:offset + len(self.image)] = self.image
+        return None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve on ``host:port`` (0 picks a free port); returns the port."""
+        self.update()
+        device = SimDevice(self.unit, simdata=[SimData(self.base, values=list(self.image), datatype=DataType.REGISTERS)],
+                           action=self._action)
+        self.server = ModbusTcpServer(device, address=(host, port))
+        await self.server.serve_forever(background=True)
+        self.port = self.server.transport.sockets[0].getsockname()[1]
+        if self.interval:
+            self._task = asyncio.get_running_loop().create_task(self._updater())
+        return self.port
+
+    async def _updater(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval or 1.0)
+            self.update()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.server is not None:
+            await self.server.shutdown()
+            self.server = None
+
+    async def __aenter__(self) -> SunSpecInverterSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
