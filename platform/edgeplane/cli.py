@@ -45,6 +45,36 @@ def _load(site_path: Path, plugins: Any):
     return load_site(site_path, plugins.registry)
 
 
+def _load_with_cloud_overlay(site_path: Path, plugins: Any):
+    """The local site file, with the last desired config the cloud sent merged on top.
+
+    A site that was reconfigured from the cloud starts, offline too, from its last good
+    configuration; if that no longer validates (a plugin was removed), the local file is used.
+    Returns the site and the local document the overlay was merged onto.
+    """
+    import logging
+
+    import yaml
+
+    from edgeplane.config import parse_site
+
+    local = _load(site_path, plugins)
+    if local.core.sync is None:
+        return local, local.raw
+    from edgeplane.sync.downlink import with_last_good
+
+    merged = with_last_good(yaml.safe_load(site_path.read_text()), local.store_dir() / "sync")
+    if merged == local.raw:
+        return local, local.raw
+    try:
+        site = parse_site(merged, plugins.registry, source=f"{site_path} + last good cloud config",
+                          base_dir=site_path.parent.resolve())
+    except SiteError as e:
+        logging.getLogger("edgeplane.cli").error("the last config from the cloud is invalid now; using %s alone\n%s", site_path, e)
+        return local, local.raw
+    return site, local.raw
+
+
 def _fail_site(error: SiteError) -> None:
     click.echo(str(error), err=True)
     sys.exit(2)
@@ -98,14 +128,14 @@ def run(ctx: click.Context, site: Path | None, http_port: int | None, log_level:
         raw = None  # load_site below reports it properly
     plugins = Plugins.load_for_site(raw)
     try:
-        loaded = _load(site_path, plugins)
+        loaded, local = _load_with_cloud_overlay(site_path, plugins)
     except SiteError as e:
         _fail_site(e)
     configure_logging(log_level or loaded.core.log.level, log_format or loaded.core.log.format, loaded.redactor)
-    host = Host(loaded, plugins, http_port=http_port if http_port is not None else -1)
+    host = Host(loaded, plugins, http_port=http_port if http_port is not None else -1, local_site=local)
 
     def reload_site():
-        fresh = _load(site_path, plugins)
+        fresh, host.local_site = _load_with_cloud_overlay(site_path, plugins)
         loaded.redactor._values |= fresh.redactor._values  # new secrets are redacted too
         return fresh
 
@@ -184,13 +214,5 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"    {kind}: {', '.join(names)}")
         if info.error:
             click.echo(f"    error: {info.error}")
-def _add_core_groups() -> None:
-    from edgeplane.inference.cli import models
-
-    main.add_command(models)
-
-
-_add_core_groups()
-
 if __name__ == "__main__":
     main()

@@ -121,6 +121,7 @@ _Model = ConfigModel
 
 # the inference section imports Duration from here, so it comes after it
 from edgeplane.inference.settings import InferenceConfig  # noqa: E402
+from edgeplane.sync.settings import SyncConfig  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +269,7 @@ class CoreSite(_Model):
     log: LogConfig = Field(default_factory=LogConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     inference: InferenceConfig | None = Field(None, description="the shared inference service; off when absent")
+    sync: SyncConfig | None = Field(None, description="cloud sync: uplink policy, outbox, signed downlink; off when absent")
 
     @field_validator("devices", "solutions")
     @classmethod

@@ -60,8 +60,11 @@ class Host:
     """Runs one site. ``async with Host(site, plugins) as host:`` starts and stops it."""
 
     def __init__(self, site: Site, plugins: Plugins, *, clock: Clock | None = None, http_port: int | None = -1,
-                 start_timeout: float = 10.0):
+                 start_timeout: float = 10.0, local_site: dict[str, Any] | None = None):
         self.site = site
+        # the site document as the local file has it, before any cloud overlay: what desired
+        # config from the cloud is merged onto
+        self.local_site = local_site if local_site is not None else site.raw
         self.plugins = plugins
         self.registry = plugins.registry
         if clock is None:
@@ -84,6 +87,7 @@ class Host:
         self.http_address: tuple[str, int] | None = None
         self._http_runner: Any = None
         self.inference: Any = None  # the shared InferenceService, when the site has an inference section
+        self.sync: Any = None  # the SyncService, when the site has a sync section
         self.parts: dict[str, Part] = {}
         self.state = HostState.CREATED
         self._stopped = asyncio.Event()
@@ -100,6 +104,7 @@ class Host:
         try:
             await self.store.open()
             await self._start_inference()
+            await self._start_sync()
             # solutions subscribe before any connector publishes, so no early reading is missed
             solutions = [self._make_solution(n, c) for n, c in self.site.solutions.items() if c.enabled]
             connectors = [self._make_connector(n, c) for n, c in self.site.devices.items() if c.enabled]
@@ -131,6 +136,8 @@ class Host:
         if self._http_runner is not None:
             await self._http_runner.cleanup()
             self._http_runner = None
+        if self.sync is not None:
+            await self.sync.stop()  # after the connectors: what they published last still goes up
         if self.inference is not None:
             await self.inference.stop()
         await self.store.close()
@@ -189,6 +196,42 @@ class Host:
 
         self.inference = InferenceService(config, self.metrics, base_dir=self.site.base_dir, model_dirs=self.registry.models)
         await self.inference.start()
+
+    async def _start_sync(self) -> None:
+        config = self.site.core.sync
+        if config is None:
+            return
+        from edgeplane.sync import SyncService
+
+        self.sync = SyncService(
+            config, site_id=self.site.id, bus=self.bus, clock=self.clock, metrics=self.metrics,
+            store_dir=self.site.store_dir() / "sync", base_site=self.local_site, base_dir=self.site.base_dir,
+            transports=self.registry.transports, apply_config=self._apply_desired_config,
+            apply_model=self._apply_model, execute_command=self._execute_cloud_command,
+        )
+        await self.sync.start()
+
+    async def _apply_desired_config(self, document: dict[str, Any]) -> None:
+        """Desired config from the cloud: validated like a local file, applied by reload."""
+        from edgeplane.config import parse_site
+
+        site = parse_site(document, self.registry, source="desired config from the cloud", base_dir=self.site.base_dir)
+        await self.reload(site)
+
+    async def _apply_model(self, *, name: str, version: str, path: Any, sha256: str) -> None:
+        """A model version from the cloud: added to the registry, then verified, warmed and swapped in."""
+        if self.inference is None:
+            raise LifecycleError(f"model {name} {version} arrived, but this site has no inference section to serve it")
+        from edgeplane.inference.manifest import Provenance
+
+        provenance = Provenance(source=f"cloud downlink (sha256 {sha256})")
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.inference.registry.add(path, name, version, provenance, replace=True)
+        )
+        await self.inference.swap(name, version)
+
+    async def _execute_cloud_command(self, device: str, point: str, value: Any) -> Any:
+        return await self.commands.execute(device, point, value, source="cloud")
 
     # -- parts ------------------------------------------------------------------------------
 

@@ -42,8 +42,10 @@ from edgeplane.plugins import Plugins
 __all__ = ["make_site", "run_host", "wait_for", "wait_for_batch"]
 
 
-def make_site(site: dict[str, Any] | str | Path, plugins: Plugins, store_dir: Path | None = None) -> Site:
+def make_site(site: dict[str, Any] | str | Path | Site, plugins: Plugins, store_dir: Path | None = None) -> Site:
     """Validate a site given as a dict or a file; put its store in ``store_dir`` if given."""
+    if isinstance(site, Site):
+        return site
     if isinstance(site, (str, Path)):
         loaded = load_site(site, plugins.registry)
     else:
@@ -58,17 +60,19 @@ def make_site(site: dict[str, Any] | str | Path, plugins: Plugins, store_dir: Pa
 
 @contextlib.asynccontextmanager
 async def run_host(
-    site: dict[str, Any] | str | Path,
+    site: dict[str, Any] | str | Path | Site,
     *,
     plugins: Iterable[Any] = (),
     clock: Clock | None = None,
     entry_points: bool = False,
     store_dir: Path | None = None,
     http_port: int | None = None,
+    local_site: dict[str, Any] | None = None,
 ) -> AsyncIterator[Host]:
-    """Start a host for ``site`` in this event loop; stop it on exit."""
+    """Start a host for ``site`` (a dict, a file or a validated Site) in this event loop; stop it on exit."""
     loaded_plugins = Plugins.load(entry_points=entry_points, extra=plugins)
-    host = Host(make_site(site, loaded_plugins, store_dir), loaded_plugins, clock=clock, http_port=http_port)
+    host = Host(make_site(site, loaded_plugins, store_dir), loaded_plugins, clock=clock, http_port=http_port,
+                local_site=local_site)
     await host.start()
     try:
         yield host

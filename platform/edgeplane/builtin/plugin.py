@@ -1,4 +1,5 @@
-"""Registers the built-in connectors and solution (see :mod:`edgeplane.builtin`)."""
+"""Registers what the core provides as a plugin: the built-in connectors and solution (see
+:mod:`edgeplane.builtin`), the MQTT uplink transport, and the ``models`` and ``cloud`` commands."""
 
 from __future__ import annotations
 
@@ -17,3 +18,19 @@ def edgeplane_register_connectors(register):
 @hookimpl
 def edgeplane_register_solutions(register):
     register("threshold", ThresholdSolution)
+
+
+@hookimpl
+def edgeplane_register_transports(register):
+    from edgeplane.sync.transport import MqttTransport
+
+    register("mqtt", MqttTransport)
+
+
+@hookimpl
+def edgeplane_register_commands(register):
+    from edgeplane.inference.cli import models
+    from edgeplane.sync.cloud import cloud
+
+    register(models)
+    register(cloud)

@@ -1,0 +1,396 @@
+"""The cloud end: receive site uplinks into SQLite, push signed desired state, show the fleet.
+
+``edgeplane cloud serve`` subscribes to ``<prefix>/+/up/#`` with a persistent QoS 1 session,
+checks every envelope (magic, version, the site in the envelope is the site in the topic),
+decompresses it and stores each record unless its ``(site, stream, seq)`` is already stored;
+the broker's acknowledgement goes out only after the SQLite commit, so a crash of the cloud end
+loses nothing either. Data lands in ``<data>/sites/<site>.db`` (tables ``readings``,
+``aggregates``, ``events``, each keyed by stream = bus topic); fleet state in ``<data>/cloud.db``.
+
+``edgeplane cloud push`` signs (ed25519) and publishes desired config overlays, models and
+commands; ``edgeplane cloud status`` prints sites, last seen, backlog and twin differences.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import sqlite3
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from edgeplane.sync.codec import EnvelopeError, decode_block, decode_envelope
+from edgeplane.sync.signing import generate_keypair, load_private_key, sign
+
+__all__ = ["CloudServer", "CloudStore", "cloud", "push_message"]
+
+log = logging.getLogger(__name__)
+
+_SITE_SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS records (stream TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, priority INTEGER,
+    count INTEGER, created REAL, received REAL, PRIMARY KEY (stream, seq));
+CREATE TABLE IF NOT EXISTS readings (stream TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, value, quality INTEGER);
+CREATE INDEX IF NOT EXISTS readings_stream_ts ON readings(stream, ts);
+CREATE TABLE IF NOT EXISTS aggregates (stream TEXT NOT NULL, seq INTEGER NOT NULL, window REAL, ts REAL, stats TEXT);
+CREATE TABLE IF NOT EXISTS events (stream TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL, kind TEXT, source TEXT,
+    severity TEXT, data TEXT);
+"""
+
+_CLOUD_SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS sites (site TEXT PRIMARY KEY, last_seen REAL, envelopes INTEGER DEFAULT 0,
+    records INTEGER DEFAULT 0, duplicates INTEGER DEFAULT 0, readings INTEGER DEFAULT 0, rejected INTEGER DEFAULT 0,
+    reported TEXT, reported_at REAL);
+CREATE TABLE IF NOT EXISTS desired (site TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, id TEXT NOT NULL,
+    issued REAL, summary TEXT, PRIMARY KEY (site, kind, name));
+"""
+
+
+class CloudStore:
+    """SQLite storage of the cloud end. Thread-safe (one lock): paho calls it from its thread."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        (self.folder / "sites").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._sites: dict[str, sqlite3.Connection] = {}
+        self.db = sqlite3.connect(self.folder / "cloud.db", isolation_level=None, check_same_thread=False)
+        self.db.executescript(_CLOUD_SCHEMA)
+
+    def site_db(self, site: str) -> sqlite3.Connection:
+        db = self._sites.get(site)
+        if db is None:
+            if not site.replace("-", "").replace("_", "").isalnum():
+                raise EnvelopeError(f"site id {site!r} is not a valid site id")
+            db = sqlite3.connect(self.folder / "sites" / f"{site}.db", isolation_level=None, check_same_thread=False)
+            db.executescript(_SITE_SCHEMA)
+            db.execute("PRAGMA synchronous=FULL")
+            self._sites[site] = db
+        return db
+
+    def store_envelope(self, topic_site: str, payload: bytes, received: float | None = None) -> tuple[int, int]:
+        """Store an envelope's new records; returns (stored, duplicates). Raises EnvelopeError."""
+        envelope = decode_envelope(payload)
+        if envelope.site != topic_site:
+            raise EnvelopeError(f"envelope says site {envelope.site!r} but came on site {topic_site!r}'s topic")
+        received = time.time() if received is None else received
+        with self._lock:
+            db = self.site_db(topic_site)
+            stored = duplicates = readings = 0
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for r in envelope.records:
+                    cur = db.execute("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?)",
+                                     (r.stream, r.seq, r.kind, r.priority, r.count, r.created, received))
+                    if cur.rowcount == 0:
+                        duplicates += 1
+                        continue
+                    stored += 1
+                    readings += r.count
+                    block = decode_block(r.block)
+                    if block["kind"] == "raw":
+                        values = block["values"]
+                        values = values.tolist() if hasattr(values, "tolist") else values
+                        db.executemany("INSERT INTO readings VALUES (?,?,?,?,?)",
+                                       zip([r.stream] * r.count, [r.seq] * r.count, block["ts"].tolist(), values,
+                                           block["quality"].tolist()))
+                    elif block["kind"] == "aggregate":
+                        names = list(block["stats"])
+                        cols = [block["stats"][n].tolist() for n in names]
+                        db.executemany("INSERT INTO aggregates VALUES (?,?,?,?,?)",
+                                       [(r.stream, r.seq, block["window"], t, json.dumps(dict(zip(names, row))))
+                                        for t, *row in zip(block["ts"].tolist(), *cols)])
+                    else:
+                        db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)",
+                                       [(r.stream, r.seq, e["ts"], e["kind"], e["source"], e.get("severity"),
+                                         json.dumps(e.get("data"))) for e in block["events"]])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self.db.execute(
+                "INSERT INTO sites(site, last_seen, envelopes, records, duplicates, readings) VALUES (?,?,1,?,?,?) "
+                "ON CONFLICT(site) DO UPDATE SET last_seen=excluded.last_seen, envelopes=envelopes+1, "
+                "records=records+excluded.records, duplicates=duplicates+excluded.duplicates, "
+                "readings=readings+excluded.readings", (topic_site, received, stored, duplicates, readings))
+        return stored, duplicates
+
+    def store_state(self, site: str, payload: bytes) -> None:
+        json.loads(payload)  # refuse what is not JSON
+        with self._lock:
+            self.db.execute("INSERT INTO sites(site, last_seen, reported, reported_at) VALUES (?,?,?,?) ON CONFLICT(site) "
+                            "DO UPDATE SET last_seen=excluded.last_seen, reported=excluded.reported, "
+                            "reported_at=excluded.reported_at", (site, time.time(), payload.decode(), time.time()))
+
+    def reject(self, site: str) -> None:
+        with self._lock:
+            self.db.execute("INSERT INTO sites(site, rejected) VALUES (?, 1) ON CONFLICT(site) DO UPDATE SET "
+                            "rejected=rejected+1", (site,))
+
+    def record_desired(self, site: str, kind: str, name: str, message_id: str, issued: float, summary: dict[str, Any]) -> None:
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO desired VALUES (?,?,?,?,?,?)",
+                            (site, kind, name, message_id, issued, json.dumps(summary)))
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per site: last seen, counts, backlog (as the site reported it) and twin differences."""
+        out = []
+        with self._lock:
+            rows = self.db.execute("SELECT site, last_seen, envelopes, records, duplicates, readings, rejected, reported "
+                                   "FROM sites ORDER BY site").fetchall()
+            desired = self.db.execute("SELECT site, kind, name, id FROM desired").fetchall()
+        for site, last_seen, envelopes, records, duplicates, readings, rejected, reported in rows:
+            rep = json.loads(reported) if reported else {}
+            diffs = []
+            for d_site, kind, name, message_id in desired:
+                if d_site != site:
+                    continue
+                if kind == "config":
+                    cfg = rep.get("config") or {}
+                    if cfg.get("applied") != message_id:
+                        diffs.append(f"config desired {message_id} reported {cfg.get('applied')} "
+                                     f"({cfg.get('status', 'unknown')}{': ' + cfg['error'] if cfg.get('error') else ''})")
+                elif kind == "model":
+                    m = (rep.get("models") or {}).get(name) or {}
+                    if m.get("id") != message_id or m.get("status") != "applied":
+                        diffs.append(f"model {name} desired {message_id} reported {m.get('applied')} ({m.get('status', 'unknown')})")
+            backlog = {k: v.get("readings", 0) for k, v in (rep.get("outbox") or {}).items()}
+            out.append({"site": site, "last_seen": last_seen, "envelopes": envelopes, "records": records,
+                        "duplicates": duplicates, "readings": readings, "rejected": rejected, "backlog": backlog,
+                        "twin_differences": diffs, "refused": rep.get("refused", {})})
+        return out
+
+    def readings(self, site: str, stream: str | None = None) -> list[tuple[str, int, float, Any, int]]:
+        with self._lock:
+            db = self.site_db(site)
+            if stream is None:
+                return db.execute("SELECT stream, seq, ts, value, quality FROM readings ORDER BY stream, ts").fetchall()
+            return db.execute("SELECT stream, seq, ts, value, quality FROM readings WHERE stream=? ORDER BY ts", (stream,)).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._sites.values():
+                db.close()
+            self._sites.clear()
+            self.db.close()
+
+
+def _mqtt_client(url: str, client_id: str, *, clean: bool, ca: str | None = None, cert: str | None = None,
+                 key: str | None = None, username: str | None = None, password: str | None = None) -> Any:
+    import paho.mqtt.client as mqtt
+
+    parts = urlsplit(url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean, protocol=mqtt.MQTTv311)
+    if parts.scheme in ("mqtts", "ssl"):
+        client.tls_set(ca_certs=ca, certfile=cert, keyfile=key, cert_reqs=ssl.CERT_REQUIRED)
+    if username:
+        client.username_pw_set(username, password)
+    client.reconnect_delay_set(0.2, 5)
+    return client, parts.hostname, parts.port or (8883 if parts.scheme in ("mqtts", "ssl") else 1883)
+
+
+class CloudServer:
+    """Receives site uplinks into a :class:`CloudStore`. ``start()``/``stop()``; runs on paho's thread."""
+
+    def __init__(self, broker: str, folder: str | Path, *, prefix: str = "edgeplane", client_id: str = "edgeplane-cloud",
+                 ca: str | None = None, cert: str | None = None, key: str | None = None, username: str | None = None,
+                 password: str | None = None):
+        self.store = CloudStore(folder)
+        self.prefix = prefix
+        self.connected = threading.Event()
+        self.rejected = 0
+        self.client, self._host, self._port = _mqtt_client(broker, client_id, clean=False, ca=ca, cert=cert, key=key,
+                                                           username=username, password=password)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            log.error("cloud: broker refused the connection: %s", reason_code)
+            return
+        client.subscribe(f"{self.prefix}/+/up/#", qos=1)
+        self.connected.set()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        # runs on paho's thread; returning sends the PUBACK, so store first
+        parts = message.topic.split("/")
+        if len(parts) < 4:
+            return
+        site, channel = parts[1], parts[3]
+        try:
+            if channel == "data":
+                stored, dups = self.store.store_envelope(site, bytes(message.payload))
+                log.debug("cloud: %s: %d records stored, %d duplicates dropped", site, stored, dups)
+            elif channel == "state":
+                self.store.store_state(site, bytes(message.payload))
+        except (EnvelopeError, ValueError) as e:
+            self.rejected += 1
+            self.store.reject(site)
+            log.warning("cloud: rejected a message on %s: %s", message.topic, e)
+
+    def start(self) -> None:
+        self.client.connect_async(self._host, self._port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.store.close()
+
+
+def push_message(broker: str, site: str, kind: str, body: dict[str, Any], key_path: str | Path, *,
+                 ttl: float | None = None, prefix: str = "edgeplane", retain: bool | None = None,
+                 store: CloudStore | None = None, timeout: float = 10.0, **tls: Any) -> dict[str, Any]:
+    """Sign and publish one downlink message; returns its payload summary (id, issued, expires)."""
+    key = load_private_key(key_path)
+    payload = sign(key, site=site, kind=kind, body=body, ttl=ttl)
+    message = json.loads(base64.b64decode(json.loads(payload)["payload"]))
+    client, host, port = _mqtt_client(broker, f"edgeplane-push-{message['id'][:8]}", clean=True, **tls)
+    client.connect(host, port, keepalive=30)
+    client.loop_start()
+    try:
+        # config and models are state: retained, so a site that connects later still gets the latest
+        info = client.publish(f"{prefix}/{site}/down/{kind}", payload, qos=1,
+                              retain=kind in ("config", "model") if retain is None else retain)
+        info.wait_for_publish(timeout)
+        if not info.is_published():
+            raise click.ClickException(f"broker {broker} did not acknowledge the {kind} message within {timeout} s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if store is not None:
+        name = str(body.get("name", "")) if kind == "model" else ""
+        store.record_desired(site, kind, name, message["id"], message["issued"],
+                             {k: v for k, v in body.items() if k != "data"})
+    return message
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+_broker = click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help="mqtt:// or mqtts:// URL")
+_data = click.option("--data", "data_dir", type=click.Path(file_okay=False), default="cloud-data", show_default=True,
+                     help="folder of the cloud end's SQLite files")
+_tls = [click.option("--ca", default=None, help="CA file"), click.option("--cert", default=None, help="client certificate"),
+        click.option("--key", "tls_key", default=None, help="client key"),
+        click.option("--username", default=None), click.option("--password", default=None, envvar="EDGEPLANE_CLOUD_PASSWORD")]
+
+
+def _with_tls(func: Any) -> Any:
+    for option in reversed(_tls):
+        func = option(func)
+    return func
+
+
+@click.group(name="cloud")
+def cloud() -> None:
+    """The cloud end of the sync layer: serve site uplinks, push signed desired state, show status."""
+
+
+@cloud.command()
+@_broker
+@_data
+@click.option("--prefix", default="edgeplane", show_default=True)
+@_with_tls
+def serve(broker: str, data_dir: str, prefix: str, ca: str | None, cert: str | None, tls_key: str | None,
+          username: str | None, password: str | None) -> None:
+    """Receive every site's uplink into SQLite until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    server = CloudServer(broker, data_dir, prefix=prefix, ca=ca, cert=cert, key=tls_key, username=username, password=password)
+    server.start()
+    click.echo(f"cloud: receiving {prefix}/+/up/# from {broker} into {data_dir}", err=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@cloud.command()
+@click.argument("site")
+@click.argument("kind", type=click.Choice(["config", "model", "command"]))
+@click.argument("args", nargs=-1)
+@click.option("--signing-key", required=True, type=click.Path(exists=True, dir_okay=False), help="ed25519 private key (PEM)")
+@click.option("--ttl", default=None, help="seconds until the message expires (commands need one)")
+@click.option("--name", default=None, help="model name")
+@click.option("--version", "model_version", default=None, help="model version")
+@_broker
+@_data
+@click.option("--prefix", default="edgeplane", show_default=True)
+@_with_tls
+def push(site: str, kind: str, args: tuple[str, ...], signing_key: str, ttl: str | None, name: str | None,
+         model_version: str | None, broker: str, data_dir: str, prefix: str, ca: str | None, cert: str | None,
+         tls_key: str | None, username: str | None, password: str | None) -> None:
+    """Publish a signed message to SITE.
+
+    \b
+    config OVERLAY.yaml               desired site-file fragment (merged onto the site's own file)
+    model FILE --name N --version V   a model version (sent with its sha256)
+    command DEVICE POINT VALUE --ttl S  a guarded write with an expiry
+    """
+    import yaml
+
+    from edgeplane.config import parse_duration
+
+    seconds = parse_duration(ttl) if ttl else None
+    if kind == "config":
+        if len(args) != 1:
+            raise click.UsageError("push SITE config OVERLAY.yaml")
+        body: dict[str, Any] = {"overlay": yaml.safe_load(Path(args[0]).read_text()) or {}}
+    elif kind == "model":
+        if len(args) != 1 or not name or not model_version:
+            raise click.UsageError("push SITE model FILE --name NAME --version VERSION")
+        data = Path(args[0]).read_bytes()
+        body = {"name": name, "version": model_version, "filename": Path(args[0]).name,
+                "sha256": hashlib.sha256(data).hexdigest(), "data": base64.b64encode(data).decode()}
+    else:
+        if len(args) != 3 or seconds is None:
+            raise click.UsageError("push SITE command DEVICE POINT VALUE --ttl 60s")
+        body = {"device": args[0], "point": args[1], "value": yaml.safe_load(args[2])}
+    store = CloudStore(data_dir)
+    message = push_message(broker, site, kind, body, signing_key, ttl=seconds, prefix=prefix, store=store,
+                           ca=ca, cert=cert, key=tls_key, username=username, password=password)
+    store.close()
+    click.echo(f"pushed {kind} {message['id']} to {site}")
+
+
+@cloud.command()
+@_data
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def status(data_dir: str, as_json: bool) -> None:
+    """Sites, last seen, backlog and twin differences."""
+    store = CloudStore(data_dir)
+    rows = store.status()
+    store.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        click.echo("no site has reported yet")
+    for row in rows:
+        seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["last_seen"])) if row["last_seen"] else "never"
+        backlog = ", ".join(f"{k} {v}" for k, v in row["backlog"].items()) or "unknown"
+        click.echo(f"{row['site']}: last seen {seen}; {row['readings']} readings in {row['records']} records, "
+                   f"{row['duplicates']} duplicates dropped, {row['rejected']} rejected; backlog {backlog}")
+        for diff in row["twin_differences"]:
+            click.echo(f"  twin: {diff}")
+        for reason, count in row["refused"].items():
+            click.echo(f"  refused downlink: {reason} x{count}")
+
+
+@cloud.command()
+@click.argument("private_key", type=click.Path(dir_okay=False))
+@click.argument("public_key", type=click.Path(dir_okay=False))
+def keygen(private_key: str, public_key: str) -> None:
+    """Make an ed25519 signing key pair; give the public key to sites (sync.trust.keys)."""
+    click.echo(f"key id {generate_keypair(private_key, public_key)}")

@@ -1,0 +1,314 @@
+"""The durable outbox: SQLite (WAL) rows that wait for the broker's acknowledgement.
+
+A record is written (and, with ``durability="power"``, fsynced) before :meth:`Outbox.put_many`
+returns, and deleted only by :meth:`Outbox.acknowledge` after the broker acknowledged it, so a
+SIGKILL or a power cut loses nothing that was acknowledged to its producer.
+
+Drain order (:meth:`Outbox.take`): priority class first (high, normal, low); within a class,
+records queued since the link came back ("live") before the backlog, and the backlog may be
+limited to a number of readings per call so a long backlog never starves live data.
+
+When the payload would exceed the quota, the lowest-priority, oldest records are evicted first;
+a new record is refused instead when only higher-priority data is left. TTL expiry deletes what
+waited too long. Both are counted in the ``counters`` table (they survive restarts) and reported.
+
+The class is thread-confined: call it from one thread (:meth:`call` runs a method on the
+outbox's own thread, for asyncio code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from edgeplane.sync.codec import Record
+
+__all__ = ["Outbox", "OutboxItem"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: the cloud end deduplicates on it
+    stream TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    size INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_drain ON outbox(priority, seq);
+CREATE INDEX IF NOT EXISTS outbox_expiry ON outbox(expires);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+PRIORITY_NAMES = ("high", "normal", "low")
+
+
+@dataclass(slots=True)
+class OutboxItem:
+    """What a producer hands the outbox: one block of one stream."""
+
+    stream: str
+    priority: int
+    kind: str
+    count: int
+    created: float
+    expires: float
+    block: bytes
+
+
+class Outbox:
+    def __init__(self, path: str | Path, *, quota: int = 256_000_000, durability: str = "power"):
+        self.path = Path(path)
+        self.quota = quota
+        self.durability = durability
+        self._db: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.size = 0  # payload bytes stored
+        self._inflight: set[int] = set()
+        self._watermark = 0  # highest seq when the link last came up: older records are backlog
+        self._live_cursor = [0, 0, 0]
+        self._backlog_cursor = [0, 0, 0]
+        self.counters: dict[str, int] = defaultdict(int)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'power' else 'NORMAL'}")
+        db.executescript(_SCHEMA)
+        self._db = db
+        self.size = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+        self.counters.update(dict(db.execute("SELECT name, value FROM counters")))
+        self.link_up()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    async def call(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func(*args)`` (a method of this outbox) on the outbox's own thread."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeplane-outbox")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError(f"outbox {str(self.path)!r} is not open: call open() first")
+        return self._db
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def put_many(self, items: Iterable[OutboxItem]) -> int:
+        """Store items durably (one transaction); returns how many were stored, not refused."""
+        items = list(items)
+        if not items:
+            return 0
+        db = self.db
+        added = sum(len(i.block) for i in items)
+        counts: dict[str, int] = defaultdict(int)
+        stored = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if self.size + added <= self.quota:
+                db.executemany(
+                    "INSERT INTO outbox(stream, priority, kind, count, created, expires, size, body) VALUES (?,?,?,?,?,?,?,?)",
+                    [(i.stream, i.priority, i.kind, i.count, i.created, i.expires, len(i.block), i.block) for i in items],
+                )
+                self.size += added
+                stored = len(items)
+                for i in items:
+                    counts["enqueued_records"] += 1
+                    counts["enqueued_readings"] += i.count
+            else:
+                for i in items:
+                    if self._make_room(len(i.block), i.priority, counts):
+                        db.execute(
+                            "INSERT INTO outbox(stream, priority, kind, count, created, expires, size, body) VALUES (?,?,?,?,?,?,?,?)",
+                            (i.stream, i.priority, i.kind, i.count, i.created, i.expires, len(i.block), i.block),
+                        )
+                        self.size += len(i.block)
+                        stored += 1
+                        counts["enqueued_records"] += 1
+                        counts["enqueued_readings"] += i.count
+                    else:
+                        name = PRIORITY_NAMES[i.priority]
+                        counts["enqueued_records"] += 1
+                        counts["enqueued_readings"] += i.count
+                        counts[f"evicted_records:{name}"] += 1
+                        counts[f"evicted_readings:{name}"] += i.count
+            self._bump(counts)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self.size = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+            raise
+        return stored
+
+    def _make_room(self, size: int, priority: int, counts: dict[str, int]) -> bool:
+        """Evict same-or-lower-priority records, oldest first, until ``size`` fits. False: refuse it."""
+        need = self.size + size - self.quota
+        if need <= 0:
+            return True
+        if size > self.quota:
+            return False
+        victims: list[tuple[int, int, int, int]] = []
+        freed = 0
+        rows = self.db.execute(
+            "SELECT seq, size, count, priority FROM outbox WHERE priority >= ? ORDER BY priority DESC, seq ASC", (priority,)
+        )
+        for seq, vsize, vcount, vprio in rows:
+            if seq in self._inflight:
+                continue  # the broker may already have it: evicting it would double count
+            victims.append((seq, vsize, vcount, vprio))
+            freed += vsize
+            if freed >= need:
+                break
+        if freed < need:
+            return False
+        self.db.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
+        self.size -= freed
+        for _, _, vcount, vprio in victims:
+            name = PRIORITY_NAMES[vprio]
+            counts[f"evicted_records:{name}"] += 1
+            counts[f"evicted_readings:{name}"] += vcount
+        return True
+
+    def _bump(self, counts: dict[str, int]) -> None:
+        if counts:
+            self.db.executemany(
+                "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                list(counts.items()),
+            )
+            for k, v in counts.items():
+                self.counters[k] += v
+
+    # -- draining -----------------------------------------------------------------------------
+
+    def link_up(self) -> None:
+        """The link came (back) up: what is queued now is backlog, what comes after is live."""
+        self._watermark = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
+        self._live_cursor = [self._watermark] * 3
+        self._backlog_cursor = [0, 0, 0]
+
+    def rewind(self, seqs: Iterable[int]) -> None:
+        """Sending these failed: they are no longer in flight and will be taken again."""
+        self._inflight.difference_update(seqs)
+        self._live_cursor = [self._watermark] * 3
+        self._backlog_cursor = [0, 0, 0]
+
+    def take(self, max_bytes: int, max_records: int = 10_000, backlog_readings: int | None = None,
+             now: float | None = None) -> list[Record]:
+        """The next records to send, marked in flight. ``backlog_readings`` caps backlog readings."""
+        out: list[Record] = []
+        used = 0
+        budget = backlog_readings
+        for prio in (0, 1, 2):
+            lanes = [("live", self._live_cursor, None)]
+            lanes.append(("backlog", self._backlog_cursor, self._watermark))
+            for lane, cursor, upper in lanes:
+                if lane == "backlog" and budget is not None and budget <= 0:
+                    continue
+                sql = "SELECT seq, stream, kind, priority, count, created, expires, body FROM outbox WHERE priority = ? AND seq > ?"
+                args: list[Any] = [prio, cursor[prio]]
+                if upper is not None:
+                    sql += " AND seq <= ?"
+                    args.append(upper)
+                sql += " ORDER BY seq LIMIT ?"
+                args.append(max_records - len(out) + len(self._inflight))
+                for seq, stream, kind, priority, count, created, expires, body in self.db.execute(sql, args):
+                    if seq in self._inflight:
+                        continue
+                    if now is not None and expires < now:
+                        cursor[prio] = seq
+                        continue  # expire() deletes and counts it
+                    if out and (used + len(body) > max_bytes or len(out) >= max_records):
+                        return self._mark(out)
+                    if lane == "backlog" and budget is not None:
+                        if budget <= 0:
+                            break
+                        budget -= count
+                    out.append(Record(stream, seq, kind, priority, count, created, body))
+                    used += len(body)
+                    cursor[prio] = seq
+                if used >= max_bytes or len(out) >= max_records:
+                    return self._mark(out)
+        return self._mark(out)
+
+    def _mark(self, records: list[Record]) -> list[Record]:
+        self._inflight.update(r.seq for r in records)
+        return records
+
+    def acknowledge(self, records: list[Record]) -> None:
+        """The broker has these: delete them."""
+        db = self.db
+        seqs = [r.seq for r in records]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            freed = 0
+            for seq in seqs:
+                row = db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", (seq,)).fetchone()
+                if row:
+                    freed += row[0]
+            self._bump({"sent_records": len(records), "sent_readings": sum(r.count for r in records)})
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            self._inflight.difference_update(seqs)
+        self.size -= freed
+
+    def expire(self, now: float) -> int:
+        """Delete records whose time to live has passed; returns how many readings expired."""
+        db = self.db
+        rows = [r for r in db.execute("SELECT seq, size, count, priority FROM outbox WHERE expires < ?", (now,))
+                if r[0] not in self._inflight]
+        if not rows:
+            return 0
+        counts: dict[str, int] = defaultdict(int)
+        for _, _, count, prio in rows:
+            counts[f"expired_records:{PRIORITY_NAMES[prio]}"] += 1
+            counts[f"expired_readings:{PRIORITY_NAMES[prio]}"] += count
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in rows])
+            self._bump(counts)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.size -= sum(r[1] for r in rows)
+        return sum(r[2] for r in rows)
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def backlog(self) -> dict[str, dict[str, int]]:
+        """Per priority class: records, readings and bytes waiting."""
+        out = {name: {"records": 0, "readings": 0, "bytes": 0} for name in PRIORITY_NAMES}
+        for prio, records, readings, size in self.db.execute(
+            "SELECT priority, COUNT(*), COALESCE(SUM(count), 0), COALESCE(SUM(size), 0) FROM outbox GROUP BY priority"
+        ):
+            out[PRIORITY_NAMES[prio]] = {"records": records, "readings": readings, "bytes": size}
+        return out
+
+    def integrity(self) -> str:
+        """SQLite's own check of the database file: ``"ok"`` when it is intact."""
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def total(self, counter_prefix: str) -> int:
+        """Sum of the counters named ``<prefix>`` or ``<prefix>:<class>``."""
+        return sum(v for k, v in self.counters.items() if k == counter_prefix or k.startswith(counter_prefix + ":"))

@@ -1,0 +1,175 @@
+"""Turning bus messages into outbox items under the site's uplink policy.
+
+raw: every reading goes up (batches of one topic in one ingest round share one block);
+aggregate: per topic, fixed windows aligned to the epoch (``floor(ts / window)``), one row per
+window with the configured statistics, emitted once the window is over;
+events: :class:`~edgeplane.bus.Event` objects go up; readings on an events topic do not (they
+are counted as ``filtered``, which is the point of the policy).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeplane.bus import Batch, Event
+from edgeplane.sync.codec import encode_aggregate, encode_batch, encode_events
+from edgeplane.sync.outbox import OutboxItem
+from edgeplane.sync.settings import PolicyRule, SyncConfig
+
+__all__ = ["Aggregator", "PolicyMapper"]
+
+
+@dataclass
+class _Window:
+    start: float
+    n: int = 0
+    total: float = 0.0
+    sq: float = 0.0
+    lo: float = np.inf
+    hi: float = -np.inf
+    first: float = np.nan
+    last: float = np.nan
+
+
+@dataclass
+class Aggregator:
+    """Windowed statistics of one topic."""
+
+    rule: PolicyRule
+    current: _Window | None = None
+    done: list[_Window] = field(default_factory=list)
+
+    def add(self, ts: np.ndarray, values: np.ndarray) -> None:
+        window = float(self.rule.window or 1.0)
+        values = np.asarray(values, dtype=np.float64)
+        ok = ~np.isnan(values)
+        ts, values = np.asarray(ts)[ok], values[ok]
+        if not len(ts):
+            return
+        slots = np.floor(ts / window)
+        # readings normally arrive in time order; split where the slot changes
+        cuts = np.flatnonzero(np.diff(slots)) + 1
+        for part_ts, part_v in zip(np.split(ts, cuts), np.split(values, cuts)):
+            start = float(np.floor(part_ts[0] / window) * window)
+            if self.current is None or self.current.start != start:
+                if self.current is not None:
+                    self.done.append(self.current)
+                self.current = _Window(start)
+            w = self.current
+            w.n += len(part_v)
+            w.total += float(part_v.sum())
+            w.sq += float((part_v * part_v).sum())
+            w.lo = min(w.lo, float(part_v.min()))
+            w.hi = max(w.hi, float(part_v.max()))
+            if np.isnan(w.first):
+                w.first = float(part_v[0])
+            w.last = float(part_v[-1])
+
+    def close_due(self, now: float, force: bool = False) -> None:
+        window = float(self.rule.window or 1.0)
+        if self.current is not None and (force or now >= self.current.start + window):
+            self.done.append(self.current)
+            self.current = None
+
+    def take(self) -> tuple[bytes, int] | None:
+        if not self.done:
+            return None
+        done, self.done = self.done, []
+        stats: dict[str, np.ndarray] = {}
+        n = np.array([w.n for w in done], dtype=np.float64)
+        total = np.array([w.total for w in done])
+        for name in self.rule.stats:
+            if name == "mean":
+                stats[name] = total / n
+            elif name == "count":
+                stats[name] = n
+            elif name == "sum":
+                stats[name] = total
+            elif name == "min":
+                stats[name] = np.array([w.lo for w in done])
+            elif name == "max":
+                stats[name] = np.array([w.hi for w in done])
+            elif name == "first":
+                stats[name] = np.array([w.first for w in done])
+            elif name == "last":
+                stats[name] = np.array([w.last for w in done])
+            elif name == "std":
+                sq = np.array([w.sq for w in done])
+                stats[name] = np.sqrt(np.maximum(sq / n - (total / n) ** 2, 0.0))
+        return encode_aggregate(float(self.rule.window or 0), np.array([w.start for w in done]), stats)
+
+
+class PolicyMapper:
+    """Maps bus messages to outbox items; keeps the aggregation state."""
+
+    def __init__(self, config: SyncConfig):
+        self.config = config
+        self._rules: dict[str, PolicyRule | None] = {}
+        self.aggregators: dict[str, Aggregator] = {}
+        self.filtered = 0  # readings on events-only topics, not sent by design
+        self.read_readings = 0
+
+    def rule(self, topic: str) -> PolicyRule | None:
+        try:
+            return self._rules[topic]
+        except KeyError:
+            rule = self._rules[topic] = self.config.rule_for(topic)
+            return rule
+
+    def map(self, messages: list[Batch | Event], now: float) -> list[OutboxItem]:
+        raw: dict[str, list[Batch]] = defaultdict(list)
+        events: dict[str, list[Event]] = defaultdict(list)
+        for message in messages:
+            rule = self.rule(message.topic)
+            if rule is None:
+                continue
+            if isinstance(message, Event):
+                events[message.topic].append(message)
+                continue
+            self.read_readings += len(message.ts)
+            if rule.mode == "raw":
+                raw[message.topic].append(message)
+            elif rule.mode == "aggregate":
+                agg = self.aggregators.get(message.topic)
+                if agg is None:
+                    agg = self.aggregators[message.topic] = Aggregator(rule)
+                if message.values.dtype.kind in "fiub":
+                    agg.add(message.ts, message.values)
+            else:
+                self.filtered += len(message.ts)
+        items: list[OutboxItem] = []
+        for topic, batches in raw.items():
+            rule = self.rule(topic)
+            assert rule is not None
+            batch = batches[0] if len(batches) == 1 else _concat(batches)
+            block, count = encode_batch(batch)
+            items.append(OutboxItem(topic, rule.rank, "raw", count, now, now + rule.ttl, block))
+        for topic, evs in events.items():
+            rule = self.rule(topic)
+            assert rule is not None
+            block, count = encode_events(evs)
+            items.append(OutboxItem(topic, rule.rank, "events", count, now, now + rule.ttl, block))
+        items.extend(self.flush(now))
+        return items
+
+    def flush(self, now: float, force: bool = False) -> list[OutboxItem]:
+        """Aggregate windows that are over (all of them with ``force``, e.g. at stop)."""
+        items = []
+        for topic, agg in self.aggregators.items():
+            agg.close_due(now, force)
+            taken = agg.take()
+            if taken is not None:
+                block, count = taken
+                items.append(OutboxItem(topic, agg.rule.rank, "aggregate", count, now, now + agg.rule.ttl, block))
+        return items
+
+
+def _concat(batches: list[Batch]) -> Batch:
+    values = [b.values for b in batches]
+    kinds = {v.dtype.kind for v in values}
+    merged = np.concatenate(values) if kinds <= set("fiub") or len(kinds) == 1 else np.concatenate([v.astype(object) for v in values])
+    return Batch(batches[0].topic, np.concatenate([b.ts for b in batches]), merged,
+                 np.concatenate([b.quality for b in batches]), batches[0].unit)

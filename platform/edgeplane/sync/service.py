@@ -1,0 +1,332 @@
+"""The sync service: bus -> policy -> durable outbox -> transport, and the downlink back.
+
+The host makes one per site with a ``sync:`` section, starts it before the connectors (so no
+early reading is missed) and stops it after them (so it can flush what they published).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeplane.bus import Bus, Overflow
+from edgeplane.components import Health, HealthState
+from edgeplane.errors import LifecycleError
+from edgeplane.sync.codec import Record, encode_envelope
+from edgeplane.sync.downlink import Downlink
+from edgeplane.sync.outbox import PRIORITY_NAMES, Outbox
+from edgeplane.sync.policy import PolicyMapper
+from edgeplane.sync.settings import SyncConfig
+from edgeplane.sync.signing import load_public_key, key_id
+from edgeplane.sync.transport import MqttTransport, Transport
+
+__all__ = ["SyncService"]
+
+log = logging.getLogger(__name__)
+
+_INGEST_ROUND = 5000  # bus messages per outbox transaction at most
+
+
+class SyncService:
+    """Store-and-forward uplink and signed downlink for one site.
+
+    ``apply_config(site_dict)`` validates and applies a whole site document (raise
+    :class:`~edgeplane.errors.SiteError` when it is invalid); ``apply_model(name=, version=,
+    path=, sha256=)`` hands a verified model file to the inference service;
+    ``execute_command(device, point, value)`` runs a guarded write. Each is optional.
+    """
+
+    def __init__(self, config: SyncConfig, *, site_id: str, bus: Bus, clock: Any, metrics: Any, store_dir: str | Path,
+                 apply_config: Any = None, apply_model: Any = None, execute_command: Any = None,
+                 base_site: dict[str, Any] | None = None, base_dir: str | Path | None = None,
+                 transport: Transport | None = None, transports: dict[str, type] | None = None,
+                 queue_size: int = 10_000, flush_timeout: float = 5.0):
+        self.config = config
+        self.site_id = site_id
+        self.bus = bus
+        self.clock = clock
+        self.metrics = metrics
+        self.store_dir = Path(store_dir)
+        self.base_dir = Path(base_dir or ".")
+        self.flush_timeout = flush_timeout
+        self.queue_size = queue_size
+        prefix = config.uplink.topic_prefix
+        self.topic_data = f"{prefix}/{site_id}/up/data"
+        self.topic_state = f"{prefix}/{site_id}/up/state"
+        self.topic_down = f"{prefix}/{site_id}/down/#"
+        if transport is None:
+            cls = (transports or {}).get(config.uplink.transport)
+            if cls is None and config.uplink.transport == "mqtt":
+                cls = MqttTransport
+            if cls is None:
+                raise LifecycleError(f"sync.uplink.transport: no transport {config.uplink.transport!r} is registered "
+                                     f"(known: {', '.join(sorted(transports or {'mqtt': 0}))}); install its plugin")
+            transport = cls(config.uplink, client_id=config.uplink.client_id or f"edgeplane-{site_id}",
+                            base_dir=self.base_dir)
+        self.transport = transport
+        self.outbox = Outbox(self.store_dir / "outbox.db", quota=config.quota, durability=config.durability)
+        self.mapper = PolicyMapper(config)
+        self.health = Health()
+        trusted = {}
+        for path in config.trust.keys:
+            key = load_public_key(self.base_dir / path)
+            trusted[key_id(key)] = key
+        self.downlink = Downlink(site_id=site_id, store_dir=self.store_dir, trusted=trusted, base_site=base_site,
+                                 apply_config=apply_config, apply_model=apply_model, execute_command=execute_command,
+                                 on_refused=self._refused)
+        self._subscription: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._senders: set[asyncio.Task[Any]] = set()
+        self._work = asyncio.Event()
+        self._link = asyncio.Event()
+        self._window = asyncio.Semaphore(config.uplink.inflight)
+        self._downlink_queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._tokens = float(config.uplink.backlog_rate or 0)
+        self._tokens_at = time.monotonic()
+        self._reported: dict[str, int] = {}
+        self.bytes_sent = 0
+        self.envelopes_sent = 0
+        self.state = "created"
+        self._metrics()
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def _metrics(self) -> None:
+        m = self.metrics
+        self._m_readings = m.counter("edgeplane_sync_readings_total", "Readings through the sync outbox, by stage",
+                                     ["stage", "priority"])
+        self._m_bytes = m.counter("edgeplane_sync_sent_bytes_total", "Envelope bytes acknowledged by the broker")
+        self._m_refused = m.counter("edgeplane_sync_downlink_refused_total", "Downlink messages refused", ["reason"])
+        self._m_backlog = m.gauge("edgeplane_sync_backlog_readings", "Readings waiting in the outbox", ["priority"])
+        self._m_link = m.gauge("edgeplane_sync_link_up", "1 while the uplink is connected")
+
+    def _sync_counters(self) -> None:
+        """Move the outbox's persistent counters into the metrics (by difference)."""
+        for name, value in list(self.outbox.counters.items()):
+            delta = value - self._reported.get(name, 0)
+            if delta <= 0:
+                continue
+            self._reported[name] = value
+            stage, _, prio = name.partition(":")
+            if not stage.endswith("_readings"):
+                continue
+            stage = stage[: -len("_readings")]
+            self._m_readings.labels(stage=stage, priority=prio or "all").inc(delta)
+            if stage in ("evicted", "expired"):
+                self.metrics.dropped.labels(part="sync", reason="quota" if stage == "evicted" else "ttl").inc(delta)
+
+    def _refused(self, reason: str, message: str) -> None:
+        self._m_refused.labels(reason=reason).inc()
+        self.metrics.errors.labels(part="sync", kind=f"downlink_{reason}").inc()
+        log.warning("sync downlink: %s", message)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.state != "created":
+            raise LifecycleError(f"cannot start a sync service that is {self.state}: make a new one")
+        self.state = "starting"
+        await self.outbox.call(self.outbox.open)
+        # counters persisted by earlier runs are history, not this process's metrics
+        self._reported = dict(self.outbox.counters)
+        patterns = [rule.topics for rule in self.config.policy]
+        if patterns:
+            self._subscription = self.bus.subscribe(patterns, name="sync", maxsize=self.queue_size, overflow=Overflow.BLOCK)
+        await self.transport.subscribe(self.topic_down, self._on_downlink)
+        await self.transport.connect(self._on_link)
+        self._tasks = [asyncio.create_task(self._ingest(), name="sync:ingest"),
+                       asyncio.create_task(self._drain(), name="sync:drain"),
+                       asyncio.create_task(self._housekeeping(), name="sync:housekeeping"),
+                       asyncio.create_task(self._downlink_loop(), name="sync:downlink")]
+        self.state = "running"
+        self.health.set(HealthState.DEGRADED, f"connecting to {self.config.uplink.url}")
+
+    async def stop(self) -> None:
+        """Store what the bus still holds, flush aggregates, send what the link takes in time."""
+        if self.state in ("stopping", "stopped", "created"):
+            self.state = "stopped"
+            return
+        self.state = "stopping"
+        if self._subscription is not None:
+            self._subscription.close()  # the ingest task stores what is queued, then ends
+        ingest = self._tasks[0]
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(ingest), self.flush_timeout)
+        items = self.mapper.flush(self.clock.now(), force=True)
+        if items:
+            await self.outbox.call(self.outbox.put_many, items)
+            self._work.set()
+        if self.transport.connected:
+            deadline = time.monotonic() + self.flush_timeout
+            while time.monotonic() < deadline and self.transport.connected:
+                waiting = await self.outbox.call(self.outbox.backlog)
+                if not any(v["records"] for v in waiting.values()):
+                    break
+                self._work.set()
+                await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        for task in [*self._tasks, *self._senders]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.transport.close()
+        await self.outbox.call(self.outbox.close)
+        self._sync_counters()
+        self.state = "stopped"
+        self.health.set(HealthState.STOPPED)
+
+    async def enqueue(self, messages: list[Any]) -> int:
+        """Store bus messages durably now (for producers that need the acknowledgement); returns items stored."""
+        items = self.mapper.map(messages, self.clock.now())
+        stored = await self.outbox.call(self.outbox.put_many, items) if items else 0
+        self._work.set()
+        return stored
+
+    def status(self) -> dict[str, Any]:
+        """Link, backlog (per priority) and counters, for health pages and the CLI."""
+        return {"link": "up" if self.transport.connected else "down", "url": self.config.uplink.url,
+                "last_error": self.transport.last_error, "outbox_bytes": self.outbox.size, "quota": self.outbox.quota,
+                "counters": dict(self.outbox.counters), "filtered_readings": self.mapper.filtered,
+                "envelopes_sent": self.envelopes_sent, "bytes_sent": self.bytes_sent, "twin": self.downlink.twin}
+
+    # -- uplink ---------------------------------------------------------------------------------
+
+    def _on_link(self, up: bool) -> None:
+        self._m_link.set(1 if up else 0)
+        if up:
+            self._link.set()
+            self.health.set(HealthState.OK, f"connected to {self.config.uplink.url}")
+            asyncio.get_running_loop().create_task(self._link_came_up())
+        else:
+            self._link.clear()
+            self.health.set(HealthState.DEGRADED, f"uplink down ({self.transport.last_error}); storing in the outbox")
+
+    async def _link_came_up(self) -> None:
+        await self.outbox.call(self.outbox.link_up)
+        self._work.set()
+        await self._report()
+
+    async def _ingest(self) -> None:
+        sub = self._subscription
+        if sub is None:
+            return
+        while True:
+            try:
+                first = await sub.get()
+            except StopAsyncIteration:
+                return
+            messages = [first]
+            while len(messages) < _INGEST_ROUND:
+                message = sub.get_nowait()
+                if message is None:
+                    break
+                messages.append(message)
+            items = self.mapper.map(messages, self.clock.now())
+            if items:
+                try:
+                    await self.outbox.call(self.outbox.put_many, items)
+                except Exception as e:  # noqa: BLE001 - a full disk must not stop the host
+                    self.metrics.dropped.labels(part="sync", reason="outbox_error").inc(sum(i.count for i in items))
+                    log.error("sync: cannot store %d records in %s: %s", len(items), self.outbox.path, e)
+                self._work.set()
+
+    def _backlog_budget(self) -> int | None:
+        rate = self.config.uplink.backlog_rate
+        if not rate:
+            return None
+        now = time.monotonic()
+        self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        return int(self._tokens)
+
+    def _take_envelope(self, budget: int | None, now: float) -> tuple[list[Record], bytes | None]:
+        records = self.outbox.take(self.config.uplink.max_envelope_bytes, backlog_readings=budget, now=now)
+        if not records:
+            return records, None
+        return records, encode_envelope(self.site_id, now, records, self.config.compression)
+
+    async def _drain(self) -> None:
+        while True:
+            await self._link.wait()
+            await self._window.acquire()
+            budget = self._backlog_budget()
+            records, payload = await self.outbox.call(self._take_envelope, budget, self.clock.now())
+            if not records:
+                self._window.release()
+                self._work.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._work.wait(), 0.2 if budget is not None else 1.0)
+                continue
+            if budget is not None:
+                watermark = self.outbox._watermark
+                self._tokens -= sum(r.count for r in records if r.seq <= watermark)
+            task = asyncio.create_task(self._send(records, payload or b""))
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+
+    async def _send(self, records: list[Record], payload: bytes) -> None:
+        try:
+            await self.transport.publish(self.topic_data, payload)
+        except (ConnectionError, OSError) as e:
+            await self.outbox.call(self.outbox.rewind, [r.seq for r in records])
+            log.debug("sync: %d records not acknowledged (%s); they stay in the outbox", len(records), e)
+            return
+        finally:
+            self._window.release()
+        await self.outbox.call(self.outbox.acknowledge, records)
+        self.bytes_sent += len(payload)
+        self.envelopes_sent += 1
+        self._m_bytes.inc(len(payload))
+        self._sync_counters()
+
+    async def _housekeeping(self) -> None:
+        last_report = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.clock.now()
+            expired = await self.outbox.call(self.outbox.expire, now)
+            if expired:
+                log.warning("sync: %d readings expired in the outbox before the link took them", expired)
+            items = self.mapper.flush(now)
+            if items:
+                await self.outbox.call(self.outbox.put_many, items)
+                self._work.set()
+            backlog = await self.outbox.call(self.outbox.backlog)
+            for name in PRIORITY_NAMES:
+                self._m_backlog.labels(priority=name).set(backlog[name]["readings"])
+            self._sync_counters()
+            if time.monotonic() - last_report >= self.config.report_interval:
+                last_report = time.monotonic()
+                await self._report(backlog)
+
+    async def _report(self, backlog: dict[str, Any] | None = None) -> None:
+        """Publish the reported state (retained), best effort: the next report repeats it."""
+        import json
+
+        if backlog is None:
+            backlog = await self.outbox.call(self.outbox.backlog)
+        doc = {"site": self.site_id, "ts": self.clock.now(), **self.downlink.twin, "outbox": backlog,
+               "counters": dict(self.outbox.counters)}
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.transport.publish(self.topic_state, json.dumps(doc, default=str).encode(), retain=True)
+
+    # -- downlink -------------------------------------------------------------------------------
+
+    def _on_downlink(self, topic: str, payload: bytes) -> None:
+        self._downlink_queue.put_nowait(payload)
+
+    async def _downlink_loop(self) -> None:
+        while True:
+            payload = await self._downlink_queue.get()
+            try:
+                handled = await self.downlink.handle(payload, self.clock.now())
+            except Exception:  # noqa: BLE001 - one bad message must not stop the downlink
+                log.exception("sync: downlink message failed")
+                handled = None
+            await self._report()
+            if handled is not None:
+                log.info("sync: applied downlink %s %s", handled.get("kind"), handled.get("id"))

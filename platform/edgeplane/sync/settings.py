@@ -1,0 +1,147 @@
+"""The ``sync:`` section of a site file, as pydantic models (``extra="forbid"``).
+
+Example::
+
+    sync:
+      uplink: {transport: mqtt, url: mqtts://cloud.example:8883, cert: site.pem, key: site.key, ca: ca.pem,
+               inflight: 16, backlog_rate: 20000/s}
+      policy:
+        - {topics: "alerts/#", mode: events, priority: high, ttl: 30d}
+        - {topics: "*/ac_power", mode: aggregate, window: 5min, stats: [mean, min, max], priority: normal, ttl: 7d}
+        - {topics: "inv*/#", mode: raw, priority: low, ttl: 2d}
+      quota: 512MB
+      compression: zstd
+      trust: {keys: [keys/cloud.pub]}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from edgeplane.bus import topic_matches
+from edgeplane.config import Duration, Rate
+
+__all__ = ["PRIORITIES", "PolicyRule", "SyncConfig", "TrustConfig", "UplinkConfig", "parse_size"]
+
+PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
+"""Priority class name -> drain rank (0 drains first)."""
+
+STATS = ("mean", "min", "max", "count", "sum", "last", "first", "std")
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: Any) -> int:
+    """``512MB``, ``2GiB``, ``100kB`` or a number of bytes, as bytes."""
+    if isinstance(value, bool):
+        raise ValueError("a size is a number of bytes or a string such as '512MB' or '2GiB'")
+    if isinstance(value, (int, float)):
+        size = float(value)
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)) and m.group(2).lower() in _SIZE_UNITS:
+        size = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    else:
+        raise ValueError(f"{value!r} is not a size: write a number of bytes or e.g. '512MB', '2GiB'")
+    if size <= 0:
+        raise ValueError(f"a size must be positive (got {value!r})")
+    return int(size)
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UplinkConfig(_Model):
+    """How the site reaches the cloud broker."""
+
+    transport: str = Field("mqtt", description="uplink transport plugin (edgeplane_register_transports)")
+    url: str = Field(description="mqtt://host:port or mqtts://host:port (TLS)")
+    cert: str | None = Field(None, description="client certificate file (PEM) for mutual TLS")
+    key: str | None = Field(None, description="client private key file (PEM) for mutual TLS")
+    ca: str | None = Field(None, description="CA file (PEM) that signed the broker's certificate")
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = Field(None, description="MQTT client id; default edgeplane-<site id>")
+    topic_prefix: str = Field("edgeplane", description="topic tree root: <prefix>/<site>/up/..., <prefix>/<site>/down/...")
+    inflight: int = Field(16, ge=1, le=1000, description="envelopes sent and not yet acknowledged by the broker")
+    max_envelope_bytes: int = Field(256_000, ge=1_000, description="largest uncompressed envelope body")
+    backlog_rate: Rate | None = Field(
+        None, description="readings per second for data queued before the link came back; live data is not limited"
+    )
+    keepalive: Duration = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an uplink URL: write mqtt://host:1883 or mqtts://host:8883")
+        return value
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> UplinkConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("mutual TLS needs both 'cert' and 'key': give both or neither")
+        return self
+
+
+class PolicyRule(_Model):
+    """What goes up for the topics a pattern matches. The first matching rule wins."""
+
+    topics: str = Field(description="bus topic pattern, e.g. 'alerts/#', '*/ac_power', 'inv*/#'")
+    mode: Literal["raw", "aggregate", "events"] = "raw"
+    window: Duration | None = Field(None, description="aggregation window (mode aggregate)")
+    stats: list[Literal["mean", "min", "max", "count", "sum", "last", "first", "std"]] = Field(
+        default_factory=lambda: ["mean", "min", "max", "count"]
+    )
+    priority: Literal["high", "normal", "low"] = "normal"
+    ttl: Duration = Field(7 * 86400.0, description="how long data waits for the link before it expires")
+
+    @field_validator("topics")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        topic_matches(value, "x")  # raises ValueError with a clear message on a bad pattern
+        return value
+
+    @model_validator(mode="after")
+    def _window_for_aggregates(self) -> PolicyRule:
+        if self.mode == "aggregate" and not self.window:
+            raise ValueError(f"policy for {self.topics!r}: mode 'aggregate' needs a 'window', e.g. window: 5min")
+        if self.mode != "aggregate" and self.window is not None:
+            raise ValueError(f"policy for {self.topics!r}: 'window' only applies to mode 'aggregate'")
+        return self
+
+    @property
+    def rank(self) -> int:
+        return PRIORITIES[self.priority]
+
+
+class TrustConfig(_Model):
+    keys: list[str] = Field(default_factory=list, description="ed25519 public key files (PEM or raw 32-byte hex) of the cloud")
+
+
+class SyncConfig(_Model):
+    """The ``sync:`` section: uplink, per-topic policy, disk quota, compression, trusted keys."""
+
+    uplink: UplinkConfig
+    policy: list[PolicyRule] = Field(default_factory=list)
+    quota: Size = Field(256_000_000, description="largest outbox payload on disk, e.g. '512MB'")
+    compression: Literal["zstd", "lz4", "none"] = "zstd"
+    durability: Literal["power", "process"] = Field(
+        "power", description="power: fsync each commit (survives power loss); process: survives a crash, not power loss"
+    )
+    trust: TrustConfig = Field(default_factory=TrustConfig)
+    report_interval: Duration = Field(60.0, description="how often the reported state (twin) is published")
+
+    def rule_for(self, topic: str) -> PolicyRule | None:
+        for rule in self.policy:
+            if topic_matches(rule.topics, topic):
+                return rule
+        return None
