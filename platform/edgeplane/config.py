@@ -247,6 +247,33 @@ class LogConfig(_Model):
     format: Literal["text", "json"] = "text"
 
 
+class SimulatorConfig(_Model):
+    """A companion process of the site (see :mod:`edgeplane.simulators`)."""
+
+    command: list[str] = Field(min_length=1, description='argv; "{python}" is the host\'s Python, "{site_dir}" the site folder')
+    ready: str | None = Field(None, description="tcp://HOST:PORT that accepts connections once the simulator is up")
+    ready_timeout: Duration = 30.0
+    stop_timeout: Duration = 5.0
+    env: dict[str, str] = Field(default_factory=dict, description="added to the host's environment")
+    cwd: str | None = Field(None, description="working folder, relative to the site file (default: the site folder)")
+
+    @field_validator("ready")
+    @classmethod
+    def _tcp_address(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme != "tcp" or not parts.hostname or not port:
+            raise ValueError(f"{value!r} is not a tcp://HOST:PORT address")
+        return value
+
+
 class SupervisionConfig(_Model):
     backoff_initial: Duration = 1.0
     backoff_max: Duration = 60.0
@@ -270,6 +297,9 @@ class CoreSite(_Model):
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     inference: InferenceConfig | None = Field(None, description="the shared inference service; off when absent")
     sync: SyncConfig | None = Field(None, description="cloud sync: uplink policy, outbox, signed downlink; off when absent")
+    simulators: dict[str, SimulatorConfig] = Field(
+        default_factory=dict, description="companion processes started before the devices (simulators, a local broker)"
+    )
 
     @field_validator("devices", "solutions")
     @classmethod

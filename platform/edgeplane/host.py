@@ -106,6 +106,8 @@ class Host:
             await self._start_inference()
             await self._start_sync()
             # solutions subscribe before any connector publishes, so no early reading is missed
+            # simulators first: the devices the connectors talk to must be up before them
+            await self._launch([p for p in (self._make_simulator(n, c) for n, c in self.site.core.simulators.items()) if p])
             solutions = [self._make_solution(n, c) for n, c in self.site.solutions.items() if c.enabled]
             connectors = [self._make_connector(n, c) for n, c in self.site.devices.items() if c.enabled]
             await self._launch([p for p in connectors if p])
@@ -131,7 +133,8 @@ class Host:
         keys = list(self.parts)
         solutions = [k for k in keys if k.startswith("solution:")]
         connectors = [k for k in keys if k.startswith("device:")]
-        for group in (reversed(solutions), reversed(connectors)):
+        simulators = [k for k in keys if k.startswith("simulator:")]
+        for group in (reversed(solutions), reversed(connectors), reversed(simulators)):
             await asyncio.gather(*(self._stop_part(k) for k in group))
         if self._http_runner is not None:
             await self._http_runner.cleanup()
@@ -247,6 +250,11 @@ class Host:
             site_dir=self.site.base_dir,
             inference=self.inference.client(name) if self.inference is not None else None,
         )
+
+    def _make_simulator(self, name: str, config: Any) -> Part | None:
+        from edgeplane.simulators import SimulatorProcess
+
+        return self._make_part(f"simulator:{name}", SimulatorProcess, name, config, f"edgeplane.simulator.{name}")
 
     def _make_connector(self, name: str, config: Any) -> Part | None:
         cls = self.registry.connectors[config.connector]
@@ -388,7 +396,7 @@ class Host:
             raise LifecycleError(f"cannot reload a host that is {self.state.value}")
         if site.id != self.site.id:
             raise LifecycleError(f"a reload cannot change the site id ({self.site.id!r} -> {site.id!r}): start a new host")
-        for section in ("http", "store", "clock"):
+        for section in ("http", "store", "clock", "inference", "sync"):
             if getattr(site.core, section) != getattr(self.site.core, section):
                 log.warning("the %r section changed: it takes effect at the next start", section)
         old_site = self.site
@@ -397,7 +405,7 @@ class Host:
         def diff(prefix: str, old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
             to_stop, to_start = [], []
             for name in old:
-                if name not in new or not new[name].enabled:
+                if name not in new or not getattr(new[name], "enabled", True):
                     to_stop.append(name)
                     plan["removed"].append(f"{prefix}:{name}")
                 elif new[name].model_dump() != old[name].model_dump():  # by value: classes may be rebuilt
@@ -407,11 +415,12 @@ class Host:
                 else:
                     plan["kept"].append(f"{prefix}:{name}")
             for name in new:
-                if name not in old and new[name].enabled:
+                if name not in old and getattr(new[name], "enabled", True):
                     to_start.append(name)
                     plan["added"].append(f"{prefix}:{name}")
             return to_stop, to_start
 
+        stop_simulators, start_simulators = diff("simulator", old_site.core.simulators, site.core.simulators)
         stop_devices, start_devices = diff("device", old_site.devices, site.devices)
         stop_solutions, start_solutions = diff("solution", old_site.solutions, site.solutions)
         self.site = site
@@ -419,6 +428,9 @@ class Host:
             await self._stop_part(f"solution:{name}")
         for name in stop_devices:
             await self._stop_part(f"device:{name}")
+        for name in stop_simulators:
+            await self._stop_part(f"simulator:{name}")
+        await self._launch([p for p in (self._make_simulator(n, site.core.simulators[n]) for n in start_simulators) if p])
         new_solutions = [self._make_solution(n, site.solutions[n]) for n in start_solutions]
         await self._launch([p for p in (self._make_connector(n, site.devices[n]) for n in start_devices) if p])
         await self._launch([p for p in new_solutions if p])

@@ -1,0 +1,113 @@
+"""Companion processes of a site: device simulators, a local broker, the demo's cloud end.
+
+A reference deployment runs against simulators that speak the real protocols on the loopback.
+The site file lists them under ``simulators:``; the host starts each as a subprocess before any
+connector, waits until it accepts TCP connections on its ``ready`` address, supervises it like
+any other part (restart with backoff when it exits), logs its output, and stops it after the
+connectors (SIGTERM to its process group, SIGKILL after ``stop_timeout``)::
+
+    simulators:
+      inv1:
+        command: ["{python}", "-m", "edgeplane.cli", "modbus", "simulate", "sunspec", "--port", "15021"]
+        ready: tcp://127.0.0.1:15021
+
+``{python}`` is the host's own interpreter, ``{site_dir}`` the site file's folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import sys
+from urllib.parse import urlsplit
+
+from edgeplane.components import _Supervised
+from edgeplane.config import SimulatorConfig
+
+__all__ = ["SimulatorConfig", "SimulatorProcess"]
+
+
+class SimulatorProcess(_Supervised):
+    """One simulator subprocess, supervised by the host as the part ``simulator:<name>``."""
+
+    config: SimulatorConfig
+
+    def __init__(self, name, config, context):
+        super().__init__(name, config, context)
+        self.process: asyncio.subprocess.Process | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._pump: asyncio.Task[None] | None = None
+
+    def argv(self) -> list[str]:
+        site_dir = str(self.context.site_dir)
+        return [arg.replace("{python}", sys.executable).replace("{site_dir}", site_dir) for arg in self.config.command]
+
+    async def start(self) -> None:
+        argv = self.argv()
+        cwd = self.context.site_dir / self.config.cwd if self.config.cwd else self.context.site_dir
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=cwd,
+                env={**os.environ, **self.config.env}, start_new_session=True,  # its own group: stop reaches children
+            )
+        except OSError as e:
+            raise RuntimeError(f"simulator {self.name!r} cannot start {argv[0]!r}: {e.strerror}; check 'command:'") from None
+        self._pump = asyncio.create_task(self._log_output())
+        if self.config.ready:
+            await self._wait_ready()
+        self.log.info("simulator %s running (pid %d)", self.name, self.process.pid)
+
+    async def _wait_ready(self) -> None:
+        address = urlsplit(self.config.ready)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.ready_timeout
+        while True:
+            if self.process.returncode is not None:
+                raise RuntimeError(f"simulator {self.name!r} exited with {self.process.returncode} before it was ready: "
+                                   + " | ".join(self._tail))
+            try:
+                _, writer = await asyncio.open_connection(address.hostname, address.port)
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                return
+            except OSError:
+                if loop.time() > deadline:
+                    raise RuntimeError(f"simulator {self.name!r} does not accept connections on {self.config.ready} "
+                                       f"after {self.config.ready_timeout:g} s") from None
+                await asyncio.sleep(0.05)
+
+    async def _log_output(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        async for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                self._tail.append(line)
+                self.log.info("%s", line)
+
+    async def run(self) -> None:
+        assert self.process is not None
+        code = await self.process.wait()
+        raise RuntimeError(f"simulator {self.name!r} exited with {code}: " + " | ".join(list(self._tail)[-3:]))
+
+    async def stop(self) -> None:
+        process = self.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), self.config.stop_timeout)
+            except asyncio.TimeoutError:
+                self.log.warning("simulator %s ignored SIGTERM for %g s; killing it", self.name, self.config.stop_timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+            self._pump = None
+        self.process = None
