@@ -138,3 +138,29 @@ def test_outbox_survives_sigkill_mid_write(tmp_path: Path):
     assert firsts == [float(i) for i in range(len(rows))]  # in order, no gap, no torn record
     assert box.integrity() == "ok"
     box.close()
+
+
+def test_a_recreated_outbox_never_reuses_sequence_numbers(tmp_path: Path):
+    # the cloud end deduplicates on (site, stream, seq): a lost outbox file must not restart at 1
+    seqs = []
+    for attempt in range(2):
+        path = tmp_path / f"o{attempt}.db"
+        box = Outbox(path)
+        box.open()
+        box.put_many([item("raw/x", 2)])
+        box.link_up()
+        (record,) = box.take(max_bytes=10**6, max_records=1)
+        box.acknowledge([record])
+        seqs.append(record.seq)
+        box.close()
+    assert seqs[0] != seqs[1] and min(seqs) >= 2**40
+    box = Outbox(tmp_path / "o0.db")  # reopening keeps counting on from where it was
+    box.open()
+    box.put_many([item("raw/x", 2)])
+    box.link_up()
+    records = []
+    while batch := box.take(max_bytes=10**6, max_records=1):
+        records.extend(batch)
+        box.acknowledge(batch)
+    assert [r.seq for r in records] == [seqs[0] + 1]
+    box.close()

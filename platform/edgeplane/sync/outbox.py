@@ -19,6 +19,7 @@ outbox's own thread, for asyncio code).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +86,12 @@ class Outbox:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'power' else 'NORMAL'}")
         db.executescript(_SCHEMA)
+        if db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone() is None:
+            # a new outbox (first start, or its file was lost) starts its sequence at a random
+            # point of a 2**62 space: the cloud end deduplicates on (site, stream, seq), so a
+            # restart from 1 would make it drop new readings as old duplicates
+            start = secrets.randbelow(2**62 - 2**41) + 2**40
+            db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (start,))
         self._db = db
         self.size = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
         self.counters.update(dict(db.execute("SELECT name, value FROM counters")))
