@@ -158,3 +158,26 @@ async def test_publish_many_keeps_order_and_back_pressure():
     await producer
     assert received == [float(i) for i in range(6)]
     assert bus.published_batches == 6 and bus.latest("d/p2")[1] == 5.0
+
+
+async def test_acknowledged_subscription_holds_publishers_until_confirmed():
+    bus = Bus()
+    durable = bus.subscribe("d/#", acknowledged=True, name="durable")
+    plain = bus.subscribe("d/#", name="plain")
+    publisher = asyncio.create_task(bus.publish(Batch.of("d/p", 1.0, 1.0)))
+    await asyncio.sleep(0.01)
+    assert not publisher.done() and plain.depth == 1  # delivered, but not yet confirmed
+    await durable.get()
+    await asyncio.sleep(0.01)
+    assert not publisher.done()  # taken, still not confirmed
+    durable.acknowledge(1)
+    await asyncio.wait_for(publisher, 1)
+    many = asyncio.create_task(bus.publish_many([Batch.of("d/p", float(i), 1.0) for i in range(3)]))
+    await asyncio.sleep(0.01)
+    durable.acknowledge(2)
+    await asyncio.sleep(0.01)
+    assert not many.done()
+    durable.close()  # closing releases whoever still waits
+    await asyncio.wait_for(many, 1)
+    with pytest.raises(ValueError, match="cannot drop"):
+        bus.subscribe("x", acknowledged=True, overflow="drop_oldest")

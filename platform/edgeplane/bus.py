@@ -198,9 +198,16 @@ def topic_matches(pattern: str, topic: str) -> bool:
 class Subscription:
     """A bounded queue of messages for one subscriber. Iterate it with ``async for``."""
 
-    def __init__(self, bus: Bus, name: str, patterns: tuple[str, ...], maxsize: int, overflow: Overflow):
+    def __init__(self, bus: Bus, name: str, patterns: tuple[str, ...], maxsize: int, overflow: Overflow,
+                 acknowledged: bool = False):
         if maxsize < 1:
             raise ValueError(f"subscription {name!r}: maxsize must be at least 1, got {maxsize}")
+        if acknowledged and Overflow(overflow) is not Overflow.BLOCK:
+            raise ValueError(f"subscription {name!r}: an acknowledged subscription cannot drop messages: use overflow=block")
+        # acknowledged: a publisher's `await publish` returns only once this subscriber has called
+        # acknowledge() for the message (the sync layer does, after the outbox has committed it)
+        self.acknowledged = acknowledged
+        self._acks: collections.deque[asyncio.Future[None]] = collections.deque()
         self.bus = bus
         self.name = name
         self.patterns = patterns
@@ -230,6 +237,8 @@ class Subscription:
             queue.popleft()
             self.dropped += 1
         queue.append(message)
+        if self.acknowledged:
+            self._acks.append(asyncio.get_running_loop().create_future())
         getter = self._getter
         if getter is not None and not getter.done():
             getter.set_result(None)
@@ -283,11 +292,19 @@ class Subscription:
     async def __anext__(self) -> Batch | Event:
         return await self.get()
 
+    def acknowledge(self, count: int) -> None:
+        """Confirm the oldest ``count`` delivered messages: their publishers' awaits return."""
+        for _ in range(min(count, len(self._acks))):
+            ack = self._acks.popleft()
+            if not ack.done():
+                ack.set_result(None)
+
     def close(self) -> None:
         """Unsubscribe; a waiting ``get`` ends the iteration, blocked publishers are released."""
         if self._closed:
             return
         self._closed = True
+        self.acknowledge(len(self._acks))
         self.bus._remove(self)
         if self._getter is not None and not self._getter.done():
             self._getter.set_result(None)
@@ -317,11 +334,17 @@ class Bus:
         name: str = "anonymous",
         maxsize: int = 1000,
         overflow: Overflow | str = Overflow.BLOCK,
+        acknowledged: bool = False,
     ) -> Subscription:
-        """Subscribe to every topic matching any of ``patterns``."""
+        """Subscribe to every topic matching any of ``patterns``.
+
+        With ``acknowledged=True``, :meth:`publish` waits until the subscriber has called
+        :meth:`Subscription.acknowledge` for the message: the sync layer uses it so that a
+        reading is acknowledged to its producer only once it is stored durably.
+        """
         if isinstance(patterns, str):
             patterns = (patterns,)
-        subscription = Subscription(self, name, tuple(patterns), maxsize, Overflow(overflow))
+        subscription = Subscription(self, name, tuple(patterns), maxsize, Overflow(overflow), acknowledged)
         self._subscriptions.append(subscription)
         self._routes.clear()
         return subscription
@@ -339,11 +362,19 @@ class Bus:
         return route
 
     async def publish(self, message: Batch | Event) -> None:
-        """Deliver to every matching subscription; waits only on full ``block`` subscriptions."""
+        """Deliver to every matching subscription; waits on full ``block`` subscriptions, and
+        until every ``acknowledged`` subscription has confirmed the message."""
         self._account(message)
+        pending = None
         for subscription in self._route(message.topic):
             if not subscription._offer(message):
                 await subscription._put(message)
+            if subscription.acknowledged and not subscription._closed:
+                # _offer queued this message's ack last, and nothing ran since
+                pending = (pending or []) + [subscription._acks[-1]]
+        if pending:
+            for ack in pending:
+                await ack
 
     async def publish_many(self, messages: Iterable[Batch | Event]) -> None:
         """Publish several messages in order: one call for everything a poll read.
@@ -351,11 +382,16 @@ class Bus:
         Same semantics as :meth:`publish` for each message, with one await at most per full
         ``block`` subscription instead of one per message.
         """
+        pending = []
         for message in messages:
             self._account(message)
             for subscription in self._route(message.topic):
                 if not subscription._offer(message):
                     await subscription._put(message)
+                if subscription.acknowledged and not subscription._closed:
+                    pending.append(subscription._acks[-1])
+        for ack in pending:
+            await ack
 
     def publish_nowait(self, message: Batch | Event) -> int:
         """Deliver without waiting. A full ``block`` subscription counts a drop instead.

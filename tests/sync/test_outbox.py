@@ -164,3 +164,27 @@ def test_a_recreated_outbox_never_reuses_sequence_numbers(tmp_path: Path):
         box.acknowledge(batch)
     assert [r.seq for r in records] == [seqs[0] + 1]
     box.close()
+
+
+async def test_a_published_reading_is_in_the_outbox_when_publish_returns(tmp_path: Path):
+    import sqlite3
+
+    from edgeplane import Bus, WallClock
+    from edgeplane.metrics import Metrics
+    from edgeplane.sync import SyncConfig, SyncService
+
+    bus = Bus()
+    config = SyncConfig.model_validate({"uplink": {"url": "mqtt://127.0.0.1:9"},  # nothing listens: offline
+                                        "policy": [{"topics": "dev/#", "mode": "raw", "priority": "low"}]})
+    service = SyncService(config, site_id="s", bus=bus, clock=WallClock(), metrics=Metrics(), store_dir=tmp_path)
+    await service.start()
+    try:
+        for i in range(5):
+            await bus.publish(Batch.of("dev/temp", [float(i)], [float(i)]))
+            # what a kill -9 right now would leave on disk: a separate connection sees it
+            db = sqlite3.connect(service.outbox.path)
+            stored = db.execute("SELECT COALESCE(SUM(count), 0) FROM outbox").fetchone()[0]
+            db.close()
+            assert stored == i + 1
+    finally:
+        await service.stop()

@@ -135,7 +135,9 @@ class SyncService:
         self._reported = dict(self.outbox.counters)
         patterns = [rule.topics for rule in self.config.policy]
         if patterns:
-            self._subscription = self.bus.subscribe(patterns, name="sync", maxsize=self.queue_size, overflow=Overflow.BLOCK)
+            # acknowledged: a producer's publish returns only once the outbox has committed it
+            self._subscription = self.bus.subscribe(patterns, name="sync", maxsize=self.queue_size, overflow=Overflow.BLOCK,
+                                                    acknowledged=True)
         await self.transport.subscribe(self.topic_down, self._on_downlink)
         await self.transport.connect(self._on_link)
         self._tasks = [asyncio.create_task(self._ingest(), name="sync:ingest"),
@@ -233,6 +235,9 @@ class SyncService:
                     self.metrics.dropped.labels(part="sync", reason="outbox_error").inc(sum(i.count for i in items))
                     log.error("sync: cannot store %d records in %s: %s", len(items), self.outbox.path, e)
                 self._work.set()
+            # stored (or counted as dropped): the producers may go on. Readings folded into an
+            # aggregate window that is still open are held in memory until the window closes.
+            sub.acknowledge(len(messages))
 
     def _backlog_budget(self) -> int | None:
         rate = self.config.uplink.backlog_rate
