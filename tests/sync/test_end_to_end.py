@@ -1,8 +1,8 @@
 """Site -> Mosquitto -> cloud end, through outages: zero readings lost, zero duplicates stored.
 
-The issue asks for a 60 s broker outage; the tests use ``EDGEPLANE_SYNC_OUTAGE_S`` (default 3 s)
-to keep the folder fast: the code path (queue in the outbox while down, drain on reconnect)
-does not depend on how long the outage lasts. Set it to 60 to run the issue's figure.
+The broker outage lasts 60 s, as the issue asks (``EDGEPLANE_SYNC_OUTAGE_S`` shortens it while
+developing: the code path, queue in the outbox while down and drain on reconnect, does not
+depend on how long the outage lasts).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from edgeplane.sync.cloud import CloudServer
 
 from .conftest import Broker, wait_until
 
-OUTAGE_S = float(os.environ.get("EDGEPLANE_SYNC_OUTAGE_S", "3"))
+OUTAGE_S = float(os.environ.get("EDGEPLANE_SYNC_OUTAGE_S", "60"))
 
 
 def make_config(url: str, **overrides) -> SyncConfig:
