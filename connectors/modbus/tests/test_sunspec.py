@@ -32,7 +32,7 @@ def sunspec_device(port: int, **extra):
 async def test_models_are_discovered_and_decoded_with_scale_factors(edgeplane_host, inverter):
     async with edgeplane_host(site({"inv": sunspec_device(inverter.port)}), plugins=PLUGINS) as host:
         dev = host.device("inv")
-        assert [m.id for m in dev.models] == [1, 103, 120, 123, 160] and dev.sunspec_base == 40000
+        assert [m.id for m in dev.models] == [1, 103, 120, 123, 160, 704] and dev.sunspec_base == 40000
         await wait_for(lambda: host.bus.latest("inv/103.W") is not None and host.bus.latest("inv/160.module.2.DCW"))
         latest = lambda p: host.bus.latest(f"inv/{p}")[1]
         # 800 W/m2 on a 10 kW inverter with an 11 kWp array: 8.8 kW DC, 97 % efficient
@@ -60,6 +60,20 @@ async def test_power_limit_write_is_guarded_scaled_and_obeyed(edgeplane_host, in
         await wait_for(lambda: host.bus.latest("inv/103.W")[1] == pytest.approx(4050, abs=1))
         assert host.bus.latest("inv/103.St")[1] == 5  # throttled
         assert ("123.WMaxLimPct", 405) in inverter.writes
+
+
+async def test_der_model_704_power_limit_is_scaled_and_obeyed(edgeplane_host, inverter):
+    limits = {"inv*/704.WMaxLimPct": {"min": 0, "max": 100}}
+    async with edgeplane_host(site({"inv": sunspec_device(inverter.port)}, limits=limits), plugins=PLUGINS) as host:
+        run = host.commands.execute
+        spec = host.device("inv").config.points["704.WMaxLimPct"]
+        assert spec.writable and spec.scale == pytest.approx(0.1)
+        result = await run("inv", "704.WMaxLimPct", 25.5, source="test")
+        assert result.ok and result.readback == pytest.approx(25.5), result
+        assert inverter.get("704.WMaxLimPct") == 255  # raw, with 704's own WMaxLimPct_SF = -1
+        assert (await run("inv", "704.WMaxLimPctEna", 1, source="test")).ok
+        await wait_for(lambda: host.bus.latest("inv/103.W")[1] == pytest.approx(2550, abs=1))
+        assert (await run("inv", "704.WMaxLimPct", 120, source="test")).status.value == "rejected"
 
 
 async def test_listed_points_get_friendly_names(edgeplane_host, inverter):
@@ -111,7 +125,7 @@ async def test_pysunspec2_reads_the_simulator_the_same_way(inverter):
             dev.close()
 
     ids, watts, maker = await asyncio.to_thread(scan)
-    assert ids == [1, 103, 120, 123, 160]
+    assert ids == [1, 103, 120, 123, 160, 704]
     assert watts == pytest.approx(8536, abs=1) and maker == "edgeplane"
 
 
@@ -147,7 +161,7 @@ def test_cli_simulate_scan_and_read():
                              timeout=60)
         assert out.returncode == 0, out.stderr
         result = json.loads(out.stdout)
-        assert result["base"] == 40000 and [m["id"] for m in result["models"]] == [1, 103, 120, 123, 160]
+        assert result["base"] == 40000 and [m["id"] for m in result["models"]] == [1, 103, 120, 123, 160, 704]
         out = subprocess.run([*exe, "modbus", "read", f"127.0.0.1:{port}", "40000", "--type", "string", "--count", "2"],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and "SunS" in out.stdout, out.stderr

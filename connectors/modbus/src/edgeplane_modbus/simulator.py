@@ -1,9 +1,11 @@
 """A SunSpec inverter on pymodbus's server: for tests, demos and the solar reference deployment.
 
-Models: common (1), three-phase inverter (103), nameplate (120), immediate controls (123) and
-multiple MPPT (160, one module per string), laid out from pysunspec2's definitions. Its AC power
-follows irradiance (a constant, a series stepped per update, or a function of time), obeys
-``123.WMaxLimPct`` when ``123.WMaxLim_Ena`` is 1, and failures can be injected::
+Models: common (1), three-phase inverter (103), nameplate (120), immediate controls (123),
+multiple MPPT (160, one module per string) and DER AC controls (704), laid out from pysunspec2's
+definitions. Its AC power follows irradiance (a constant, a series stepped per update, or a
+function of time), obeys ``123.WMaxLimPct`` when ``123.WMaxLim_Ena`` is 1 and
+``704.WMaxLimPct`` when ``704.WMaxLimPctEna`` is 1 (the lower of the two when both are), and
+failures can be injected::
 
     sim = SunSpecInverterSimulator(rating_w=10_000, irradiance=[0, 200, 800, 950])
     port = await sim.start(port=0)
@@ -65,7 +67,9 @@ class SunSpecInverterSimulator:
     # -- register image ---------------------------------------------------------------------
 
     def _build_image(self, serial: str) -> None:
-        lengths = {1: 66, 103: 50, 120: 26, 123: 24, 160: 8 + 20 * self.strings}
+        # 704 (DER AC controls, SunSpec's newer DER information model) after the legacy chain,
+        # so a client may limit power through either model
+        lengths = {1: 66, 103: 50, 120: 26, 123: 24, 160: 8 + 20 * self.strings, 704: 65}
         self.image = [0x5375, 0x6E53]
         self.points: dict[str, sunspec.SunSpecPoint] = {}
         address = self.base + 2
@@ -97,7 +101,8 @@ class SunSpecInverterSimulator:
                           "103.VAr_SF": 0, "103.PF_SF": -2, "103.WH_SF": 0, "103.DCA_SF": -2, "103.DCV_SF": -1,
                           "103.DCW_SF": 0, "103.Tmp_SF": -1, "120.WRtg_SF": 0, "120.VARtg_SF": 0,
                           "120.ARtg_SF": -2, "123.WMaxLimPct_SF": -1, "123.OutPFSet_SF": -3, "123.VArPct_SF": -1,
-                          "160.DCA_SF": -2, "160.DCV_SF": -1, "160.DCW_SF": 0, "160.DCWH_SF": 0}.items():
+                          "160.DCA_SF": -2, "160.DCV_SF": -1, "160.DCW_SF": 0, "160.DCWH_SF": 0,
+                          "704.WMaxLimPct_SF": -1}.items():
             self._put(sf, value, force=True)
         self._put("120.DERTyp", 4, force=True)  # PV
         self._put("120.WRtg", int(self.rating_w), force=True)
@@ -106,6 +111,8 @@ class SunSpecInverterSimulator:
         self._put("123.WMaxLimPct", 1000, force=True)
         self._put("123.WMaxLim_Ena", 0, force=True)
         self._put("123.Conn", 1, force=True)
+        self._put("704.WMaxLimPct", 1000, force=True)
+        self._put("704.WMaxLimPctEna", 0, force=True)
         self._put("160.N", self.strings, force=True)
         for n in range(1, self.strings + 1):
             self._put(f"160.module.{n}.ID", n, force=True)
@@ -145,10 +152,12 @@ class SunSpecInverterSimulator:
         dc = [0.0 if (n in self.lost_strings or self.tripped) else per_string for n in range(1, self.strings + 1)]
         limit = self.rating_w
         limiting = False
-        if self.get("123.WMaxLim_Ena") == 1:
-            pct = (self.get("123.WMaxLimPct") or 0) / 10.0
-            limit = min(limit, self.rating_w * pct / 100.0)
-            limiting = True
+        # either model's limit applies when enabled; both enabled: the lower one
+        for enable, setpoint in (("123.WMaxLim_Ena", "123.WMaxLimPct"), ("704.WMaxLimPctEna", "704.WMaxLimPct")):
+            if self.get(enable) == 1:
+                pct = (self.get(setpoint) or 0) / 10.0
+                limit = min(limit, self.rating_w * pct / 100.0)
+                limiting = True
         if self.clip_w is not None:
             limit = min(limit, self.clip_w)
         ac = 0.0 if self.tripped else min(sum(dc) * 0.97, limit)
