@@ -11,8 +11,7 @@ and may be imported by the core's config.
 
 from __future__ import annotations
 
-from typing import Any
-
+from edgeplane.lazy import lazy_attributes
 from edgeplane.inference.errors import (
     InferenceError,
     InputError,
@@ -63,16 +62,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeplane.inference' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes("edgeplane.inference", globals(), _LAZY)

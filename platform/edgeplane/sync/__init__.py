@@ -86,8 +86,7 @@ not acknowledged is sent again and the cloud end drops the duplicates.
 
 from __future__ import annotations
 
-from typing import Any
-
+from edgeplane.lazy import lazy_attributes
 from edgeplane.sync.settings import PolicyRule, SyncConfig, TrustConfig, UplinkConfig
 
 __all__ = [
@@ -135,16 +134,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeplane.sync' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes("edgeplane.sync", globals(), _LAZY)
