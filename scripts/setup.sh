@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # system packages: mosquitto is the MQTT broker of the tests and of the demo's cloud end;
-# socat makes the virtual serial pairs of the Modbus RTU tests
-packages=(mosquitto mosquitto-clients socat)
+# socat makes the virtual serial pairs of the Modbus RTU tests; systemd-analyze checks rendered units
+packages=(mosquitto mosquitto-clients socat systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

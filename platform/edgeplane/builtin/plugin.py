@@ -1,5 +1,5 @@
 """Registers what the core provides as a plugin: the built-in connectors and solution (see
-:mod:`edgeplane.builtin`), the MQTT uplink transport, and the ``models`` and ``cloud`` commands."""
+:mod:`edgeplane.builtin`), the MQTT uplink transport, and the ``models``, ``cloud``, ``plugin`` and ``site`` commands."""
 
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ def edgeplane_register_transports(register):
 @hookimpl
 def edgeplane_register_commands(register):
     from edgeplane.inference.cli import models
+    from edgeplane.kit import plugin_group, site_group
     from edgeplane.sync.cloud import cloud
 
     register(models)
     register(cloud)
+    register(plugin_group)
+    register(site_group)

@@ -1,0 +1,178 @@
+"""Site certificates and keys for ``edgeplane site certs``: X.509 for mutual TLS, ed25519 for the downlink.
+
+Layout in a site folder::
+
+    certs/site.key      the site's private key (EC P-256), mode 0600, never printed
+    certs/site.csr      a request for an external CA (CN = the site id)
+    certs/site.pem      the site's certificate (from the given CA, or the lab CA)
+    certs/ca.pem        the CA that signed it (the broker must trust it; the site trusts it for the broker)
+    keys/cloud.pub      the downlink trust key: the cloud's ed25519 public key (sync.trust.keys)
+
+With no CA given, a lab CA is made in ``lab-ca/`` (its key 0600) and a lab downlink signing key
+in ``lab-ca/cloud-signing.key``: for a lab only; in the field the CA and the signing key stay
+with the operator and only the public parts come to the site.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["CertResult", "issue_certificate", "make_ca", "provision_certs", "write_private"]
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a private key file that is 0600 from its first byte (no window where others can read it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def make_ca(cn: str, days: int = 3650) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A new self-signed CA (EC P-256)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - dt.timedelta(minutes=5)).not_valid_after(_now() + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def issue_certificate(csr_or_key: x509.CertificateSigningRequest | ec.EllipticCurvePrivateKey, cn: str,
+                      ca_cert: x509.Certificate, ca_key: object, *, days: int = 365, server: bool = False,
+                      hosts: list[str] | None = None) -> x509.Certificate:
+    """A leaf certificate for ``cn`` signed by the CA: client auth, plus server auth and SANs if ``server``."""
+    public_key = csr_or_key.public_key()
+    builder = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_cert.subject).public_key(public_key).serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - dt.timedelta(minutes=5)).not_valid_after(_now() + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
+    )
+    if hosts:
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+
+
+@dataclass
+class CertResult:
+    """What :func:`provision_certs` wrote (paths), for the CLI to list. Never holds key material."""
+
+    written: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _load_ca(ca_cert_path: Path, ca_key_path: Path) -> tuple[x509.Certificate, object]:
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    if ca_cert.public_key().public_numbers() != ca_key.public_key().public_numbers():  # type: ignore[union-attr]
+        raise ValueError(f"{ca_key_path} is not the private key of {ca_cert_path}: give the matching pair")
+    return ca_cert, ca_key
+
+
+def provision_certs(folder: Path, site_id: str, *, ca_cert: Path | None = None, ca_key: Path | None = None,
+                    trust_key: Path | None = None, days: int = 365, force: bool = False) -> CertResult:
+    """Write the site's key, CSR, certificate, CA and downlink trust key into ``folder`` (see module doc)."""
+    from edgeplane.sync.signing import generate_keypair, load_public_key
+
+    result = CertResult()
+    certs, keys = folder / "certs", folder / "keys"
+    certs.mkdir(parents=True, exist_ok=True)
+    keys.mkdir(parents=True, exist_ok=True)
+    if (ca_cert is None) != (ca_key is None):
+        raise ValueError("give both --ca-cert and --ca-key (to sign here), or neither (a lab CA is made)")
+
+    key_path = certs / "site.key"
+    if key_path.exists() and not force:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_path} is not an EC key; remove it or pass --force to make a new one")
+        os.chmod(key_path, 0o600)
+        result.kept.append(key_path)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        write_private(key_path, _key_pem(key))
+        result.written.append(key_path)
+
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, site_id)]))
+           .sign(key, hashes.SHA256()))
+    (certs / "site.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    result.written.append(certs / "site.csr")
+
+    if ca_cert is not None and ca_key is not None:
+        ca, ca_private = _load_ca(Path(ca_cert), Path(ca_key))
+        result.notes.append(f"signed by the CA {ca.subject.rfc4514_string()} ({ca_cert})")
+    else:
+        lab = folder / "lab-ca"
+        lab_cert, lab_key = lab / "ca.pem", lab / "ca.key"
+        if lab_cert.exists() and lab_key.exists():
+            ca, ca_private = _load_ca(lab_cert, lab_key)
+            result.kept += [lab_cert, lab_key]
+        else:
+            ca, ca_private = make_ca(f"edgeplane lab CA ({site_id})")
+            lab.mkdir(parents=True, exist_ok=True)
+            lab_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+            write_private(lab_key, _key_pem(ca_private))  # type: ignore[arg-type]
+            result.written += [lab_cert, lab_key]
+        result.notes.append(f"signed by a new lab CA in {lab}/: for a lab only; in the field, have certs/site.csr "
+                            "signed by your CA and run again with --ca-cert/--ca-key, or copy the signed file to certs/site.pem")
+    cert = issue_certificate(key, site_id, ca, ca_private, days=days)
+    (certs / "site.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (certs / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    result.written += [certs / "site.pem", certs / "ca.pem"]
+
+    trust_target = keys / "cloud.pub"
+    if trust_key is not None:
+        load_public_key(trust_key)  # refuse a file that is not an ed25519 public key before copying it
+        trust_target.write_bytes(Path(trust_key).read_bytes())
+        result.written.append(trust_target)
+    elif trust_target.exists() and not force:
+        result.kept.append(trust_target)
+    else:
+        signing = folder / "lab-ca" / "cloud-signing.key"
+        signing.parent.mkdir(parents=True, exist_ok=True)
+        generate_keypair(signing, trust_target)
+        os.chmod(signing, 0o600)
+        result.written += [signing, trust_target]
+        result.notes.append(f"a lab downlink signing key is in {signing}: 'edgeplane site push' signs with it; "
+                            "in the field, pass --trust-key with the cloud's public key instead")
+    return result

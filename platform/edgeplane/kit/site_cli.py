@@ -1,0 +1,239 @@
+"""``edgeplane site init|certs|render|push|doctor``: commission a site folder.
+
+A site folder holds ``site.yaml``, its profiles, ``certs/``, ``keys/`` and ``deploy/``.
+Exit codes: 0 ok, 1 a check or action failed, 2 usage or an invalid site file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+__all__ = ["site_group"]
+
+_folder = click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+
+
+def _read_site(folder: Path) -> dict[str, Any]:
+    path = folder / "site.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError:
+        raise click.ClickException(f"no site file {path}: run 'edgeplane site init {folder} --vertical ...' first") from None
+    except yaml.YAMLError as e:
+        raise click.ClickException(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("site"), dict) or "id" not in data["site"]:
+        raise click.ClickException(f"{path}: no 'site: {{id: ...}}' section: it is not a site file")
+    return data
+
+
+def _is_secret_problem(problem: Any) -> bool:
+    return ("environment variable" in problem.message and "is not set" in problem.message) \
+        or problem.message.startswith("cannot read secret file")
+
+
+def _validate(folder: Path, raw: dict[str, Any], *, secrets_needed: bool = True) -> None:
+    """Exit 2 with the problems if the site file is invalid.
+
+    With ``secrets_needed=False`` (rendering deployment files on a workstation) unresolvable
+    ``${env:}``/``${file:}`` references are noted, not fatal: they resolve where the site runs.
+    """
+    from edgeplane.config import load_site
+    from edgeplane.errors import SiteError
+    from edgeplane.plugins import Plugins
+
+    try:
+        load_site(folder / "site.yaml", Plugins.load_for_site(raw).registry)
+    except SiteError as e:
+        rest = [p for p in e.problems if secrets_needed or not _is_secret_problem(p)]
+        if rest:
+            click.echo(str(SiteError(rest)) if len(rest) != len(e.problems) else str(e), err=True)
+            sys.exit(2)
+        for problem in e.problems:
+            click.echo(f"note: {problem.path}: {problem.message} here; it must resolve where the site runs")
+
+
+@click.group(name="site")
+def site_group() -> None:
+    """Commission a site folder: init, certs, render, push, doctor."""
+
+
+@site_group.command("init")
+@_folder
+@click.option("--vertical", required=True, type=click.Choice(["solar", "factory", "intersection"]),
+              help="The reference deployment to start from.")
+@click.option("--name", default=None, help="The site's name; its id is made from it (e.g. 'Plant 07' -> plant-07).")
+@click.option("--configs", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of reference site files (default: the repository's configs/; built-in sites if absent).")
+@click.option("--force", is_flag=True, help="Overwrite an existing site.yaml.")
+def init(folder: Path, vertical: str, name: str | None, configs: Path | None, force: bool) -> None:
+    """Create FOLDER with the vertical's site file, its device profiles and a README of next steps."""
+    from edgeplane.kit.site_init import init_site
+
+    try:
+        result = init_site(folder, vertical, name, configs=configs, force=force)
+    except (FileExistsError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"created {result.site_file} (site {result.site_id!r}, from {result.source})")
+    for path in result.copied:
+        click.echo(f"  copied {path}")
+    click.echo(f"next: read {folder / 'README.md'}")
+
+
+@site_group.command("certs")
+@_folder
+@click.option("--ca-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CA certificate to sign with.")
+@click.option("--ca-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="That CA's private key.")
+@click.option("--trust-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The cloud's ed25519 public key for signed downlink messages (default: a new lab key pair).")
+@click.option("--days", default=365, show_default=True, help="Validity of the site certificate.")
+@click.option("--force", is_flag=True, help="Make a new site key even if one exists.")
+def certs(folder: Path, ca_cert: Path | None, ca_key: Path | None, trust_key: Path | None, days: int, force: bool) -> None:
+    """Site key (0600) and certificate (CN = site id), a CSR for an external CA, and the downlink trust key."""
+    from edgeplane.kit.certs import provision_certs
+
+    raw = _read_site(folder)
+    site_id = str(raw["site"]["id"])
+    try:
+        result = provision_certs(folder, site_id, ca_cert=ca_cert, ca_key=ca_key, trust_key=trust_key, days=days, force=force)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    for path in result.written:
+        mode = f" (mode {path.stat().st_mode & 0o777:o})" if path.suffix == ".key" else ""
+        click.echo(f"wrote {path}{mode}")
+    for path in result.kept:
+        click.echo(f"kept  {path}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    _explain_references(folder, raw)
+
+
+def _explain_references(folder: Path, raw: dict[str, Any]) -> None:
+    """Say which site-file keys should point at the files just written, if they do not."""
+    sync = raw.get("sync") if isinstance(raw.get("sync"), dict) else None
+    if sync is None:
+        click.echo("note: the site has no 'sync:' section; to use these with the cloud uplink add:\n"
+                   "  sync: {uplink: {url: mqtts://BROKER:8883, cert: certs/site.pem, key: certs/site.key, ca: certs/ca.pem},\n"
+                   "         trust: {keys: [keys/cloud.pub]}}")
+        return
+    uplink = sync.get("uplink") or {}
+    wanted = {"cert": "certs/site.pem", "key": "certs/site.key", "ca": "certs/ca.pem"}
+    wrong = {k: v for k, v in wanted.items() if uplink.get(k) != v}
+    if wrong:
+        click.echo("note: set in site.yaml under sync.uplink: " + ", ".join(f"{k}: {v}" for k, v in wrong.items()))
+    if "keys/cloud.pub" not in ((sync.get("trust") or {}).get("keys") or []):
+        click.echo("note: add keys/cloud.pub to sync.trust.keys in site.yaml")
+
+
+@site_group.command("render")
+@_folder
+@click.argument("target", type=click.Choice(["k8s", "systemd"]))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the files (default FOLDER/deploy).")
+@click.option("--image", default="ghcr.io/edgeplane/edgeplane:0.1", show_default=True, help="Container image (k8s).")
+@click.option("--namespace", default="edgeplane", show_default=True, help="Kubernetes namespace (k8s).")
+@click.option("--gpu/--no-gpu", default=None, help="Request nvidia.com/gpu (default: when inference prefers cuda).")
+@click.option("--cpu", "cpu_limit", default="2", show_default=True, help="CPU limit (k8s).")
+@click.option("--memory", "memory_limit", default="2Gi", show_default=True, help="Memory limit (k8s).")
+@click.option("--storage", default="2Gi", show_default=True, help="Size of the outbox volume (k8s).")
+@click.option("--executable", default="/opt/edgeplane/bin/edgeplane", show_default=True, help="edgeplane's path (systemd).")
+def render(folder: Path, target: str, output: Path | None, image: str, namespace: str, gpu: bool | None,
+           cpu_limit: str, memory_limit: str, storage: str, executable: str) -> None:
+    """Render Kubernetes/K3s manifests or a hardened systemd unit for the site in FOLDER."""
+    from edgeplane.kit.render import K8sOptions, render_k8s, render_systemd
+
+    raw = _read_site(folder)
+    _validate(folder, raw, secrets_needed=False)
+    if target == "k8s":
+        rendered = render_k8s(folder, raw, K8sOptions(image=image, namespace=namespace, gpu=gpu, cpu_limit=cpu_limit,
+                                                      memory_limit=memory_limit, storage=storage))
+    else:
+        rendered = render_systemd(folder, raw, executable=executable)
+    out = output or folder / "deploy"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered.files.items():
+        (out / name).write_text(text)
+        click.echo(f"wrote {out / name}")
+    for note in rendered.notes:
+        click.echo(f"note: {note}")
+
+
+@site_group.command("push")
+@_folder
+@click.option("--cloud", "broker", required=True, help="The cloud broker, mqtt://HOST:1883 or mqtts://HOST:8883.")
+@click.option("--signing-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="ed25519 private key the site trusts (default: FOLDER/lab-ca/cloud-signing.key).")
+@click.option("--prefix", default="edgeplane", show_default=True, help="Topic tree root.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="The cloud end's data folder, to record the desired state for 'edgeplane cloud status'.")
+@click.option("--ca", default=None, help="CA file of the broker.")
+@click.option("--cert", default=None, help="Client certificate of the cloud operator.")
+@click.option("--key", "tls_key", default=None, help="Its private key.")
+@click.option("--username", default=None)
+@click.option("--password", default=None, envvar="EDGEPLANE_CLOUD_PASSWORD")
+def push(folder: Path, broker: str, signing_key: Path | None, prefix: str, data_dir: str | None, ca: str | None,
+         cert: str | None, tls_key: str | None, username: str | None, password: str | None) -> None:
+    """Publish the site file as signed desired state (retained), for the site to apply without a restart."""
+    from edgeplane.sync.cloud import CloudStore, push_message
+
+    raw = _read_site(folder)
+    _validate(folder, raw, secrets_needed=False)  # the pushed file keeps its references
+    key = signing_key or folder / "lab-ca" / "cloud-signing.key"
+    if not key.is_file():
+        raise click.ClickException(f"no signing key {key}: pass --signing-key (the key whose public half is in sync.trust.keys)")
+    # the site merges an overlay onto its own file, where null deletes a key: what was pushed
+    # before and is gone now is sent as null, so the site ends up with exactly this file
+    last_pushed = folder / ".edgeplane" / "pushed.yaml"
+    previous = yaml.safe_load(last_pushed.read_text()) if last_pushed.is_file() else None
+    overlay = with_deletions(previous or {}, raw)
+    store = CloudStore(data_dir) if data_dir else None
+    try:
+        # secrets stay references (${env:...}); the site resolves them itself
+        message = push_message(broker, str(raw["site"]["id"]), "config", {"overlay": overlay}, key, prefix=prefix,
+                               store=store, ca=ca, cert=cert, key=tls_key, username=username, password=password)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"cannot push to {broker}: {e}") from None
+    finally:
+        if store is not None:
+            store.close()
+    last_pushed.parent.mkdir(exist_ok=True)
+    last_pushed.write_text(yaml.safe_dump(raw, sort_keys=False))
+    click.echo(f"pushed desired config {message['id']} for site {raw['site']['id']!r} to {broker} "
+               f"({prefix}/{raw['site']['id']}/down/config, retained)")
+
+
+def with_deletions(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """``current``, plus ``None`` for every mapping key that ``previous`` had and ``current`` lacks."""
+    out: dict[str, Any] = dict(current)
+    for key, old in previous.items():
+        if key not in current:
+            out[key] = None
+        elif isinstance(old, dict) and isinstance(current[key], dict):
+            out[key] = with_deletions(old, current[key])
+    return out
+
+
+@site_group.command("doctor")
+@_folder
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds each network check may take.")
+@click.option("--ntp", default="pool.ntp.org", show_default=True, help="NTP server for the clock check (HOST[:PORT]); '' to skip.")
+@click.option("--max-skew", default=2.0, show_default=True, help="Largest clock offset that passes, in seconds.")
+@click.option("--warn-days", default=30, show_default=True, help="Fail certificates that expire sooner than this.")
+def doctor(folder: Path, timeout: float, ntp: str, max_skew: float, warn_days: int) -> None:
+    """Preflight checks with a PASS/FAIL line each: site file, devices, broker, clock, disk, certificates."""
+    from edgeplane.kit.doctor import run_doctor
+
+    _read_site(folder)
+    checks = asyncio.run(run_doctor(folder, timeout=timeout, ntp=ntp or None, max_skew=max_skew, warn_days=warn_days))
+    for check in checks:
+        click.echo(check.line())
+    failed = [c for c in checks if c.passed is False]
+    click.echo(f"{sum(c.passed is True for c in checks)} passed, {len(failed)} failed, "
+               f"{sum(c.passed is None for c in checks)} skipped")
+    if failed:
+        sys.exit(1)
