@@ -222,3 +222,29 @@ def test_schema_covers_every_registered_type(registry):
     replay = schema["$defs"]["ReplayConnectorDevice"]
     assert "file" in replay["properties"] and replay["additionalProperties"] is False
     assert '"connector"' in text
+
+
+def test_did_you_mean_inside_a_tagged_union():
+    from typing import Annotated, Literal, Union
+
+    from pydantic import Field, ValidationError
+
+    from edgeplane.config import ConfigModel, _fields_at
+
+    class Pages(ConfigModel):
+        kind: Literal["page"] = "page"
+        size: int = 100
+
+    class Cursor(ConfigModel):
+        kind: Literal["cursor"] = "cursor"
+        field: str = "next"
+
+    class Device(ConfigModel):
+        pagination: Annotated[Union[Pages, Cursor], Field(discriminator="kind")]
+
+    with pytest.raises(ValidationError) as excinfo:
+        Device.model_validate({"pagination": {"kind": "page", "sise": 5}})
+    loc = excinfo.value.errors()[0]["loc"]
+    assert loc == ("pagination", "page", "sise")
+    assert "size" in _fields_at(Device, loc[:-1])
+    assert "field" in _fields_at(Device, ("pagination", "cursor"))

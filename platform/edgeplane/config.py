@@ -538,10 +538,30 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
+def _tagged_member(annotation: Any, tag: Any) -> type[BaseModel] | None:
+    """In a tagged union of models, the member whose Literal tag is ``tag`` (pydantic puts the
+    tag into an error's location), else None."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) not in (Union, types.UnionType):
+        return None
+    for member in typing.get_args(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for info in member.model_fields.values():
+                if typing.get_origin(info.annotation) is Literal and tag in typing.get_args(info.annotation):
+                    return member
+    return None
+
+
 def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
     """Field names (and aliases) of the model reached by walking ``loc`` from ``model``."""
-    current = _unwrap(model)
+    current = model
     for part in loc:
+        member = _tagged_member(current, part)
+        if member is not None:
+            current = member  # the tag names the branch; the next part is one of its fields
+            continue
+        current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             info = current.model_fields.get(part)
             if info is None:
@@ -553,7 +573,7 @@ def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
             current = typing.get_args(current)[0]
         else:
             return []
-        current = _unwrap(current)
+    current = _unwrap(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [info.alias or name for name, info in current.model_fields.items()]
     return []
