@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 from asyncua import Client, Node, ua
+from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
 
 from edgeplane import Batch, Connector, HealthState, Quality, RateLimitedLog
 
@@ -49,6 +50,9 @@ __all__ = ["LinkLost", "OpcUaConnector"]
 
 # how many monitored items go into one CreateMonitoredItems request (servers cap it)
 _ITEMS_PER_CALL = 500
+# notifications waiting for the connector; past this the oldest go (a 100 k backlog means the
+# host is far behind anyway)
+_NOTIFICATION_QUEUE = 100_000
 _NAN = float("nan")
 
 
@@ -67,6 +71,7 @@ class _Link:
     handles: dict[int, str] = field(default_factory=dict)  # monitored item client handle -> point
     subscription: Any = None
     poll_task: asyncio.Task[None] | None = None
+    consumer: asyncio.Task[None] | None = None  # reads the subscription's notifications
     types: dict[str, tuple[ua.VariantType, bool]] = field(default_factory=dict)  # point -> (type, is_array)
     resolver: PathResolver | None = None
 
@@ -76,22 +81,6 @@ class _Link:
             self.lost.set()
 
 
-class _Handler:
-    """asyncua's subscription callbacks, routed to the connector."""
-
-    def __init__(self, connector: OpcUaConnector, link: _Link):
-        self.connector = connector
-        self.link = link
-
-    async def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
-        point = self.link.handles.get(data.subscription_data.client_handle)
-        if point is not None:
-            await self.connector._publish_value(point, data.monitored_item.Value)
-
-    def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
-        code = status.Status
-        if code is not None and not code.is_good():
-            self.link.lose(f"the server ended the subscription ({status_name(code)})")
 
 
 class OpcUaConnector(Connector):
@@ -233,11 +222,28 @@ class OpcUaConnector(Connector):
                 await self.publish_bad(point, now)
         await self._close(link)
 
+    async def _consume(self, link: _Link) -> None:
+        """Publish each data change of the subscription; a status change may end the link."""
+        async for event in link.subscription:
+            if isinstance(event, DataChangeEvent):
+                point = link.handles.get(event.data.subscription_data.client_handle)
+                if point is None:
+                    continue
+                try:
+                    await self._publish_value(point, event.data.monitored_item.Value)
+                except Exception as e:  # noqa: BLE001 - one odd value must not stop the others
+                    self._point_problem(point, "decode", f"cannot use the value: {_describe(e)}")
+            elif isinstance(event, StatusChangeEvent):
+                code = event.notification.Status
+                if code is not None and not code.is_good():
+                    link.lose(f"the server ended the subscription ({status_name(code)})")
+
     async def _close(self, link: _Link) -> None:
-        if link.poll_task is not None:
-            link.poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await link.poll_task
+        for task in (link.poll_task, link.consumer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         # a dead server makes every request wait its timeout: bound the goodbye
         with contextlib.suppress(Exception):
             await asyncio.wait_for(link.client.disconnect(), self.config.timeout)
@@ -278,7 +284,13 @@ class OpcUaConnector(Connector):
         points = [p for p in self._readable() if p in link.nodes and self._mode(config.points[p]) == "subscribe"]
         if not points:
             return
-        link.subscription = await link.client.create_subscription(config.publishing_interval * 1000, _Handler(self, link))
+        # iterator mode: one task reads the notifications in order. asyncua's handler mode would
+        # start a task per notification, which costs more than the rest of the path together.
+        link.subscription = await link.client.create_subscription(
+            config.publishing_interval * 1000, None, queue_maxsize=_NOTIFICATION_QUEUE, overflow=OverflowPolicy.DROP_OLDEST
+        )
+        link.subscription.__aiter__()  # makes the queue now: notifications before the first read are kept
+        link.consumer = asyncio.create_task(self._consume(link), name=f"opcua-notifications:{self.name}")
         handles = itertools.count(1)
         requests: list[tuple[str, ua.MonitoredItemCreateRequest]] = []
         for point in points:
