@@ -1,7 +1,7 @@
 """The host: one process that runs a site.
 
-It opens the local store and the shared services, starts connectors and then solutions, each
-as a supervised part (restart with exponential backoff up to a cap, health per part), serves
+It opens the local store, starts the shared services (inference, sync) and the site's
+simulators, then connectors and solutions, each as a supervised part (restart with exponential backoff up to a cap, health per part), serves
 metrics and health over HTTP, applies a changed site file without touching unchanged parts,
 and stops everything in reverse order.
 
@@ -105,9 +105,9 @@ class Host:
             await self.store.open()
             await self._start_inference()
             await self._start_sync()
-            # solutions subscribe before any connector publishes, so no early reading is missed
             # simulators first: the devices the connectors talk to must be up before them
             await self._launch([p for p in (self._make_simulator(n, c) for n, c in self.site.core.simulators.items()) if p])
+            # solutions subscribe before any connector publishes, so no early reading is missed
             solutions = [self._make_solution(n, c) for n, c in self.site.solutions.items() if c.enabled]
             connectors = [self._make_connector(n, c) for n, c in self.site.devices.items() if c.enabled]
             await self._launch([p for p in connectors if p])
@@ -122,7 +122,8 @@ class Host:
         log.info("site %r running (%s)", self.site.id, ", ".join(f"{k}={v['state']}" for k, v in self.health().items()) or "no parts")
 
     async def stop(self) -> None:
-        """Stop solutions, then connectors, then the store; idempotent."""
+        """Stop in reverse order: solutions, connectors, simulators, sync (flushing what it can),
+        inference, the store. Idempotent."""
         if self.state in (HostState.STOPPING, HostState.STOPPED):
             await self._stopped.wait()
             return
