@@ -1,9 +1,9 @@
 """The host: one process that runs a site.
 
 It opens the local store, starts the shared services (inference, sync) and the site's
-simulators, then connectors and solutions, each as a supervised part (restart with exponential backoff up to a cap, health per part), serves
-metrics and health over HTTP, applies a changed site file without touching unchanged parts,
-and stops everything in reverse order.
+simulators, then connectors and solutions, each as a supervised part (restart with exponential
+backoff up to a cap, health per part), serves metrics and health over HTTP, applies a changed
+site file without touching unchanged parts, and stops everything in reverse order.
 
 Lifecycle: ``created -> starting -> running -> stopping -> stopped``. A stopped host cannot be
 started again: make a new one.
