@@ -1,0 +1,325 @@
+"""Grid dispatch (``type: solar.dispatch``): a plant active-power limit shared across inverters.
+
+The operator's limit arrives as a write to a virtual plant-controller device (the ``memory``
+connector: ``plant/limit_kw`` or ``plant/limit_pct``, optional ``plant/limit_expiry`` in seconds),
+so a cloud command (sync downlink), a local controller and the CLI all pass the guarded command
+path and the audit log. Every ``interval`` the solution:
+
+1. drops the limit when it has expired, writing the safe default (``WMaxLimPct`` 100 %,
+   ``WMaxLim_Ena`` 0) to every inverter;
+2. estimates each inverter's available power: expected AC from measured irradiance (pvlib),
+   capped at its rating, or its measured output when it makes less than it was allowed; an
+   inverter that is tripped (SunSpec state FAULT) or silent for ``stale_after`` has none;
+3. shares the limit in proportion to available power, and writes ``WMaxLimPct`` (then
+   ``WMaxLim_Ena`` = 1) through ``context.command``, which confirms each write by read-back.
+
+So a tripped inverter's share moves to the others on the next interval.
+
+With ``ramp_pct_per_min`` the plant's output may rise by at most that share of capacity per
+minute: the limit actually shared is ``min(operator limit, measured output + ramp step)``, so a
+released curtailment or a clearing sky ramps up instead of jumping. A power-factor setpoint
+written to ``plant/pf_setpoint`` (1 or 0 releases it) goes to every inverter's ``OutPFSet`` and
+``OutPFSet_Ena``, with the same expiry rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from edgeplane import Batch, Quality, Solution, SolutionConfig
+from edgeplane.config import Duration
+
+from edgeplane_solar.plant import PlantConfig, PlantModel
+
+ST_FAULT = 7
+
+
+class DispatchConfig(SolutionConfig):
+    plant: PlantConfig
+    command_device: str = Field("plant", description="virtual device whose points carry the operator's limit")
+    limit_kw_point: str = "limit_kw"
+    limit_pct_point: str = "limit_pct"
+    expiry_point: str = Field("limit_expiry", description="seconds the next limit holds; 0 or absent: default_expiry")
+    default_expiry: Duration = Field(900.0, description="a limit without an expiry lapses after this")
+    interval: Duration = Field(1.0, description="how often the limit is re-shared (about the inverters' poll)")
+    stale_after: Duration = Field(5.0, description="an inverter silent this long counts as offline")
+    deadband_pct: float = Field(0.2, ge=0, description="skip rewrites that change a setpoint by less than this")
+    ramp_pct_per_min: float | None = Field(
+        None, gt=0, description="largest rise of plant output per minute, % of AC capacity (a grid-code ramp limit); "
+                                "decreases are never held back")
+    pf_point: str = Field("pf_setpoint", description="point of the command device carrying a power-factor setpoint")
+    pf_setpoint: str = Field("123.OutPFSet", description="inverter point the power factor is written to")
+    pf_enable: str = Field("123.OutPFSet_Ena", description="inverter point that enables it")
+
+
+def share(limit_w: float, available_w: dict[str, float], rating_w: dict[str, float]) -> dict[str, float]:
+    """WMaxLimPct for each inverter: the limit shared in proportion to available power.
+
+    Inverters with no available power get 0 %; when the plant cannot reach the limit anyway,
+    every inverter gets 100 %.
+    """
+    total = sum(max(a, 0.0) for a in available_w.values())
+    if total <= limit_w:
+        return {name: 100.0 for name in available_w}
+    out = {}
+    for name, avail in available_w.items():
+        watts = limit_w * max(avail, 0.0) / total if total > 0 else 0.0
+        out[name] = min(100.0, math.floor(1000.0 * watts / rating_w[name]) / 10.0)  # SunSpec 0.1 % steps, never above
+    return out
+
+
+@dataclass
+class Limit:
+    watts: float
+    expires_at: float
+    source: str
+
+
+@dataclass
+class InverterView:
+    power_w: float = math.nan
+    status: int | None = None
+    pct: float | None = None  # the read-back setpoint
+    enabled: bool = False
+    seen: float = -math.inf
+    written_at: float = -math.inf
+    failures: int = 0
+
+
+class DispatchSolution(Solution):
+    """See the module doc."""
+
+    Config = DispatchConfig
+    config: DispatchConfig
+
+    def __init__(self, name: str, config: DispatchConfig, context: Any):
+        super().__init__(name, config, context)
+        self.model = PlantModel(config.plant)
+        self.capacity_w = config.plant.ac_capacity_w
+        self.rating = {dev: inv.ac_kw * 1000.0 for dev, inv in config.plant.inverters.items()}
+        self.views = {dev: InverterView() for dev in config.plant.inverters}
+        self.limit: Limit | None = None
+        self.next_expiry: float | None = None
+        self.poa: float | None = None
+        self.module_temp: float | None = None
+        self.last_allocation: dict[str, float] = {}
+        self.released = True  # inverters hold the safe default
+        self.effective_w: float | None = None  # the limit shared last (operator limit and ramp together)
+        self._ramp_ts: float | None = None
+        self.power_factor: tuple[float, float] | None = None  # (setpoint, expires at)
+        self._lock = asyncio.Lock()
+        self.command_failures = context.metrics.counter("edgeplane_solar_dispatch_command_failures_total",
+                                                        "inverter setpoint writes that were not confirmed", ["device"])
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def subscriptions(self) -> list[str]:
+        pts = self.config.plant.points
+        dev = self.config.command_device
+        topics = [f"{dev}/{p}" for p in (self.config.limit_kw_point, self.config.limit_pct_point, self.config.expiry_point,
+                                         self.config.pf_point)]
+        weather = self.config.plant.weather
+        if weather is not None:
+            topics += [t for t in (weather.poa or weather.ghi, weather.module_temp) if t]
+        for inv in self.config.plant.inverters:
+            topics += [f"{inv}/{p}" for p in (pts.power, pts.status, pts.limit_pct, pts.limit_enable)]
+        return topics
+
+    async def on_batch(self, batch: Batch) -> None:
+        good = batch.quality == Quality.GOOD
+        if not good.any() or batch.values.dtype.kind not in "fiub":
+            return
+        value = float(batch.values[good][-1])
+        device, _, point = batch.topic.partition("/")
+        cfg = self.config
+        weather = cfg.plant.weather
+        if device == cfg.command_device:
+            if point == cfg.expiry_point:
+                self.next_expiry = value if value > 0 else None
+            elif point == cfg.limit_kw_point:
+                await self.set_limit(watts=value * 1000.0, source=f"{device}/{point}")
+            elif point == cfg.limit_pct_point:
+                await self.set_limit(watts=value / 100.0 * self.capacity_w, source=f"{device}/{point}")
+            elif point == cfg.pf_point:
+                await self.set_power_factor(value, source=f"{device}/{point}")
+            return
+        if weather is not None and batch.topic == (weather.poa or weather.ghi):
+            self.poa = value
+            return
+        if weather is not None and batch.topic == weather.module_temp:
+            self.module_temp = value
+            return
+        view = self.views.get(device)
+        if view is None:
+            return
+        pts = cfg.plant.points
+        view.seen = self.context.clock.now()
+        if point == pts.power:
+            view.power_w = value
+        elif point == pts.status:
+            view.status = int(value)
+        elif point == pts.limit_pct:
+            view.pct = value
+        elif point == pts.limit_enable:
+            view.enabled = value == 1
+
+    async def set_limit(self, *, watts: float | None, expires_in: float | None = None, source: str = "api") -> None:
+        """Set (or, with None, a negative value or the plant's capacity and above, release) the plant limit."""
+        now = self.context.clock.now()
+        if watts is None or not math.isfinite(watts) or watts < 0 or watts >= self.capacity_w:
+            if self.limit is not None:
+                self.log.info("dispatch: limit released by %s", source)
+            self.limit = None
+            await self._apply(now, reason=f"limit released by {source}")
+            return
+        expiry = expires_in or self.next_expiry or self.config.default_expiry
+        self.next_expiry = None
+        self.limit = Limit(watts, now + expiry, source)
+        self.log.info("dispatch: plant limit %.1f kW from %s for %.0f s", watts / 1000, source, expiry)
+        await self._apply(now, reason=f"plant limit {watts / 1000:.1f} kW from {source}")
+
+    async def set_power_factor(self, pf: float | None, *, expires_in: float | None = None, source: str = "api") -> None:
+        """Write a power-factor setpoint to every inverter (None, 0 or 1: release to unity, disabled)."""
+        now = self.context.clock.now()
+        release = pf is None or not math.isfinite(pf) or pf == 0 or abs(pf) >= 1
+        if release:
+            self.power_factor = None
+        else:
+            expiry = expires_in or self.next_expiry or self.config.default_expiry
+            self.next_expiry = None
+            self.power_factor = (float(pf), now + expiry)
+        await self._write_power_factor(None if release else float(pf), f"power factor {pf} from {source}")
+
+    async def _write_power_factor(self, pf: float | None, reason: str) -> None:
+        cfg = self.config
+
+        async def one(dev: str) -> None:
+            result = await self.context.command(dev, cfg.pf_setpoint, 1.0 if pf is None else pf, reason=reason)
+            if result.ok:
+                result = await self.context.command(dev, cfg.pf_enable, 0 if pf is None else 1, reason=reason)
+            if not result.ok:
+                self.command_failures.labels(device=dev).inc()
+                self.log.warning("dispatch: %s", result)
+
+        await asyncio.gather(*(one(dev) for dev in self.views))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await self.context.clock.sleep(self.config.interval)
+            now = self.context.clock.now()
+            if self.limit is not None and now >= self.limit.expires_at:
+                self.log.warning("dispatch: limit from %s expired; reverting to the safe default", self.limit.source)
+                self.limit = None
+                await self._apply(now, reason="limit expired")
+            else:
+                await self._apply(now, reason="re-share")
+            if self.power_factor is not None and now >= self.power_factor[1]:
+                self.log.warning("dispatch: power-factor setpoint expired; back to unity")
+                self.power_factor = None
+                await self._write_power_factor(None, "power factor expired")
+
+    def available(self, now: float) -> dict[str, float]:
+        """Available power per inverter (W); 0 for tripped or silent ones."""
+        out = {}
+        for dev, view in self.views.items():
+            if view.status == ST_FAULT or now - view.seen > self.config.stale_after:
+                out[dev] = 0.0
+                continue
+            if self.poa is not None:
+                temp, kind = (self.module_temp, "module") if self.module_temp is not None else (25.0, "cell")
+                expected = float(self.model.ac_from_poa(dev, np.array([self.poa]), temp, kind)[0])
+            else:
+                expected = view.power_w if math.isfinite(view.power_w) else 0.0
+            allowed = self.last_allocation.get(dev, 100.0) / 100.0 * self.rating[dev]
+            settled = now - view.written_at >= 2 * self.config.interval
+            if settled and math.isfinite(view.power_w) and view.power_w < 0.95 * min(allowed, expected):
+                expected = view.power_w  # it cannot make what it was allowed: a lost string, a derating
+            out[dev] = min(expected, self.rating[dev])
+        return out
+
+    def _ramp_cap(self, now: float) -> float | None:
+        """Measured plant output plus what the ramp limit allows it to rise until the next interval."""
+        if self.config.ramp_pct_per_min is None:
+            return None
+        dt = max(self.config.interval, now - self._ramp_ts) if self._ramp_ts is not None else self.config.interval
+        self._ramp_ts = now
+        fresh = [v.power_w for v in self.views.values()
+                 if math.isfinite(v.power_w) and now - v.seen <= self.config.stale_after]
+        output = sum(fresh)
+        # ramp from the last limit shared (steps below the write deadband still add up), but never
+        # from far above what the plant makes: under clouds the ramp re-anchors to the output
+        base = output if self.effective_w is None else min(self.effective_w, output + 0.02 * self.capacity_w)
+        return base + self.config.ramp_pct_per_min / 100.0 * self.capacity_w * dt / 60.0
+
+    async def _apply(self, now: float, reason: str) -> None:
+        async with self._lock:
+            avail = self.available(now)
+            target = self.limit.watts if self.limit is not None else None
+            ramp = self._ramp_cap(now)
+            candidates = [w for w in (target, ramp) if w is not None]
+            effective = min(candidates) if candidates else None
+            if effective is None or (target is None and effective >= sum(avail.values())):
+                # no operator limit and the ramp does not bind: inverters at the safe default
+                self.effective_w = None
+                if not self.released:
+                    await self._write_all({dev: 100.0 for dev in self.views}, now, reason, enable=False)
+                    self.released = True
+                return
+            if ramp is not None and target is not None and ramp < target:
+                reason = f"{reason}; ramp limit {self.config.ramp_pct_per_min:g} %/min"
+            elif ramp is not None and target is None:
+                reason = f"ramp limit {self.config.ramp_pct_per_min:g} %/min"
+            self.effective_w = effective
+            allocation = share(effective, avail, self.rating)
+            changed = {dev: pct for dev, pct in allocation.items()
+                       if self.released or abs(pct - self.last_allocation.get(dev, -1.0)) > self.config.deadband_pct
+                       or not self.views[dev].enabled}
+            changed = {dev: pct for dev, pct in changed.items() if now - self.views[dev].seen <= self.config.stale_after}
+            if changed:
+                await self._write_all(changed, now, reason, enable=True)
+                self.released = False
+                await self.context.emit(f"dispatch/{self.name}", "allocation",
+                                        {"limit_w": target, "effective_w": effective, "ts": now,
+                                         "expires_at": self.limit.expires_at if self.limit else None,
+                                         "available_w": {k: round(v) for k, v in avail.items()},
+                                         "allocation_pct": allocation, "reason": reason})
+
+    async def _write_all(self, allocation: dict[str, float], now: float, reason: str, enable: bool) -> None:
+        pts = self.config.plant.points
+
+        async def one(dev: str, pct: float) -> None:
+            view = self.views[dev]
+            result = await self.context.command(dev, pts.limit_pct, pct, reason=reason)
+            if result.ok and (view.enabled != enable or not enable):
+                result = await self.context.command(dev, pts.limit_enable, 1 if enable else 0, reason=reason)
+                if result.ok:
+                    view.enabled = enable
+            if result.ok:
+                self.last_allocation[dev] = pct
+                view.pct = pct
+                view.written_at = now
+                view.failures = 0
+            else:
+                view.failures += 1
+                self.command_failures.labels(device=dev).inc()
+                self.log.warning("dispatch: %s", result)
+
+        await asyncio.gather(*(one(dev, pct) for dev, pct in allocation.items()))
+
+    @property
+    def state(self) -> dict[str, Any]:
+        now = self.context.clock.now()
+        return {"limit_w": self.limit.watts if self.limit else None,
+                "effective_w": self.effective_w,
+                "expires_in_s": round(self.limit.expires_at - now, 1) if self.limit else None,
+                "allocation_pct": dict(self.last_allocation) if not self.released else {},
+                "power_factor": self.power_factor[0] if self.power_factor else None,
+                "plant_w": round(sum(v.power_w for v in self.views.values() if math.isfinite(v.power_w)))}

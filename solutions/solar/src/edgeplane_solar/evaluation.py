@@ -1,0 +1,130 @@
+"""Backtest scoring: nRMSE and nMAE (by capacity, daylight only) and skill against the baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeplane_solar import features
+from edgeplane_solar.dataset import Prepared
+
+
+def run_onnx(model_file: Path, x: np.ndarray) -> np.ndarray:
+    """Quantile forecasts (n, HORIZONS, 3) for feature rows ``x``, in batches, on CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    out = [session.run(["quantiles"], {"features": x[i:i + 8192]})[0] for i in range(0, len(x), 8192)]
+    return np.concatenate(out) if out else np.zeros((0, features.HORIZONS, 3), np.float32)
+
+
+def score(data: Prepared, quantiles: np.ndarray | None, horizons: list[str]) -> dict[str, dict[str, float]]:
+    """Per horizon label: nrmse, nmae (model P50), the baselines' errors, skills and P10-P90 coverage.
+
+    Every method is scored on the same rows: issue-time inputs complete, target measured,
+    sun above 5 degrees at the target time.
+    """
+    results: dict[str, dict[str, float]] = {}
+    frame = data.frame
+    for label in horizons:
+        h = features.horizon_steps(label) - 1
+        y = data.targets[:, h]
+        rows = frame.valid & np.isfinite(y) & data.daylight[:, h]
+        yt = y[rows]
+
+        def errors(pred: np.ndarray) -> tuple[float, float]:
+            e = pred[rows] - yt
+            return float(np.sqrt(np.mean(e**2))), float(np.mean(np.abs(e)))
+
+        rmse_p, mae_p = errors(frame.persistence[:, h])
+        rmse_sp, mae_sp = errors(frame.smart_persistence[:, h])
+        entry = {"n": int(rows.sum()), "nrmse_persistence": rmse_p, "nmae_persistence": mae_p,
+                 "nrmse_smart_persistence": rmse_sp, "nmae_smart_persistence": mae_sp}
+        if quantiles is not None:
+            rmse, mae = errors(quantiles[:, h, 1])
+            inside = (quantiles[rows, h, 0] <= yt) & (yt <= quantiles[rows, h, 2])
+            entry.update(nrmse=rmse, nmae=mae, skill_persistence=1 - rmse / rmse_p, skill_smart_persistence=1 - rmse / rmse_sp,
+                         coverage_p10_p90=float(inside.mean()))
+        else:  # no model: smart persistence is the forecast
+            entry.update(nrmse=rmse_sp, nmae=mae_sp, skill_persistence=1 - rmse_sp / rmse_p, skill_smart_persistence=0.0)
+        results[label] = entry
+    return results
+
+
+DAY = 96  # 15-min steps
+
+
+def score_day_ahead(data: Prepared) -> dict[str, float]:
+    """A day-ahead baseline: each day's clear-sky power scaled by the previous day's clear-sky index.
+
+    No weather forecast is in the data, so this is a baseline, not a learned model; it is scored
+    against 24-hour persistence (yesterday's power at the same time) on daylight points.
+    """
+    p, cs, up = data.power, data.clearsky, data.sun_up
+    days = len(p) // DAY
+    p_days = p[: days * DAY].reshape(days, DAY)
+    cs_days = cs[: days * DAY].reshape(days, DAY)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k_day = np.nansum(p_days, axis=1) / np.where(np.isfinite(p_days), cs_days, 0.0).sum(axis=1)
+    k_day[~np.isfinite(k_day) | (np.isfinite(p_days).sum(axis=1) < DAY // 2)] = np.nan
+    forecast = np.full(days * DAY, np.nan)
+    forecast[DAY:] = (np.clip(k_day[:-1], 0, features.K_MAX)[:, None] * cs_days[1:]).ravel()
+    persistence = np.full(days * DAY, np.nan)
+    persistence[DAY:] = p[: (days - 1) * DAY]
+    y = p[: days * DAY]
+    rows = up[: days * DAY] & np.isfinite(y) & np.isfinite(forecast) & np.isfinite(persistence)
+    e_f, e_p = forecast[rows] - y[rows], persistence[rows] - y[rows]
+    rmse, rmse_p = float(np.sqrt(np.mean(e_f**2))), float(np.sqrt(np.mean(e_p**2)))
+    return {"n": int(rows.sum()), "nrmse": rmse, "nmae": float(np.mean(np.abs(e_f))),
+            "nrmse_persistence_24h": rmse_p, "nmae_persistence_24h": float(np.mean(np.abs(e_p))),
+            "skill_persistence_24h": 1 - rmse / rmse_p}
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    head = (f"{'horizon':>8} {'n':>6} {'nRMSE':>7} {'nMAE':>7} {'skill/pers':>10} {'skill/smart':>11} "
+            f"{'nRMSE pers':>10} {'nRMSE smart':>11} {'nMAE pers':>9} {'nMAE smart':>10} {'P10-P90':>8}")
+    lines = [head]
+    for label, r in results.items():
+        lines.append(f"{label:>8} {r['n']:>6} {r['nrmse']:>7.2%} {r['nmae']:>7.2%} {r['skill_persistence']:>10.3f} "
+                     f"{r['skill_smart_persistence']:>11.3f} {r['nrmse_persistence']:>10.2%} "
+                     f"{r['nrmse_smart_persistence']:>11.2%} {r['nmae_persistence']:>9.2%} "
+                     f"{r['nmae_smart_persistence']:>10.2%} {r.get('coverage_p10_p90', float('nan')):>8.1%}")
+    return "\n".join(lines)
+
+
+def plot(data: Prepared, quantiles: np.ndarray, horizon: str, path: Path, days: int = 5) -> Path:
+    """A PNG of forecast (P50 with the P10-P90 band) against measured power for a few days mid-period."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = features.horizon_steps(horizon) - 1
+    per_day = 96
+    first = max(0, len(data.frame.times) // 2 - days * per_day // 2)
+    s = slice(first, first + days * per_day)
+    times = (data.frame.times[s] + features.STEP * (h + 1)).tz_convert(None).to_pydatetime()
+    cap_kw = data.capacity_w / 1000
+    fig, ax = plt.subplots(figsize=(12, 4))
+    ax.fill_between(times, quantiles[s, h, 0] * cap_kw, quantiles[s, h, 2] * cap_kw, alpha=0.3, label="P10-P90")
+    ax.plot(times, quantiles[s, h, 1] * cap_kw, label=f"P50, {horizon} ahead")
+    ax.plot(times, data.frame.smart_persistence[s, h] * cap_kw, lw=0.8, ls="--", label="smart persistence")
+    ax.plot(times, data.targets[s, h] * cap_kw, color="k", lw=1, label="measured")
+    ax.set_ylabel("AC power, kW")
+    ax.set_xlabel("UTC")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def summary_json(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    keep = ("nrmse", "nmae", "skill_persistence", "skill_smart_persistence", "nrmse_persistence",
+            "nrmse_smart_persistence", "nmae_persistence", "nmae_smart_persistence", "coverage_p10_p90", "n")
+    return {label: {k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items() if k in keep}
+            for label, r in results.items()}

@@ -1,0 +1,104 @@
+"""Forecast features on the clear-sky index: one function shared by training, backtest and the live solution.
+
+Time runs in 15-minute steps. At an issue time ``t`` the features use only what is known at ``t``:
+power at ``t`` and the 4 steps before (as a clear-sky index and normalised by capacity), the
+last hour's mean and variability of the index, the clear-sky index of measured GHI, the sun's
+position and the time of day and year, and for each horizon ``h`` (1..16 steps: 15 min to 4 h)
+the plant's clear-sky power at ``t + h`` and the smart-persistence forecast for it. The model
+answers, per horizon, P10/P50/P90 of power at ``t + h`` divided by capacity.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+STEP = pd.Timedelta(minutes=15)
+HORIZONS = 16  # steps of 15 min: 15 min .. 4 h
+LAGS = 5  # power at t, t-15min, ..., t-60min
+QUANTILES = (0.1, 0.5, 0.9)
+K_MAX = 1.5
+LOW_SUN = 0.02  # clear-sky power below this fraction of capacity: the index means nothing
+
+
+@dataclass
+class FeatureFrame:
+    """Features (one row per issue time), the baselines, and what is needed to score them."""
+
+    times: pd.DatetimeIndex
+    x: np.ndarray  # (n, n_features) float32
+    persistence: np.ndarray  # (n, HORIZONS) normalised power
+    smart_persistence: np.ndarray  # (n, HORIZONS)
+    clearsky: np.ndarray  # (n, HORIZONS) clear-sky power at t + h, normalised
+    valid: np.ndarray  # (n,) the issue-time inputs are complete
+
+
+def clear_sky_index(power: np.ndarray, clearsky: np.ndarray) -> np.ndarray:
+    """P / P_clear, clipped to 0..1.5; 1.0 where the sun is too low for the ratio to mean anything."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.where(clearsky > LOW_SUN, power / np.where(clearsky > 0, clearsky, 1.0), 1.0)
+    return np.clip(np.nan_to_num(k, nan=np.nan), 0.0, K_MAX)
+
+
+def build(times: pd.DatetimeIndex, power_norm: np.ndarray, clearsky_norm: np.ndarray, cos_zenith: np.ndarray,
+          ghi_index: np.ndarray | None, lon: float) -> FeatureFrame:
+    """Features for every time in a regular 15-min ``times`` (UTC).
+
+    ``power_norm`` and ``clearsky_norm`` are plant power and clear-sky power over capacity, on
+    ``times`` extended by ``HORIZONS`` steps at the end (so clear-sky power at ``t + h`` exists);
+    ``cos_zenith`` and ``ghi_index`` (measured GHI over clear-sky GHI, or None) are on ``times``.
+    NaN power marks a gap.
+    """
+    n = len(times)
+    p = np.asarray(power_norm, dtype=float)
+    cs = np.asarray(clearsky_norm, dtype=float)
+    k = clear_sky_index(p, cs)
+
+    def lagged(a: np.ndarray, lag: int) -> np.ndarray:
+        out = np.full(n, np.nan)
+        out[lag:] = a[: n - lag] if lag else a[:n]
+        return out
+
+    p_lags = np.stack([lagged(p, j) for j in range(LAGS)], axis=1)
+    k_lags = np.stack([lagged(k, j) for j in range(LAGS)], axis=1)
+    valid = np.isfinite(p_lags).all(axis=1)
+    with warnings.catch_warnings():  # an all-gap hour is expected; it becomes the neutral value below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        k_mean = np.nanmean(k_lags, axis=1) if n else np.zeros(0)
+        k_std = np.nanstd(k_lags, axis=1) if n else np.zeros(0)
+    future_cs = np.stack([cs[h:h + n] for h in range(1, HORIZONS + 1)], axis=1)
+    k0 = np.nan_to_num(k[:n], nan=1.0)
+    smart = k0[:, None] * future_cs
+    persistence = np.repeat(np.nan_to_num(p[:n])[:, None], HORIZONS, axis=1)
+    gi = np.full(n, 1.0) if ghi_index is None else np.clip(np.nan_to_num(np.asarray(ghi_index, float), nan=1.0), 0, K_MAX)
+    solar_hour = (times.hour + times.minute / 60.0 + lon / 15.0).to_numpy() % 24
+    doy = times.day_of_year.to_numpy()
+    x = np.column_stack([
+        np.nan_to_num(p_lags), np.nan_to_num(k_lags, nan=1.0), np.nan_to_num(k_mean, nan=1.0),
+        np.nan_to_num(k_std), gi, np.asarray(cos_zenith, float),
+        np.sin(2 * np.pi * solar_hour / 24), np.cos(2 * np.pi * solar_hour / 24),
+        np.sin(2 * np.pi * doy / 365.25), np.cos(2 * np.pi * doy / 365.25),
+        future_cs, smart,
+    ]).astype(np.float32)
+    return FeatureFrame(times, x, persistence, smart, future_cs, valid)
+
+
+N_FEATURES = LAGS * 2 + 2 + 1 + 1 + 4 + 2 * HORIZONS
+
+
+def targets(power_norm: np.ndarray, n: int) -> np.ndarray:
+    """Measured normalised power at ``t + h`` for each issue time: (n, HORIZONS), NaN where unknown."""
+    p = np.asarray(power_norm, dtype=float)
+    return np.stack([p[h:h + n] for h in range(1, HORIZONS + 1)], axis=1)
+
+
+def horizon_steps(label: str) -> int:
+    """'15min' -> 1, '1h' -> 4, '4h' -> 16; a clear error for anything else."""
+    td = pd.Timedelta(label)
+    steps = td / STEP
+    if steps != int(steps) or not 1 <= steps <= HORIZONS:
+        raise ValueError(f"horizon {label!r}: use multiples of 15min from 15min to 4h, e.g. 15min,1h,4h")
+    return int(steps)

@@ -1,0 +1,160 @@
+"""Live forecasting (``type: solar.forecast``): P10/P50/P90 from 15 min to 4 h, beside the baselines.
+
+Plant power (the sum of the inverters' AC power) is averaged over 15-minute steps of plant time
+(the weather station's clock when ``plant.weather.time`` is set, else the readings' time stamps).
+At the end of each step the solution builds the same features as training
+(:mod:`edgeplane_solar.features`), asks the shared inference service for the model's quantiles
+and emits a ``forecast`` event on ``forecast/<name>`` with, per horizon, P10/P50/P90 (W),
+persistence and smart persistence. Without an inference service, or when the model fails, the
+event carries the baselines only (and the failure is counted).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from edgeplane import Batch, Quality, Solution, SolutionConfig
+
+from edgeplane_solar import features
+from edgeplane_solar.plant import PlantConfig, PlantModel
+
+STEP_S = features.STEP.total_seconds()
+
+
+class ForecastConfig(SolutionConfig):
+    plant: PlantConfig
+    model: str | None = Field("solar-forecast", description="model name in the inference registry; null: baselines only")
+    capacity_kw: float | None = Field(None, gt=0, description="capacity the model's output is scaled by (default: AC nameplate)")
+    report: list[str] = Field(default_factory=lambda: ["15min", "1h", "4h"], description="horizons in the log line")
+
+
+class ForecastSolution(Solution):
+    """See the module doc."""
+
+    Config = ForecastConfig
+    config: ForecastConfig
+
+    def __init__(self, name: str, config: ForecastConfig, context: Any):
+        super().__init__(name, config, context)
+        self.model = PlantModel(config.plant)
+        self.capacity_w = (config.capacity_kw or config.plant.ac_capacity_w / 1000.0) * 1000.0
+        self.power: dict[str, float] = {}
+        self.ghi: float | None = None
+        self.plant_now: float | None = None
+        self.bucket: int | None = None
+        self.samples: list[float] = []
+        self.history: deque[tuple[float, float]] = deque(maxlen=features.LAGS)
+        self.latest: dict[str, Any] | None = None
+        self.issued = 0
+        self.failures = context.metrics.counter("edgeplane_solar_forecast_model_failures_total",
+                                                "forecasts issued with baselines only because the model failed",
+                                                ["reason"])
+
+    def subscriptions(self) -> list[str]:
+        pts = self.config.plant.points
+        topics = [f"{dev}/{pts.power}" for dev in self.config.plant.inverters]
+        weather = self.config.plant.weather
+        if weather is not None:
+            topics += [t for t in (weather.ghi, weather.time) if t]
+        return topics
+
+    async def on_batch(self, batch: Batch) -> None:
+        good = batch.quality == Quality.GOOD
+        if not good.any() or batch.values.dtype.kind not in "fiub":
+            return
+        value = float(batch.values[good][-1])
+        weather = self.config.plant.weather
+        if weather is not None and batch.topic == weather.time:
+            await self._advance(value)
+            return
+        if weather is not None and batch.topic == weather.ghi:
+            self.ghi = value
+            return
+        device = batch.topic.partition("/")[0]
+        self.power[device] = value
+        if weather is None or weather.time is None:
+            await self._advance(float(batch.ts[good][-1]))
+        if len(self.power) == len(self.config.plant.inverters):
+            self.samples.append(sum(self.power.values()))
+
+    async def _advance(self, now: float) -> None:
+        """Plant time moved to ``now``: close finished 15-min steps."""
+        self.plant_now = now
+        index = int(now // STEP_S)
+        if self.bucket is None:
+            self.bucket = index
+            return
+        if index <= self.bucket:
+            return
+        mean = float(np.mean(self.samples)) if self.samples else math.nan
+        self.samples = []
+        end = (self.bucket + 1) * STEP_S
+        # steps with no reading at all are gaps, as in the training data
+        for missing in range(self.bucket + 1, index):
+            self.history.append(((missing) * STEP_S, math.nan))
+        self.history.append((end, mean))
+        self.bucket = index
+        await self.issue(end)
+
+    def features_at(self, issue_ts: float) -> tuple[np.ndarray, features.FeatureFrame]:
+        """The feature row for an issue time, from the last steps' plant power."""
+        n = features.LAGS
+        hist = list(self.history)
+        values = [math.nan] * (n - len(hist)) + [v for _, v in hist]
+        times = pd.date_range(end=pd.Timestamp(issue_ts, unit="s", tz="UTC"), periods=n, freq=features.STEP)
+        extended = pd.date_range(times[0], periods=n + features.HORIZONS, freq=features.STEP)
+        p = np.array(values + [math.nan] * features.HORIZONS) / self.capacity_w
+        cs = self.model.clearsky_ac(extended) / self.capacity_w
+        solpos = self.model.solar_position(times)
+        cos_z = np.cos(np.radians(solpos["zenith"].to_numpy()))
+        ghi_index = None
+        if self.ghi is not None:
+            cs_ghi = float(self.model.location.get_clearsky(times[-1:], solar_position=solpos.iloc[-1:])["ghi"].iloc[0])
+            ghi_index = np.full(n, self.ghi / cs_ghi if cs_ghi > 50 else 1.0)
+        frame = features.build(times, p, cs, cos_z, ghi_index, self.config.plant.location.lon)
+        return frame.x[-1:], frame
+
+    async def issue(self, issue_ts: float) -> dict[str, Any]:
+        x, frame = await self.context.run_blocking(self.features_at, issue_ts)
+        quantiles = None
+        if self.config.model and self.context.inference is not None and frame.valid[-1]:
+            try:
+                out = await self.context.inference.infer(self.config.model, {"features": x}, priority="bulk")
+                quantiles = np.asarray(out["quantiles"])[0]
+            except Exception as e:  # noqa: BLE001 - any model failure falls back to the baselines, counted
+                self.failures.labels(reason=type(e).__name__).inc()
+                self.log.warning("forecast: model %s failed (%s); baselines only", self.config.model, e)
+        elif self.config.model and self.context.inference is None:
+            self.failures.labels(reason="no_inference_service").inc()
+        horizons = []
+        for h in range(features.HORIZONS):
+            entry = {"horizon_s": (h + 1) * STEP_S, "ts": issue_ts + (h + 1) * STEP_S,
+                     "persistence_w": float(frame.persistence[-1, h] * self.capacity_w),
+                     "smart_persistence_w": float(frame.smart_persistence[-1, h] * self.capacity_w),
+                     "clearsky_w": float(frame.clearsky[-1, h] * self.capacity_w)}
+            if quantiles is not None:
+                entry.update(p10_w=float(quantiles[h, 0] * self.capacity_w), p50_w=float(quantiles[h, 1] * self.capacity_w),
+                             p90_w=float(quantiles[h, 2] * self.capacity_w))
+            horizons.append(entry)
+        data = {"issued_at": issue_ts, "capacity_w": self.capacity_w, "model": self.config.model if quantiles is not None else None,
+                "complete_inputs": bool(frame.valid[-1]), "horizons": horizons}
+        self.latest = data
+        self.issued += 1
+        await self.context.emit(f"forecast/{self.name}", "forecast", data)
+        return data
+
+    @property
+    def state(self) -> dict[str, Any]:
+        if self.latest is None:
+            return {"issued": 0}
+        summary = {}
+        for label in self.config.report:
+            h = self.latest["horizons"][features.horizon_steps(label) - 1]
+            summary[label] = {k: round(v) for k, v in h.items() if k.endswith("_w")}
+        return {"issued": self.issued, "issued_at": self.latest["issued_at"], "model": self.latest["model"], **summary}

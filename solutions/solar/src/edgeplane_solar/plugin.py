@@ -1,0 +1,31 @@
+"""The edgeplane plugin: solutions, the ``solar`` CLI group, shipped models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeplane import hookimpl
+
+
+@hookimpl
+def edgeplane_register_solutions(register: Any) -> None:
+    from edgeplane_solar.diagnosis import DiagnosisSolution
+    from edgeplane_solar.dispatch import DispatchSolution
+    from edgeplane_solar.forecast import ForecastSolution
+
+    register("solar.forecast", ForecastSolution)
+    register("solar.diagnosis", DiagnosisSolution)
+    register("solar.dispatch", DispatchSolution)
+
+
+@hookimpl
+def edgeplane_register_commands(register: Any) -> None:
+    from edgeplane_solar.cli import solar
+
+    register(solar)
+
+
+@hookimpl
+def edgeplane_register_models(register: Any) -> None:
+    register(Path(__file__).parent / "models")

@@ -1,0 +1,52 @@
+"""The forecast solution in a host: plant time from the station, the shipped ONNX model served by
+the shared inference service, P10 <= P50 <= P90 beside persistence and smart persistence."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pandas as pd
+
+from edgeplane_modbus import plugin as modbus_plugin
+from edgeplane.testing import wait_for
+
+from edgeplane_solar import plugin as solar_plugin
+from edgeplane_solar.simulator import TMY_LOCATION
+from edgeplane_solar.sites import plant_site
+from edgeplane_solar.testing import running_plant
+
+PLUGINS = [modbus_plugin, solar_plugin]
+
+
+async def test_forecasts_with_the_shipped_model_through_the_inference_service(edgeplane_host, tmp_path, tmy):
+    start = pd.Timestamp("2021-06-10 08:00", tz=TMY_LOCATION["timezone"]).timestamp()
+    # 15 minutes of plant time per second: a forecast each second once 5 steps of history exist
+    async with running_plant(weather=tmy, start=start, speed=900) as (plant, ports):
+        site = plant_site(ports, poll="200ms")
+        site["inference"] = {"providers": ["cpu"], "models": str(tmp_path / "models")}
+        async with edgeplane_host(site, plugins=PLUGINS) as host:
+            forecast = host.solution("forecast")
+            events = host.bus.subscribe("forecast/#", name="test-forecast", overflow="drop_oldest")
+            await wait_for(lambda: forecast.latest is not None and forecast.latest["model"] == "solar-forecast",
+                           timeout=40)
+            data = forecast.latest
+            assert data["complete_inputs"] and len(data["horizons"]) == 16
+            for h in data["horizons"]:
+                assert 0 <= h["p10_w"] <= h["p50_w"] <= h["p90_w"] <= 1.5 * data["capacity_w"], h
+                assert h["persistence_w"] >= 0 and h["smart_persistence_w"] >= 0
+            # mid-morning on a June day the plant makes power and the 1 h P50 is in a sane range
+            hour = data["horizons"][3]
+            assert hour["clearsky_w"] > 5_000 and 0.2 * hour["clearsky_w"] < hour["p50_w"] < 1.3 * hour["clearsky_w"]
+            message = await asyncio.wait_for(events.get(), 5)
+            assert message.kind == "forecast" and message.topic == "forecast/forecast"
+            assert forecast.failures.labels(reason="no_inference_service")._value.get() == 0
+
+
+async def test_without_inference_the_baselines_still_come(edgeplane_host, tmy):
+    start = pd.Timestamp("2021-06-10 09:00", tz=TMY_LOCATION["timezone"]).timestamp()
+    async with running_plant(weather=tmy, start=start, speed=900) as (plant, ports):
+        async with edgeplane_host(plant_site(ports, poll="200ms"), plugins=PLUGINS) as host:
+            forecast = host.solution("forecast")
+            await wait_for(lambda: forecast.issued >= 2, timeout=30)
+            assert forecast.latest["model"] is None
+            assert all("p50_w" not in h and "smart_persistence_w" in h for h in forecast.latest["horizons"])
