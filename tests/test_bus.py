@@ -181,3 +181,10 @@ async def test_acknowledged_subscription_holds_publishers_until_confirmed():
     await asyncio.wait_for(many, 1)
     with pytest.raises(ValueError, match="cannot drop"):
         bus.subscribe("x", acknowledged=True, overflow="drop_oldest")
+
+
+async def test_latest_batch_keeps_the_whole_window():
+    bus = Bus()
+    assert bus.latest_batch("m/wave") is None
+    await bus.publish(Batch.of("m/wave", np.arange(4.0), np.ones(4)))
+    assert len(bus.latest_batch("m/wave")) == 4

@@ -421,6 +421,10 @@ class Bus:
         batch = self._latest.get(topic)
         return batch.last() if batch is not None else None
 
+    def latest_batch(self, topic: str) -> Batch | None:
+        """The newest batch seen on ``topic`` (a whole waveform window, say), or None."""
+        return self._latest.get(topic)
+
     def latest_matching(self, pattern: str) -> dict[str, tuple[float, Any, Quality]]:
         """The newest reading of every topic matching ``pattern``."""
         matcher = _compile(pattern)
