@@ -105,6 +105,10 @@ class Host:
             await self.store.open()
             await self._start_inference()
             await self._start_sync()
+            # serving health first: importing the HTTP stack later would stall the loop just as
+            # the devices begin to work (a late first decision at an intersection)
+            if self._http_port is not None:
+                await self._start_http()
             # simulators first: the devices the connectors talk to must be up before them
             await self._launch([p for p in (self._make_simulator(n, c) for n, c in self.site.core.simulators.items()) if p])
             # solutions subscribe before any connector publishes, so no early reading is missed
@@ -112,8 +116,6 @@ class Host:
             connectors = [self._make_connector(n, c) for n, c in self.site.devices.items() if c.enabled]
             await self._launch([p for p in connectors if p])
             await self._launch([p for p in solutions if p])
-            if self._http_port is not None:
-                await self._start_http()
         except BaseException:
             await self.stop()
             raise
@@ -122,8 +124,8 @@ class Host:
         log.info("site %r running (%s)", self.site.id, ", ".join(f"{k}={v['state']}" for k, v in self.health().items()) or "no parts")
 
     async def stop(self) -> None:
-        """Stop in reverse order: solutions, connectors, simulators, sync (flushing what it can),
-        inference, the store. Idempotent."""
+        """Stop in reverse order: solutions, connectors, sync (flushing what it can), inference,
+        simulators, the store. Idempotent."""
         if self.state in (HostState.STOPPING, HostState.STOPPED):
             await self._stopped.wait()
             return
@@ -135,7 +137,7 @@ class Host:
         solutions = [k for k in keys if k.startswith("solution:")]
         connectors = [k for k in keys if k.startswith("device:")]
         simulators = [k for k in keys if k.startswith("simulator:")]
-        for group in (reversed(solutions), reversed(connectors), reversed(simulators)):
+        for group in (reversed(solutions), reversed(connectors)):
             await asyncio.gather(*(self._stop_part(k) for k in group))
         if self._http_runner is not None:
             await self._http_runner.cleanup()
@@ -144,6 +146,8 @@ class Host:
             await self.sync.stop()  # after the connectors: what they published last still goes up
         if self.inference is not None:
             await self.inference.stop()
+        # simulators last: one of them may be the broker the sync layer was flushing to
+        await asyncio.gather(*(self._stop_part(k) for k in reversed(simulators)))
         await self.store.close()
         self.state = HostState.STOPPED
         self._stopped.set()

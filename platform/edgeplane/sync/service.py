@@ -170,11 +170,19 @@ class SyncService:
                     break
                 self._work.set()
                 await asyncio.sleep(0.05)
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._senders]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *self._senders]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # bounded: a task whose wait_for raced the cancellation (Python 3.11) may swallow it once
+        for _ in range(3):
+            _, pending = await asyncio.wait(tasks, timeout=self.flush_timeout) if tasks else (set(), set())
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            tasks = list(pending)
+        else:
+            log.warning("sync: %d tasks ignored cancellation; abandoning them", len(tasks))
         await self.transport.close()
         await self.outbox.call(self.outbox.close)
         self._sync_counters()

@@ -1,0 +1,293 @@
+"""``edgeplane pdm``: train and evaluate the three models, run the line simulator and the demo.
+
+Every train/evaluate command prints a table; with ``--json`` one JSON object is the last line
+(keys: ``accuracy``, ``rmse``, ``score``, ``lead_time_hours``, ``false_alerts`` as they apply).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from edgeplane_pdm.datasets import shared_data
+
+MODELS = Path(__file__).parent / "models"
+FAULTS, RUL, ANOMALY = "pdm-faults", "pdm-rul", "pdm-anomaly"
+
+
+def _latest(folder: Path, name: str) -> tuple[Path, dict[str, Any]]:
+    """(model.onnx path, manifest) of the newest version of ``name`` in a registry folder."""
+    from edgeplane.inference import ModelRegistry
+
+    registry = ModelRegistry(folder)
+    versions = registry.versions(name)
+    if not versions:
+        raise click.ClickException(f"no model {name!r} in {folder}: train one with `edgeplane pdm train` or pass --model")
+    home = folder / name / versions[-1]
+    manifest = json.loads((home / "manifest.json").read_text())
+    return home / manifest.get("file", "model.onnx"), manifest
+
+
+def _rel(path: Path) -> str:
+    """``path`` relative to the working folder when it is below or beside it (commands in manifests stay portable)."""
+    import os
+
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _add(out: Path, onnx_bytes: bytes, name: str, command: str, data: list[str], metrics: dict[str, float], **extra: Any) -> str:
+    from edgeplane.inference import ModelRegistry, Provenance
+
+    registry = ModelRegistry(out)
+    versions = registry.versions(name)
+    version = str(int(versions[-1]) + 1) if versions and versions[-1].isdigit() else "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(onnx_bytes)
+        registry.add(path, name, version, Provenance(command=command, data=data, metrics=metrics, **extra))
+    return version
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> None:
+    cells = [[str(c) for c in r] for r in [header, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for j, r in enumerate(cells):
+        click.echo("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        if j == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+def _json(as_json: bool, obj: dict[str, Any]) -> None:
+    if as_json:
+        click.echo(json.dumps(obj))
+
+
+class _Group(click.Group):
+    """Turns the data readers' errors (a missing file, a misnamed record) into one-line CLI errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (FileNotFoundError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(name="pdm", cls=_Group)
+def pdm() -> None:
+    """Predictive maintenance: models, evaluations, the factory line simulator and demo."""
+
+
+@pdm.group(cls=_Group)
+def train() -> None:
+    """Train a model and add it to a model registry folder."""
+
+
+@pdm.group(cls=_Group)
+def evaluate() -> None:
+    """Evaluate a model on public data, without leaks."""
+
+
+_json_opt = click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
+
+
+# -- faults ---------------------------------------------------------------------------------------
+
+@train.command("faults")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="CWRU .mat folder (default ../shared/data/cwru)")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="model registry folder")
+@_json_opt
+def train_faults(data_dir: Path | None, out: Path, as_json: bool) -> None:
+    """Fault classifier: segment-held-out cross-validation, then a model on segments 0..3 of every record."""
+    from edgeplane_pdm import faults
+    from edgeplane_pdm.datasets import load_cwru
+
+    data_dir = data_dir or shared_data("cwru")
+    data = faults.featurize(load_cwru(data_dir))
+    accuracy, classes, confusion, folds = faults.cross_validate(data)
+    _confusion_table(classes, confusion)
+    _table([[k, f"{a:.4f}"] for k, a in enumerate(folds)], ["held-out segment", "accuracy"])
+    holdout = faults.SEGMENTS - 1
+    train_rows = data.segment != holdout
+    model = faults.fit(data.x[train_rows], data.label[train_rows])
+    version = _add(out, faults.to_onnx(model, data.x.shape[1]), FAULTS,
+                   f"edgeplane pdm train faults --data {_rel(data_dir)} --out {_rel(out)}", [str(p.name) for p in sorted(data_dir.glob('*.mat'))],
+                   {"cv_accuracy": accuracy}, holdout_segment=holdout, segments=faults.SEGMENTS,
+                   records=sorted(set(data.record.tolist())), classes=list(model.classes_))
+    click.echo(f"segment-held-out accuracy {accuracy:.4f} over {len(data.x)} windows; {FAULTS} version {version} in {out}")
+    _json(as_json, {"accuracy": accuracy, "windows": int(len(data.x)), "version": version})
+
+
+def _confusion_table(classes: list[str], confusion: np.ndarray) -> None:
+    _table([[c, *row.tolist()] for c, row in zip(classes, confusion)], ["true \\ predicted", *classes])
+
+
+@evaluate.command("faults")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=MODELS, help="model registry folder (default: shipped)")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="CWRU .mat folder")
+@_json_opt
+def evaluate_faults(model_dir: Path, data_dir: Path | None, as_json: bool) -> None:
+    """Accuracy and confusion matrix: records the model saw are scored on their held-out segment only."""
+    from edgeplane_pdm import faults
+    from edgeplane_pdm.datasets import load_cwru
+
+    path, manifest = _latest(model_dir, FAULTS)
+    prov = manifest.get("provenance", {})
+    seen, holdout = set(prov.get("records", [])), prov.get("holdout_segment", faults.SEGMENTS - 1)
+    data = faults.featurize(load_cwru(data_dir or shared_data("cwru")))
+    keep = np.array([(r not in seen) or (s == holdout) for r, s in zip(data.record, data.segment)])
+    labels, _ = faults.predict_onnx(path, data.x[keep])
+    truth, loads = data.label[keep], data.load[keep]
+    classes = sorted(set(truth.tolist()) | set(labels.tolist()))
+    index = {c: i for i, c in enumerate(classes)}
+    confusion = np.zeros((len(classes), len(classes)), dtype=int)
+    for t, p in zip(truth, labels):
+        confusion[index[t], index[p]] += 1
+    _confusion_table(classes, confusion)
+    per_load = {int(l): float(np.mean(labels[loads == l] == truth[loads == l])) for l in np.unique(loads)}
+    _table([[l, f"{a:.4f}", int(np.sum(loads == l))] for l, a in per_load.items()], ["load (hp)", "accuracy", "windows"])
+    accuracy = float(np.mean(labels == truth))
+    click.echo(f"accuracy {accuracy:.4f} on {len(truth)} held-out windows ({path})")
+    _json(as_json, {"accuracy": accuracy, "windows": int(len(truth)), "accuracy_by_load": per_load})
+
+
+# -- remaining useful life -------------------------------------------------------------------------
+
+@train.command("rul")
+@click.option("--data", "data_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="train_FD001.txt")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="model registry folder")
+@click.option("--folds", default=5, show_default=True)
+@_json_opt
+def train_rul(data_file: Path | None, out: Path, folds: int, as_json: bool) -> None:
+    """RUL regressor: engine-grouped cross-validation, then a model on every engine."""
+    from edgeplane_pdm import rul
+    from edgeplane_pdm.datasets import load_cmapss
+
+    data_file = data_file or shared_data("cmapss", "train_FD001.txt")
+    data = load_cmapss(data_file)
+    cv = rul.cross_validate(data, folds)
+    _table([[k, f"{r:.2f}"] for k, r in enumerate(cv["folds"])], ["fold (held-out engines)", "RMSE"])
+    mean, std = rul.normaliser(data)
+    x, y, _ = rul.training_set(data, mean, std)
+    model = rul.fit(x, y)
+    metrics = {"cv_rmse": cv["rmse"], "cv_rmse_capped_truth": cv["rmse_capped_truth"], "cv_score_per_100": cv["score"]}
+    version = _add(out, rul.to_onnx(model, mean, std), RUL, f"edgeplane pdm train rul --data {_rel(data_file)} --out {_rel(out)}",
+                   [data_file.name], metrics, sensor_mean=mean.tolist(), sensor_std=std.tolist(), sensors=list(rul.SENSORS),
+                   history=rul.HISTORY, rul_cap=rul.RUL_CAP)
+    click.echo(f"engine-grouped CV: RMSE {cv['rmse']:.2f} (vs capped truth {cv['rmse_capped_truth']:.2f}), "
+               f"PHM08 score {cv['score']:.0f} per 100 engines, {cv['cuts']} cut points; {RUL} version {version} in {out}")
+    _json(as_json, {"rmse": cv["rmse"], "rmse_capped_truth": cv["rmse_capped_truth"], "score": cv["score"], "version": version})
+
+
+@evaluate.command("rul")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=MODELS)
+@click.option("--test", "test_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="official test_FD00x.txt")
+@click.option("--rul", "rul_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="official RUL_FD00x.txt")
+@click.option("--data", "data_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="without --test: re-run the engine-grouped cross-validation on this training file")
+@_json_opt
+def evaluate_rul(model_dir: Path, test_file: Path | None, rul_file: Path | None, data_file: Path | None, as_json: bool) -> None:
+    """RMSE and PHM08 score on the official test format (test file + RUL file), or engine-grouped CV."""
+    from edgeplane_pdm import rul
+    from edgeplane_pdm.datasets import load_cmapss
+
+    if test_file is None:
+        cv = rul.cross_validate(load_cmapss(data_file or shared_data("cmapss", "train_FD001.txt")))
+        _table([[k, f"{r:.2f}"] for k, r in enumerate(cv["folds"])], ["fold", "RMSE"])
+        click.echo(f"engine-grouped CV: RMSE {cv['rmse']:.2f}, PHM08 score {cv['score']:.0f} per 100 engines")
+        _json(as_json, {"rmse": cv["rmse"], "score": cv["score"], "rmse_capped_truth": cv["rmse_capped_truth"]})
+        return
+    if rul_file is None:
+        raise click.UsageError("--test needs --rul (the official RUL_FD00x.txt with one true RUL per test engine)")
+    import onnxruntime as ort
+
+    path, _ = _latest(model_dir, RUL)
+    x, truth = rul.test_set(load_cmapss(test_file), np.loadtxt(rul_file).ravel(), rul.RAW_MEAN, rul.RAW_STD)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    pred = np.clip(sess.run(None, {"features": x.astype(np.float32)})[0].ravel(), 0, rul.RUL_CAP)
+    rmse, score = float(np.sqrt(np.mean((pred - truth) ** 2))), rul.phm08_score(truth, pred)
+    _table([["RMSE", f"{rmse:.2f}"], ["PHM08 score", f"{score:.0f}"], ["engines", len(truth)]], ["metric", "value"])
+    _json(as_json, {"rmse": rmse, "score": score, "engines": int(len(truth))})
+
+
+# -- anomaly ---------------------------------------------------------------------------------------
+
+@evaluate.command("anomaly")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=MODELS)
+@click.option("--data", "data_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="IMS-style CSV")
+@click.option("--bearing", type=int, default=None, help="only this bearing (1-based column)")
+@click.option("--baseline-hours", default=24.0, show_default=True, help="commissioning period the baseline is learned from")
+@_json_opt
+def evaluate_anomaly(model_dir: Path, data_file: Path | None, bearing: int | None, baseline_hours: float, as_json: bool) -> None:
+    """First alert per bearing, its lead time before the end of the run, false alerts in the first half."""
+    from edgeplane_pdm.anomaly import evaluate_ims
+    from edgeplane_pdm.datasets import load_ims
+
+    path, _ = _latest(model_dir, ANOMALY)
+    ts, names, values = load_ims(data_file or shared_data("ims", "merged_dataset_BearingTest_2.csv"))
+    if bearing is not None:
+        if not 1 <= bearing <= len(names):
+            raise click.BadParameter(f"the file has bearings 1..{len(names)}", param_hint="--bearing")
+        names, values = [names[bearing - 1]], values[:, [bearing - 1]]
+    rows = evaluate_ims(ts, values, names, baseline_hours=baseline_hours, model_path=str(path))
+    _table([[r["bearing"], r["first_alert_h"], r["lead_time_hours"], r["false_alerts"], r["alerts"]] for r in rows],
+           ["bearing", "first alert (h)", "lead time (h)", "false alerts 1st half", "alerts"])
+    click.echo(f"run length {(ts[-1] - ts[0]) / 3600:.1f} h; baseline: first {baseline_hours:g} h")
+    first = rows[0]
+    _json(as_json, {"lead_time_hours": first["lead_time_hours"], "false_alerts": sum(r["false_alerts"] for r in rows),
+                    "bearings": rows})
+
+
+@train.command("anomaly")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def train_anomaly(out: Path) -> None:
+    """Export the baseline scorer (its parameters are learned per asset at commissioning)."""
+    from edgeplane_pdm.anomaly import scorer_onnx
+
+    version = _add(out, scorer_onnx(), ANOMALY, f"edgeplane pdm train anomaly --out {_rel(out)}", [], {},
+                   notes="inputs features, center, scale (batch x features); outputs z and score = rms(z)")
+    click.echo(f"{ANOMALY} version {version} in {out}")
+
+
+# -- simulator and demo ----------------------------------------------------------------------------
+
+@pdm.command("simulate")
+@click.option("--port", default=4850, show_default=True)
+@click.option("--machines", default=3, show_default=True)
+@click.option("--degrade-after", default=60.0, show_default=True, help="seconds before the last machine starts to degrade")
+@click.option("--degrade-over", default=240.0, show_default=True, help="seconds from onset to a severe fault")
+@click.option("--period", default=1.0, show_default=True, help="seconds between waveform snapshots")
+def simulate(port: int, machines: int, degrade_after: float, degrade_over: float, period: float) -> None:
+    """Serve the factory line on OPC UA (waveform and temperature nodes per machine)."""
+    import asyncio
+
+    from edgeplane_pdm.linesim import serve
+
+    asyncio.run(serve(port, machines=machines, degrade_after=degrade_after, degrade_over=degrade_over, period=period))
+
+
+@pdm.command("demo")
+@click.option("--site", type=click.Path(dir_okay=False, path_type=Path), default=None, help="default: configs/factory.yaml")
+@click.option("--duration", default=300.0, show_default=True, help="seconds to run")
+@click.option("--until-alert", is_flag=True, help="stop at the first alert")
+@_json_opt
+def demo(site: Path | None, duration: float, until_alert: bool, as_json: bool) -> None:
+    """Run the reference factory site with its cloud end; show health per machine and the alerts."""
+    import asyncio
+
+    from edgeplane_pdm.demo import run_demo
+
+    result = asyncio.run(run_demo(site, duration, until_alert=until_alert))
+    _json(as_json, result)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pdm())

@@ -1,0 +1,26 @@
+"""The edgeplane hooks of edgeplane-pdm: the ``pdm`` solution, the ``edgeplane pdm`` commands, the shipped models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeplane import hookimpl
+
+
+@hookimpl
+def edgeplane_register_solutions(register):  # type: ignore[no-untyped-def]
+    from edgeplane_pdm.solution import PdmSolution
+
+    register("pdm", PdmSolution)
+
+
+@hookimpl
+def edgeplane_register_commands(register):  # type: ignore[no-untyped-def]
+    from edgeplane_pdm.cli import pdm
+
+    register(pdm)
+
+
+@hookimpl
+def edgeplane_register_models(register):  # type: ignore[no-untyped-def]
+    register(Path(__file__).parent / "models")

@@ -1,0 +1,150 @@
+"""The pdm solution inside a host fed by the memory bus: config errors, bad samples, health, alerts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from edgeplane import Batch, Event, Quality, SiteError
+from edgeplane.testing import wait_for
+
+from edgeplane_pdm.features import CWRU_DRIVE_END, fault_frequencies, synthetic_bearing_signal
+from edgeplane_pdm.solution import health_index
+
+FS, SHAFT = 12_000.0, 1797 / 60
+
+
+def site(**solution) -> dict:
+    machine = {"vibration": "sensor/vib", "temperature": "sensor/temp", "sample_rate": FS, "shaft_rpm": 1797,
+               "bearing": CWRU_DRIVE_END.model_dump()}
+    base = {"type": "pdm", "window": 4096, "commissioning": 5, "alert": {"persist": 2}, "machines": {"m1": machine}}
+    base.update(solution)
+    return {"site": {"id": "pdm-unit"}, "solutions": {"pdm": base}, "inference": {"providers": ["cpu"], "models": "models"}}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"alert": {"high": 3, "clear": 5}}, "clear < high"),
+        ({"machines": {}}, "machines"),
+        ({"window": 100}, "window"),
+    ],
+)
+def test_bad_solution_config_names_the_path(edgeplane_site, plugins, change, message):
+    with pytest.raises(SiteError) as info:
+        edgeplane_site(site(**change), plugins=plugins)
+    assert "pdm" in str(info.value) and message in str(info.value)
+
+
+def test_envelope_band_above_nyquist_is_refused(edgeplane_site, plugins):
+    s = site()
+    s["solutions"]["pdm"]["machines"]["m1"]["envelope_band"] = [1000, 7000]
+    with pytest.raises(SiteError, match="Nyquist"):
+        edgeplane_site(s, plugins=plugins)
+
+
+def test_health_index_shape():
+    assert health_index(0.5, 6) == 100
+    assert health_index(1.0, 6) == 100
+    assert 55 < health_index(6.0, 6) < 65
+    assert health_index(20, 6) < health_index(12, 6) < health_index(6, 6)
+
+
+async def test_commissioning_then_fault_then_alert_with_bpfo_evidence(edgeplane_host, plugins):
+    bpfo = fault_frequencies(CWRU_DRIVE_END, SHAFT)["bpfo"]
+    async with edgeplane_host(site(), plugins=plugins) as host:
+        solution = host.solution("pdm")
+        alerts = host.bus.subscribe("alerts/#", name="test")
+        t0 = 1_700_000_000.0
+        for i in range(8):  # healthy: commissioning (5 windows) and 3 more
+            x = synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None, seed=i)
+            await host.bus.publish(Batch.of("sensor/temp", t0 + i, 40.0 + 0.01 * i))
+            await host.bus.publish(Batch.of("sensor/vib", t0 + i + np.arange(4096) / FS, x))
+            await wait_for(lambda n=i + 1: solution.machines["m1"].windows == n, timeout=30)
+        status = solution.status()["m1"]
+        assert status["commissioned"] and status["alert"] is None and status["health"] > 80
+        for i in range(8, 12):  # an outer race defect appears
+            x = synthetic_bearing_signal(FS, 4096 / FS, SHAFT, bpfo, impact=2.0, seed=i)
+            await host.bus.publish(Batch.of("sensor/vib", t0 + i + np.arange(4096) / FS, x))
+            await wait_for(lambda n=i + 1: solution.machines["m1"].windows == n, timeout=30)
+
+        async def alert() -> Event:
+            while True:
+                m = await alerts.get()
+                if isinstance(m, Event) and m.kind == "alert":
+                    return m
+
+        event = await asyncio.wait_for(alert(), 30)
+        assert event.data["evidence"]["fault_frequency"]["name"] == "BPFO"
+        assert event.data["evidence"]["temperature"]["degC"] == pytest.approx(40.07)
+        assert solution.status()["m1"]["health"] < 60
+
+
+async def test_bad_samples_restart_the_window_and_are_counted(edgeplane_host, plugins):
+    async with edgeplane_host(site(), plugins=plugins) as host:
+        solution = host.solution("pdm")
+        x = synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None)
+        quality = np.zeros(4096, dtype=np.uint8)
+        quality[100] = Quality.BAD
+        await host.bus.publish(Batch("sensor/vib", 1.0 + np.arange(4096) / FS, x, quality))
+        await wait_for(lambda: host.metrics.value("edgeplane_dropped_total", part="pdm", reason="bad_vibration_sample") == 4096,
+                       timeout=10)
+        assert solution.machines["m1"].windows == 0
+        # half a window, then the rest: windows may arrive in pieces
+        await host.bus.publish(Batch.of("sensor/vib", 2.0 + np.arange(2048) / FS, x[:2048]))
+        await host.bus.publish(Batch.of("sensor/vib", 3.0 + np.arange(2048) / FS, x[2048:]))
+        await wait_for(lambda: solution.machines["m1"].windows == 1, timeout=30)
+
+
+def rul_site() -> dict:
+    from edgeplane_pdm.rul import SENSORS
+
+    return {"site": {"id": "pdm-rul"}, "inference": {"providers": ["cpu"], "models": "models"},
+            "solutions": {"pdm": {"type": "pdm", "rul": {"warning": 40, "critical": 15, "assets": {
+                "e1": {"cycle": "eng1/cycle", "sensors": {f"s{i}": f"eng1/s{i}" for i in SENSORS}}}}}}}
+
+
+def test_rul_asset_needs_every_sensor(edgeplane_site, plugins):
+    s = rul_site()
+    del s["solutions"]["pdm"]["rul"]["assets"]["e1"]["sensors"]["s7"]
+    with pytest.raises(SiteError, match=r"missing \['s7'\]"):
+        edgeplane_site(s, plugins=plugins)
+    with pytest.raises(SiteError, match="nothing to watch"):
+        edgeplane_site({"site": {"id": "x"}, "solutions": {"pdm": {"type": "pdm"}}}, plugins=plugins)
+
+
+async def test_rul_of_a_replayed_engine_falls_and_alerts_before_failure(edgeplane_host, plugins):
+    from edgeplane_pdm.datasets import load_cmapss, shared_data
+    from edgeplane_pdm.rul import SENSORS
+
+    data = load_cmapss(shared_data("cmapss", "train_FD001.txt"))
+    engine = data[data[:, 0] == 3]  # 179 cycles to failure
+    async with edgeplane_host(rul_site(), plugins=plugins) as host:
+        solution = host.solution("pdm")
+        alerts = host.bus.subscribe("alerts/#", name="test")
+        predictions = host.bus.subscribe("pdm/e1/rul", name="test-rul")
+        for n, row in enumerate(engine, 1):
+            ts = 1_700_000_000.0 + row[1] * 60
+            await host.bus.publish_many([Batch.of(f"eng1/s{i}", ts, row[4 + i]) for i in SENSORS])
+            await host.bus.publish(Batch.of("eng1/cycle", ts, row[1]))
+            if n % 20 == 0:  # stay within the solution's queue (it drops the oldest when full)
+                await wait_for(lambda n=n: solution.rul_assets["e1"].cycles == n, timeout=60)
+        await wait_for(lambda: solution.rul_assets["e1"].cycles == len(engine), timeout=60)
+        first_prediction = await asyncio.wait_for(predictions.get(), 5)
+        assert first_prediction.values[0] > 60  # early in life the model sees no wear
+        final = solution.rul_assets["e1"].rul
+        assert final is not None and final < 25  # the last cycle before failure
+        events = []
+        while True:
+            try:
+                events.append(await asyncio.wait_for(alerts.get(), 1))
+            except asyncio.TimeoutError:
+                break
+        kinds = [e.kind for e in events if isinstance(e, Event)]
+        assert kinds.count("rul_alert") == 1
+        first = next(e for e in events if e.kind == "rul_alert")
+        # raised while the engine still had cycles left: this is the point of a RUL model
+        assert len(engine) - first.data["cycle"] >= 10
+        assert first.data["rul_cycles"] < 40

@@ -1,0 +1,353 @@
+"""The ``sumo`` connector: a SUMO simulation as a device.
+
+One device entry = one simulation. Points (``<device>/<point>``), published every
+``publish_every`` steps; SUMO ids are made topic-safe with :func:`~edgeplane_traffic.layout.point_name`:
+
+* ``lane.<lane>.vehicles``, ``.halting`` (queue, vehicles below 0.1 m/s), ``.vehicle_length``
+  (mean, m), ``.occupancy`` (%), ``.speed`` (mean, m/s), ``.waiting`` (s, summed) for every lane
+  a controlled signal touches (incoming and outgoing);
+* ``<tls>.phase`` (phase-table index shown, -1 while the network's own program runs),
+  ``<tls>.phase_time`` (s shown), ``<tls>.native_phase`` (SUMO's program phase); ``<tls>.phase``
+  is writable: the phase-table index to show from the next step on (see
+  :mod:`edgeplane_traffic.layout`), through the host's guarded command path;
+* ``sim.time`` (simulation seconds), ``sim.running``, ``sim.arrived`` (cumulative),
+  ``sim.avg_delay`` (running average of timeLoss + departDelay over arrived and running vehicles).
+
+Time: with ``clock: {mode: simulated}`` in the site, this connector moves the host's clock to
+``start + (sim time - begin)`` after every step, so solutions sleep and stamp in simulated time;
+with a wall clock it paces the simulation at ``speed`` simulated seconds per second.
+``lockstep`` names topics (a solution's ``ack`` point) the connector waits for after each step,
+so a controller's command lands at the next step however fast SUMO runs.
+
+SUMO steps run in a worker thread (``run_blocking``): the event loop is never blocked by SUMO.
+libsumo is used when installed (one simulation per process; later devices use TraCI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from edgeplane import Batch, Connector, DeviceConfig, Duration, HealthState, PointLimits, PointSpec
+from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_name, tls_ids
+from edgeplane_traffic.nets import NAMED, resolve
+from edgeplane_traffic.sumo_runtime import binding_name, sumo_binary, traci_module
+
+__all__ = ["SumoConfig", "SumoConnector", "SumoPoint", "LANE_METRICS"]
+
+LANE_METRICS = ("vehicles", "halting", "vehicle_length", "occupancy", "speed", "waiting")
+
+_libsumo_lock = threading.Lock()
+_libsumo_owner: str | None = None
+
+
+class SumoPoint(PointSpec):
+    """Points are addressed by their names (``lane.<lane>.<metric>``, ``<tls>.phase``)."""
+
+
+class SumoConfig(DeviceConfig):
+    net: str = Field(description="scenario name (single-intersection, cologne1, ingolstadt1) or a .net.xml path (relative to the site file)")
+    route: str | None = Field(None, description="SUMO route file (default: the scenario's)")
+    begin: int | None = Field(None, description="simulation start (s); default: the scenario's")
+    seconds: float | None = Field(None, gt=0, description="simulated seconds to run, then the device finishes; default: run until no vehicles remain")
+    seed: int = 0
+    tls: list[str] | None = Field(None, description="signals to expose (default: all in the net)")
+    control: Literal["external", "native"] = Field(
+        "external", description="external: the phase table starts at green 0 and only commands change it; native: the net's own program runs until a phase is commanded"
+    )
+    binding: Literal["auto", "libsumo", "traci"] = "auto"
+    speed: float = Field(0.0, ge=0, description="simulated seconds per wall second; 0: as fast as possible (simulated clock only)")
+    publish_every: int = Field(1, ge=1, description="publish points every N steps")
+    lockstep: list[str] = Field(default_factory=list, description="topics whose value must reach the step's sim time before the next step")
+    lockstep_timeout: Duration = Field(2.0, description="wall time to wait for a lockstep topic before stepping anyway (counted)")
+    tripinfo: str | None = Field(None, description="write SUMO's tripinfo here (relative to the site file)")
+    sumo_args: list[str] = Field(default_factory=list, description="extra SUMO command-line arguments")
+
+
+class SumoConnector(Connector):
+    Config = SumoConfig
+    Point = SumoPoint
+
+    config: SumoConfig
+
+    def __init__(self, name: str, config: SumoConfig, context: Any):
+        super().__init__(name, config, context)
+        self._conn: Any = None
+        self._binding = "none"
+        self._layouts: dict[str, IntersectionLayout] = {}
+        self._lanes: list[str] = []
+        self._phase: dict[str, int] = {}
+        self._phase_since: dict[str, float] = {}
+        self._pending: dict[str, int] = {}
+        self._delay_running: dict[str, float] = {}
+        self._delay_done_sum = 0.0
+        self._arrived = 0
+        self._t0 = 0.0
+        self._begin = 0
+        self._end: float | None = None
+        self._ack_sub: Any = None
+        self.steps = 0
+        m = context.metrics
+        self._steps_metric = m.counter("edgeplane_sumo_steps", "SUMO simulation steps run", ["device"])
+        self._lockstep_timeouts = m.counter(
+            "edgeplane_sumo_lockstep_timeouts", "steps taken without the lockstep acknowledgement", ["device"]
+        )
+
+    # ---- lifecycle
+    def _spec(self):  # type: ignore[no-untyped-def]
+        site_dir = Path(self.context.site_dir)
+        net: str | Path = self.config.net
+        if str(net) not in NAMED:
+            net = site_dir / net
+        route = site_dir / self.config.route if self.config.route else None
+        try:
+            return resolve(net, route)
+        except ValueError as e:
+            raise ValueError(f"device {self.name!r}: {e}") from None
+
+    def _choose_binding(self) -> ModuleType:
+        """libsumo if wanted and free in this process, else TraCI. Imports happen here, on the
+        loop thread during start: importing traci in a worker thread holds the GIL for a tenth of a
+        second while other parts are already deciding, and two threads importing it at once break."""
+        global _libsumo_owner
+        want_libsumo = self.config.binding in ("auto", "libsumo")
+        module = traci_module(prefer_libsumo=want_libsumo)
+        if binding_name(module) == "libsumo":
+            with _libsumo_lock:
+                if _libsumo_owner is None:
+                    _libsumo_owner = self.name
+                elif self.config.binding == "libsumo":
+                    raise RuntimeError(f"device {self.name!r}: libsumo already runs device {_libsumo_owner!r} in this "
+                                       f"process (one simulation per process): set binding: traci or auto")
+                else:
+                    module = traci_module(prefer_libsumo=False)
+        self._binding = binding_name(module)
+        return module
+
+    def _open(self, module: ModuleType) -> None:
+        spec = self._spec()
+        self._begin = int(self.config.begin if self.config.begin is not None else spec.begin)
+        self._end = self._begin + self.config.seconds if self.config.seconds else None
+        ids = self.config.tls or tls_ids(spec.net)
+        self._layouts = {tls: layout_from_net(spec.net, tls) for tls in ids}
+        cmd = [sumo_binary(), "-n", str(spec.net), "-r", str(spec.route), "-b", str(self._begin),
+               "--seed", str(self.config.seed), "--no-step-log", "--no-warnings", "--time-to-teleport", "-1",
+               "--waiting-time-memory", "1000", "--max-depart-delay", "-1"]
+        if self.config.tripinfo:
+            cmd += ["--tripinfo-output", str(Path(self.context.site_dir) / self.config.tripinfo),
+                    "--tripinfo-output.write-unfinished"]
+        cmd += list(self.config.sumo_args)
+        if binding_name(module) == "libsumo":
+            module.start(cmd)
+            self._conn = module
+        else:
+            label = f"edgeplane-{self.name}-{os.getpid()}-{id(self)}"
+            module.start(cmd, label=label)
+            self._conn = module.getConnection(label)
+        lanes: list[str] = []
+        for layout in self._layouts.values():
+            lanes += [*layout.lanes, *layout.out_lanes]
+        self._lanes = list(dict.fromkeys(lanes))
+        now = float(self._conn.simulation.getTime())
+        for tls, layout in self._layouts.items():
+            if self.config.control == "external":
+                self._conn.trafficlight.setRedYellowGreenState(tls, layout.phase_states[0])
+                self._phase[tls] = 0
+            else:
+                self._phase[tls] = -1
+            self._phase_since[tls] = now
+
+    def _close(self) -> None:
+        global _libsumo_owner
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a dead simulation must not mask why it died
+                self.log.debug("closing SUMO for %s failed", self.name, exc_info=True)
+        if self._binding == "libsumo":
+            with _libsumo_lock:
+                if _libsumo_owner == self.name:
+                    _libsumo_owner = None
+
+    def _declare_points(self) -> None:
+        """Add every point this simulation offers to the device's points, keeping site overrides."""
+        points = self.config.points
+        for lane in self._lanes:
+            for metric in LANE_METRICS:
+                points.setdefault(f"lane.{point_name(lane)}.{metric}", SumoPoint(type="float64"))
+        for tls, layout in self._layouts.items():
+            key = point_name(tls)
+            phase = points.get(f"{key}.phase")
+            limits = PointLimits(min=0, max=layout.all_red_phase)
+            if phase is None:
+                points[f"{key}.phase"] = SumoPoint(type="int32", access="rw", limits=limits,
+                                                   description=f"phase-table index of signal {tls}")
+            elif phase.limits is None:
+                phase.limits = limits
+            points.setdefault(f"{key}.phase_time", SumoPoint(type="float64", unit="s"))
+            points.setdefault(f"{key}.native_phase", SumoPoint(type="int32"))
+        for name in ("sim.time", "sim.running", "sim.arrived", "sim.avg_delay"):
+            points.setdefault(name, SumoPoint(type="float64"))
+        offered = {f"lane.{point_name(lane)}.{metric}" for lane in self._lanes for metric in LANE_METRICS}
+        offered |= {f"{point_name(t)}.{p}" for t in self._layouts for p in ("phase", "phase_time", "native_phase")}
+        offered |= {"sim.time", "sim.running", "sim.arrived", "sim.avg_delay"}
+        unknown = sorted(set(points) - offered)
+        if unknown:
+            raise ValueError(f"device {self.name!r}: points {unknown} are not offered by the sumo connector; "
+                             f"names are lane.<lane>.<{'|'.join(LANE_METRICS)}>, <tls>.phase|phase_time|native_phase, "
+                             f"sim.time|running|arrived|avg_delay (ids with #+/.: replaced by _)")
+
+    async def start(self) -> None:
+        self.health.set(HealthState.STARTING, "starting SUMO")
+        try:
+            module = self._choose_binding()
+            await self.context.run_blocking(self._open, module)
+            self._declare_points()
+        except Exception:
+            await self.context.run_blocking(self._close)
+            raise
+        self._t0 = self.context.clock.now()
+        if self.config.lockstep:
+            self._ack_sub = self.context.bus.subscribe(self.config.lockstep, name=f"{self.name}.lockstep", maxsize=100_000)
+        self.health.set(HealthState.OK, f"SUMO via {self._binding}, signals {', '.join(self._layouts)}")
+        self.log.info("device %s: SUMO %s started (%s), signals %s", self.name, self._spec().name, self._binding,
+                      ", ".join(self._layouts))
+
+    async def stop(self) -> None:
+        if self._ack_sub is not None:
+            self._ack_sub.close()
+            self._ack_sub = None
+        await self.context.run_blocking(self._close)
+
+    @property
+    def binding(self) -> str:
+        return self._binding
+
+    def layout(self, tls: str) -> IntersectionLayout:
+        return self._layouts[tls]
+
+    # ---- stepping (runs in a worker thread)
+    def _step(self, pending: dict[str, int], read: bool) -> dict[str, Any] | None:
+        conn = self._conn
+        now = float(conn.simulation.getTime())
+        for tls, phase in pending.items():
+            if phase != self._phase.get(tls):
+                conn.trafficlight.setRedYellowGreenState(tls, self._layouts[tls].phase_states[phase])
+                self._phase[tls] = phase
+                self._phase_since[tls] = now
+        conn.simulationStep()
+        now = float(conn.simulation.getTime())
+        # running delay: remember each vehicle's latest delay; arrived vehicles keep their last one
+        for vid in conn.simulation.getArrivedIDList():
+            self._delay_done_sum += self._delay_running.pop(vid, 0.0)
+            self._arrived += 1
+        for vid in conn.vehicle.getIDList():
+            self._delay_running[vid] = conn.vehicle.getTimeLoss(vid) + max(0.0, conn.vehicle.getDepartDelay(vid))
+        if not read:
+            return {"time": now}
+        lane = conn.lane
+        values = {
+            "vehicles": [lane.getLastStepVehicleNumber(x) for x in self._lanes],
+            "halting": [lane.getLastStepHaltingNumber(x) for x in self._lanes],
+            "vehicle_length": [lane.getLastStepLength(x) for x in self._lanes],
+            "occupancy": [lane.getLastStepOccupancy(x) * 100.0 for x in self._lanes],
+            "speed": [lane.getLastStepMeanSpeed(x) for x in self._lanes],
+            "waiting": [lane.getWaitingTime(x) for x in self._lanes],
+        }
+        signals = {tls: (self._phase[tls], now - self._phase_since[tls], int(conn.trafficlight.getPhase(tls)))
+                   for tls in self._layouts}
+        running = len(self._delay_running)
+        total = self._arrived + running
+        avg_delay = (self._delay_done_sum + sum(self._delay_running.values())) / total if total else 0.0
+        remaining = conn.simulation.getMinExpectedNumber()
+        return {"time": now, "lanes": values, "signals": signals, "running": running, "arrived": self._arrived,
+                "avg_delay": avg_delay, "remaining": remaining}
+
+    async def run(self) -> None:
+        clock = self.context.clock
+        simulated = bool(getattr(clock, "simulated", False)) and hasattr(clock, "set_time")
+        speed = self.config.speed if (self.config.speed or simulated) else 1.0
+        wall0 = time.monotonic()
+        sim0: float | None = None
+        while True:
+            pending, self._pending = self._pending, {}
+            read = (self.steps + 1) % self.config.publish_every == 0
+            state = await self.context.run_blocking(self._step, pending, read)
+            self.steps += 1
+            self._steps_metric.labels(device=self.name).inc()
+            sim_time = state["time"]
+            ts = self._t0 + (sim_time - self._begin)
+            if sim0 is None:
+                sim0 = sim_time
+            if simulated and ts > clock.now():
+                clock.set_time(ts)
+            finished = (self._end is not None and sim_time >= self._end) or (
+                self._end is None and read and state["remaining"] <= 0)
+            if read:
+                await self._publish_state(ts, state)
+                if self._ack_sub is not None and not finished:
+                    await self._wait_lockstep(sim_time)
+            if speed > 0:
+                ahead = (sim_time - sim0) / speed - (time.monotonic() - wall0)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            else:
+                await asyncio.sleep(0)
+            if finished:
+                self.health.set(HealthState.OK, f"simulation finished at {sim_time:.0f} s")
+                return
+
+    async def _publish_state(self, ts: float, state: dict[str, Any]) -> None:
+        stamp = np.array([ts])
+        batches: list[Batch] = []
+        for metric, values in state["lanes"].items():
+            for lane, value in zip(self._lanes, values):
+                batches.append(Batch(f"{self.name}/lane.{point_name(lane)}.{metric}", stamp, np.array([float(value)])))
+        for key, value in (("sim.time", state["time"]), ("sim.running", state["running"]),
+                           ("sim.arrived", state["arrived"]), ("sim.avg_delay", state["avg_delay"])):
+            batches.append(Batch(f"{self.name}/{key}", stamp, np.array([float(value)])))
+        # the signal points last: a controller may treat <tls>.phase as "this step is complete"
+        for tls, (phase, held, native) in state["signals"].items():
+            key = point_name(tls)
+            batches.append(Batch(f"{self.name}/{key}.native_phase", stamp, np.array([float(native)])))
+            batches.append(Batch(f"{self.name}/{key}.phase_time", stamp, np.array([float(held)])))
+            batches.append(Batch(f"{self.name}/{key}.phase", stamp, np.array([float(phase)])))
+        await self.context.bus.publish_many(batches)
+
+    async def _wait_lockstep(self, sim_time: float) -> None:
+        """Wait until every lockstep topic has published a value >= ``sim_time`` (or time out)."""
+        waiting = set(self.config.lockstep)
+        deadline = time.monotonic() + self.config.lockstep_timeout
+        while waiting:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._lockstep_timeouts.labels(device=self.name).inc()
+                return
+            try:
+                message = await asyncio.wait_for(self._ack_sub.get(), timeout=remaining)
+            except asyncio.TimeoutError:
+                self._lockstep_timeouts.labels(device=self.name).inc()
+                return
+            if isinstance(message, Batch) and len(message) and float(message.values[-1]) + 1e-6 >= sim_time:
+                waiting.discard(message.topic)
+
+    # ---- commands
+    async def write(self, point: str, value: Any) -> Any:
+        for tls, layout in self._layouts.items():
+            if point == f"{point_name(tls)}.phase":
+                phase = int(value)
+                if float(value) != phase:
+                    raise ValueError(f"{self.name}/{point}: a phase is a whole number, got {value!r}")
+                layout.phase_kind(phase)  # raises for an index outside the table
+                self._pending[tls] = phase
+                return phase
+        raise ValueError(f"{self.name}/{point} is not writable: only <tls>.phase accepts commands")

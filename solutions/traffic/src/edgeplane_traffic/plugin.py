@@ -1,0 +1,35 @@
+"""The edgeplane-traffic plugin: the ``sumo`` connector, the ``traffic-signal`` solution,
+the ``traffic`` command group and the shipped policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeplane import hookimpl
+
+
+@hookimpl
+def edgeplane_register_commands(register: Callable[..., Any]) -> None:
+    from edgeplane_traffic.cli import traffic
+
+    register(traffic)
+
+
+@hookimpl
+def edgeplane_register_models(register: Callable[..., Any]) -> None:
+    register(Path(__file__).parent / "models")
+
+
+@hookimpl
+def edgeplane_register_connectors(register: Callable[..., Any]) -> None:
+    from edgeplane_traffic.connector import SumoConnector
+
+    register("sumo", SumoConnector)
+
+
+@hookimpl
+def edgeplane_register_solutions(register: Callable[..., Any]) -> None:
+    from edgeplane_traffic.solution import TrafficSignalSolution
+
+    register("traffic-signal", TrafficSignalSolution)

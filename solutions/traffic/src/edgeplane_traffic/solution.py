@@ -1,0 +1,245 @@
+"""The ``traffic-signal`` solution: decides one intersection's phases on the host.
+
+It reads detector and signal points from the bus (any connector that offers them: the ``sumo``
+connector here, a real signal controller's connector in the field), runs an
+:class:`~edgeplane_traffic.control.IntersectionController` (fixed-time, max-pressure or RL through
+the shared inference service's realtime class, always behind the safety shield, falling back when
+the policy is missing, late or wrong) and writes phase commands through the guarded command path,
+so every command is in the audit log with its reason (controller, shield corrections, fallback).
+
+Points it reads from ``device``: ``lane.<lane>.vehicles|halting|vehicle_length`` for the
+intersection's lanes, ``<tls>.phase_time`` and ``<tls>.phase`` (the tick: it comes last in a step).
+Points it publishes under its own name: ``wish``, ``command``, ``fallback`` (0/1),
+``interventions``, ``decision_ms``, ``ack`` (the sim time it finished, for the connector's lockstep).
+Events: ``<name>/fallback`` (kind ``fallback`` or ``recovered``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from edgeplane import Batch, Duration, HealthState, Overflow, Solution, SolutionConfig
+from edgeplane_traffic.control import IntersectionController, LaneReading
+from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_name
+from edgeplane_traffic.models import MODELS_DIR, model_name_for
+from edgeplane_traffic.nets import NAMED, resolve
+from edgeplane_traffic.shield import ShieldConfig
+
+__all__ = ["TrafficSignalConfig", "TrafficSignalSolution"]
+
+
+class TrafficSignalConfig(SolutionConfig):
+    device: str = Field(description="the device whose points describe the intersection (e.g. a sumo device)")
+    net: str = Field(description="scenario name or .net.xml (relative to the site file): the intersection's layout")
+    tls: str | None = Field(None, description="the signal id in the net (default: the first)")
+    controller: Literal["fixed", "max-pressure", "rl"] = "rl"
+    model: str | None = Field(None, description="policy name in the model registry (default: traffic-<net>)")
+    fallback: Literal["max-pressure", "fixed"] = "max-pressure"
+    decision_period: Duration = 5.0
+    deadline: Duration = Field(0.05, description="wall time the policy may take per decision; later = fallback")
+    min_green: Duration = 5.0
+    yellow: Duration = 2.0
+    all_red: Duration = 0.0
+    max_green: Duration = 50.0
+    allowed_transitions: dict[int, list[int]] | None = Field(None, description="green -> greens it may change to (default: any)")
+    command_timeout: Duration = 2.0
+
+
+class TrafficSignalSolution(Solution):
+    Config = TrafficSignalConfig
+    queue_size = 100_000
+    overflow = Overflow.BLOCK  # every step matters to the shield's clock; the connector paces itself
+
+    config: TrafficSignalConfig
+
+    def __init__(self, name: str, config: TrafficSignalConfig, context: Any):
+        super().__init__(name, config, context)
+        self.layout = self._layout()
+        self.model_name = config.model or model_name_for(self._net_name())
+        self._fault: str | None = None
+        self.controller = IntersectionController(
+            self.layout, config.controller,
+            shield=ShieldConfig(config.min_green, config.yellow, config.all_red, config.max_green,
+                                {k: tuple(v) for k, v in config.allowed_transitions.items()} if config.allowed_transitions else None),
+            decision_period=config.decision_period, deadline=config.deadline, fallback=config.fallback,
+            infer=self._infer if context.inference is not None else None,
+        )
+        self._lanes = list(dict.fromkeys([*self.layout.lanes, *self.layout.out_lanes]))
+        self._readings = {lane: LaneReading() for lane in self._lanes}
+        self._topics: dict[str, tuple[str, str]] = {}
+        for lane in self._lanes:
+            for metric in ("vehicles", "halting", "vehicle_length"):
+                self._topics[f"{config.device}/lane.{point_name(lane)}.{metric}"] = (lane, metric)
+        self._key = point_name(self.layout.tls)
+        self._phase_topic = f"{config.device}/{self._key}.phase"
+        self._phase_time_topic = f"{config.device}/{self._key}.phase_time"
+        self._sim_time_topic = f"{config.device}/sim.time"
+        self._phase_time = 0.0
+        self._sim_time = 0.0
+        self.commands_failed = 0
+        self.decision_latencies_s: list[float] = []  # observation in -> command confirmed, per decision
+        self.commanded: list[int] = []  # phases commanded and confirmed, in order (also in the audit log)
+        # (phase, when): the phase we commanded (or saw appear unbidden) and since when; a device's
+        # phase_time may lag its phase (a real controller's two points arrive separately), so the
+        # shield takes the smaller of the two: a stale count can only lengthen a phase
+        self._held_since: tuple[int, float] | None = None
+        self.last_outcome: Any = None
+        m = context.metrics
+        self._m_decisions = m.counter("edgeplane_traffic_decisions", "signal decisions by controller", ["solution", "controller"])
+        self._m_corrections = m.counter("edgeplane_traffic_shield_interventions", "wishes the shield corrected", ["solution", "rule"])
+        self._m_fallbacks = m.counter("edgeplane_traffic_fallbacks", "switches to the fallback controller", ["solution", "reason"])
+        self._m_latency = m.histogram("edgeplane_traffic_decision_seconds", "observation to command", ["solution"],
+                                      buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
+        self._m_failed = m.counter("edgeplane_traffic_command_failures", "phase commands not carried out", ["solution", "status"])
+
+    # ---- setup
+    def _net_name(self) -> str:
+        net = self.config.net
+        return net if net in NAMED else Path(net).name.replace(".net.xml", "")
+
+    def _layout(self) -> IntersectionLayout:
+        net: Any = self.config.net
+        if net not in NAMED:
+            net = Path(self.context.site_dir) / net
+        try:
+            spec = resolve(net)
+        except ValueError as e:
+            raise ValueError(f"solution {self.name!r}: {e}") from None
+        return layout_from_net(spec.net, self.config.tls)
+
+    def subscriptions(self) -> list[str]:
+        return [*self._topics, self._phase_time_topic, self._sim_time_topic, self._phase_topic]
+
+    async def start(self) -> None:
+        if self.config.controller != "rl":
+            self.health.set(HealthState.OK, f"{self.config.controller} controller")
+            return
+        self._check_policy_layout()
+        if self.context.inference is None:
+            self.health.set(HealthState.DEGRADED, "no inference section in the site: running the fallback controller")
+            return
+        try:  # load and warm the model now, not inside the first decision's deadline
+            for _ in range(5):  # the first runs pay for thread pools and allocations
+                await asyncio.wait_for(self._infer(np.zeros(self.layout.observation_size, dtype=np.float32)), timeout=30)
+            self.health.set(HealthState.OK, f"rl controller, model {self.model_name}")
+        except Exception as e:  # noqa: BLE001 - a missing model is a fallback, not a crash
+            self.health.set(HealthState.DEGRADED, f"model {self.model_name} unusable ({type(e).__name__}: {e}): fallback {self.config.fallback}")
+            self.log.warning("solution %s: model %s unusable (%s); deciding with %s until it answers",
+                             self.name, self.model_name, e, self.config.fallback)
+
+    def _check_policy_layout(self) -> None:
+        """Refuse a shipped policy trained for another layout (its observation would mean something else)."""
+        import json
+
+        folder = MODELS_DIR / self.model_name
+        metas = sorted(folder.glob("*/metadata.json")) if folder.is_dir() else []
+        if metas:
+            meta = json.loads(metas[-1].read_text())
+            if meta.get("layout_fingerprint") != self.layout.fingerprint():
+                raise ValueError(f"solution {self.name!r}: model {self.model_name} was trained on another layout than "
+                                 f"signal {self.layout.tls!r} of {self.config.net}: set model: to a policy trained for this net")
+
+    def latency_percentiles_ms(self) -> tuple[float, float]:
+        """p50 and p99 of observation-to-confirmed-command time (ms), guarded write included."""
+        if not self.decision_latencies_s:
+            return float("nan"), float("nan")
+        values = np.asarray(self.decision_latencies_s) * 1000
+        return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+    def inject_fault(self, fault: Literal["missing", "slow", "error"] | None) -> None:
+        """Make the policy unusable on purpose (demos, drills); None restores it."""
+        self._fault = fault
+
+    async def _infer(self, obs: np.ndarray) -> np.ndarray:
+        if self._fault == "missing":
+            from edgeplane.inference import ModelNotFoundError
+
+            raise ModelNotFoundError(f"model {self.model_name!r} not found (fault injected)")
+        if self._fault == "error":
+            raise RuntimeError("policy failed (fault injected)")
+        if self._fault == "slow":
+            await asyncio.sleep(self.config.deadline * 4)
+        out = await self.context.inference.infer(self.model_name, {"obs": obs.reshape(1, -1).astype(np.float32)}, priority="realtime")
+        return out["scores"][0]
+
+    # ---- the tick
+    async def on_batch(self, batch: Batch) -> None:
+        if not len(batch):
+            return
+        value = float(batch.values[-1])
+        topic = batch.topic
+        target = self._topics.get(topic)
+        if target is not None:
+            lane, metric = target
+            setattr(self._readings[lane], metric, 0.0 if np.isnan(value) else value)
+            return
+        if topic == self._phase_time_topic:
+            self._phase_time = value
+            return
+        if topic == self._sim_time_topic:
+            self._sim_time = value
+            return
+        if topic == self._phase_topic:
+            await self._tick(float(batch.ts[-1]), value)
+
+    async def _tick(self, ts: float, phase_value: float) -> None:
+        phase = int(phase_value) if not np.isnan(phase_value) else -1
+        if phase < 0:  # the signal runs its own program: nothing to decide
+            await self._ack(ts)
+            return
+        started = time.perf_counter()
+        if self._held_since is not None and self._held_since[0] != phase:
+            self._held_since = (phase, ts)  # the signal changed without our command: count from now
+        elapsed = self._phase_time
+        if self._held_since is not None:
+            elapsed = min(elapsed, ts - self._held_since[1])
+        outcome = await self.controller.tick(ts, phase, elapsed, self._readings)
+        self.last_outcome = outcome
+        for rule in outcome.corrections:
+            self._m_corrections.labels(solution=self.name, rule=rule).inc()
+        if outcome.fallback_reason:
+            self._m_fallbacks.labels(solution=self.name, reason=outcome.fallback_reason.split(" ")[0]).inc()
+            self.health.set(HealthState.DEGRADED, f"fallback {self.config.fallback}: model {outcome.fallback_reason}")
+            self.log.warning("solution %s: policy %s: %s decides until it recovers", self.name, outcome.fallback_reason,
+                             self.config.fallback)
+            await self.context.emit(f"{self.name}/fallback", "fallback",
+                                    {"reason": outcome.fallback_reason, "controller": self.config.fallback}, severity="warning")
+        if outcome.recovered:
+            self.health.set(HealthState.OK, f"rl controller, model {self.model_name} (recovered)")
+            self.log.info("solution %s: policy answers again; rl decides", self.name)
+            await self.context.emit(f"{self.name}/fallback", "recovered", {"controller": "rl"}, severity="info")
+        if outcome.command is not None and outcome.command != phase:
+            result = await self.context.command(self.config.device, f"{self._key}.phase", outcome.command,
+                                                timeout=self.config.command_timeout, reason=outcome.reason)
+            if result.ok:
+                self.commanded.append(int(outcome.command))
+                self._held_since = (int(outcome.command), ts)
+            else:
+                self.commands_failed += 1
+                self._m_failed.labels(solution=self.name, status=result.status.value).inc()
+        stamp = np.array([ts])
+        out = [Batch(f"{self.name}/command", stamp, np.array([float(outcome.command if outcome.command is not None else np.nan)]))]
+        if outcome.decided:
+            latency = time.perf_counter() - started
+            self.decision_latencies_s.append(latency)
+            self._m_decisions.labels(solution=self.name, controller=outcome.source or "").inc()
+            self._m_latency.labels(solution=self.name).observe(latency)
+            out += [
+                Batch(f"{self.name}/wish", stamp, np.array([float(outcome.wish if outcome.wish is not None else np.nan)])),
+                Batch(f"{self.name}/fallback", stamp, np.array([1.0 if self.controller.in_fallback else 0.0])),
+                Batch(f"{self.name}/interventions", stamp, np.array([float(self.controller.interventions)])),
+                Batch(f"{self.name}/decision_ms", stamp, np.array([latency * 1000])),
+            ]
+        await self.context.bus.publish_many(out)
+        await self._ack(ts)
+
+    async def _ack(self, ts: float) -> None:
+        # the sim time when a simulator reports one (its lockstep compares sim times), else the clock
+        value = self._sim_time if self.context.bus.latest(self._sim_time_topic) is not None else ts
+        await self.context.bus.publish(Batch(f"{self.name}/ack", np.array([ts]), np.array([value])))
