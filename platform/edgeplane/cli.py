@@ -52,9 +52,8 @@ def _load_with_cloud_overlay(site_path: Path, plugins: Any):
     configuration; if that no longer validates (a plugin was removed), the local file is used.
     Returns the site and the local document the overlay was merged onto.
     """
+    import copy
     import logging
-
-    import yaml
 
     from edgeplane.config import parse_site
 
@@ -63,7 +62,7 @@ def _load_with_cloud_overlay(site_path: Path, plugins: Any):
         return local, local.raw
     from edgeplane.sync.downlink import with_last_good
 
-    merged = with_last_good(yaml.safe_load(site_path.read_text()), local.store_dir() / "sync")
+    merged = with_last_good(copy.deepcopy(local.raw), local.store_dir() / "sync")
     if merged == local.raw:
         return local, local.raw
     try:
@@ -114,11 +113,10 @@ def run(ctx: click.Context, site: Path | None, http_port: int | None, log_level:
 
     With no SITE, runs the built-in default site, which needs no hardware and no network.
     """
-    from edgeplane.host import Host
-    from edgeplane.logs import configure_logging
-
     import yaml
 
+    from edgeplane.host import Host
+    from edgeplane.logs import configure_logging
     from edgeplane.plugins import Plugins
 
     site_path = site or default_site_path()
@@ -136,7 +134,7 @@ def run(ctx: click.Context, site: Path | None, http_port: int | None, log_level:
 
     def reload_site():
         fresh, host.local_site = _load_with_cloud_overlay(site_path, plugins)
-        loaded.redactor._values |= fresh.redactor._values  # new secrets are redacted too
+        loaded.redactor.merge(fresh.redactor)  # the log filter holds this one: new secrets are redacted too
         return fresh
 
     try:

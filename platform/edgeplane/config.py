@@ -328,6 +328,10 @@ class SecretRedactor:
         if value and len(value) >= 3:
             self._values.add(value)
 
+    def merge(self, other: SecretRedactor) -> None:
+        """Also redact every secret ``other`` knows (a reloaded site's new secrets)."""
+        self._values |= other._values
+
     def redact(self, text: str) -> str:
         for value in sorted(self._values, key=len, reverse=True):
             if value in text:
