@@ -203,31 +203,31 @@ async def test_cloud_end_restart_loses_nothing(broker: Broker, tmp_path: Path):
 
 _SITE_PROCESS = r"""
 import asyncio, sys, numpy as np
-from pathlib import Path
-from edgeplane import Batch, Bus, WallClock
-from edgeplane.metrics import Metrics
-from edgeplane.sync import SyncConfig, SyncService
+from edgeplane import Batch
+from edgeplane.testing import run_host
 
 async def main(url, store, produce):
-    config = SyncConfig.model_validate({"uplink": {"url": url}, "policy": [{"topics": "dev/#", "priority": "low"}],
-                                        "durability": "power"})
-    service = SyncService(config, site_id="plant-1", bus=Bus(), clock=WallClock(), metrics=Metrics(), store_dir=store)
-    await service.start()
-    i = 0
-    while produce:
-        ts = np.arange(i, i + 10, dtype=float)
-        await service.enqueue([Batch.of("dev/p", ts, ts)])  # returns once stored: acknowledged
-        i += 10
-        print(i, flush=True)
-        await asyncio.sleep(0.002)
-    while True:
-        await asyncio.sleep(1)
+    site = {"site": {"id": "plant-1"},
+            "devices": {"dev": {"connector": "memory", "points": {"p": {}}}},
+            "sync": {"uplink": {"url": url}, "policy": [{"topics": "dev/#", "priority": "low"}], "durability": "power"},
+            "store": {"path": store}}
+    async with run_host(site) as host:  # a whole host, as `edgeplane run` makes it
+        i = 0
+        while produce:
+            ts = np.arange(i, i + 10, dtype=float)
+            # what a connector does; publish returns once the sync layer's outbox has committed it
+            await host.bus.publish(Batch.of("dev/p", ts, ts))
+            i += 10
+            print(i, flush=True)
+            await asyncio.sleep(0.002)
+        while True:
+            await asyncio.sleep(1)
 
 asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] == "1"))
 """
 
 
-async def test_site_sigkilled_mid_stream_and_restarted_loses_nothing(broker: Broker, tmp_path: Path):
+async def test_host_sigkilled_mid_stream_and_restarted_loses_nothing(broker: Broker, tmp_path: Path):
     cloud = CloudServer(broker.url, tmp_path / "cloud")
     cloud.start()
     store = tmp_path / "site"
