@@ -97,6 +97,9 @@ class Context:
     site_id: str
     site_dir: Path = field(default_factory=Path.cwd)  # relative paths in config are relative to it
     inference: Any = None  # the shared inference service, when the site configures one
+    # the site's local store: `await store.put_state(key, value)` / `get_state(key)` keep small
+    # JSON state (a commissioning baseline, a learned offset) across restarts
+    store: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def publish(self, batch: Batch | Event) -> None:

@@ -254,6 +254,7 @@ class Host:
             site_id=self.site.id,
             site_dir=self.site.base_dir,
             inference=self.inference.client(name) if self.inference is not None else None,
+            store=self.store,
         )
 
     def _make_simulator(self, name: str, config: Any) -> Part | None:

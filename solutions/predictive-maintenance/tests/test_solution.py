@@ -148,3 +148,23 @@ async def test_rul_of_a_replayed_engine_falls_and_alerts_before_failure(edgeplan
         # raised while the engine still had cycles left: this is the point of a RUL model
         assert len(engine) - first.data["cycle"] >= 10
         assert first.data["rul_cycles"] < 40
+
+
+async def test_the_commissioning_baseline_survives_a_restart(edgeplane_host, plugins):
+    async with edgeplane_host(site(), plugins=plugins) as host:
+        solution = host.solution("pdm")
+        for i in range(5):  # exactly the commissioning windows
+            x = synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None, seed=i)
+            await host.bus.publish(Batch.of("sensor/vib", 1_700_000_000.0 + i + np.arange(4096) / FS, x))
+            await wait_for(lambda n=i + 1: solution.machines["m1"].windows == n, timeout=30)
+        assert solution.status()["m1"]["commissioned"]
+        center = solution.machines["m1"].baseline.center.copy()
+        for _ in range(500):  # the baseline is written to the store just after commissioning
+            if await host.store.get_state("pdm/pdm/m1/baseline") is not None:
+                break
+            await asyncio.sleep(0.01)
+    # the same store (the fixture's folder): the new host starts commissioned, with the same baseline
+    async with edgeplane_host(site(), plugins=plugins) as host:
+        restored = host.solution("pdm")
+        assert restored.status()["m1"]["commissioned"] and restored.machines["m1"].windows == 0
+        assert np.allclose(restored.machines["m1"].baseline.center, center)

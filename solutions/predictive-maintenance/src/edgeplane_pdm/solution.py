@@ -207,6 +207,19 @@ class PdmSolution(Solution):
     def subscriptions(self) -> list[str]:
         return list(self._by_topic)
 
+    def _baseline_key(self, machine: str) -> str:
+        return f"pdm/{self.name}/{machine}/baseline"
+
+    async def start(self) -> None:
+        """Restore each machine's commissioning baseline from the site's store, if it has one."""
+        if self.context.store is None:
+            return
+        for machine, state in self.machines.items():
+            saved = await self.context.store.get_state(self._baseline_key(machine))
+            if saved is not None and state.baseline is None:
+                state.baseline = Baseline.from_dict(saved)
+                self.log.info("machine %s: commissioning baseline restored from the store", machine)
+
     def status(self) -> dict[str, dict[str, Any]]:
         """Per machine: health, score, alert severity, classifier call, windows seen (for demos and tests)."""
         return {m: {"health": round(s.health, 1), "score": round(s.score, 2), "alert": s.alert.severity,
@@ -294,6 +307,9 @@ class PdmSolution(Solution):
             if len(state.baseline_rows) >= self.config.commissioning:
                 state.baseline = Baseline.fit(np.array(state.baseline_rows), floor=_SCALE_FLOOR)
                 self.log.info("machine %s commissioned: baseline of %d windows", machine, len(state.baseline_rows))
+                if self.context.store is not None:
+                    # a restart must not re-commission a machine that may have degraded since
+                    await self.context.store.put_state(self._baseline_key(machine), state.baseline.as_dict())
             await self._publish(machine, ts, feats, None, slope)
             return
         base = state.baseline
