@@ -50,3 +50,45 @@ async def test_without_inference_the_baselines_still_come(edgeplane_host, tmy):
             await wait_for(lambda: forecast.issued >= 2, timeout=30)
             assert forecast.latest["model"] is None
             assert all("p50_w" not in h and "smart_persistence_w" in h for h in forecast.latest["horizons"])
+
+
+async def test_day_ahead_through_the_inference_service_once_a_utc_day(edgeplane_host, tmp_path, tmy):
+    start = pd.Timestamp("2021-06-10 08:00", tz=TMY_LOCATION["timezone"]).timestamp()
+    async with running_plant(weather=tmy, start=start, speed=1) as (plant, ports):
+        site = plant_site(ports, poll="200ms")
+        site["inference"] = {"providers": ["cpu"], "models": str(tmp_path / "models")}
+        async with edgeplane_host(site, plugins=PLUGINS) as host:
+            forecast = host.solution("forecast")
+            events = host.bus.subscribe("forecast/forecast/day-ahead", name="test-day-ahead", overflow="drop_oldest")
+            midnight = pd.Timestamp("2021-06-12 00:00", tz="UTC").timestamp()
+            assert await forecast.issue_day_ahead(midnight) is None  # no history yet: nothing, counted
+            assert forecast.failures.labels(reason="day_ahead_no_history")._value.get() == 1
+            # two days of a plant at 60 % of its clear-sky power, as the 15-min steps would hold them
+            times = pd.date_range(end=pd.Timestamp(midnight, unit="s", tz="UTC"), periods=192, freq="15min")
+            clear = forecast.model.clearsky_ac(times)
+            for t, c in zip(times, clear):
+                forecast.day_history.append((t.timestamp(), 0.6 * float(c)))
+            data = await forecast.issue_day_ahead(midnight)
+            assert data is not None and data["model"] == "solar-day-ahead" and len(data["steps"]) == 96
+            assert data["steps"][0]["ts"] == midnight
+            for s in data["steps"]:
+                assert 0 <= s["p10_w"] <= s["p50_w"] + 1e-3 and s["p50_w"] <= s["p90_w"] + 1e-3, s
+            noon = max(data["steps"], key=lambda s: s["clearsky_w"])
+            # a steady 60 % day: tomorrow's median near 60 % of clear sky, inside the band
+            assert 0.3 * noon["clearsky_w"] < noon["p50_w"] < 1.0 * noon["clearsky_w"], noon
+            message = await asyncio.wait_for(events.get(), 5)
+            assert message.kind == "forecast" and message.topic == "forecast/forecast/day-ahead"
+
+
+async def test_the_day_ahead_forecast_is_attempted_at_utc_midnight_of_plant_time(edgeplane_host, tmp_path, tmy):
+    # 20 minutes of plant time before 00:00 UTC, 15 minutes of plant time per second
+    start = pd.Timestamp("2021-06-11 23:40", tz="UTC").timestamp()
+    async with running_plant(weather=tmy, start=start, speed=900) as (plant, ports):
+        site = plant_site(ports, poll="200ms")
+        site["inference"] = {"providers": ["cpu"], "models": str(tmp_path / "models")}
+        async with edgeplane_host(site, plugins=PLUGINS) as host:
+            forecast = host.solution("forecast")
+            tried = forecast.failures.labels(reason="day_ahead_no_history")
+            # the plant's history starts minutes before midnight: the attempt is made, and counted as lacking history
+            await wait_for(lambda: tried._value.get() >= 1, timeout=30)
+            assert forecast.latest_day_ahead is None and forecast.plant_now >= start + 20 * 60

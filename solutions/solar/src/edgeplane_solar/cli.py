@@ -48,14 +48,17 @@ def solar() -> None:
 @click.option("--start", default=reference.TRAIN[0], show_default=True)
 @click.option("--end", default=reference.TRAIN[1], show_default=True, help="Exclusive.")
 @click.option("--capacity", type=float, default=None, help="W for normalising. Default: the largest power in the training period.")
-@click.option("--epochs", default=40, show_default=True)
+@click.option("--epochs", type=int, default=None, help="Default: 40 (15 min .. 4 h), 30 (--day-ahead).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Model registry folder. Default: the plugin's shipped models.")
 @click.option("--version", "version", default=reference.MODEL_VERSION, show_default=True)
+@click.option("--day-ahead", "day_ahead", is_flag=True,
+              help="Train the day-ahead model (solar-day-ahead) instead of the 15 min .. 4 h one.")
 def train(power: Path | None, weather: Path | None, power_column: str | None, plant_file: Path | None, start: str,
-          end: str, capacity: float | None, epochs: int, seed: int, out: Path | None, version: str) -> None:
-    """Train the P10/P50/P90 forecaster (15 min .. 4 h) and add it to a model registry as ONNX."""
+          end: str, capacity: float | None, epochs: int | None, seed: int, out: Path | None, version: str,
+          day_ahead: bool) -> None:
+    """Train the P10/P50/P90 forecaster (15 min .. 4 h, or --day-ahead) and add it to a model registry as ONNX."""
     from edgeplane_solar import dataset, evaluation, training
 
     power = power or reference.default_power()
@@ -70,10 +73,14 @@ def train(power: Path | None, weather: Path | None, power_column: str | None, pl
     if span.dropna().empty:
         raise click.ClickException(f"{power}: no power between {start} and {end}")
     capacity = capacity or float(span.max())
-    data = dataset.prepare(p, w, plant, capacity, start, end)
-    net = training.fit(data, epochs=epochs, seed=seed, log=lambda m: click.echo(m, err=True))
     command = "edgeplane solar train " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 \
         else "edgeplane solar train"
+    if day_ahead:
+        _train_day_ahead(p, power, plant, capacity, start, end, epochs or 30, seed, out, version, command)
+        return
+    epochs = epochs or 40
+    data = dataset.prepare(p, w, plant, capacity, start, end)
+    net = training.fit(data, epochs=epochs, seed=seed, log=lambda m: click.echo(m, err=True))
     folder = training.save(net, out or reference.shipped_models(), version, {
         "command": command, "data": [f"{power.name} [{start}, {end})", f"{weather.name} [{start}, {end})"],
         "plant": plant.model_dump(), "capacity_w": capacity, "train_period": [start, end], "epochs": epochs, "seed": seed,
@@ -85,6 +92,26 @@ def train(power: Path | None, weather: Path | None, power_column: str | None, pl
     click.echo(f"model written to {folder}")
 
 
+def _train_day_ahead(p: Any, power: Path, plant: Any, capacity: float, start: str, end: str, epochs: int, seed: int,
+                     out: Path | None, version: str, command: str) -> None:
+    from edgeplane_solar import day_ahead
+
+    data = day_ahead.prepare(p, plant, capacity, start, end)
+    try:
+        net = day_ahead.fit(data, epochs=epochs, seed=seed, log=lambda m: click.echo(m, err=True))
+    except ValueError as e:
+        raise click.ClickException(f"{power}: {e}") from None
+    folder = day_ahead.save(net, out or reference.shipped_models(), version, {
+        "command": command, "data": [f"{power.name} [{start}, {end})"], "plant": plant.model_dump(),
+        "capacity_w": capacity, "train_period": [start, end], "epochs": epochs, "seed": seed,
+        "inputs": "no weather forecast: clear-sky power and sun at the target, yesterday's power and clear-sky index",
+    })
+    r = day_ahead.score(data, day_ahead.run_onnx(folder / "model.onnx", data.x))
+    click.echo(f"in-sample (training period), day-ahead: n {r['n']}  nRMSE {r['nrmse']:.2%}  nMAE {r['nmae']:.2%}  "
+               f"P10-P90 {r['coverage_p10_p90']:.1%}")
+    click.echo(f"model written to {folder}")
+
+
 @solar.command()
 @click.option("--power", type=click.Path(path_type=Path), default=None, help="Power file (parquet/CSV). Default: system 50.")
 @click.option("--weather", type=click.Path(path_type=Path), default=None, help="Weather file with ghi. Default: system 50 PSM3.")
@@ -93,15 +120,17 @@ def train(power: Path | None, weather: Path | None, power_column: str | None, pl
 @click.option("--lon", type=float, default=None, help="Longitude (default: the model's plant).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Model folder (default: the model shipped with the plugin).")
+@click.option("--day-ahead-model", "day_ahead_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Day-ahead model folder (default: --model's registry if it has one, else the shipped one).")
 @click.option("--horizons", default="15min,1h,4h", show_default=True,
-              help="Multiples of 15min up to 4h; 'day-ahead' adds the day-ahead baseline.")
+              help="Multiples of 15min up to 4h; 'day-ahead' adds the learned day-ahead model.")
 @click.option("--start", default=reference.TEST[0], show_default=True)
 @click.option("--end", default=reference.TEST[1], show_default=True, help="Exclusive.")
 @click.option("--capacity", type=float, default=None, help="W for normalising (default: the model's).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG of forecast vs measured.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def backtest(power: Path | None, weather: Path | None, power_column: str | None, lat: float | None, lon: float | None,
-             model_dir: Path | None, horizons: str, start: str, end: str, capacity: float | None, plot: Path | None,
+             model_dir: Path | None, day_ahead_dir: Path | None, horizons: str, start: str, end: str, capacity: float | None, plot: Path | None,
              as_json: bool) -> None:
     """Score the forecaster against persistence and smart persistence on a test period."""
     from edgeplane_solar import dataset, evaluation, training
@@ -140,16 +169,45 @@ def backtest(power: Path | None, weather: Path | None, power_column: str | None,
     if labels:
         click.echo(evaluation.table(results))
     if day_ahead:
-        d = evaluation.score_day_ahead(data)
-        click.echo(f"day-ahead (baseline: yesterday's clear-sky index x today's clear-sky power; no weather forecast): "
-                   f"n {d['n']}  nRMSE {d['nrmse']:.2%}  nMAE {d['nmae']:.2%}  "
-                   f"skill vs 24 h persistence {d['skill_persistence_24h']:.3f} (its nRMSE {d['nrmse_persistence_24h']:.2%})")
+        d = _score_day_ahead(p, plant, capacity, start, end, day_ahead_dir, model_dir)
         summary["day-ahead"] = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in d.items()}
     if plot is not None and labels:
         evaluation.plot(data, q, "1h" if "1h" in labels else labels[0], plot)
         click.echo(f"plot written to {plot}")
     if as_json:
         click.echo(json.dumps(summary))
+
+
+def _score_day_ahead(p: Any, plant: Any, capacity: float, start: str, end: str, day_ahead_dir: Path | None,
+                     model_dir: Path | None) -> dict[str, Any]:
+    """Score the learned day-ahead model (or, when none is found, the daily-index baseline) and print a line."""
+    from edgeplane_solar import day_ahead, training
+
+    candidates = [day_ahead_dir] if day_ahead_dir is not None else [model_dir, reference.shipped_models()]
+    folder = None
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        try:
+            folder = training.resolve_model_folder(candidate, day_ahead.MODEL_NAME)
+            if (folder / "model.onnx").exists() and folder.parent.name == day_ahead.MODEL_NAME:
+                break
+            folder = None
+        except FileNotFoundError:
+            if day_ahead_dir is not None:
+                raise click.ClickException(f"{day_ahead_dir}: no {day_ahead.MODEL_NAME} model here; train one with "
+                                           "'edgeplane solar train --day-ahead'") from None
+    data = day_ahead.prepare(p, plant, capacity, start, end)
+    q = day_ahead.run_onnx(folder / "model.onnx", data.x) if folder is not None else None
+    d = day_ahead.score(data, q)
+    what = f"model {folder}" if folder is not None else "no day-ahead model found: the daily-index baseline"
+    cover = f"  P10-P90 {d['coverage_p10_p90']:.1%}" if q is not None else ""
+    click.echo(f"day-ahead ({what}; issued at 00:00 UTC for the UTC day, no weather forecast): n {d['n']}  "
+               f"nRMSE {d['nrmse']:.2%}  nMAE {d['nmae']:.2%}  skill vs 24 h persistence {d['skill_persistence']:.3f} "
+               f"(its nRMSE {d['nrmse_persistence']:.2%})  vs smart persistence {d['skill_smart_persistence']:.3f} "
+               f"(its nRMSE {d['nrmse_smart_persistence']:.2%})  vs daily-index baseline {d['skill_daily_index']:.3f} "
+               f"(its nRMSE {d['nrmse_daily_index']:.2%}){cover}")
+    return d
 
 
 @solar.command()

@@ -55,35 +55,6 @@ def score(data: Prepared, quantiles: np.ndarray | None, horizons: list[str]) -> 
     return results
 
 
-DAY = 96  # 15-min steps
-
-
-def score_day_ahead(data: Prepared) -> dict[str, float]:
-    """A day-ahead baseline: each day's clear-sky power scaled by the previous day's clear-sky index.
-
-    No weather forecast is in the data, so this is a baseline, not a learned model; it is scored
-    against 24-hour persistence (yesterday's power at the same time) on daylight points.
-    """
-    p, cs, up = data.power, data.clearsky, data.sun_up
-    days = len(p) // DAY
-    p_days = p[: days * DAY].reshape(days, DAY)
-    cs_days = cs[: days * DAY].reshape(days, DAY)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        k_day = np.nansum(p_days, axis=1) / np.where(np.isfinite(p_days), cs_days, 0.0).sum(axis=1)
-    k_day[~np.isfinite(k_day) | (np.isfinite(p_days).sum(axis=1) < DAY // 2)] = np.nan
-    forecast = np.full(days * DAY, np.nan)
-    forecast[DAY:] = (np.clip(k_day[:-1], 0, features.K_MAX)[:, None] * cs_days[1:]).ravel()
-    persistence = np.full(days * DAY, np.nan)
-    persistence[DAY:] = p[: (days - 1) * DAY]
-    y = p[: days * DAY]
-    rows = up[: days * DAY] & np.isfinite(y) & np.isfinite(forecast) & np.isfinite(persistence)
-    e_f, e_p = forecast[rows] - y[rows], persistence[rows] - y[rows]
-    rmse, rmse_p = float(np.sqrt(np.mean(e_f**2))), float(np.sqrt(np.mean(e_p**2)))
-    return {"n": int(rows.sum()), "nrmse": rmse, "nmae": float(np.mean(np.abs(e_f))),
-            "nrmse_persistence_24h": rmse_p, "nmae_persistence_24h": float(np.mean(np.abs(e_p))),
-            "skill_persistence_24h": 1 - rmse / rmse_p}
-
-
 def table(results: dict[str, dict[str, float]]) -> str:
     head = (f"{'horizon':>8} {'n':>6} {'nRMSE':>7} {'nMAE':>7} {'skill/pers':>10} {'skill/smart':>11} "
             f"{'nRMSE pers':>10} {'nRMSE smart':>11} {'nMAE pers':>9} {'nMAE smart':>10} {'P10-P90':>8}")

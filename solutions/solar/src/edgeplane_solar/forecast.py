@@ -6,7 +6,9 @@ At the end of each step the solution builds the same features as training
 (:mod:`edgeplane_solar.features`), asks the shared inference service for the model's quantiles
 and emits a ``forecast`` event on ``forecast/<name>`` with, per horizon, P10/P50/P90 (W),
 persistence and smart persistence. Without an inference service, or when the model fails, the
-event carries the baselines only (and the failure is counted).
+event carries the baselines only (and the failure is counted). Once a day, at 00:00 UTC of plant
+time, the day-ahead model (:mod:`edgeplane_solar.day_ahead`) forecasts each 15-min step of that UTC
+day from the previous day's steps, on ``forecast/<name>/day-ahead``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from pydantic import Field
 
 from edgeplane import Batch, Quality, Solution, SolutionConfig
 
-from edgeplane_solar import features
+from edgeplane_solar import day_ahead, features
 from edgeplane_solar.plant import PlantConfig, PlantModel
 
 STEP_S = features.STEP.total_seconds()
+DAY_S = 86400.0
 
 
 class ForecastConfig(SolutionConfig):
@@ -32,6 +35,8 @@ class ForecastConfig(SolutionConfig):
     model: str | None = Field("solar-forecast", description="model name in the inference registry; null: baselines only")
     capacity_kw: float | None = Field(None, gt=0, description="capacity the model's output is scaled by (default: AC nameplate)")
     report: list[str] = Field(default_factory=lambda: ["15min", "1h", "4h"], description="horizons in the log line")
+    day_ahead_model: str | None = Field("solar-day-ahead", description="day-ahead model in the inference registry, "
+                                        "run once a day at 00:00 UTC of plant time; null: no day-ahead forecast")
 
 
 class ForecastSolution(Solution):
@@ -50,6 +55,9 @@ class ForecastSolution(Solution):
         self.bucket: int | None = None
         self.samples: list[float] = []
         self.history: deque[tuple[float, float]] = deque(maxlen=features.LAGS)
+        # two UTC days of 15-min steps: the day-ahead model's inputs
+        self.day_history: deque[tuple[float, float]] = deque(maxlen=2 * day_ahead.DAY)
+        self.latest_day_ahead: dict[str, Any] | None = None
         self.latest: dict[str, Any] | None = None
         self.issued = 0
         self.failures = context.metrics.counter("edgeplane_solar_forecast_model_failures_total",
@@ -98,9 +106,13 @@ class ForecastSolution(Solution):
         # steps with no reading at all are gaps, as in the training data
         for missing in range(self.bucket + 1, index):
             self.history.append(((missing) * STEP_S, math.nan))
+            self.day_history.append(((missing) * STEP_S, math.nan))
         self.history.append((end, mean))
+        self.day_history.append((end, mean))
         self.bucket = index
         await self.issue(end)
+        if self.config.day_ahead_model and end % DAY_S == 0:
+            await self.issue_day_ahead(end)
 
     def features_at(self, issue_ts: float) -> tuple[np.ndarray, features.FeatureFrame]:
         """The feature row for an issue time, from the last steps' plant power."""
@@ -148,6 +160,49 @@ class ForecastSolution(Solution):
         self.issued += 1
         await self.context.emit(f"forecast/{self.name}", "forecast", data)
         return data
+
+    def day_ahead_at(self, issue_ts: float) -> day_ahead.DayAheadData:
+        """Day-ahead feature rows for the UTC day starting at ``issue_ts`` from the last two days' steps."""
+        day0 = pd.Timestamp(issue_ts, unit="s", tz="UTC").normalize()
+        times = pd.date_range(day0 - pd.Timedelta(days=2), periods=3 * day_ahead.DAY, freq=features.STEP)
+        by_label = {ts: v for ts, v in self.day_history}
+        first = times[0].timestamp()
+        # a step labelled at its end: label t is the average of (t - 15 min, t], known at t
+        p = np.array([by_label.get(first + i * STEP_S, math.nan) if i < 2 * day_ahead.DAY else math.nan
+                      for i in range(len(times))]) / self.capacity_w
+        cs = self.model.clearsky_ac(times) / self.capacity_w
+        elevation = 90 - self.model.solar_position(times)["zenith"].to_numpy()
+        return day_ahead.build(times, p, cs, elevation, self.config.plant.location.lon)
+
+    async def issue_day_ahead(self, issue_ts: float) -> dict[str, Any] | None:
+        """P10/P50/P90 for each 15-min step of the UTC day starting at ``issue_ts``, on ``forecast/<name>/day-ahead``.
+
+        Needs the previous day's power (half a day of steps at least) and the inference service;
+        otherwise nothing is emitted and the reason is counted.
+        """
+        data = await self.context.run_blocking(self.day_ahead_at, issue_ts)
+        if not data.valid.all():
+            self.failures.labels(reason="day_ahead_no_history").inc()
+            return None
+        if self.context.inference is None:
+            self.failures.labels(reason="no_inference_service").inc()
+            return None
+        try:
+            out = await self.context.inference.infer(self.config.day_ahead_model, {"features": data.x}, priority="bulk")
+            q = np.asarray(out["quantiles"])
+        except Exception as e:  # noqa: BLE001 - a failed day-ahead forecast is skipped, counted
+            self.failures.labels(reason=f"day_ahead_{type(e).__name__}").inc()
+            self.log.warning("forecast: day-ahead model %s failed (%s)", self.config.day_ahead_model, e)
+            return None
+        steps = [{"ts": float(t.timestamp()), "p10_w": float(q[i, 0] * self.capacity_w),
+                  "p50_w": float(q[i, 1] * self.capacity_w), "p90_w": float(q[i, 2] * self.capacity_w),
+                  "clearsky_w": float(data.x[i, day_ahead.CLEARSKY_COLUMN] * self.capacity_w)}
+                 for i, t in enumerate(data.times)]
+        result = {"issued_at": issue_ts, "capacity_w": self.capacity_w, "model": self.config.day_ahead_model,
+                  "steps": steps}
+        self.latest_day_ahead = result
+        await self.context.emit(f"forecast/{self.name}/day-ahead", "forecast", result)
+        return result
 
     @property
     def state(self) -> dict[str, Any]:

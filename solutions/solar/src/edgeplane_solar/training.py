@@ -119,16 +119,16 @@ def read_provenance(folder: Path) -> dict[str, Any]:
     return manifest.get("provenance") or {}
 
 
-def resolve_model_folder(path: Path) -> Path:
-    """``path`` may be a version folder, a model folder (newest version) or a registry root."""
+def resolve_model_folder(path: Path, name: str = MODEL_NAME) -> Path:
+    """``path`` may be a version folder, a model folder (newest version) or a registry root holding ``name``."""
     from edgeplane.inference.registry import version_key
 
     if (path / "manifest.json").exists():
         return path
-    if (path / MODEL_NAME).is_dir():
-        path = path / MODEL_NAME
+    if (path / name).is_dir():
+        path = path / name
     versions = sorted((p for p in path.iterdir() if (p / "manifest.json").exists()), key=lambda p: version_key(p.name)) \
         if path.is_dir() else []
     if not versions:
-        raise FileNotFoundError(f"{path}: no {MODEL_NAME} model here; give a folder with manifest.json and model.onnx")
+        raise FileNotFoundError(f"{path}: no {name} model here; give a folder with manifest.json and model.onnx")
     return versions[-1]

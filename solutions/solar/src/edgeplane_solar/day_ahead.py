@@ -1,0 +1,244 @@
+"""The learned day-ahead forecast: P10/P50/P90 of every 15-min step of a UTC day, issued at its start.
+
+The forecast for UTC day ``D`` is issued at ``D 00:00 UTC`` (17:00 in Golden CO, after most of
+the day's sun) from what is known then: the previous UTC day's measured power. No weather
+forecast is an input (the data holds none), so the model learns how a day's clear-sky index
+follows from yesterday's: the plant's clear-sky power and the sun's position at the target time,
+the time of year, yesterday's power and clear-sky index at the same time, yesterday's and the day
+before's daily index, yesterday's variability, its last daylight hours and its share of clear
+steps, plus the two baselines (yesterday's daily index and yesterday's index at the same time,
+each times the target's clear-sky power).
+
+The ONNX model takes ``features`` (N, N_FEATURES) float32, one row per target step, and returns
+``quantiles`` (N, 3) float32 (P10, P50, P90 of power over capacity, ordered by construction).
+Training (torch) is training-only, like :mod:`edgeplane_solar.training`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edgeplane_solar import features
+from edgeplane_solar.plant import PlantConfig, PlantModel
+
+MODEL_NAME = "solar-day-ahead"
+DAY = 96  # 15-min steps in a day
+N_FEATURES = 15
+BASELINE_COLUMN = 13  # yesterday's daily index x clear-sky power
+SMART_COLUMN = 14  # yesterday's index at the same time x clear-sky power
+CLEARSKY_COLUMN = 0
+
+
+@dataclass
+class DayAheadData:
+    times: pd.DatetimeIndex  # target times (UTC, whole days)
+    x: np.ndarray  # (n, N_FEATURES) float32
+    target: np.ndarray  # (n,) measured normalised power, NaN where unknown
+    persistence: np.ndarray  # (n,) yesterday's power at the same time
+    smart_persistence: np.ndarray  # (n,) yesterday's index at the same time x clear-sky power
+    baseline: np.ndarray  # (n,) yesterday's daily index x clear-sky power
+    daylight: np.ndarray  # (n,) sun above 5 degrees at the target
+    valid: np.ndarray  # (n,) yesterday's inputs are complete enough (half a day of data)
+
+
+def _day_stats(p: np.ndarray, cs: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Per day (rows of DAY steps): daily index, index std, last 3 daylight hours' index, clear share, data share."""
+    days = len(p) // DAY
+    out = np.full((days, 5), np.nan)
+    for d in range(days):
+        s = slice(d * DAY, (d + 1) * DAY)
+        pd_, cs_, k_ = p[s], cs[s], k[s]
+        have = np.isfinite(pd_)
+        sun = (cs_ > features.LOW_SUN) & have
+        share = have.sum() / DAY
+        if share < 0.5 or sun.sum() < 4:
+            out[d, 4] = share
+            continue
+        k_day = np.nansum(pd_[have]) / max(cs_[have].sum(), 1e-6)
+        ks = k_[sun]
+        out[d] = (np.clip(k_day, 0, features.K_MAX), ks.std(), ks[-12:].mean(), (ks > 0.8).mean(), share)
+    return out
+
+
+def build(times: pd.DatetimeIndex, power_norm: np.ndarray, clearsky_norm: np.ndarray, elevation: np.ndarray,
+          lon: float) -> DayAheadData:
+    """Rows for every target in ``times`` after its first two days.
+
+    ``times`` is a regular 15-min UTC grid starting at midnight, whole days; ``power_norm``,
+    ``clearsky_norm`` and ``elevation`` (degrees) are on it. The first two days are history only.
+    """
+    p = np.asarray(power_norm, float)
+    cs = np.asarray(clearsky_norm, float)
+    k = features.clear_sky_index(p, cs)
+    stats = _day_stats(p, cs, k)
+    days = len(p) // DAY
+    n = (days - 2) * DAY
+    t = slice(2 * DAY, days * DAY)
+    y_ = slice(DAY, (days - 1) * DAY)  # yesterday, same time
+    day_index = np.arange(2, days).repeat(DAY)
+    yday, dby = stats[day_index - 1], stats[day_index - 2]
+    k_day = yday[:, 0]
+    valid = np.isfinite(k_day)
+    k_day0 = np.nan_to_num(k_day, nan=1.0)
+    k_dby = np.where(np.isfinite(dby[:, 0]), dby[:, 0], k_day0)
+    k_y = np.where(np.isfinite(p[y_]), k[y_], k_day0)
+    cs_t = cs[t]
+    tt = times[t]
+    solar_hour = (tt.hour + tt.minute / 60.0 + lon / 15.0).to_numpy() % 24
+    doy = tt.day_of_year.to_numpy()
+    persistence = np.nan_to_num(p[y_])
+    smart = k_y * cs_t
+    baseline = k_day0 * cs_t
+    x = np.column_stack([
+        cs_t, np.sin(np.radians(elevation[t])),
+        np.sin(2 * np.pi * solar_hour / 24), np.cos(2 * np.pi * solar_hour / 24),
+        np.sin(2 * np.pi * doy / 365.25), np.cos(2 * np.pi * doy / 365.25),
+        persistence, k_y, k_day0, k_dby, np.nan_to_num(yday[:, 1]), np.nan_to_num(yday[:, 2], nan=1.0),
+        np.nan_to_num(yday[:, 3], nan=0.5), baseline, smart,
+    ]).astype(np.float32)
+    assert x.shape[1] == N_FEATURES
+    return DayAheadData(tt, x, p[t], persistence, smart, baseline, elevation[t] > 5, valid)
+
+
+def prepare(power: pd.Series, plant: PlantConfig, capacity_w: float, start: str | pd.Timestamp,
+            end: str | pd.Timestamp) -> DayAheadData:
+    """Day-ahead rows for target days in [start, end) (UTC midnights); reads the two days before ``start``."""
+    start = _utc(start).normalize()
+    end = _utc(end).normalize()
+    model = PlantModel(plant)
+    times = pd.date_range(start - pd.Timedelta(days=2), end, freq=features.STEP, inclusive="left")
+    p = power[~power.index.duplicated()].reindex(times).to_numpy() / capacity_w
+    cs = model.clearsky_ac(times) / capacity_w
+    elevation = 90 - model.solar_position(times)["zenith"].to_numpy()
+    return build(times, p, cs, elevation, plant.location.lon)
+
+
+def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+
+def _network(mean: np.ndarray, std: np.ndarray, hidden: int) -> Any:
+    import torch
+    from torch import nn
+
+    class DayAheadForecaster(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+            self.body = nn.Sequential(nn.Linear(N_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                      nn.Linear(hidden, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.body((x - self.mean) / self.std)
+            clearsky = x[:, CLEARSKY_COLUMN:CLEARSKY_COLUMN + 1]
+            # a clear-sky index in clear-sky units keeps the output in scale across seasons
+            p50 = clearsky * out[:, 1:2] + x[:, BASELINE_COLUMN:BASELINE_COLUMN + 1]
+            p10 = p50 - clearsky * nn.functional.softplus(out[:, 0:1])
+            p90 = p50 + clearsky * nn.functional.softplus(out[:, 2:3])
+            sun = (clearsky > 0).to(x.dtype)
+            return torch.relu(torch.cat([p10, p50, p90], dim=1)) * sun
+
+    return DayAheadForecaster()
+
+
+def fit(data: DayAheadData, *, epochs: int = 30, hidden: int = 8, seed: int = 0, log: Any = print) -> Any:
+    """Train with the pinball loss on daylight rows whose inputs are complete; returns the torch module."""
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    rows = data.valid & data.daylight & np.isfinite(data.target)
+    x, y = data.x[rows], data.target[rows]
+    if len(x) < 100:
+        raise ValueError(f"only {len(x)} usable day-ahead training rows: give a longer period with power data")
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-3
+    net = _network(mean, std, hidden)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-5)
+    q = torch.tensor(features.QUANTILES, dtype=torch.float32)
+    xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    for epoch in range(epochs):
+        perm = torch.randperm(len(xt))
+        total = 0.0
+        for i in range(0, len(xt), 256):
+            b = perm[i:i + 256]
+            err = yt[b].unsqueeze(-1) - net(xt[b])
+            loss = torch.maximum(q * err, (q - 1) * err).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        if epoch % 10 == 0 or epoch == epochs - 1:
+            log(f"day-ahead epoch {epoch + 1}/{epochs}: pinball {total / len(xt):.5f}")
+    net.eval()
+    return net
+
+
+def export_onnx(net: Any, path: Path) -> Path:
+    """Write ``net`` as ONNX with IR version 9 (onnxruntime 1.31 refuses newer)."""
+    import onnx
+    import torch
+
+    torch.onnx.export(net, (torch.zeros(2, N_FEATURES),), str(path), input_names=["features"], output_names=["quantiles"],
+                      dynamic_axes={"features": {0: "batch"}, "quantiles": {0: "batch"}}, opset_version=17, dynamo=False)
+    model = onnx.load(str(path))
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def save(net: Any, registry_root: Path, version: str, provenance: dict[str, Any], replace: bool = True) -> Path:
+    """Export and add to the model registry at ``registry_root`` as ``solar-day-ahead/<version>``."""
+    from edgeplane.inference.manifest import Provenance
+    from edgeplane.inference.registry import ModelRegistry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(net, Path(tmp) / "model.onnx")
+        ModelRegistry(registry_root).add(onnx_path, MODEL_NAME, version, Provenance(**provenance), replace=replace)
+    return registry_root / MODEL_NAME / version
+
+
+def run_onnx(model_file: Path, x: np.ndarray) -> np.ndarray:
+    """Quantiles (n, 3) for feature rows ``x`` on CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    out = [session.run(["quantiles"], {"features": x[i:i + 8192]})[0] for i in range(0, len(x), 8192)]
+    return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
+
+
+def score(data: DayAheadData, quantiles: np.ndarray | None) -> dict[str, float]:
+    """nRMSE/nMAE of P50 (or of the daily-index baseline without a model), against 24 h persistence and
+    smart persistence (yesterday's index at the same time), P10-P90 coverage; all on the same daylight rows."""
+    rows = data.valid & data.daylight & np.isfinite(data.target)
+    y = data.target[rows]
+
+    def errors(pred: np.ndarray) -> tuple[float, float]:
+        e = pred[rows] - y
+        return float(np.sqrt(np.mean(e**2))), float(np.mean(np.abs(e)))
+
+    rmse_p, mae_p = errors(data.persistence)
+    rmse_sp, mae_sp = errors(data.smart_persistence)
+    rmse_b, mae_b = errors(data.baseline)
+    out = {"n": int(rows.sum()), "nrmse_persistence": rmse_p, "nmae_persistence": mae_p,
+           "nrmse_smart_persistence": rmse_sp, "nmae_smart_persistence": mae_sp,
+           "nrmse_daily_index": rmse_b, "nmae_daily_index": mae_b}
+    if quantiles is not None:
+        rmse, mae = errors(quantiles[:, 1])
+        inside = (quantiles[rows, 0] <= y) & (y <= quantiles[rows, 2])
+        out.update(nrmse=rmse, nmae=mae, coverage_p10_p90=float(inside.mean()))
+    else:
+        rmse, mae = rmse_b, mae_b
+        out.update(nrmse=rmse, nmae=mae)
+    out.update(skill_persistence=1 - rmse / rmse_p, skill_smart_persistence=1 - rmse / rmse_sp,
+               skill_daily_index=1 - rmse / rmse_b)
+    return out

@@ -1,0 +1,76 @@
+"""The learned day-ahead model: the shipped ONNX loads and gives ordered quantiles on real 2012 rows,
+the backtest reports it with the same keys as the other horizons, and ``train --day-ahead`` works."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from edgeplane_solar import dataset, day_ahead, reference, training
+from edgeplane_solar.cli import solar
+
+
+def _shipped():
+    return training.resolve_model_folder(reference.shipped_models(), day_ahead.MODEL_NAME)
+
+
+def test_the_shipped_day_ahead_model_loads_and_its_quantiles_are_ordered():
+    import onnx
+    import onnxruntime as ort
+
+    folder = _shipped()
+    model_file = folder / "model.onnx"
+    assert onnx.load(str(model_file)).ir_version == 9 and model_file.stat().st_size < 200_000
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["features"]
+    prov = training.read_provenance(folder)
+    assert prov["train_period"] == ["2011-01-01", "2012-01-01"] and "--day-ahead" in prov["command"]
+    power = dataset.load_power(reference.default_power())
+    data = day_ahead.prepare(power, reference.SYSTEM_50, prov["capacity_w"], "2012-06-01", "2012-06-15")
+    assert data.x.shape == (14 * day_ahead.DAY, day_ahead.N_FEATURES)
+    q = session.run(["quantiles"], {"features": data.x})[0]
+    assert q.shape == (len(data.x), 3) and np.isfinite(q).all()
+    assert (q[:, 0] <= q[:, 1] + 1e-6).all() and (q[:, 1] <= q[:, 2] + 1e-6).all() and (q >= 0).all()
+    # no power at night, some at noon
+    night = data.x[:, day_ahead.CLEARSKY_COLUMN] == 0
+    assert night.any() and (q[night] == 0).all() and q[:, 1].max() > 0.3
+
+
+def test_no_future_power_in_the_day_ahead_features():
+    power = dataset.load_power(reference.default_power())
+    cap = 3143.0
+    a = day_ahead.prepare(power, reference.SYSTEM_50, cap, "2012-06-10", "2012-06-11")
+    changed = power.copy()
+    day = (changed.index >= "2012-06-10") & (changed.index < "2012-06-11 00:00")
+    changed[day] = 0.0  # the target day's own power must not reach its features
+    b = day_ahead.prepare(changed, reference.SYSTEM_50, cap, "2012-06-10", "2012-06-11")
+    assert np.array_equal(a.x, b.x) and not np.array_equal(np.nan_to_num(a.target), np.nan_to_num(b.target))
+
+
+def test_backtest_reports_the_learned_day_ahead_model():
+    result = CliRunner().invoke(solar, ["backtest", "--horizons", "1h,day-ahead", "--start", "2012-06-01",
+                                        "--end", "2012-07-01", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    da = figures["day-ahead"]
+    assert set(figures["1h"]) <= set(da)  # the same keys as the intraday horizons, coverage included
+    assert {"coverage_p10_p90", "skill_persistence", "skill_smart_persistence", "nrmse_daily_index"} <= set(da)
+    assert da["n"] > 800 and 0 < da["nmae"] < da["nrmse"] < 0.5 and 0.5 < da["coverage_p10_p90"] <= 1
+    assert "solar-day-ahead" in result.output
+
+
+def test_train_day_ahead_smoke_writes_a_loadable_model(tmp_path):
+    out = tmp_path / "models"
+    result = CliRunner().invoke(solar, ["train", "--day-ahead", "--start", "2011-06-01", "--end", "2011-06-20",
+                                        "--epochs", "1", "--out", str(out), "--version", "3"])
+    assert result.exit_code == 0, result.output
+    folder = out / "solar-day-ahead" / "3"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["provenance"]["epochs"] == 1 and manifest["inputs"][0]["shape"][1] == day_ahead.N_FEATURES
+    result = CliRunner().invoke(solar, ["backtest", "--day-ahead-model", str(out), "--horizons", "day-ahead",
+                                        "--start", "2012-06-01", "--end", "2012-06-08", "--json"])
+    assert result.exit_code == 0, result.output
+    assert str(folder) in result.output
+    assert set(json.loads(result.output.strip().splitlines()[-1])) == {"day-ahead"}
