@@ -16,7 +16,6 @@ Training (torch) is training-only, like :mod:`edgeplane_solar.training`.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,28 +180,11 @@ def fit(data: DayAheadData, *, epochs: int = 30, hidden: int = 8, seed: int = 0,
     return net
 
 
-def export_onnx(net: Any, path: Path) -> Path:
-    """Write ``net`` as ONNX with IR version 9 (onnxruntime 1.31 refuses newer)."""
-    import onnx
-    import torch
-
-    torch.onnx.export(net, (torch.zeros(2, N_FEATURES),), str(path), input_names=["features"], output_names=["quantiles"],
-                      dynamic_axes={"features": {0: "batch"}, "quantiles": {0: "batch"}}, opset_version=17, dynamo=False)
-    model = onnx.load(str(path))
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
-
-
 def save(net: Any, registry_root: Path, version: str, provenance: dict[str, Any], replace: bool = True) -> Path:
     """Export and add to the model registry at ``registry_root`` as ``solar-day-ahead/<version>``."""
-    from edgeplane.inference.manifest import Provenance
-    from edgeplane.inference.registry import ModelRegistry
+    from edgeplane_solar import training
 
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(net, Path(tmp) / "model.onnx")
-        ModelRegistry(registry_root).add(onnx_path, MODEL_NAME, version, Provenance(**provenance), replace=replace)
-    return registry_root / MODEL_NAME / version
+    return training.save(net, registry_root, version, provenance, replace, name=MODEL_NAME, n_features=N_FEATURES)
 
 
 def run_onnx(model_file: Path, x: np.ndarray) -> np.ndarray:

@@ -86,12 +86,13 @@ def fit(data: Prepared, *, epochs: int = 40, hidden: int = 64, seed: int = 0, lo
     return net
 
 
-def export_onnx(net: Any, path: Path) -> Path:
-    """Write ``net`` as ONNX with IR version 9 (onnxruntime 1.31 refuses newer)."""
+def export_onnx(net: Any, path: Path, n_features: int = features.N_FEATURES) -> Path:
+    """Write ``net`` (``features`` in, ``quantiles`` out) as ONNX with IR version 9
+    (onnxruntime 1.31 refuses newer)."""
     import onnx
     import torch
 
-    dummy = torch.zeros(2, features.N_FEATURES)
+    dummy = torch.zeros(2, n_features)
     torch.onnx.export(net, (dummy,), str(path), input_names=["features"], output_names=["quantiles"],
                       dynamic_axes={"features": {0: "batch"}, "quantiles": {0: "batch"}}, opset_version=17,
                       dynamo=False)
@@ -101,16 +102,16 @@ def export_onnx(net: Any, path: Path) -> Path:
     return path
 
 
-def save(net: Any, registry_root: Path, version: str, provenance: dict[str, Any], replace: bool = True) -> Path:
-    """Export and add to the model registry at ``registry_root`` as ``solar-forecast/<version>``."""
+def save(net: Any, registry_root: Path, version: str, provenance: dict[str, Any], replace: bool = True, *,
+         name: str = MODEL_NAME, n_features: int = features.N_FEATURES) -> Path:
+    """Export and add to the model registry at ``registry_root`` as ``<name>/<version>``."""
     from edgeplane.inference.manifest import Provenance
     from edgeplane.inference.registry import ModelRegistry
 
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(net, Path(tmp) / "model.onnx")
-        ModelRegistry(registry_root).add(onnx_path, MODEL_NAME, version, Provenance(**provenance), replace=replace)
-    folder = registry_root / MODEL_NAME / version
-    return folder
+        onnx_path = export_onnx(net, Path(tmp) / "model.onnx", n_features)
+        ModelRegistry(registry_root).add(onnx_path, name, version, Provenance(**provenance), replace=replace)
+    return registry_root / name / version
 
 
 def read_provenance(folder: Path) -> dict[str, Any]:
