@@ -9,6 +9,12 @@ An **envelope** is one uplink message: ``b"EPS" | version (1) | codec (1) | comp
 the body is ``uint32 index length | index JSON | blocks``. The index names the site and, for
 every record, ``[stream, seq, kind, priority, readings, block length, created]``: the cloud end
 drops a record whose ``(site, stream, seq)`` it already stored.
+
+Decoding is bounded, because the cloud end reads what sites send and a site is not trusted: an
+envelope above :data:`MAX_ENVELOPE_BYTES` is refused unread, decompression stops at
+:data:`MAX_BODY_BYTES` (a 12.8 kB zstd bomb must not inflate to 400 MB), and every index and
+block is checked for shape and length. Whatever is wrong, :func:`decode_envelope` and
+:func:`decode_block` raise :class:`EnvelopeError` and nothing else.
 """
 
 from __future__ import annotations
@@ -21,11 +27,15 @@ from typing import Any
 import numpy as np
 
 from edgeplane.bus import Batch, Event
+from edgeplane.errors import EdgeplaneError
 
 __all__ = [
     "ENVELOPE_VERSION",
     "Envelope",
     "EnvelopeError",
+    "MAX_BODY_BYTES",
+    "MAX_ENVELOPE_BYTES",
+    "MAX_RECORDS",
     "Record",
     "compress",
     "decode_block",
@@ -47,8 +57,15 @@ RAW, RAW_JSON, AGGREGATE, EVENTS = 1, 2, 3, 4
 KIND_NAMES = {RAW: "raw", RAW_JSON: "raw", AGGREGATE: "aggregate", EVENTS: "events"}
 
 
-class EnvelopeError(ValueError):
-    """An uplink message is not a valid envelope (wrong magic, version, codec or index)."""
+# A site sends envelopes of ``uplink.max_envelope_bytes`` (default 256 kB, uncompressed): these
+# caps leave a wide margin for sites configured larger and still bound what one message costs.
+MAX_ENVELOPE_BYTES = 16_000_000  # compressed, as received
+MAX_BODY_BYTES = 64_000_000  # decompressed
+MAX_RECORDS = 100_000  # records in one envelope
+
+
+class EnvelopeError(EdgeplaneError, ValueError):
+    """An uplink message is not a valid envelope (wrong magic, version, codec, size, index or block)."""
 
 
 def _shuffle(column: np.ndarray) -> bytes:
@@ -119,10 +136,27 @@ def _jsonable(value: Any) -> Any:
 def decode_block(block: bytes) -> dict[str, Any]:
     """A block as plain data: ``{"kind": "raw", "ts": [...], "values": [...], "quality": [...]}``,
     ``{"kind": "aggregate", "window": s, "ts": [...], "stats": {name: [...]}}`` or
-    ``{"kind": "events", "events": [...]}``."""
+    ``{"kind": "events", "events": [...]}``. Raises :class:`EnvelopeError` when it is not one."""
+    try:
+        return _decode_block(block)
+    except EnvelopeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any parse failure of hostile bytes is a bad block
+        raise EnvelopeError(f"corrupt block: {type(e).__name__}: {e}") from None
+
+
+def _need(block: bytes, size: int, what: str) -> None:
+    if len(block) != size:
+        raise EnvelopeError(f"{what} block is {len(block)} bytes, its header says {size}")
+
+
+def _decode_block(block: bytes) -> dict[str, Any]:
+    if len(block) < 5:
+        raise EnvelopeError(f"a block is at least 5 bytes, this one is {len(block)}")
     kind, n = struct.unpack_from("<BI", block)
     pos = 5
     if kind == RAW:
+        _need(block, pos + 17 * n, "raw")
         ts = _decode_ts(block[pos : pos + 8 * n], n)
         pos += 8 * n
         values = _unshuffle(block[pos : pos + 8 * n], n)
@@ -131,13 +165,23 @@ def decode_block(block: bytes) -> dict[str, Any]:
         return {"kind": "raw", "ts": ts, "values": values, "quality": quality}
     if kind == RAW_JSON:
         doc = json.loads(block[pos:])
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) and len(doc[k]) == n
+                                                for k in ("ts", "values", "quality")):
+            raise EnvelopeError(f"raw block: expected an object of ts, values and quality lists of {n} entries")
         return {"kind": "raw", "ts": np.asarray(doc["ts"], dtype=float), "values": doc["values"],
                 "quality": np.asarray(doc["quality"], dtype=np.uint8)}
     if kind == AGGREGATE:
+        if len(block) < pos + 10:
+            raise EnvelopeError("aggregate block is shorter than its header")
         window, name_len = struct.unpack_from("<dH", block, pos)
         pos += 10
+        if len(block) < pos + name_len:
+            raise EnvelopeError("aggregate block is shorter than its column names")
         names = json.loads(block[pos : pos + name_len])
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise EnvelopeError("aggregate block: the column names are not a list of text")
         pos += name_len
+        _need(block, pos + 8 * n * (1 + len(names)), "aggregate")
         starts = _decode_ts(block[pos : pos + 8 * n], n)
         pos += 8 * n
         stats = {}
@@ -146,7 +190,10 @@ def decode_block(block: bytes) -> dict[str, Any]:
             pos += 8 * n
         return {"kind": "aggregate", "window": window, "ts": starts, "stats": stats}
     if kind == EVENTS:
-        return {"kind": "events", "events": json.loads(block[pos:])}
+        events = json.loads(block[pos:])
+        if not isinstance(events, list) or len(events) != n or not all(isinstance(e, dict) for e in events):
+            raise EnvelopeError(f"events block: expected a list of {n} event objects")
+        return {"kind": "events", "events": events}
     raise EnvelopeError(f"unknown block kind {kind}: the sender is newer than this cloud end; upgrade it")
 
 
@@ -173,21 +220,28 @@ def compress(data: bytes, codec: str) -> bytes:
     raise ValueError(f"unknown compression {codec!r}: use zstd, lz4 or none")
 
 
-def decompress(data: bytes, codec: str) -> bytes:
+def decompress(data: bytes, codec: str, max_size: int = MAX_BODY_BYTES) -> bytes:
+    """Decompress at most ``max_size`` bytes; :class:`EnvelopeError` if the data holds more."""
     global _zstd_d
     if codec == "zstd":
         if _zstd_d is None:
             import zstandard
 
             _zstd_d = zstandard.ZstdDecompressor()
-        return _zstd_d.decompress(data)
-    if codec == "lz4":
+        # a stream reader never trusts the frame's declared size and stops at the limit
+        with _zstd_d.stream_reader(data) as reader:
+            out = reader.read(max_size + 1)
+    elif codec == "lz4":
         import lz4.frame
 
-        return lz4.frame.decompress(data)
-    if codec == "none":
-        return data
-    raise EnvelopeError(f"unknown compression {codec!r}")
+        out = lz4.frame.LZ4FrameDecompressor().decompress(data, max_length=max_size + 1)
+    elif codec == "none":
+        out = data
+    else:
+        raise EnvelopeError(f"unknown compression {codec!r}")
+    if len(out) > max_size:
+        raise EnvelopeError(f"envelope body is larger than {max_size:,} bytes once decompressed; refused")
+    return out
 
 
 # -- envelope ---------------------------------------------------------------------------------
@@ -224,6 +278,8 @@ def encode_envelope(site: str, sent: float, records: list[Record], codec: str) -
 
 def decode_envelope(payload: bytes) -> Envelope:
     """Parse an envelope; raises :class:`EnvelopeError` with the reason when it is not one."""
+    if len(payload) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError(f"envelope of {len(payload):,} bytes is larger than {MAX_ENVELOPE_BYTES:,}; refused unread")
     if len(payload) < 5 or payload[:3] != _MAGIC:
         raise EnvelopeError("not an edgeplane envelope (bad magic)")
     version, codec_id = payload[3], payload[4]
@@ -234,17 +290,41 @@ def decode_envelope(payload: bytes) -> Envelope:
         raise EnvelopeError(f"unknown compression id {codec_id}")
     try:
         body = decompress(payload[5:], codec)
-        (index_len,) = struct.unpack_from("<I", body)
-        index = json.loads(body[4 : 4 + index_len])
-        pos = 4 + index_len
-        records = []
-        for stream, seq, kind, priority, count, length, created in index["r"]:
-            records.append(Record(stream, int(seq), kind, int(priority), int(count), float(created), body[pos : pos + length]))
-            pos += length
-        if pos != len(body):
-            raise EnvelopeError(f"envelope body has {len(body) - pos} bytes the index does not describe")
-        return Envelope(site=index["site"], sent=float(index["sent"]), records=records, version=version)
+        return _parse_body(body, version)
     except EnvelopeError:
         raise
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad envelope
         raise EnvelopeError(f"corrupt envelope: {type(e).__name__}: {e}") from None
+
+
+def _parse_body(body: bytes, version: int) -> Envelope:
+    (index_len,) = struct.unpack_from("<I", body)
+    if 4 + index_len > len(body):
+        raise EnvelopeError(f"envelope index of {index_len} bytes is longer than the body")
+    index = json.loads(body[4 : 4 + index_len])
+    if not isinstance(index, dict) or not isinstance(index.get("site"), str) or not isinstance(index.get("r"), list):
+        raise EnvelopeError("envelope index must be an object with a text 'site' and a list 'r' of records")
+    sent = index.get("sent")
+    if not isinstance(sent, (int, float)) or isinstance(sent, bool):
+        raise EnvelopeError("envelope index: 'sent' must be a number")
+    if len(index["r"]) > MAX_RECORDS:
+        raise EnvelopeError(f"envelope holds {len(index['r'])} records, more than {MAX_RECORDS}")
+    pos = 4 + index_len
+    records = []
+    for entry in index["r"]:
+        if not isinstance(entry, list) or len(entry) != 7:
+            raise EnvelopeError("envelope index: each record is [stream, seq, kind, priority, count, length, created]")
+        stream, seq, kind, priority, count, length, created = entry
+        if not isinstance(stream, str) or not isinstance(kind, str):
+            raise EnvelopeError("envelope index: a record's stream and kind must be text")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (seq, priority, count, length)) or length < 0:
+            raise EnvelopeError("envelope index: a record's seq, priority, count and length must be whole numbers, length >= 0")
+        if not isinstance(created, (int, float)) or isinstance(created, bool):
+            raise EnvelopeError("envelope index: a record's 'created' must be a number")
+        if pos + length > len(body):
+            raise EnvelopeError(f"record {stream!r} #{seq} says {length} bytes, past the end of the envelope")
+        records.append(Record(stream, seq, kind, priority, count, float(created), body[pos : pos + length]))
+        pos += length
+    if pos != len(body):
+        raise EnvelopeError(f"envelope body has {len(body) - pos} bytes the index does not describe")
+    return Envelope(site=index["site"], sent=float(sent), records=records, version=version)
