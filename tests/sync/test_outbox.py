@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edgeplane import Batch
 from edgeplane.sync.codec import decode_block, encode_batch
@@ -188,3 +190,55 @@ async def test_a_published_reading_is_in_the_outbox_when_publish_returns(tmp_pat
             assert stored == i + 1
     finally:
         await service.stop()
+
+
+def _fill_outbox(path: Path, records: int = 200) -> None:
+    box = Outbox(path, durability="process")
+    box.open()
+    box.put_many([item("dev/temp", 2, n=50, start=i * 50) for i in range(records)])
+    box.close()
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "truncated"])
+async def test_a_damaged_outbox_is_moved_aside_and_the_host_keeps_going(tmp_path: Path, damage: str, edgeplane_host, caplog):
+    store = tmp_path / "store"
+    outbox = store / "sync" / "outbox.db"
+    _fill_outbox(outbox)
+    original = outbox.read_bytes()
+    if damage == "overwritten":
+        outbox.write_bytes(b"\x17" * len(original))
+    else:
+        outbox.write_bytes(original[: len(original) // 3])
+    site = {"site": {"id": "t1"},
+            "devices": {"dev": {"connector": "memory", "points": {"temp": {"type": "float64", "value": 1.0}}}},
+            "sync": {"uplink": {"url": "mqtt://127.0.0.1:9"},  # nothing listens: offline
+                     "policy": [{"topics": "dev/#", "mode": "raw", "priority": "low"}], "durability": "process"}}
+    caplog.set_level("WARNING")
+
+    async def run() -> None:
+        async with edgeplane_host(site, store_dir=store) as host:
+            assert host.ready
+            # the host runs on a fresh outbox and stores what the device publishes
+            await host.bus.publish(Batch.of("dev/temp", [1.0, 2.0], [3.0, 4.0]))
+            assert host.sync.outbox.backlog()["low"]["readings"] >= 2
+            assert "damaged" in host.sync.status()["outbox_recovered"]
+
+    await asyncio.wait_for(run(), 60)  # before: Outbox.open failed and Host.stop never completed
+    kept = [p for p in outbox.parent.iterdir() if p.name.startswith("outbox.db.damaged-")]
+    assert kept and any(p.read_bytes()[:64] in (original[:64], b"\x17" * 64) for p in kept), "the damaged file is kept"
+    assert any("damaged" in r.getMessage() and "outbox.db.damaged-" in r.getMessage() for r in caplog.records)
+
+
+async def test_stop_of_a_sync_service_that_failed_to_start_does_not_raise(tmp_path: Path):
+    from edgeplane import Bus, WallClock
+    from edgeplane.metrics import Metrics
+    from edgeplane.sync import SyncConfig, SyncService
+
+    config = SyncConfig.model_validate({"uplink": {"url": "mqtt://127.0.0.1:9"},
+                                        "policy": [{"topics": "dev/#", "mode": "raw", "priority": "low"}]})
+    (tmp_path / "outbox.db").mkdir()  # cannot be opened, cannot be moved aside as a file either
+    service = SyncService(config, site_id="s", bus=Bus(), clock=WallClock(), metrics=Metrics(), store_dir=tmp_path)
+    with pytest.raises(Exception):
+        await service.start()
+    await asyncio.wait_for(service.stop(), 10)
+    assert service.state == "stopped"

@@ -12,6 +12,10 @@ When the payload would exceed the quota, the lowest-priority, oldest records are
 a new record is refused instead when only higher-priority data is left. TTL expiry deletes what
 waited too long. Both are counted in the ``counters`` table (they survive restarts) and reported.
 
+A damaged file (overwritten, truncated: SQLite says "not a database" or "malformed") is moved
+aside to ``outbox.db.damaged-<UTC time>``, kept for recovery by hand, and a new outbox is started
+in its place: :attr:`Outbox.recovered` says what happened, so the service can report it.
+
 The class is thread-confined: call it from one thread (:meth:`call` runs a method on the
 outbox's own thread, for asyncio code).
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,12 +82,39 @@ class Outbox:
         self._live_cursor = [0, 0, 0]
         self._backlog_cursor = [0, 0, 0]
         self.counters: dict[str, int] = defaultdict(int)
+        self.recovered: str | None = None  # what open() did with a damaged file, if it found one
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def open(self) -> None:
+        """Open (or create) the outbox; a damaged file is moved aside and a new one started."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as e:
+            if getattr(e, "sqlite_errorname", "") not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+                raise
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            kept = self._move_aside()
+            self.recovered = (f"outbox {str(self.path)!r} was damaged ({e}); moved aside to {str(kept)!r} for "
+                              f"recovery and started a new one: what it held was not sent")
+            self.counters.clear()
+            self._open()
+
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        kept = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(str(self.path) + suffix)
+            if part.exists():
+                part.rename(Path(str(kept) + suffix))
+        return kept
+
+    def _open(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = db  # closed by close() if the checks below find the file damaged
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'power' else 'NORMAL'}")
         db.executescript(_SCHEMA)
@@ -92,7 +124,6 @@ class Outbox:
             # restart from 1 would make it drop new readings as old duplicates
             start = secrets.randbelow(2**62 - 2**41) + 2**40
             db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (start,))
-        self._db = db
         self.size = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
         self.counters.update(dict(db.execute("SELECT name, value FROM counters")))
         self.link_up()

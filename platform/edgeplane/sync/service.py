@@ -131,6 +131,9 @@ class SyncService:
             raise LifecycleError(f"cannot start a sync service that is {self.state}: make a new one")
         self.state = "starting"
         await self.outbox.call(self.outbox.open)
+        if self.outbox.recovered:
+            log.error("sync: %s", self.outbox.recovered)
+            self.metrics.errors.labels(part="sync", kind="outbox_damaged").inc()
         # counters persisted by earlier runs are history, not this process's metrics
         self._reported = dict(self.outbox.counters)
         patterns = [rule.topics for rule in self.config.policy]
@@ -155,14 +158,15 @@ class SyncService:
         self.state = "stopping"
         if self._subscription is not None:
             self._subscription.close()  # the ingest task stores what is queued, then ends
-        ingest = self._tasks[0]
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(ingest), self.flush_timeout)
+        opened = self.outbox._db is not None  # start() may have failed before or while opening it
+        if self._tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._tasks[0]), self.flush_timeout)
         items = self.mapper.flush(self.clock.now(), force=True)
-        if items:
+        if items and opened:
             await self.outbox.call(self.outbox.put_many, items)
             self._work.set()
-        if self.transport.connected:
+        if self.transport.connected and opened:
             deadline = time.monotonic() + self.flush_timeout
             while time.monotonic() < deadline and self.transport.connected:
                 waiting = await self.outbox.call(self.outbox.backlog)
@@ -201,7 +205,8 @@ class SyncService:
         return {"link": "up" if self.transport.connected else "down", "url": self.config.uplink.url,
                 "last_error": self.transport.last_error, "outbox_bytes": self.outbox.size, "quota": self.outbox.quota,
                 "counters": dict(self.outbox.counters), "filtered_readings": self.mapper.filtered,
-                "envelopes_sent": self.envelopes_sent, "bytes_sent": self.bytes_sent, "twin": self.downlink.twin}
+                "envelopes_sent": self.envelopes_sent, "bytes_sent": self.bytes_sent, "twin": self.downlink.twin,
+                "outbox_recovered": self.outbox.recovered}
 
     # -- uplink ---------------------------------------------------------------------------------
 
