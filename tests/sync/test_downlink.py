@@ -90,14 +90,14 @@ async def test_unsigned_forged_expired_and_wrong_site_messages_are_refused(broke
     from edgeplane.sync.signing import load_private_key
 
     trusted = load_private_key(private)
-    forged = json.loads(sign(trusted, site="plant-1", kind="config", body=overlay))
+    forged = json.loads(sign(trusted, site="plant-1", kind="config", body=overlay, revision=1))
     forged["payload"] = base64.b64encode(base64.b64decode(forged["payload"]).replace(b"9s", b"1s")).decode()
     messages = {
         "unsigned": json.dumps({"kind": "config", "body": overlay}).encode(),
-        "unknown_key": sign(rogue, site="plant-1", kind="config", body=overlay),
+        "unknown_key": sign(rogue, site="plant-1", kind="config", body=overlay, revision=2),
         "forged": json.dumps(forged).encode(),
-        "expired": sign(trusted, site="plant-1", kind="config", body=overlay, ttl=10, issued=1_000_000.0),
-        "wrong_site": sign(trusted, site="plant-2", kind="config", body=overlay),
+        "expired": sign(trusted, site="plant-1", kind="config", body=overlay, revision=3, ttl=10, issued=1_000_000.0),
+        "wrong_site": sign(trusted, site="plant-2", kind="config", body=overlay, revision=4),
     }
     try:
         for payload in messages.values():

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS sites (site TEXT PRIMARY KEY, last_seen REAL, envelop
     reported TEXT, reported_at REAL);
 CREATE TABLE IF NOT EXISTS desired (site TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, id TEXT NOT NULL,
     issued REAL, summary TEXT, PRIMARY KEY (site, kind, name));
+CREATE TABLE IF NOT EXISTS revisions (site TEXT NOT NULL, kind TEXT NOT NULL, revision INTEGER NOT NULL,
+    PRIMARY KEY (site, kind));
 """
 
 
@@ -140,6 +142,15 @@ class CloudStore:
         with self._lock:
             self.db.execute("INSERT OR REPLACE INTO desired VALUES (?,?,?,?,?,?)",
                             (site, kind, name, message_id, issued, json.dumps(summary)))
+
+    def next_revision(self, site: str, kind: str) -> int:
+        """The revision for the next ``kind`` message to ``site``: above every earlier one, and at least
+        the time in microseconds, so a cloud end whose database was lost still goes up."""
+        with self._lock:
+            row = self.db.execute("SELECT revision FROM revisions WHERE site=? AND kind=?", (site, kind)).fetchone()
+            revision = max((row[0] + 1) if row else 0, time.time_ns() // 1000)
+            self.db.execute("INSERT OR REPLACE INTO revisions VALUES (?,?,?)", (site, kind, revision))
+        return revision
 
     def status(self) -> list[dict[str, Any]]:
         """Per site: last seen, counts, backlog (as the site reported it) and twin differences."""
@@ -250,10 +261,17 @@ class CloudServer:
 
 def push_message(broker: str, site: str, kind: str, body: dict[str, Any], key_path: str | Path, *,
                  ttl: float | None = None, prefix: str = "edgeplane", retain: bool | None = None,
-                 store: CloudStore | None = None, timeout: float = 10.0, **tls: Any) -> dict[str, Any]:
-    """Sign and publish one downlink message; returns its payload summary (id, issued, expires)."""
+                 store: CloudStore | None = None, timeout: float = 10.0, revision: int | None = None,
+                 **tls: Any) -> dict[str, Any]:
+    """Sign and publish one downlink message; returns its payload summary (id, revision, issued, expires).
+
+    The revision goes up per (site, kind): the store's counter when there is a store, else the
+    time in microseconds; a site refuses a revision not above the last it accepted.
+    """
     key = load_private_key(key_path)
-    payload = sign(key, site=site, kind=kind, body=body, ttl=ttl)
+    if revision is None:
+        revision = store.next_revision(site, kind) if store is not None else time.time_ns() // 1000
+    payload = sign(key, site=site, kind=kind, body=body, ttl=ttl, revision=revision)
     message = json.loads(base64.b64decode(json.loads(payload)["payload"]))
     client, host, port = _mqtt_client(broker, f"edgeplane-push-{message['id'][:8]}", clean=True, **tls)
     client.connect(host, port, keepalive=30)

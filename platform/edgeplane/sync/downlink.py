@@ -10,8 +10,10 @@ Files in the sync store folder:
   in use;
 * ``twin.json``: the reported state (desired vs reported, with errors), also published retained
   on ``<prefix>/<site>/up/state``;
-* ``seen.json``: ids of applied messages, so a replayed (retained or re-sent) message is not
-  applied twice.
+* ``revisions.json``: per kind (config, model, command) the highest revision accepted and that
+  message's id. A message whose revision is not above it is refused as ``replayed`` (an old
+  signed message cannot roll a site back, however many came since); the same message delivered
+  again (a retained config at every reconnect) is ignored without a refusal.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ import yaml
 from edgeplane.errors import SiteError
 from edgeplane.sync.signing import DownlinkRefused, verify
 
-__all__ = ["Downlink", "deep_merge", "with_last_good"]
+__all__ = ["KINDS", "Downlink", "deep_merge", "with_last_good"]
+
+KINDS = ("config", "model", "command")
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ class Downlink:
         self.execute_command = execute_command
         self.on_refused = on_refused
         self.twin: dict[str, Any] = self._load("twin.json", {"config": {}, "models": {}, "commands": [], "refused": {}})
-        self.seen: list[str] = self._load("seen.json", [])
+        self.revisions: dict[str, dict[str, Any]] = self._load("revisions.json", {})
 
     def _load(self, name: str, default: Any) -> Any:
         try:
@@ -122,22 +126,32 @@ class Downlink:
         except DownlinkRefused as e:
             self.refuse(e.reason, str(e))
             return None
-        if message["id"] in self.seen:
-            return None  # retained or re-delivered: already handled
-        kind, body = message.get("kind"), message.get("body") or {}
-        if kind == "config":
-            await self._config(message, body, now)
-        elif kind == "model":
-            await self._model(message, body, now)
-        elif kind == "command":
+        kind, body = message["kind"], message["body"]
+        if kind not in KINDS:
+            self.refuse("invalid", f"downlink message {message['id']} has unknown kind {kind[:32]!r} "
+                                   f"(known: {', '.join(KINDS)})")
+            return None
+        last = self.revisions.get(kind) or {"revision": -1, "id": None}
+        if message["revision"] <= last["revision"]:
+            if message["revision"] == last["revision"] and message["id"] == last["id"]:
+                return None  # retained or re-delivered: already handled
+            self.refuse("replayed", f"downlink {kind} {message['id']} has revision {message['revision']}, not above "
+                                    f"{last['revision']} (the last {kind} accepted): an old message, refused")
+            return None
+        if kind == "command":
+            # at most once: the revision is stored before the write, so a crash cannot run it twice
+            self._accept(kind, message)
             await self._command(message, body, now)
         else:
-            self.refuse("invalid", f"downlink message {message['id']} has unknown kind {kind!r}")
-            return None
-        self.seen = (self.seen + [message["id"]])[-500:]
-        self._save("seen.json", self.seen)
+            # at least once: a crash while applying leaves the revision unstored, the retained message comes again
+            await (self._config if kind == "config" else self._model)(message, body, now)
+            self._accept(kind, message)
         self._save("twin.json", self.twin)
         return message
+
+    def _accept(self, kind: str, message: dict[str, Any]) -> None:
+        self.revisions[kind] = {"revision": message["revision"], "id": message["id"]}
+        self._save("revisions.json", self.revisions)
 
     async def _config(self, message: dict[str, Any], body: dict[str, Any], now: float) -> None:
         overlay = body.get("overlay")
