@@ -9,7 +9,12 @@ records queued since the link came back ("live") before the backlog, and the bac
 limited to a number of readings per call so a long backlog never starves live data.
 
 When the payload would exceed the quota, the lowest-priority, oldest records are evicted first;
-a new record is refused instead when only higher-priority data is left. TTL expiry deletes what
+a new record is refused instead when only higher-priority data is left. The quota shrinks to what
+the disk has free (less ``disk_reserve``), so the outbox makes room by eviction before the disk
+fills. When the disk fills anyway (something else wrote it full), :meth:`Outbox.put_many` raises
+:class:`OutboxFull` and keeps what it stored; acknowledged records are still deleted (after a WAL
+checkpoint gives SQLite room to write the deletion, or later, when it can), so the outbox frees
+space and takes new records again without a restart. TTL expiry deletes what
 waited too long. Both are counted in the ``counters`` table (they survive restarts) and reported.
 
 A damaged file (overwritten, truncated: SQLite says "not a database" or "malformed") is moved
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import sqlite3
 import time
 from collections import defaultdict
@@ -32,9 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from edgeplane.errors import EdgeplaneError
 from edgeplane.sync.codec import Record
 
-__all__ = ["Outbox", "OutboxItem"]
+__all__ = ["Outbox", "OutboxFull", "OutboxItem"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -56,6 +63,15 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 PRIORITY_NAMES = ("high", "normal", "low")
 
 
+class OutboxFull(EdgeplaneError):
+    """The disk under the outbox is full: the records were not stored (what was stored is kept)."""
+
+
+def _disk_full(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.Error) and (getattr(error, "sqlite_errorname", "") == "SQLITE_FULL"
+                                                  or "disk is full" in str(error))
+
+
 @dataclass(slots=True)
 class OutboxItem:
     """What a producer hands the outbox: one block of one stream."""
@@ -70,14 +86,19 @@ class OutboxItem:
 
 
 class Outbox:
-    def __init__(self, path: str | Path, *, quota: int = 256_000_000, durability: str = "power"):
+    def __init__(self, path: str | Path, *, quota: int = 256_000_000, durability: str = "power",
+                 disk_reserve: int = 16_000_000):
         self.path = Path(path)
         self.quota = quota
+        # bytes of the disk the outbox leaves free: room for its WAL (up to ~4 MB between
+        # checkpoints), for writing deletions, and for everything else on the disk
+        self.disk_reserve = disk_reserve
         self.durability = durability
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.size = 0  # payload bytes stored
         self._inflight: set[int] = set()
+        self._acked: dict[int, Record] = {}  # acknowledged, but the deletion could not be written yet
         self._watermark = 0  # highest seq when the link last came up: older records are backlog
         self._live_cursor = [0, 0, 0]
         self._backlog_cursor = [0, 0, 0]
@@ -117,6 +138,8 @@ class Outbox:
         self._db = db  # closed by close() if the checks below find the file damaged
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'power' else 'NORMAL'}")
+        # a checkpointed WAL shrinks back to this size: it must not keep disk space the outbox freed
+        db.execute("PRAGMA journal_size_limit=4000000")
         db.executescript(_SCHEMA)
         if db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone() is None:
             # a new outbox (first start, or its file was lost) starts its sequence at a random
@@ -151,17 +174,22 @@ class Outbox:
     # -- writing ------------------------------------------------------------------------------
 
     def put_many(self, items: Iterable[OutboxItem]) -> int:
-        """Store items durably (one transaction); returns how many were stored, not refused."""
+        """Store items durably (one transaction); returns how many were stored, not refused.
+
+        Raises :class:`OutboxFull` when the disk is full: nothing of this call is stored.
+        """
         items = list(items)
         if not items:
             return 0
         db = self.db
+        self._retry_acknowledged()
+        limit = self._limit()
         added = sum(len(i.block) for i in items)
         counts: dict[str, int] = defaultdict(int)
         stored = 0
-        db.execute("BEGIN IMMEDIATE")
         try:
-            if self.size + added <= self.quota:
+            db.execute("BEGIN IMMEDIATE")
+            if self.size + added <= limit:
                 db.executemany(
                     "INSERT INTO outbox(stream, priority, kind, count, created, expires, size, body) VALUES (?,?,?,?,?,?,?,?)",
                     [(i.stream, i.priority, i.kind, i.count, i.created, i.expires, len(i.block), i.block) for i in items],
@@ -173,7 +201,7 @@ class Outbox:
                     counts["enqueued_readings"] += i.count
             else:
                 for i in items:
-                    if self._make_room(len(i.block), i.priority, counts):
+                    if self._make_room(len(i.block), i.priority, counts, limit):
                         db.execute(
                             "INSERT INTO outbox(stream, priority, kind, count, created, expires, size, body) VALUES (?,?,?,?,?,?,?,?)",
                             (i.stream, i.priority, i.kind, i.count, i.created, i.expires, len(i.block), i.block),
@@ -190,18 +218,40 @@ class Outbox:
                         counts[f"evicted_readings:{name}"] += i.count
             self._bump(counts)
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as e:
+            self._rollback()
             self.size = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+            if _disk_full(e):
+                raise OutboxFull(f"the disk under the outbox {str(self.path)!r} is full "
+                                 f"({self._free():,} bytes free): {len(items)} records not stored; "
+                                 f"free space there or lower sync.quota") from None
             raise
+        self._count(counts)
         return stored
 
-    def _make_room(self, size: int, priority: int, counts: dict[str, int]) -> bool:
+    def _rollback(self) -> None:
+        # SQLite rolls back by itself on some errors (SQLITE_FULL among them): a second ROLLBACK
+        # would raise "no transaction is active" and hide the real error
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+    def _free(self) -> int:
+        try:
+            return shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return 0
+
+    def _limit(self) -> int:
+        """The quota, or less when the disk has less room: a payload byte may need a WAL page and
+        a database page before a checkpoint, hence half the free space (less the reserve)."""
+        return min(self.quota, self.size + max(0, self._free() - self.disk_reserve) // 2)
+
+    def _make_room(self, size: int, priority: int, counts: dict[str, int], limit: int) -> bool:
         """Evict same-or-lower-priority records, oldest first, until ``size`` fits. False: refuse it."""
-        need = self.size + size - self.quota
+        need = self.size + size - limit
         if need <= 0:
             return True
-        if size > self.quota:
+        if size > limit:
             return False
         victims: list[tuple[int, int, int, int]] = []
         freed = 0
@@ -209,7 +259,7 @@ class Outbox:
             "SELECT seq, size, count, priority FROM outbox WHERE priority >= ? ORDER BY priority DESC, seq ASC", (priority,)
         )
         for seq, vsize, vcount, vprio in rows:
-            if seq in self._inflight:
+            if seq in self._inflight or seq in self._acked:
                 continue  # the broker may already have it: evicting it would double count
             victims.append((seq, vsize, vcount, vprio))
             freed += vsize
@@ -226,13 +276,17 @@ class Outbox:
         return True
 
     def _bump(self, counts: dict[str, int]) -> None:
+        """Add to the persistent counters, inside the caller's transaction."""
         if counts:
             self.db.executemany(
                 "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
                 list(counts.items()),
             )
-            for k, v in counts.items():
-                self.counters[k] += v
+
+    def _count(self, counts: dict[str, int]) -> None:
+        """Mirror committed counters in memory: only after COMMIT, so they never run ahead of the disk."""
+        for k, v in counts.items():
+            self.counters[k] += v
 
     # -- draining -----------------------------------------------------------------------------
 
@@ -268,7 +322,7 @@ class Outbox:
                 sql += " ORDER BY seq LIMIT ?"
                 args.append(max_records - len(out) + len(self._inflight))
                 for seq, stream, kind, priority, count, created, expires, body in self.db.execute(sql, args):
-                    if seq in self._inflight:
+                    if seq in self._inflight or seq in self._acked:
                         continue
                     if now is not None and expires < now:
                         cursor[prio] = seq
@@ -291,44 +345,68 @@ class Outbox:
         return records
 
     def acknowledge(self, records: list[Record]) -> None:
-        """The broker has these: delete them."""
+        """The broker has these: delete them. On a full disk the deletion is retried (after a WAL
+        checkpoint, then at later calls); meanwhile they are never taken again."""
+        self._inflight.difference_update(r.seq for r in records)
+        self._acked.update((r.seq, r) for r in records)
+        self._retry_acknowledged()
+
+    def _retry_acknowledged(self) -> None:
+        if not self._acked:
+            return
+        for attempt in (1, 2):
+            try:
+                if attempt == 2:
+                    # the WAL may hold the space: write it back and truncate it, then try again
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._delete_acknowledged()
+                return
+            except sqlite3.Error as e:
+                self._rollback()
+                if not _disk_full(e):
+                    raise
+        # still no room: the records stay marked as sent (never taken again) and the deletion is
+        # written at a later call, once space returns; the sent counters move only then
+
+    def _delete_acknowledged(self) -> None:
         db = self.db
-        seqs = [r.seq for r in records]
+        records = list(self._acked.values())
         db.execute("BEGIN IMMEDIATE")
-        try:
-            freed = 0
-            for seq in seqs:
-                row = db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", (seq,)).fetchone()
-                if row:
-                    freed += row[0]
-            self._bump({"sent_records": len(records), "sent_readings": sum(r.count for r in records)})
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            self._inflight.difference_update(seqs)
+        freed = 0
+        for r in records:
+            row = db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", (r.seq,)).fetchone()
+            if row:
+                freed += row[0]
+        counts = {"sent_records": len(records), "sent_readings": sum(r.count for r in records)}
+        self._bump(counts)
+        db.execute("COMMIT")
+        self._count(counts)
+        self._acked.clear()
         self.size -= freed
 
     def expire(self, now: float) -> int:
         """Delete records whose time to live has passed; returns how many readings expired."""
         db = self.db
+        self._retry_acknowledged()
         rows = [r for r in db.execute("SELECT seq, size, count, priority FROM outbox WHERE expires < ?", (now,))
-                if r[0] not in self._inflight]
+                if r[0] not in self._inflight and r[0] not in self._acked]
         if not rows:
             return 0
         counts: dict[str, int] = defaultdict(int)
         for _, _, count, prio in rows:
             counts[f"expired_records:{PRIORITY_NAMES[prio]}"] += 1
             counts[f"expired_readings:{PRIORITY_NAMES[prio]}"] += count
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             db.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in rows])
             self._bump(counts)
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as e:
+            self._rollback()
+            if _disk_full(e):
+                return 0  # tried again at the next call; the records wait meanwhile
             raise
+        self._count(counts)
         self.size -= sum(r[1] for r in rows)
         return sum(r[2] for r in rows)
 
@@ -341,6 +419,11 @@ class Outbox:
             "SELECT priority, COUNT(*), COALESCE(SUM(count), 0), COALESCE(SUM(size), 0) FROM outbox GROUP BY priority"
         ):
             out[PRIORITY_NAMES[prio]] = {"records": records, "readings": readings, "bytes": size}
+        for r in self._acked.values():  # sent, waiting only for room to write the deletion
+            waiting = out[PRIORITY_NAMES[r.priority]]
+            waiting["records"] -= 1
+            waiting["readings"] -= r.count
+            waiting["bytes"] -= len(r.block)
         return out
 
     def integrity(self) -> str:

@@ -18,7 +18,7 @@ from edgeplane.components import Health, HealthState
 from edgeplane.errors import LifecycleError
 from edgeplane.sync.codec import Record, encode_envelope
 from edgeplane.sync.downlink import Downlink
-from edgeplane.sync.outbox import PRIORITY_NAMES, Outbox
+from edgeplane.sync.outbox import PRIORITY_NAMES, Outbox, OutboxFull
 from edgeplane.sync.policy import PolicyMapper
 from edgeplane.sync.settings import SyncConfig
 from edgeplane.sync.signing import load_public_key, key_id
@@ -90,6 +90,7 @@ class SyncService:
         self._reported: dict[str, int] = {}
         self.bytes_sent = 0
         self.envelopes_sent = 0
+        self._store_problem: str | None = None  # why the outbox last refused records; None: it stores
         self.state = "created"
         self._metrics()
 
@@ -164,7 +165,7 @@ class SyncService:
                 await asyncio.wait_for(asyncio.shield(self._tasks[0]), self.flush_timeout)
         items = self.mapper.flush(self.clock.now(), force=True)
         if items and opened:
-            await self.outbox.call(self.outbox.put_many, items)
+            await self._store(items)
             self._work.set()
         if self.transport.connected and opened:
             deadline = time.monotonic() + self.flush_timeout
@@ -242,15 +243,32 @@ class SyncService:
                 messages.append(message)
             items = self.mapper.map(messages, self.clock.now())
             if items:
-                try:
-                    await self.outbox.call(self.outbox.put_many, items)
-                except Exception as e:  # noqa: BLE001 - a full disk must not stop the host
-                    self.metrics.dropped.labels(part="sync", reason="outbox_error").inc(sum(i.count for i in items))
-                    log.error("sync: cannot store %d records in %s: %s", len(items), self.outbox.path, e)
+                await self._store(items)
                 self._work.set()
             # stored (or counted as dropped): the producers may go on. Readings folded into an
             # aggregate window that is still open are held in memory until the window closes.
             sub.acknowledge(len(messages))
+
+    async def _store(self, items: list[Any]) -> None:
+        """Put items in the outbox; a failure is counted as dropped with its reason and logged
+        once per change of state (full, then stored again), never once per round."""
+        try:
+            await self.outbox.call(self.outbox.put_many, items)
+        except Exception as e:  # noqa: BLE001 - a full or broken disk must not stop the host
+            reason = "disk_full" if isinstance(e, OutboxFull) else "outbox_error"
+            self.metrics.dropped.labels(part="sync", reason=reason).inc(sum(i.count for i in items))
+            problem = f"{reason}: {e}"
+            if problem.split(":", 1)[0] != (self._store_problem or "").split(":", 1)[0]:
+                log.error("sync: readings are dropped (counted as reason=%s) until the outbox can store again: %s",
+                          reason, e)
+                self.health.set(HealthState.DEGRADED, f"outbox cannot store: {e}")
+            self._store_problem = problem
+            return
+        if self._store_problem is not None:
+            log.warning("sync: the outbox stores again (space is back); readings were dropped meanwhile, "
+                        "see edgeplane_dropped_total{part=\"sync\"}")
+            self._store_problem = None
+            self.health.set(HealthState.OK if self.transport.connected else HealthState.DEGRADED, "outbox stores again")
 
     def _backlog_budget(self) -> int | None:
         rate = self.config.uplink.backlog_rate
@@ -305,21 +323,30 @@ class SyncService:
         last_report = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
-            now = self.clock.now()
-            expired = await self.outbox.call(self.outbox.expire, now)
-            if expired:
-                log.warning("sync: %d readings expired in the outbox before the link took them", expired)
-            items = self.mapper.flush(now)
-            if items:
-                await self.outbox.call(self.outbox.put_many, items)
-                self._work.set()
-            backlog = await self.outbox.call(self.outbox.backlog)
-            for name in PRIORITY_NAMES:
-                self._m_backlog.labels(priority=name).set(backlog[name]["readings"])
-            self._sync_counters()
-            if time.monotonic() - last_report >= self.config.report_interval:
-                last_report = time.monotonic()
-                await self._report(backlog)
+            try:
+                last_report = await self._housekeeping_round(last_report)
+            except Exception as e:  # noqa: BLE001 - one failed round (a disk error) must not end the task
+                self.metrics.errors.labels(part="sync", kind="housekeeping").inc()
+                log.warning("sync: housekeeping failed (%s: %s); trying again in 1 s", type(e).__name__, e)
+
+    async def _housekeeping_round(self, last_report: float) -> float:
+        """Expire, flush closed aggregate windows, update the backlog gauges, report the state."""
+        now = self.clock.now()
+        expired = await self.outbox.call(self.outbox.expire, now)
+        if expired:
+            log.warning("sync: %d readings expired in the outbox before the link took them", expired)
+        items = self.mapper.flush(now)
+        if items:
+            await self._store(items)
+            self._work.set()
+        backlog = await self.outbox.call(self.outbox.backlog)
+        for name in PRIORITY_NAMES:
+            self._m_backlog.labels(priority=name).set(backlog[name]["readings"])
+        self._sync_counters()
+        if time.monotonic() - last_report >= self.config.report_interval:
+            last_report = time.monotonic()
+            await self._report(backlog)
+        return last_report
 
     async def _report(self, backlog: dict[str, Any] | None = None) -> None:
         """Publish the reported state (retained), best effort: the next report repeats it."""
