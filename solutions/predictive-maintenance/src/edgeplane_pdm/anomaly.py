@@ -3,8 +3,9 @@
 At commissioning an asset's features are recorded for a while; their median and robust spread
 (1.4826 x MAD, floored so a very steady feature cannot make noise look like a fault) are that
 asset's baseline. After that every window is scored by the shipped ONNX model ``pdm-anomaly``:
-per-feature z-scores against the baseline and their root mean square. The same model and the
-same :class:`AlertState` run in the IMS evaluation and at the edge.
+per-feature z-scores against the baseline and their root mean square. Run-to-failure trend files
+(IMS) have one averaged value per snapshot rather than waveforms: :mod:`edgeplane_pdm.onset`
+detects their onset with the same robust-baseline idea, per bearing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Baseline", "AlertState", "scorer_onnx", "score_numpy", "evaluate_ims"]
+__all__ = ["Baseline", "AlertState", "scorer_onnx", "score_numpy"]
 
 
 @dataclass
@@ -110,42 +111,3 @@ class AlertState:
             self.history.append((ts, "clear"))
             return "clear"
         return None
-
-
-def evaluate_ims(ts: np.ndarray, values: np.ndarray, names: list[str], *, baseline_hours: float = 24.0,
-                 model_path: str | None = None, high: float = 6.0, clear: float = 3.0, persist: int = 3) -> list[dict[str, Any]]:
-    """Per bearing: first alert time, lead time before the end of the run, false alerts in the first half.
-
-    The feature of an IMS row is log(mean absolute vibration); the baseline is the first
-    ``baseline_hours`` (commissioning). Scores come from the ONNX model at ``model_path``.
-    """
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(model_path or scorer_onnx(), providers=["CPUExecutionProvider"])
-    hours = (ts - ts[0]) / 3600.0
-    end = hours[-1]
-    rows = []
-    for b, name in enumerate(names):
-        x = np.log(np.maximum(values[:, b], 1e-9)).astype(np.float32)[:, None]
-        base = Baseline.fit(x[hours < baseline_hours], floor=0.01)
-        n = len(x)
-        _, score = sess.run(None, {"features": x, "center": np.repeat(base.center[None], n, 0), "scale": np.repeat(base.scale[None], n, 0)})
-        state = AlertState(high=high, clear=clear, persist=persist)
-        first = None
-        false_alerts = 0
-        for i in range(n):
-            if hours[i] < baseline_hours:
-                continue
-            if state.update(float(score[i, 0]), hours[i]) == "raise":
-                if hours[i] < end / 2:
-                    false_alerts += 1
-                elif first is None:
-                    first = hours[i]
-        rows.append({
-            "bearing": name,
-            "first_alert_h": None if first is None else round(float(first), 2),
-            "lead_time_hours": None if first is None else round(float(end - first), 2),
-            "false_alerts": false_alerts,
-            "alerts": state.raised,
-        })
-    return rows

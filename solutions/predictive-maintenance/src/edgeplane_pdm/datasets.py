@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CwruRecord", "load_cwru", "load_cmapss", "load_ims", "shared_data", "CWRU_FS"]
+__all__ = ["CwruRecord", "load_cwru", "load_cmapss", "load_ims", "ImsRun", "shared_data", "CWRU_FS"]
 
 CWRU_FS = 12_000.0
 NORMAL_FS = 48_000.0
@@ -86,18 +86,83 @@ def load_cmapss(path: Path) -> np.ndarray:
     return data
 
 
-def load_ims(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """An IMS CSV: (timestamps as float seconds, bearing column names, values (n, bearings))."""
-    import csv
+_BEARING_COLUMN = re.compile(r"^\s*bearing[\s_-]*(?P<number>\d+)(?P<channel>.*)$", re.IGNORECASE)
+_IMS_TIME_FORMATS = ("%Y.%m.%d.%H.%M.%S",)  # the IMS archive's own file names; ISO 8601 is tried first
+
+
+@dataclass
+class ImsRun:
+    """A run-to-failure trend file: one row per snapshot, one column per accelerometer channel.
+
+    ``ts``: seconds (the file's clock read as UTC: only differences are used, so its time zone
+    does not matter); ``channels``: column names; ``bearings``: the bearing each column belongs
+    to ("Bearing 3" for "Bearing 3 C1"); ``values``: (rows, channels), NaN where a cell is empty.
+    """
+
+    path: Path
+    ts: np.ndarray
+    channels: list[str]
+    bearings: list[str]
+    values: np.ndarray
+
+
+def _ims_time(text: str, path: Path, row: int) -> float:
     from datetime import datetime, timezone
+
+    text = text.strip()
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        pass
+    for fmt in _IMS_TIME_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            pass
+    raise ValueError(f"{path}: row {row}: first column {text!r} is not a time (ISO 8601 such as 2004-02-12 10:32:39, "
+                     f"or the IMS file name form 2003.10.22.12.06.24)")
+
+
+def _ims_value(text: str, path: Path, row: int, column: str) -> float:
+    text = text.strip()
+    if text == "" or text.lower() in ("nan", "na", "null"):
+        return float("nan")
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{path}: row {row}, column {column!r}: {text!r} is not a number") from None
+
+
+def load_ims(path: Path) -> ImsRun:
+    """An IMS-style run-to-failure CSV: a time column, then one column per channel named after its
+    bearing (``Bearing 1`` .. ``Bearing 4``, or ``Bearing 1 C1``, ``Bearing 1 C2`` ... for several
+    accelerometers per bearing). Rows are sorted by time; empty cells become NaN (missing)."""
+    import csv
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such IMS CSV (e.g. ../shared/data/ims/merged_dataset_BearingTest_2.csv)")
-    with path.open() as f:
-        rows = list(csv.reader(f))
-    header, body = rows[0], [r for r in rows[1:] if r]
-    ts = np.array([datetime.fromisoformat(r[0]).replace(tzinfo=timezone.utc).timestamp() for r in body])
-    values = np.array([[float(v) for v in r[1:]] for r in body])
-    order = np.argsort(ts)
-    return ts[order], header[1:], values[order]
+    with path.open(newline="") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if len(rows) < 3:
+        raise ValueError(f"{path}: needs a header and at least 2 rows, got {len(rows)} line(s)")
+    header = [h.strip() for h in rows[0]]
+    if len(header) < 2:
+        raise ValueError(f"{path}: unknown column layout {header}: expected a time column, then one column per "
+                         f"channel named 'Bearing <n>' or 'Bearing <n> <channel>' (e.g. 'Bearing 3 C1')")
+    bearings = []
+    for name in header[1:]:
+        m = _BEARING_COLUMN.match(name)
+        if not m:
+            raise ValueError(f"{path}: unknown column layout: column {name!r} does not name a bearing; expected a time "
+                             f"column, then columns 'Bearing <n>' or 'Bearing <n> <channel>' (e.g. 'Bearing 3 C1'): rename it")
+        bearings.append(f"Bearing {int(m['number'])}")
+    ts, values = [], []
+    for i, r in enumerate(rows[1:], start=2):
+        if len(r) != len(header):
+            raise ValueError(f"{path}: row {i} has {len(r)} cells, the header has {len(header)}")
+        ts.append(_ims_time(r[0], path, i))
+        values.append([_ims_value(c, path, i, h) for c, h in zip(r[1:], header[1:])])
+    t = np.array(ts)
+    order = np.argsort(t, kind="stable")
+    return ImsRun(path, t[order], header[1:], bearings, np.array(values, dtype=np.float64)[order])
