@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # system packages: mosquitto is the MQTT broker of the tests and of the demo's cloud end;
-# socat makes the virtual serial pairs of the Modbus RTU tests; systemd-analyze checks rendered units
-packages=(mosquitto mosquitto-clients socat systemd)
+# socat makes the virtual serial pairs of the Modbus RTU tests; systemd-analyze checks rendered units;
+# chromium and chromium-driver run the web consoles' tests headless
+packages=(mosquitto mosquitto-clients socat systemd chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

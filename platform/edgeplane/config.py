@@ -122,6 +122,7 @@ _Model = ConfigModel
 # the inference section imports Duration from here, so it comes after it
 from edgeplane.inference.settings import InferenceConfig  # noqa: E402
 from edgeplane.sync.settings import SyncConfig  # noqa: E402
+from edgeplane.console.settings import ConsoleConfig  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,6 +301,13 @@ class CoreSite(_Model):
     simulators: dict[str, SimulatorConfig] = Field(
         default_factory=dict, description="companion processes started before the devices (simulators, a local broker)"
     )
+    console: ConsoleConfig | None = Field(None, description="the site console on the HTTP port; off when absent")
+
+    @model_validator(mode="after")
+    def _console_tls_beyond_localhost(self) -> CoreSite:
+        if self.console is not None:
+            self.console.check_binding(self.http.host)
+        return self
 
     @field_validator("devices", "solutions")
     @classmethod

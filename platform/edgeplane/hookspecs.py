@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from edgeplane.components import Connector, Solution
     from edgeplane.config import Profile
+    from edgeplane.console.panels import Panel
     from edgeplane.host import Host
 
 PROJECT = "edgeplane"
@@ -102,6 +103,18 @@ def edgeplane_register_models(register: Callable[[Path], None]) -> None:
     Called when the registry is built. ``path`` is a folder of models the inference service can
     load (each model an ONNX file with its manifest: name, version, sha256, signature,
     provenance). Returns nothing.
+    """
+
+
+@hookspec
+def edgeplane_register_console_panels(register: Callable[[Panel], None]) -> None:
+    """Register panels for the site console: ``register(Panel(solution_type, title, view))``.
+
+    Called when the console is mounted on the host's HTTP port (a site with a ``console:``
+    section). A :class:`edgeplane.console.Panel` is shown once per running solution of its
+    ``solution_type``; its ``view(solution, data)`` returns widgets (``Stats``, ``Plot``,
+    ``Table`` from :mod:`edgeplane.console`) that the console draws, so a plugin ships no
+    JavaScript. ``view`` runs on the event loop: it must be quick and never block. Returns nothing.
     """
 
 

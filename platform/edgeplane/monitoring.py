@@ -3,6 +3,8 @@
 * ``/healthz``: 200 while the host runs (body: each part's health); 503 otherwise.
 * ``/readyz``: 200 once every part has started successfully at least once; 503 before, with
   the parts still waiting named.
+* ``/console/``: the site console, when the site file has a ``console:`` section
+  (:mod:`edgeplane.console`).
 """
 
 from __future__ import annotations
@@ -36,9 +38,15 @@ async def start_monitoring(host: Host, bind: str, port: int) -> tuple[Any, tuple
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    # the site console (a site with a console: section) shares the port, and its TLS when set
+    ssl_context = None
+    if host.site.core.console is not None:
+        from edgeplane.console.server import mount_console
+
+        ssl_context = mount_console(app, host)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, bind, port)
+    site = web.TCPSite(runner, bind, port, ssl_context=ssl_context)
     await site.start()
     address = runner.addresses[0]
     return runner, (address[0], address[1])

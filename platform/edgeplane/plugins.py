@@ -351,6 +351,12 @@ class Plugins:
     def host_stopping(self, host: Any) -> None:
         self._call_each("edgeplane_host_stopping", host=host)
 
+    def console_panels(self) -> list[Any]:
+        """Every console panel the plugins register (a plugin that raises is logged and skipped)."""
+        panels: list[Any] = []
+        self._call_each("edgeplane_register_console_panels", register=panels.append)
+        return panels
+
     def _call_each(self, hook_name: str, **kwargs: Any) -> None:
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             try:
