@@ -263,3 +263,41 @@ async def test_stop_does_not_hang_on_a_part_that_swallows_cancellation(edgeplane
     assert not part.task.done()  # abandoned, not awaited forever
     part.obj.released = True  # let the test's loop end cleanly
     await asyncio.wait_for(part.task, 5)
+
+
+async def test_stop_is_bounded_when_the_uplink_hangs(edgeplane_host):
+    """An uplink that takes messages and never acknowledges them, and whose close never returns
+    (a link gone silent): the host still stops, flushing for a bounded time."""
+
+    class SilentUplink:
+        def __init__(self, config, *, client_id, base_dir):
+            self.connected = False
+            self.last_error = None
+
+        async def connect(self, on_link):
+            self.connected = True
+            on_link(True)
+
+        async def publish(self, topic, payload, *, retain=False):
+            await asyncio.Event().wait()  # no acknowledgement, ever
+
+        async def subscribe(self, topic, handler):
+            pass
+
+        async def close(self):
+            await asyncio.Event().wait()  # a close that hangs (a library stuck on a dead socket)
+
+    class P:
+        __name__ = "silent-uplink"
+
+        @hookimpl
+        def edgeplane_register_transports(self, register):
+            register("silent", SilentUplink)
+
+    site = memory_site(sync={"uplink": {"url": "mqtt://127.0.0.1:9", "transport": "silent"},
+                             "policy": [{"topics": "m1/#", "priority": "low"}]})
+    host_cm = edgeplane_host(site, plugins=[P()])
+    host = await host_cm.__aenter__()
+    await host.bus.publish(Batch.of("m1/temp", [1.0], [2.0]))
+    await asyncio.wait_for(host_cm.__aexit__(None, None, None), 60)  # before: waited for ever
+    assert host.state.value == "stopped"

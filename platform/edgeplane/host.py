@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -143,15 +144,29 @@ class Host:
             await self._http_runner.cleanup()
             self._http_runner = None
         if self.sync is not None:
-            await self.sync.stop()  # after the connectors: what they published last still goes up
+            # after the connectors: what they published last still goes up. Bounded whatever the
+            # link does: the sync layer's own steps are bounded, this is the backstop
+            await self._bounded(self.sync.stop(), 4 * self.sync.flush_timeout + 5, "the sync layer")
         if self.inference is not None:
-            await self.inference.stop()
+            await self._bounded(self.inference.stop(), self.site.core.supervision.stop_timeout, "the inference service")
         # simulators last: one of them may be the broker the sync layer was flushing to
         await asyncio.gather(*(self._stop_part(k) for k in reversed(simulators)))
         await self.store.close()
         self.state = HostState.STOPPED
         self._stopped.set()
         log.info("site %r stopped", self.site.id)
+
+    @staticmethod
+    async def _bounded(awaitable: Any, timeout: float, what: str) -> None:
+        """Await a stop step for at most ``timeout`` s; past that it is cancelled and abandoned
+        (never awaited again: a step that swallows its cancellation must not hang the stop)."""
+        task = asyncio.ensure_future(awaitable)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            task.cancel()
+            log.warning("%s did not stop within %.0f s; abandoning it", what, timeout)
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("%s did not stop cleanly: %s: %s", what, type(task.exception()).__name__, task.exception())
 
     async def __aenter__(self) -> Host:
         await self.start()
@@ -161,13 +176,25 @@ class Host:
         await self.stop()
 
     async def run_until_stopped(self, *, reload_site: Callable[[], Site] | None = None) -> None:
-        """Start, then run until SIGTERM/SIGINT (graceful stop) ; SIGHUP reloads the site file."""
+        """Start, then run until SIGTERM/SIGINT (graceful stop); SIGHUP reloads the site file.
+
+        A second SIGTERM/SIGINT while stopping (the impatient second Ctrl-C) kills every child
+        process group the host started and exits at once with 128 + the signal number.
+        """
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
         installed = []
+
+        def on_signal(signum: int) -> None:
+            if not stop_requested.is_set():
+                log.info("%s received: stopping (send it again to exit at once)", signal.Signals(signum).name)
+                stop_requested.set()
+            else:
+                self._exit_now(signum)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop_requested.set)
+                loop.add_signal_handler(sig, on_signal, sig)
                 installed.append(sig)
         if reload_site is not None:
             def on_hup() -> None:
@@ -183,6 +210,17 @@ class Host:
             await self.stop()
             for sig in installed:
                 loop.remove_signal_handler(sig)
+
+    def _exit_now(self, signum: int) -> None:
+        """Leave without the graceful stop: children first (they would outlive us), then exit.
+        The outbox needs nothing: every record it acknowledged is committed already."""
+        from edgeplane.simulators import kill_all
+
+        killed = kill_all()
+        log.warning("%s received again: killed %d child process group(s); exiting now without a graceful stop",
+                    signal.Signals(signum).name, killed)
+        logging.shutdown()
+        os._exit(128 + signum)
 
     async def _reload_from(self, reload_site: Callable[[], Site]) -> None:
         from edgeplane.errors import SiteError

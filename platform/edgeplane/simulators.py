@@ -4,7 +4,12 @@ A reference deployment runs against simulators that speak the real protocols on 
 The site file lists them under ``simulators:``; the host starts each as a subprocess before any
 connector, waits until it accepts TCP connections on its ``ready`` address, supervises it like
 any other part (restart with backoff when it exits), logs its output, and stops it after the
-connectors (SIGTERM to its process group, SIGKILL after ``stop_timeout``)::
+connectors (SIGTERM to its process group, SIGKILL after ``stop_timeout``).
+
+No simulator outlives its host: each runs in its own process group (so a stop reaches its
+children too) with a parent-death signal (Linux ``PR_SET_PDEATHSIG``: SIGTERM if the host dies,
+even by SIGKILL), and :func:`kill_all` (also run at interpreter exit) kills every group still
+running, for a host that must exit at once (a second Ctrl-C)::
 
     simulators:
       inv1:
@@ -17,8 +22,11 @@ connectors (SIGTERM to its process group, SIGKILL after ``stop_timeout``)::
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
+import ctypes
+import functools
 import os
 import signal
 import sys
@@ -27,7 +35,45 @@ from urllib.parse import urlsplit
 from edgeplane.components import _Supervised
 from edgeplane.config import SimulatorConfig
 
-__all__ = ["SimulatorConfig", "SimulatorProcess"]
+__all__ = ["SimulatorConfig", "SimulatorProcess", "kill_all"]
+
+_PR_SET_PDEATHSIG = 1
+_running_groups: set[int] = set()  # process groups of simulators started and not yet reaped
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def _die_with(host_pid: int) -> None:
+    """Runs in the child between fork and exec: die with the host, whatever kills it."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # the host may have died between fork and prctl: then nothing would ever signal us
+    if os.getppid() != host_pid:
+        os._exit(1)
+
+
+def kill_all(sig: int = signal.SIGKILL) -> int:
+    """Signal every simulator process group still running (for an immediate exit); returns how many."""
+    count = 0
+    for group in list(_running_groups):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+            count += 1
+        _running_groups.discard(group)
+    return count
+
+
+atexit.register(kill_all)
 
 
 class SimulatorProcess(_Supervised):
@@ -52,13 +98,24 @@ class SimulatorProcess(_Supervised):
             self.process = await asyncio.create_subprocess_exec(
                 *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=cwd,
                 env={**os.environ, **self.config.env}, start_new_session=True,  # its own group: stop reaches children
+                preexec_fn=functools.partial(_die_with, os.getpid()),
             )
         except OSError as e:
             raise RuntimeError(f"simulator {self.name!r} cannot start {argv[0]!r}: {e.strerror}; check 'command:'") from None
+        _running_groups.add(self.process.pid)
         self._pump = asyncio.create_task(self._log_output())
         if self.config.ready:
             await self._wait_ready()
         self.log.info("simulator %s running (pid %d)", self.name, self.process.pid)
+
+    def _reap_group(self) -> None:
+        """The simulator has exited: what it left in its group (children) goes too."""
+        if self.process is None:
+            return
+        group = self.process.pid
+        _running_groups.discard(group)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
 
     async def _wait_ready(self) -> None:
         address = urlsplit(self.config.ready)
@@ -91,6 +148,7 @@ class SimulatorProcess(_Supervised):
     async def run(self) -> None:
         assert self.process is not None
         code = await self.process.wait()
+        self._reap_group()
         raise RuntimeError(f"simulator {self.name!r} exited with {code}: " + " | ".join(list(self._tail)[-3:]))
 
     async def stop(self) -> None:
@@ -105,6 +163,8 @@ class SimulatorProcess(_Supervised):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
+        if process is not None:
+            self._reap_group()
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -31,6 +31,19 @@ log = logging.getLogger(__name__)
 _INGEST_ROUND = 5000  # bus messages per outbox transaction at most
 
 
+async def _within(awaitable: Any, timeout: float) -> bool:
+    """Await for at most ``timeout`` seconds; False (and the task cancelled and abandoned) when it
+    did not finish: unlike wait_for, never waits on a task that ignores its cancellation."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        return False
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("sync: %r ended with %r while stopping", task, task.exception())
+    return True
+
+
 class SyncService:
     """Store-and-forward uplink and signed downlink for one site.
 
@@ -84,7 +97,6 @@ class SyncService:
         self._work = asyncio.Event()
         self._link = asyncio.Event()
         self._window = asyncio.Semaphore(config.uplink.inflight)
-        self._downlink_queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._tokens = float(config.uplink.backlog_rate or 0)
         self._tokens_at = time.monotonic()
         self._reported: dict[str, int] = {}
@@ -188,7 +200,10 @@ class SyncService:
             tasks = list(pending)
         else:
             log.warning("sync: %d tasks ignored cancellation; abandoning them", len(tasks))
-        await self.transport.close()
+        # a healthy close takes milliseconds; one stuck on a dead socket is abandoned
+        close_timeout = min(self.flush_timeout, 3.0)
+        if not await _within(self.transport.close(), close_timeout):
+            log.warning("sync: the uplink did not close within %g s; abandoning it", close_timeout)
         await self.outbox.call(self.outbox.close)
         self._sync_counters()
         self.state = "stopped"
@@ -294,8 +309,11 @@ class SyncService:
             if not records:
                 self._window.release()
                 self._work.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._work.wait(), 0.2 if budget is not None else 1.0)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that races its timeout, and stop() would wait for this task in vain
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.2 if budget is not None else 1.0):
+                        await self._work.wait()
                 continue
             if budget is not None:
                 watermark = self.outbox._watermark
@@ -352,6 +370,7 @@ class SyncService:
         """Publish the reported state (retained), best effort: the next report repeats it."""
         import json
 
+        self.downlink.flush()  # refusals counted since the last save reach twin.json with the report
         if backlog is None:
             backlog = await self.outbox.call(self.outbox.backlog)
         doc = {"site": self.site_id, "ts": self.clock.now(), **self.downlink.twin, "outbox": backlog,
@@ -362,16 +381,21 @@ class SyncService:
     # -- downlink -------------------------------------------------------------------------------
 
     def _on_downlink(self, topic: str, payload: bytes) -> None:
-        self._downlink_queue.put_nowait(payload)
+        self.downlink.submit(payload)  # bounded: a flood is dropped and counted, never queued without end
 
     async def _downlink_loop(self) -> None:
+        reported, verified = 0.0, self.downlink.verified
         while True:
-            payload = await self._downlink_queue.get()
+            payload = await self.downlink.next()
             try:
                 handled = await self.downlink.handle(payload, self.clock.now())
             except Exception:  # noqa: BLE001 - one bad message must not stop the downlink
                 log.exception("sync: downlink message failed")
                 handled = None
-            await self._report()
+            # refusals are reported once per burst and at most once a second (the periodic report
+            # catches up): a flood of junk must not become a flood of fsyncs and state publishes
+            if not self.downlink.pending and (self.downlink.verified != verified or time.monotonic() - reported >= 1.0):
+                reported, verified = time.monotonic(), self.downlink.verified
+                await self._report()
             if handled is not None:
                 log.info("sync: applied downlink %s %s", handled.get("kind"), handled.get("id"))
