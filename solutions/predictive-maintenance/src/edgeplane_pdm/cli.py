@@ -16,6 +16,7 @@ import click
 import numpy as np
 
 from edgeplane_pdm.datasets import shared_data
+from edgeplane_pdm.onset import OnsetRules
 
 MODELS = Path(__file__).parent / "models"
 FAULTS, RUL, ANOMALY = "pdm-faults", "pdm-rul", "pdm-anomaly"
@@ -71,14 +72,20 @@ def _json(as_json: bool, obj: dict[str, Any]) -> None:
         click.echo(json.dumps(obj))
 
 
+class BadInput(click.ClickException):
+    """Bad input data (a missing file, an unknown column layout, a name that matches nothing): exit status 2."""
+
+    exit_code = 2
+
+
 class _Group(click.Group):
-    """Turns the data readers' errors (a missing file, a misnamed record) into one-line CLI errors."""
+    """Turns the data readers' errors (a missing file, a misnamed record) into one-line CLI errors, exit 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (FileNotFoundError, ValueError) as e:
-            raise click.ClickException(str(e)) from None
+            raise BadInput(str(e)) from None
 
 
 @click.group(name="pdm", cls=_Group)
@@ -167,24 +174,30 @@ def evaluate_faults(model_dir: Path, data_dir: Path | None, as_json: bool) -> No
 @click.option("--folds", default=5, show_default=True)
 @_json_opt
 def train_rul(data_file: Path | None, out: Path, folds: int, as_json: bool) -> None:
-    """RUL regressor: engine-grouped cross-validation, then a model on every engine."""
+    """RUL regressor: nested engine-grouped cross-validation (the history length H is chosen inside
+    each outer fold on its training engines only), then a model on every engine with the majority H."""
     from edgeplane_pdm import rul
     from edgeplane_pdm.datasets import load_cmapss
 
     data_file = data_file or shared_data("cmapss", "train_FD001.txt")
     data = load_cmapss(data_file)
-    cv = rul.cross_validate(data, folds)
-    _table([[k, f"{r:.2f}"] for k, r in enumerate(cv["folds"])], ["fold (held-out engines)", "RMSE"])
+    cv = rul.nested_cross_validate(data, folds, log=click.echo)
+    _table([[k, h, f"{r:.2f}"] for k, (h, r) in enumerate(zip(cv["chosen"], cv["folds"]))], ["outer fold (held-out engines)", "chosen H", "RMSE"])
+    history = cv["history"]
+    windows = rul.windows_for(history)
     mean, std = rul.normaliser(data)
-    x, y, _ = rul.training_set(data, mean, std)
+    x, y, _ = rul.training_set(data, mean, std, windows=windows, stride=rul.TRAIN_STRIDE)
     model = rul.fit(x, y)
     metrics = {"cv_rmse": cv["rmse"], "cv_rmse_capped_truth": cv["rmse_capped_truth"], "cv_score_per_100": cv["score"]}
     version = _add(out, rul.to_onnx(model, mean, std), RUL, f"edgeplane pdm train rul --data {_rel(data_file)} --out {_rel(out)}",
                    [data_file.name], metrics, sensor_mean=mean.tolist(), sensor_std=std.tolist(), sensors=list(rul.SENSORS),
-                   history=rul.HISTORY, rul_cap=rul.RUL_CAP)
-    click.echo(f"engine-grouped CV: RMSE {cv['rmse']:.2f} (vs capped truth {cv['rmse_capped_truth']:.2f}), "
-               f"PHM08 score {cv['score']:.0f} per 100 engines, {cv['cuts']} cut points; {RUL} version {version} in {out}")
-    _json(as_json, {"rmse": cv["rmse"], "rmse_capped_truth": cv["rmse_capped_truth"], "score": cv["score"], "version": version})
+                   history=history, windows=list(windows), chosen_per_fold=cv["chosen"],
+                   inner_rmse=[{str(h): r for h, r in d.items()} for d in cv["inner_rmse"]], rul_cap=rul.RUL_CAP)
+    click.echo(f"nested engine-grouped CV: RMSE {cv['rmse']:.2f} (vs capped truth {cv['rmse_capped_truth']:.2f}), "
+               f"PHM08 score {cv['score']:.0f} per 100 engines, {cv['cuts']} cut points; H chosen per fold {cv['chosen']}; "
+               f"{RUL} version {version} in {out}")
+    _json(as_json, {"rmse": cv["rmse"], "rmse_capped_truth": cv["rmse_capped_truth"], "score": cv["score"],
+                    "history": history, "chosen_per_fold": cv["chosen"], "version": version})
 
 
 @evaluate.command("rul")
@@ -209,8 +222,9 @@ def evaluate_rul(model_dir: Path, test_file: Path | None, rul_file: Path | None,
         raise click.UsageError("--test needs --rul (the official RUL_FD00x.txt with one true RUL per test engine)")
     import onnxruntime as ort
 
-    path, _ = _latest(model_dir, RUL)
-    x, truth = rul.test_set(load_cmapss(test_file), np.loadtxt(rul_file).ravel(), rul.RAW_MEAN, rul.RAW_STD)
+    path, manifest = _latest(model_dir, RUL)
+    windows = rul.model_windows(manifest.get("provenance", {}))
+    x, truth = rul.test_set(load_cmapss(test_file), np.loadtxt(rul_file).ravel(), rul.RAW_MEAN, rul.RAW_STD, windows)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     pred = np.clip(sess.run(None, {"features": x.astype(np.float32)})[0].ravel(), 0, rul.RUL_CAP)
     rmse, score = float(np.sqrt(np.mean((pred - truth) ** 2))), rul.phm08_score(truth, pred)
@@ -221,29 +235,41 @@ def evaluate_rul(model_dir: Path, test_file: Path | None, rul_file: Path | None,
 # -- anomaly ---------------------------------------------------------------------------------------
 
 @evaluate.command("anomaly")
-@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=MODELS)
-@click.option("--data", "data_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="IMS-style CSV")
-@click.option("--bearing", type=int, default=None, help="only this bearing (1-based column)")
-@click.option("--baseline-hours", default=24.0, show_default=True, help="commissioning period the baseline is learned from")
+@click.option("--data", "data_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="IMS-style CSV: a time column, then 'Bearing <n>' or 'Bearing <n> <channel>' columns (default: IMS test 2)")
+@click.option("--failed", default=None, help='bearings that failed at the end of the run, comma-separated: "Bearing 3,Bearing 4"')
+@click.option("--baseline-hours", default=OnsetRules.baseline_hours, show_default=True, help="healthy reference window after break-in")
+@click.option("--break-in-hours", default=OnsetRules.break_in_hours, show_default=True, help="first hours never used as baseline")
 @_json_opt
-def evaluate_anomaly(model_dir: Path, data_file: Path | None, bearing: int | None, baseline_hours: float, as_json: bool) -> None:
-    """First alert per bearing, its lead time before the end of the run, false alerts in the first half."""
-    from edgeplane_pdm.anomaly import evaluate_ims
+def evaluate_anomaly(data_file: Path | None, failed: str | None, baseline_hours: float, break_in_hours: float, as_json: bool) -> None:
+    """Degradation onset per bearing: lead time before the end of the run and false alerts (with
+    --failed), data-quality alerts apart. Nothing is fitted to the run's failure (see the README)."""
     from edgeplane_pdm.datasets import load_ims
+    from edgeplane_pdm.onset import evaluate_run
 
-    path, _ = _latest(model_dir, ANOMALY)
-    ts, names, values = load_ims(data_file or shared_data("ims", "merged_dataset_BearingTest_2.csv"))
-    if bearing is not None:
-        if not 1 <= bearing <= len(names):
-            raise click.BadParameter(f"the file has bearings 1..{len(names)}", param_hint="--bearing")
-        names, values = [names[bearing - 1]], values[:, [bearing - 1]]
-    rows = evaluate_ims(ts, values, names, baseline_hours=baseline_hours, model_path=str(path))
-    _table([[r["bearing"], r["first_alert_h"], r["lead_time_hours"], r["false_alerts"], r["alerts"]] for r in rows],
-           ["bearing", "first alert (h)", "lead time (h)", "false alerts 1st half", "alerts"])
-    click.echo(f"run length {(ts[-1] - ts[0]) / 3600:.1f} h; baseline: first {baseline_hours:g} h")
-    first = rows[0]
-    _json(as_json, {"lead_time_hours": first["lead_time_hours"], "false_alerts": sum(r["false_alerts"] for r in rows),
-                    "bearings": rows})
+    run = load_ims(data_file or shared_data("ims", "merged_dataset_BearingTest_2.csv"))
+    names = [n for n in failed.split(",") if n.strip()] if failed is not None else None
+    if names is not None and not names:
+        raise BadInput('--failed is empty: name the bearings that failed, e.g. --failed "Bearing 3,Bearing 4"')
+    result = evaluate_run(run, names, OnsetRules(break_in_hours=break_in_hours, baseline_hours=baseline_hours))
+    rows = []
+    for r in result["bearings"]:
+        dq = ", ".join(f"{d['channel']} {d['reason']} @{d['raised_h']} h" for d in r["data_quality_alerts"]) or "-"
+        times = ", ".join(f"{t:g}" for t in r["alert_times_h"]) or "-"
+        if names is None:
+            rows.append([r["bearing"], len(r["channels"]), r["alerts"], times, dq])
+        else:
+            lead = "-" if r["lead_time_hours"] is None else r["lead_time_hours"]
+            rows.append([r["bearing"], "failed" if r["failed"] else "healthy", len(r["channels"]), times, lead, r["false_alerts"], dq])
+    if names is None:
+        _table(rows, ["bearing", "channels", "degradation alerts", "raised at (h)", "data-quality alerts"])
+    else:
+        _table(rows, ["bearing", "state", "channels", "degradation alerts at (h)", "lead time (h)", "false alerts", "data-quality alerts"])
+    summary = f"run length {result['run_hours']:.1f} h; baseline hours {break_in_hours:g}..{break_in_hours + baseline_hours:g}"
+    if names is not None:
+        summary += f"; lead time {result['lead_time_hours']} h; false alerts {result['false_alerts']}"
+    click.echo(summary)
+    _json(as_json, result)
 
 
 @train.command("anomaly")

@@ -51,6 +51,7 @@ from edgeplane import Batch, Quality, Solution, SolutionConfig
 from edgeplane_pdm.anomaly import AlertState, Baseline
 from edgeplane_pdm.features import FEATURE_NAMES, BearingGeometry, WindowFeatures, window_features
 from edgeplane_pdm.rul import HISTORY as RUL_HISTORY
+from edgeplane_pdm.rul import WINDOWS as RUL_WINDOWS
 
 __all__ = ["PdmConfig", "PdmSolution", "MachineConfig", "AlertConfig"]
 
@@ -110,6 +111,8 @@ class RulAsset(_Model):
 
 class RulConfig(_Model):
     model: str = "pdm-rul"
+    windows: list[int] = Field(default_factory=lambda: list(RUL_WINDOWS), min_length=1,
+                               description="feature windows (cycles) the model was trained with: its manifest's provenance.windows")
     warning: float = Field(50.0, gt=0, description="alert (warning) when the predicted RUL stays below this many cycles")
     critical: float = Field(20.0, gt=0, description="severity critical below this many cycles")
     clear_margin: float = Field(10.0, ge=0, description="clear when the prediction climbs back above warning + this")
@@ -188,12 +191,16 @@ class PdmSolution(Solution):
             if c.temperature:
                 self._by_topic[c.temperature] = (m, "temperature")
         self.rul_assets: dict[str, _RulState] = {}
+        # the shipped model's windows (a test holds rul.WINDOWS to its manifest); a site that
+        # loads a model trained with another history names its windows in rul.windows
+        self._rul_windows: tuple[int, ...] = tuple(config.rul.windows) if config.rul is not None else RUL_WINDOWS
         if config.rul is not None:
             r = config.rul
             for asset, c in config.rul.assets.items():
                 # scores are negated RUL so that "higher is worse", as AlertState expects
                 self.rul_assets[asset] = _RulState(c, AlertState(high=-r.warning, clear=-(r.warning + r.clear_margin),
-                                                                 critical=-r.critical, persist=r.persist))
+                                                                 critical=-r.critical, persist=r.persist),
+                                                   history=collections.deque(maxlen=max(r.windows)))
                 self._by_topic[c.cycle] = (asset, "rul_cycle")
                 for sensor, topic in c.sensors.items():
                     self._by_topic[topic] = (asset, f"rul_sensor:{sensor}")
@@ -341,7 +348,7 @@ class PdmSolution(Solution):
                 continue
             state.history.append([state.latest[f"s{i}"] for i in SENSORS])
             state.cycles += 1
-            x = features_at(np.array(state.history), float(cycle), RAW_MEAN, RAW_STD)
+            x = features_at(np.array(state.history), float(cycle), RAW_MEAN, RAW_STD, self._rul_windows)
             out = await self.context.inference.infer(self.config.rul.model, {"features": x[None]})
             rul = float(np.clip(np.asarray(next(iter(out.values()))).ravel()[0], 0, None))
             state.rul = rul
