@@ -53,7 +53,7 @@ def listener():
 
 def test_doctor_gives_a_pass_or_fail_line_per_check(tmp_path: Path, listener: int, sntp: SntpServer):
     folder = make_site(tmp_path, "solar", "plant-7")
-    broker = TlsBroker(tmp_path / "broker", folder / "lab-ca")
+    broker = TlsBroker(tmp_path / "broker", tmp_path / "operator" / "lab-ca")
     closed = free_port()
     try:
         def point_at_loopback(doc):
@@ -83,14 +83,14 @@ def test_doctor_gives_a_pass_or_fail_line_per_check(tmp_path: Path, listener: in
 
 def test_doctor_fails_a_foreign_certificate_a_skewed_clock_and_a_short_validity(tmp_path: Path):
     folder = make_site(tmp_path, "intersection", "crossing-1")
-    broker = TlsBroker(tmp_path / "broker", folder / "lab-ca")
+    broker = TlsBroker(tmp_path / "broker", tmp_path / "operator" / "lab-ca")
     skewed = SntpServer(offset=30.0)
     try:
         edit(folder, lambda doc: doc["sync"]["uplink"].update(url=broker.url))
         # the site's certificate now comes from a CA the broker does not trust
         other = new_ca(tmp_path / "other", "Other CA")
         site_cmd("certs", folder, "--ca-cert", other / "ca.pem", "--ca-key", other / "ca.key")
-        edit(folder, lambda doc: doc["sync"]["uplink"].update(ca=str(folder / "lab-ca" / "ca.pem")))
+        edit(folder, lambda doc: doc["sync"]["uplink"].update(ca=str(tmp_path / "operator" / "lab-ca" / "ca.pem")))
         out = site_cmd("doctor", folder, "--ntp", skewed.address, "--timeout", "3", "--warn-days", "400", ok=False).output
         marks = lines(out)
         assert marks["broker reachable"] == "FAIL", out
@@ -105,8 +105,8 @@ def test_doctor_fails_a_foreign_certificate_a_skewed_clock_and_a_short_validity(
 async def test_init_certs_run_push_monitor_a_site_end_to_end(tmp_path: Path):
     """The newcomer's path: init, certs, run, push a changed site file, read /metrics and /readyz."""
     folder = make_site(tmp_path, "intersection", "crossing-1")
-    broker = TlsBroker(tmp_path / "broker", folder / "lab-ca")
-    cloud_cert, cloud_key = issue_pair(folder / "lab-ca", "cloud", tmp_path / "cloud-id")
+    broker = TlsBroker(tmp_path / "broker", tmp_path / "operator" / "lab-ca")
+    cloud_cert, cloud_key = issue_pair(tmp_path / "operator" / "lab-ca", "cloud", tmp_path / "cloud-id")
     tls = {"ca": str(folder / "certs" / "ca.pem"), "cert": str(cloud_cert), "key": str(cloud_key)}
     cloud = CloudServer(broker.url, tmp_path / "cloud", **tls)
     cloud.start()
@@ -119,22 +119,25 @@ async def test_init_certs_run_push_monitor_a_site_end_to_end(tmp_path: Path):
     try:
         async with run_host(folder / "site.yaml", http_port=0) as host:
             await wait_for(lambda: host.sync.transport.connected, timeout=30)
-            assert "device:m2" not in host.parts
+            assert host.solution("spillback").config.high == 25
 
-            edit(folder, lambda doc: doc["devices"].update(m2={"connector": "memory", "points": {"x": {"value": 3.0}}}))
+            # what the cloud may change (issue 14): a solution parameter; devices and files stay local
+            edit(folder, lambda doc: doc["solutions"]["spillback"].update(high=30, clear=20))
             out = (await asyncio.to_thread(
                 site_cmd, "push", folder, "--cloud", broker.url, "--ca", tls["ca"], "--cert", tls["cert"],
                 "--key", tls["key"], "--data", tmp_path / "cloud")).output
             assert "pushed desired config" in out and "crossing-1" in out
-            await wait_for(lambda: "device:m2" in host.parts, timeout=30)
-            await wait_for(lambda: host.bus.latest("m2/x") is not None and host.bus.latest("m2/x")[1] == 3.0, timeout=10)
+            assert "not sent" in out and "store" in out  # the local-only sections are named, not pushed
+            await wait_for(lambda: "solution:spillback" in host.parts and host.solution("spillback").config.high == 30,
+                           timeout=30)
             await wait_for(lambda: bool(cloud.store.status()) and not cloud.store.status()[0]["twin_differences"], timeout=30)
 
-            # a device removed from the site file and pushed again is removed on the site
-            edit(folder, lambda doc: doc["devices"].pop("m2"))
+            # a parameter removed from the site file and pushed again is removed on the site (back to its default)
+            edit(folder, lambda doc: doc["solutions"]["spillback"].pop("clear"))
             await asyncio.to_thread(site_cmd, "push", folder, "--cloud", broker.url, "--ca", tls["ca"], "--cert", tls["cert"],
                                     "--key", tls["key"])
-            await wait_for(lambda: "device:m2" not in host.parts, timeout=30)
+            await wait_for(lambda: "solution:spillback" in host.parts and host.solution("spillback").config.clear is None,
+                           timeout=30)
             assert "device:controller" in host.parts
 
             host_ip, port = host.http_address[:2]

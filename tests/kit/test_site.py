@@ -74,8 +74,10 @@ def test_certs_with_a_lab_ca(tmp_path: Path):
     site_cmd("init", folder, "--vertical", "solar", "--name", "plant-7", "--configs", tmp_path / "built-in")
     out = site_cmd("certs", folder).output
     assert "PRIVATE KEY" not in out and "BEGIN" not in out  # paths only, never key material
-    for key in ("certs/site.key", "lab-ca/ca.key", "lab-ca/cloud-signing.key"):
-        assert (folder / key).stat().st_mode & 0o777 == 0o600, key
+    operator = tmp_path / "operator"  # EDGEPLANE_OPERATOR_DIR (tests/conftest.py): never the site folder
+    for key in (folder / "certs/site.key", operator / "lab-ca/ca.key", operator / "cloud-signing.key"):
+        assert key.stat().st_mode & 0o777 == 0o600, key
+    assert not (folder / "lab-ca").exists()
     cert = x509.load_pem_x509_certificate((folder / "certs/site.pem").read_bytes())
     ca = x509.load_pem_x509_certificate((folder / "certs/ca.pem").read_bytes())
     assert cert.subject.rfc4514_string() == "CN=plant-7"

@@ -8,9 +8,18 @@ Layout in a site folder::
     certs/ca.pem        the CA that signed it (the broker must trust it; the site trusts it for the broker)
     keys/cloud.pub      the downlink trust key: the cloud's ed25519 public key (sync.trust.keys)
 
-With no CA given, a lab CA is made in ``lab-ca/`` (its key 0600) and a lab downlink signing key
-in ``lab-ca/cloud-signing.key``: for a lab only; in the field the CA and the signing key stay
-with the operator and only the public parts come to the site.
+With no CA given, a lab CA and a lab downlink signing key are made in the **operator folder**
+(``--operator-dir``, else ``$EDGEPLANE_OPERATOR_DIR``, else ``~/.config/edgeplane/operator``)::
+
+    lab-ca/ca.pem, lab-ca/ca.key      the lab CA (key 0600): signs site certificates
+    cloud-signing.key, .pub           the downlink signing key pair (private key 0600)
+
+Never in the site folder: a site folder is copied onto the site (a ConfigMap, a volume, a USB
+stick), and whoever holds the signing key can reconfigure every site that trusts it, whoever
+holds the CA key can mint a certificate for any other site's topic tree. An operator folder
+inside the site folder is refused, and keys an older version left in ``FOLDER/lab-ca/`` are
+moved out to the operator folder. In the field the CA and the signing key stay with the
+operator (or in an HSM) and only the public parts come to the site.
 """
 
 from __future__ import annotations
@@ -26,7 +35,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertResult", "issue_certificate", "make_ca", "provision_certs", "write_private"]
+__all__ = ["CertResult", "issue_certificate", "make_ca", "operator_folder", "provision_certs", "write_private"]
+
+
+def operator_folder(given: Path | None = None) -> Path:
+    """Where the operator's lab CA and downlink signing key live: never on a site."""
+    if given is not None:
+        return Path(given)
+    env = os.environ.get("EDGEPLANE_OPERATOR_DIR")
+    return Path(env) if env else Path.home() / ".config" / "edgeplane" / "operator"
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -108,17 +125,49 @@ def _load_ca(ca_cert_path: Path, ca_key_path: Path) -> tuple[x509.Certificate, o
     return ca_cert, ca_key
 
 
+def _move_off_site(folder: Path, operator: Path, result: CertResult) -> None:
+    """Keys an older version wrote into the site folder go to the operator folder (or are flagged)."""
+    old = folder / "lab-ca"
+    moves = {old / "ca.key": operator / "lab-ca" / "ca.key", old / "ca.pem": operator / "lab-ca" / "ca.pem",
+             old / "cloud-signing.key": operator / "cloud-signing.key"}
+    for source, target in moves.items():
+        if not source.exists():
+            continue
+        if target.exists():
+            result.notes.append(f"{source} is a copy of an operator key on the site: delete it "
+                                f"(the operator's is {target})")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        if target.name == "cloud-signing.key":
+            from edgeplane.sync.signing import load_private_key
+
+            public = load_private_key(target).public_key()
+            target.with_suffix(".pub").write_bytes(public.public_bytes(serialization.Encoding.PEM,
+                                                                        serialization.PublicFormat.SubjectPublicKeyInfo))
+        result.notes.append(f"moved {source} to {target}: keys that sign for the fleet never stay on a site")
+    if old.is_dir() and not any(old.iterdir()):
+        old.rmdir()
+
+
 def provision_certs(folder: Path, site_id: str, *, ca_cert: Path | None = None, ca_key: Path | None = None,
-                    trust_key: Path | None = None, days: int = 365, force: bool = False) -> CertResult:
-    """Write the site's key, CSR, certificate, CA and downlink trust key into ``folder`` (see module doc)."""
+                    trust_key: Path | None = None, days: int = 365, force: bool = False,
+                    operator_dir: Path | None = None) -> CertResult:
+    """Write the site's key, CSR, certificate, CA and downlink trust key into ``folder``; a lab CA
+    and signing key, when made, into the operator folder (see module doc)."""
     from edgeplane.sync.signing import generate_keypair, load_public_key
 
     result = CertResult()
+    operator = operator_folder(operator_dir).expanduser().resolve()
+    if operator.is_relative_to(folder.resolve()):
+        raise ValueError(f"the operator folder {operator} is inside the site folder {folder}: the CA key and the "
+                         "downlink signing key must never be on a site; pass --operator-dir outside it")
+    if (ca_cert is None) != (ca_key is None):
+        raise ValueError("give both --ca-cert and --ca-key (to sign here), or neither (a lab CA is made)")
     certs, keys = folder / "certs", folder / "keys"
     certs.mkdir(parents=True, exist_ok=True)
     keys.mkdir(parents=True, exist_ok=True)
-    if (ca_cert is None) != (ca_key is None):
-        raise ValueError("give both --ca-cert and --ca-key (to sign here), or neither (a lab CA is made)")
+    _move_off_site(folder, operator, result)
 
     key_path = certs / "site.key"
     if key_path.exists() and not force:
@@ -142,7 +191,7 @@ def provision_certs(folder: Path, site_id: str, *, ca_cert: Path | None = None, 
         ca, ca_private = _load_ca(Path(ca_cert), Path(ca_key))
         result.notes.append(f"signed by the CA {ca.subject.rfc4514_string()} ({ca_cert})")
     else:
-        lab = folder / "lab-ca"
+        lab = operator / "lab-ca"
         lab_cert, lab_key = lab / "ca.pem", lab / "ca.key"
         if lab_cert.exists() and lab_key.exists():
             ca, ca_private = _load_ca(lab_cert, lab_key)
@@ -153,8 +202,9 @@ def provision_certs(folder: Path, site_id: str, *, ca_cert: Path | None = None, 
             lab_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
             write_private(lab_key, _key_pem(ca_private))  # type: ignore[arg-type]
             result.written += [lab_cert, lab_key]
-        result.notes.append(f"signed by a new lab CA in {lab}/: for a lab only; in the field, have certs/site.csr "
-                            "signed by your CA and run again with --ca-cert/--ca-key, or copy the signed file to certs/site.pem")
+        result.notes.append(f"signed by the lab CA in {lab}/ (the operator's side, not the site's): for a lab only; "
+                            "in the field, have certs/site.csr signed by your CA and run again with --ca-cert/--ca-key, "
+                            "or copy the signed file to certs/site.pem")
     cert = issue_certificate(key, site_id, ca, ca_private, days=days)
     (certs / "site.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (certs / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
@@ -168,11 +218,16 @@ def provision_certs(folder: Path, site_id: str, *, ca_cert: Path | None = None, 
     elif trust_target.exists() and not force:
         result.kept.append(trust_target)
     else:
-        signing = folder / "lab-ca" / "cloud-signing.key"
+        signing, public = operator / "cloud-signing.key", operator / "cloud-signing.pub"
         signing.parent.mkdir(parents=True, exist_ok=True)
-        generate_keypair(signing, trust_target)
+        if not (signing.exists() and public.exists()):
+            generate_keypair(signing, public)  # one lab signing key per operator, shared by the lab's sites
+            result.written += [signing, public]
+        else:
+            result.kept += [signing, public]
         os.chmod(signing, 0o600)
-        result.written += [signing, trust_target]
-        result.notes.append(f"a lab downlink signing key is in {signing}: 'edgeplane site push' signs with it; "
-                            "in the field, pass --trust-key with the cloud's public key instead")
+        trust_target.write_bytes(public.read_bytes())
+        result.written.append(trust_target)
+        result.notes.append(f"the lab downlink signing key is {signing} (the operator's side): 'edgeplane site push' "
+                            "signs with it; in the field, pass --trust-key with the cloud's public key instead")
     return result

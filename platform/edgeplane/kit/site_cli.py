@@ -93,16 +93,22 @@ def init(folder: Path, vertical: str, name: str | None, configs: Path | None, fo
               help="The cloud's ed25519 public key for signed downlink messages (default: a new lab key pair).")
 @click.option("--days", default=365, show_default=True, help="Validity of the site certificate.")
 @click.option("--force", is_flag=True, help="Make a new site key even if one exists.")
-def certs(folder: Path, ca_cert: Path | None, ca_key: Path | None, trust_key: Path | None, days: int, force: bool) -> None:
+@click.option("--operator-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the lab CA and the downlink signing key live, never inside FOLDER "
+                   "(default: $EDGEPLANE_OPERATOR_DIR or ~/.config/edgeplane/operator).")
+def certs(folder: Path, ca_cert: Path | None, ca_key: Path | None, trust_key: Path | None, days: int, force: bool,
+          operator_dir: Path | None) -> None:
     """Site key (0600) and certificate (CN = site id), a CSR for an external CA, and the downlink trust key."""
     from edgeplane.kit.certs import provision_certs
 
     raw = _read_site(folder)
     site_id = str(raw["site"]["id"])
     try:
-        result = provision_certs(folder, site_id, ca_cert=ca_cert, ca_key=ca_key, trust_key=trust_key, days=days, force=force)
+        result = provision_certs(folder, site_id, ca_cert=ca_cert, ca_key=ca_key, trust_key=trust_key, days=days,
+                                 force=force, operator_dir=operator_dir)
     except ValueError as e:
-        raise click.ClickException(str(e)) from None
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
     for path in result.written:
         mode = f" (mode {path.stat().st_mode & 0o777:o})" if path.suffix == ".key" else ""
         click.echo(f"wrote {path}{mode}")
@@ -167,7 +173,8 @@ def render(folder: Path, target: str, output: Path | None, image: str, namespace
 @_folder
 @click.option("--cloud", "broker", required=True, help="The cloud broker, mqtt://HOST:1883 or mqtts://HOST:8883.")
 @click.option("--signing-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="ed25519 private key the site trusts (default: FOLDER/lab-ca/cloud-signing.key).")
+              help="ed25519 private key the site trusts (default: the operator folder's cloud-signing.key, "
+                   "$EDGEPLANE_OPERATOR_DIR or ~/.config/edgeplane/operator).")
 @click.option("--prefix", default="edgeplane", show_default=True, help="Topic tree root.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
               help="The cloud end's data folder, to record the desired state for 'edgeplane cloud status'.")
@@ -178,19 +185,26 @@ def render(folder: Path, target: str, output: Path | None, image: str, namespace
 @click.option("--password", default=None, envvar="EDGEPLANE_CLOUD_PASSWORD")
 def push(folder: Path, broker: str, signing_key: Path | None, prefix: str, data_dir: str | None, ca: str | None,
          cert: str | None, tls_key: str | None, username: str | None, password: str | None) -> None:
-    """Publish the site file as signed desired state (retained), for the site to apply without a restart."""
+    """Publish what of the site file the cloud may change (limits, solution parameters, polls, uplink
+    policies, model settings) as signed desired state (retained), applied without a restart.
+    Everything else (devices, commands, files, the broker, trusted keys) changes only on the site."""
+    from edgeplane.kit.certs import operator_folder
     from edgeplane.sync.cloud import CloudStore, push_message
+    from edgeplane.sync.downlink import allowed_only, remote_part
 
     raw = _read_site(folder)
-    _validate(folder, raw, secrets_needed=False)  # the pushed file keeps its references
-    key = signing_key or folder / "lab-ca" / "cloud-signing.key"
+    _validate(folder, raw, secrets_needed=False)
+    key = signing_key or operator_folder() / "cloud-signing.key"
     if not key.is_file():
         raise click.ClickException(f"no signing key {key}: pass --signing-key (the key whose public half is in sync.trust.keys)")
     # the site merges an overlay onto its own file, where null deletes a key: what was pushed
     # before and is gone now is sent as null, so the site ends up with exactly this file
     last_pushed = folder / ".edgeplane" / "pushed.yaml"
     previous = yaml.safe_load(last_pushed.read_text()) if last_pushed.is_file() else None
-    overlay = with_deletions(previous or {}, raw)
+    part, local_only = remote_part(raw)
+    overlay, _ = allowed_only(with_deletions(remote_part(previous)[0] if isinstance(previous, dict) else {}, part), raw)
+    if local_only:
+        click.echo(f"note: not sent (changed only on the site itself, then restart or SIGHUP it): {', '.join(local_only)}")
     store = CloudStore(data_dir) if data_dir else None
     try:
         # secrets stay references (${env:...}); the site resolves them itself

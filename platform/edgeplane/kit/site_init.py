@@ -104,12 +104,15 @@ Devices: {devices or 'none'}.
    uplink broker (`sync.uplink.url`), limits of what solutions may command.
 2. Certificates: `edgeplane site certs .` makes a lab CA when you give none. In the field, have
    `certs/site.csr` signed by your CA (or pass `--ca-cert/--ca-key`) and pass the cloud's
-   downlink public key with `--trust-key`. Private keys are written 0600 and never printed; keep
-   `lab-ca/` off the site in production.
+   downlink public key with `--trust-key`. Private keys are written 0600 and never printed; the
+   lab CA and the downlink signing key go to the operator folder (`--operator-dir`, default
+   `~/.config/edgeplane/operator`), never into this folder.
 3. `edgeplane site doctor .` prints one PASS/FAIL line per check; fix every FAIL before going live.
-4. `edgeplane site push` sends this file, signed, as the site's desired state; the running site
-   applies it without a restart. `.edgeplane/pushed.yaml` remembers what was pushed last, so a
-   device you delete here is deleted on the site at the next push.
+4. `edgeplane site push` sends what of this file the cloud may change (limits, solution
+   parameters, polls, uplink policies, model settings), signed, as the site's desired state; the
+   running site applies it without a restart. Devices, commands, files and keys change only on the
+   site itself. `.edgeplane/pushed.yaml` remembers what was pushed last, so a parameter you delete
+   here is deleted on the site at the next push.
 5. Monitoring: import `configs/grafana-dashboard.json` from the edgeplane repository into
    Grafana, with Prometheus scraping the host's `/metrics`.
 """
