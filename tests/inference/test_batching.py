@@ -48,11 +48,11 @@ async def test_realtime_runs_while_bulk_is_stuck(make_service, gate):
         held = gate()
         original = model.run_batch
 
-        def bulk_held(requests, rows, bulk=False):
+        def bulk_held(requests, rows, bulk=False, *more):
             if bulk:
                 held.entered.set()
                 held.opened.wait(30)
-            return original(requests, rows, bulk)
+            return original(requests, rows, bulk, *more)
 
         model.run_batch = bulk_held
         bulk = [asyncio.create_task(service.infer("mlp", np.ones((16, 32), np.float32), priority="bulk", caller=f"b{i}")) for i in range(8)]
@@ -194,3 +194,68 @@ async def test_stop_fails_queued_requests_and_refuses_new_ones(make_service, gat
         assert (await running)["y"].shape == (1, 8)  # a run already in its thread finishes
         with pytest.raises(ServiceStoppedError, match="stopped"):
             await service.infer("mlp", x)
+
+
+async def test_infer_many_joins_requests_into_one_and_cuts_outputs_back(make_service, site_dir, run_reference):
+    rng = np.random.default_rng(11)
+    items = [rng.standard_normal((int(rng.integers(1, 5)), 32)).astype(np.float32) for _ in range(40)]
+    metrics = Metrics()
+    async with make_service(metrics) as service:
+        results = await service.infer_many("mlp", items, caller="pdm")
+    expected = run_reference(site_dir / "sources" / "mlp2.onnx", {"x": np.concatenate(items)})[0]
+    start = 0
+    for x, result in zip(items, results, strict=True):
+        np.testing.assert_allclose(result["y"], expected[start : start + len(x)], rtol=1e-4, atol=1e-5)
+        start += len(x)
+    # one queued request for the whole call, not one per item
+    assert metrics.value("edgeplane_inference_requests_total", model="mlp", priority="bulk") == 1
+
+
+async def test_infer_many_larger_than_max_batch_runs_in_bounded_slices(make_service, site_dir, run_reference):
+    x = np.random.default_rng(3).standard_normal((50, 32)).astype(np.float32)
+    metrics = Metrics()
+    async with make_service(metrics, batching={"max_batch": 16, "bulk_max_batch": 16}) as service:
+        await service.load("mlp")
+        model = service.loaded()["mlp"]
+        sizes: list[int] = []
+        session_run = model.bulk_session.run
+
+        class Recording:  # onnxruntime sessions cannot be patched; wrap the bulk one
+            def run(self, names, feeds):
+                sizes.append(len(next(iter(feeds.values()))))
+                return session_run(names, feeds)
+
+        model.bulk_session = Recording()
+        (result,) = await service.infer_many("mlp", [x])
+    np.testing.assert_allclose(result["y"], run_reference(site_dir / "sources" / "mlp2.onnx", {"x": x})[0], rtol=1e-4, atol=1e-5)
+    assert sizes == [16, 16, 16, 2]
+
+
+async def test_infer_many_refuses_a_malformed_item_by_its_shape(make_service):
+    good, bad = np.ones((2, 32), np.float32), np.ones((2, 31), np.float32)
+    async with make_service() as service:
+        with pytest.raises(InputError, match=r"shape \[2, 31\]"):
+            await service.infer_many("mlp", [good, bad])
+        assert await service.infer_many("mlp", []) == []
+
+
+async def test_realtime_runs_while_a_model_loads(make_service, gate):
+    """Loading (verify, session, warm-up) has its own threads: realtime runs do not queue behind it."""
+    async with make_service(workers=1) as service:
+        await service.load("mlp")
+        held = gate()
+        verify = service.registry.verify
+
+        def slow_verify(*args, **kwargs):
+            held.entered.set()
+            held.opened.wait(30)
+            return verify(*args, **kwargs)
+
+        service.registry.verify = slow_verify
+        loading = asyncio.create_task(service.load("cnn"))
+        await wait_for(held.entered.is_set, timeout=10)
+        result = await asyncio.wait_for(service.infer("mlp", np.ones((1, 32), np.float32)), timeout=10)
+        assert result["y"].shape == (1, 8)
+        assert not loading.done()
+        held.open()
+        assert (await asyncio.wait_for(loading, timeout=30)).name == "cnn"

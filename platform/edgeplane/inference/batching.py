@@ -20,7 +20,7 @@ import asyncio
 import collections
 import time
 from concurrent.futures import Executor
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from edgeplane.inference.runtime import LoadedModel
 from edgeplane.inference.settings import BatchingConfig
 from edgeplane.inference.stats import ModelStats
 
-__all__ = ["ModelServer", "Priority", "check_inputs"]
+__all__ = ["ModelServer", "Priority", "check_inputs", "concatenate_inputs", "split_outputs"]
 
 Priority = Literal["realtime", "bulk"]
 
@@ -88,12 +88,31 @@ def check_inputs(model: LoadedModel, inputs: Any) -> tuple[dict[str, np.ndarray]
     return feeds, rows or 1
 
 
+def concatenate_inputs(model: LoadedModel, items: Sequence[Any]) -> tuple[dict[str, np.ndarray], int, list[int]]:
+    """Check each of many requests and join them into one: (feeds, total rows, rows per item)."""
+    if not model.batchable:
+        raise InputError(f"{model.label} has a fixed first axis, so it cannot run many requests as one: call infer() per request")
+    checked = [check_inputs(model, item) for item in items]
+    splits = [rows for _, rows in checked]
+    if len(checked) == 1:
+        return checked[0][0], splits[0], splits
+    feeds = {spec.name: np.concatenate([f[spec.name] for f, _ in checked], axis=0) for spec in model.inputs}
+    return feeds, sum(splits), splits
+
+
+def split_outputs(outputs: dict[str, np.ndarray], splits: list[int]) -> list[dict[str, np.ndarray]]:
+    """The outputs of a joined request cut back per item (views, no copies)."""
+    bounds = np.cumsum(splits)[:-1]
+    per_name = {name: np.split(value, bounds) for name, value in outputs.items()}
+    return [{name: parts[i] for name, parts in per_name.items()} for i in range(len(splits))]
+
+
 class Request:
     __slots__ = ("caller", "enqueued", "feeds", "future", "model", "rows")
 
     def __init__(self, feeds: dict[str, np.ndarray], rows: int, caller: str, model: LoadedModel, future: asyncio.Future[Any]):
         self.feeds = feeds
-        self.rows = rows
+        self.rows = rows  # one request may carry many rows (infer_many joins many into one)
         self.caller = caller
         self.model = model  # the version its inputs were checked against
         self.future = future
@@ -169,20 +188,41 @@ class ModelServer:
         return len((self.realtime if priority == "realtime" else self.bulk).queue)
 
     async def submit(self, inputs: Any, priority: str, caller: str) -> dict[str, np.ndarray]:
-        if not self.running:
-            raise ServiceStoppedError(f"{self.current.label} is not being served (the service is stopped)")
-        if priority == "realtime":
-            lane = self.realtime
-        elif priority == "bulk":
-            lane = self.bulk
-        else:
-            raise ValueError(f"priority must be 'realtime' or 'bulk', not {priority!r}")
+        """Queue one request (any number of rows) and wait for its outputs."""
+        lane = self._lane(priority)
         model = self.current
         try:
             feeds, rows = check_inputs(model, inputs)
         except InputError:
             self.errors("input").inc()
             raise
+        return await self._enqueue(lane, model, feeds, rows, caller)
+
+    async def submit_many(self, items: Sequence[Any], priority: str, caller: str) -> list[dict[str, np.ndarray]]:
+        """Queue many requests as one: one check each, one join, one future, outputs cut back per item."""
+        lane = self._lane(priority)
+        if not items:
+            return []
+        model = self.current
+        try:
+            feeds, rows, splits = concatenate_inputs(model, items)
+        except InputError:
+            self.errors("input").inc()
+            raise
+        outputs = await self._enqueue(lane, model, feeds, rows, caller)
+        return split_outputs(outputs, splits)
+
+    def _lane(self, priority: str) -> _Lane:
+        if not self.running:
+            raise ServiceStoppedError(f"{self.current.label} is not being served (the service is stopped)")
+        if priority == "realtime":
+            return self.realtime
+        if priority == "bulk":
+            return self.bulk
+        raise ValueError(f"priority must be 'realtime' or 'bulk', not {priority!r}")
+
+    async def _enqueue(self, lane: _Lane, model: LoadedModel, feeds: dict[str, np.ndarray], rows: int, caller: str) -> dict[str, np.ndarray]:
+        priority = lane.priority
         waiting = self.pending_by_caller.get(caller, 0)
         settings = self.settings
         if waiting >= settings.max_queue_per_caller or self.pending >= settings.max_queue:
@@ -275,7 +315,7 @@ class ModelServer:
             began = time.perf_counter()
             try:
                 executor = self.bulk_executor if lane.bulk else self.executor
-                results = await loop.run_in_executor(executor, model.run_batch, [r.feeds for r in batch], rows, lane.bulk)
+                results = await loop.run_in_executor(executor, model.run_batch, [r.feeds for r in batch], rows, lane.bulk, lane.max_batch)
             except Exception as e:  # noqa: BLE001 - the pool itself failed (shut down): fail this batch only
                 results = [ServiceStoppedError(f"{model.label} could not run: {type(e).__name__}: {e}")] * len(batch)
             now = time.perf_counter()

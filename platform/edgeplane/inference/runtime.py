@@ -236,14 +236,20 @@ class LoadedModel:
     def run(self, feeds: dict[str, np.ndarray], *, bulk: bool = False) -> list[np.ndarray]:
         return (self.bulk_session if bulk else self.session).run(self.output_names, feeds)
 
-    def run_batch(self, requests: list[dict[str, np.ndarray]], rows: list[int], bulk: bool = False) -> list[list[np.ndarray] | ModelRunError]:
+    def run_batch(self, requests: list[dict[str, np.ndarray]], rows: list[int], bulk: bool = False,
+                  max_rows: int | None = None) -> list[list[np.ndarray] | ModelRunError]:
         """Run requests as one batch and split the outputs back; a failed batch is retried one by one.
+
+        A single request of more than ``max_rows`` rows runs in slices of ``max_rows``, so one
+        large request costs many bounded runs rather than one unbounded one.
 
         Errors come back as values (never raised) so that one bad request fails alone and no
         traceback keeps this model (and its session memory) alive after a swap.
         """
         session = self.bulk_session if bulk else self.session
         if len(requests) == 1:
+            if max_rows is not None and self.batchable and rows[0] > max_rows:
+                return [self._run_sliced(session, requests[0], rows[0], max_rows)]
             return [self._run_one(session, requests[0])]
         feeds = {spec.name: np.concatenate([r[spec.name] for r in requests], axis=0) for spec in self.inputs}
         try:
@@ -260,6 +266,15 @@ class LoadedModel:
             results.append([o[start : start + n] for o in outputs])
             start += n
         return results
+
+    def _run_sliced(self, session: Any, feeds: dict[str, np.ndarray], rows: int, step: int) -> list[np.ndarray] | ModelRunError:
+        parts = []
+        for start in range(0, rows, step):
+            part = self._run_one(session, {name: value[start : start + step] for name, value in feeds.items()})
+            if isinstance(part, ModelRunError):
+                return part
+            parts.append(part)
+        return [np.concatenate([p[i] for p in parts], axis=0) for i in range(len(self.output_names))]
 
     def _run_one(self, session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray] | ModelRunError:
         try:

@@ -23,7 +23,7 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -58,6 +58,10 @@ class InferenceClient:
     async def infer(self, model: str, inputs: dict[str, np.ndarray] | np.ndarray, *, priority: Priority = "realtime") -> dict[str, np.ndarray]:
         return await self.service.infer(model, inputs, priority=priority, caller=self.caller)
 
+    async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *,
+                         priority: Priority = "bulk") -> list[dict[str, np.ndarray]]:
+        return await self.service.infer_many(model, requests, priority=priority, caller=self.caller)
+
 
 class InferenceService:
     """ONNX Runtime models served to many callers with dynamic batching, on GPU or CPU.
@@ -80,7 +84,8 @@ class InferenceService:
         self.state = "created"
         self._servers: dict[str, ModelServer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: ThreadPoolExecutor | None = None  # loading, verifying, warming up
+        self._realtime_executor: ThreadPoolExecutor | None = None
         self._bulk_executor: ThreadPoolExecutor | None = None
         # sessions of versions swapped out, watched until they are really freed (for tests and /metrics)
         self._retired: list[weakref.ref[Any]] = []
@@ -100,7 +105,9 @@ class InferenceService:
         """Choose providers (by real attempt), load the trust policy and the preloaded models."""
         if self.state != "created":
             raise LifecycleError(f"cannot start an inference service that is {self.state}: create a new one")
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(2, thread_name_prefix="inference-load")
+        # realtime runs have threads of their own: neither a model load nor a bulk batch can hold them up
+        self._realtime_executor = ThreadPoolExecutor(self.workers, thread_name_prefix="inference-realtime")
         # bulk batches run on their own, lower-priority threads: the OS gives realtime runs the cores first
         self._bulk_executor = ThreadPoolExecutor(
             self.workers, thread_name_prefix="inference-bulk", initializer=_lower_thread_priority, initargs=(self.config.bulk_nice,)
@@ -132,8 +139,8 @@ class InferenceService:
         await asyncio.gather(*(s.stop() for s in servers))
         for server in servers:
             self._m_loaded.labels(model=server.name, version=server.current.version, provider=server.current.providers[0]).set(0)
-        executors = [e for e in (self._executor, self._bulk_executor) if e is not None]
-        self._executor = self._bulk_executor = None
+        executors = [e for e in (self._executor, self._realtime_executor, self._bulk_executor) if e is not None]
+        self._executor = self._realtime_executor = self._bulk_executor = None
         for executor in executors:
             # runs already in a thread finish there; do not block the loop waiting for them
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
@@ -175,13 +182,33 @@ class InferenceService:
         QueueFullError (this caller's queue limit), ModelRunError (the model failed on this
         request), or the registry's errors if the model cannot be loaded.
         """
-        server = self._servers.get(model)
-        if server is None:
-            if self.state != "running":
-                raise ServiceStoppedError(f"the inference service is {self.state}; cannot run model {model!r}")
-            await self.load(model)
-            server = self._servers[model]
+        server = self._servers.get(model) or await self._server(model)
         return await server.submit(inputs, priority, caller)
+
+    async def infer_many(
+        self,
+        model: str,
+        requests: Sequence[dict[str, np.ndarray] | np.ndarray],
+        *,
+        priority: Priority = "bulk",
+        caller: str = "anonymous",
+    ) -> list[dict[str, np.ndarray]]:
+        """Run ``model`` on many requests at once; returns one outputs dict per request, in order.
+
+        The requests are checked one by one, joined into one queued request (one future, one
+        slot of the caller's queue limit) and the outputs are cut back per request, so a caller
+        with many windows to score pays the service's per-request cost once. A joined request
+        larger than the class's ``max_batch`` runs in slices of ``max_batch`` rows. Raises what
+        :meth:`infer` raises; one malformed request refuses the whole call (InputError names it).
+        """
+        server = self._servers.get(model) or await self._server(model)
+        return await server.submit_many(requests, priority, caller)
+
+    async def _server(self, model: str) -> ModelServer:
+        if self.state != "running":
+            raise ServiceStoppedError(f"the inference service is {self.state}; cannot run model {model!r}")
+        await self.load(model)
+        return self._servers[model]
 
     # -- loading and swapping ------------------------------------------------------------------
 
@@ -217,7 +244,7 @@ class InferenceService:
         return ModelServer(
             model,
             self.config.batching_for(name),
-            self._executor,  # type: ignore[arg-type]
+            self._realtime_executor,  # type: ignore[arg-type]
             self._bulk_executor,  # type: ignore[arg-type]
             stats,
             errors=lambda kind: errors.labels(model=name, kind=kind),
