@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from edgeplane.inference.runtime import _gpu_device_present, choose_providers, usable_cpus
+from edgeplane.inference.runtime import _gpu_device_present, _probe_cuda, choose_providers, onnxruntime, usable_cpus
 from edgeplane.metrics import Metrics
 
 SCRIPT = textwrap.dedent(
@@ -60,13 +60,32 @@ def test_cuda_is_chosen_where_it_really_works():
     assert report.providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+def gpu_build() -> bool:
+    """onnxruntime-gpu (x86-64 Linux) lists CUDA as compiled in; plain onnxruntime (aarch64 gateways) does not."""
+    return "CUDAExecutionProvider" in onnxruntime().get_available_providers()
+
+
 def test_the_reason_cuda_is_not_used_is_specific():
     report = choose_providers(("cuda", "cpu"))
     if "cuda" in report.rejected:
         reason = report.rejected["cuda"]
-        assert any(word in reason for word in ("no NVIDIA GPU", "cannot be loaded", "no CUDA support", "CUDA session"))
-        if not _gpu_device_present():
-            assert reason.startswith("no NVIDIA GPU on this node")
+        if not gpu_build():
+            assert reason.startswith("this onnxruntime build has no CUDA support"), reason
+        elif not _gpu_device_present():
+            assert reason.startswith("no NVIDIA GPU on this node"), reason
+        else:
+            assert "cannot be loaded" in reason or "CUDA session" in reason or "could not create" in reason, reason
+
+
+def test_a_build_without_cuda_runs_on_cpu_and_says_why(monkeypatch):
+    """What plain onnxruntime does (aarch64 edge gateways), on whichever build is installed here:
+    that build lists no CUDA provider, so CUDA is refused by name before any attempt."""
+    ort = onnxruntime()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert _probe_cuda(ort) == "this onnxruntime build has no CUDA support (install onnxruntime-gpu)"
+    report = choose_providers.__wrapped__(("cuda", "cpu"))
+    assert report.providers == ("CPUExecutionProvider",)
+    assert report.rejected == {"cuda": "this onnxruntime build has no CUDA support (install onnxruntime-gpu)"}
 
 
 def test_cpu_only_is_taken_without_probing():
