@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # system packages: mosquitto is the MQTT broker of the tests and of the demo's cloud end;
+# nats-server (a JetStream cluster with MQTT) and postgresql are edgeplane-cloud's scale-out back end;
 # socat makes the virtual serial pairs of the Modbus RTU tests; systemd-analyze checks rendered units;
 # chromium and chromium-driver run the web consoles' tests headless
-packages=(mosquitto mosquitto-clients socat systemd chromium chromium-driver)
+packages=(mosquitto mosquitto-clients socat systemd chromium chromium-driver nats-server postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

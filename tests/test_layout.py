@@ -29,7 +29,8 @@ def test_top_level_folders_exist():
 
 
 def _distribution_folders() -> list[Path]:
-    return sorted(p.parent for group in ("connectors", "solutions", "plugins") for p in (REPO / group).glob("*/pyproject.toml"))
+    folders = [p.parent for group in ("connectors", "solutions", "plugins") for p in (REPO / group).glob("*/pyproject.toml")]
+    return sorted(folders + [REPO / "platform" / "cloud"])  # edgeplane-cloud, the cloud end
 
 
 def test_every_distribution_is_installed_by_the_setup_command():

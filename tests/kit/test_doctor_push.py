@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 import yaml
 
-from edgeplane.sync.cloud import CloudServer
+from edgeplane_cloud.embedded import CloudServer
 from edgeplane.testing import run_host, wait_for
 
 from .conftest import SntpServer, TlsBroker, free_port, issue_pair, new_ca, site_cmd

@@ -109,7 +109,7 @@ def test_pushing_a_whole_site_file_sends_only_the_remote_part():
 
 async def test_a_host_never_runs_a_command_sent_in_an_overlay(signer, tmp_path: Path, mqtt_broker):
     """End to end: Mosquitto, a host with a sync section, a signed overlay with a simulator in it."""
-    from edgeplane.sync.cloud import push_message
+    from edgeplane_cloud.embedded import push_message
 
     _, _, private, public = signer
     broker = mqtt_broker()

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from edgeplane import Batch, Event
 from edgeplane.sync import SyncConfig, decode_envelope, encode_envelope
-from edgeplane.sync.cloud import CloudStore, cloud
+from edgeplane_cloud.cli import cloud
+from edgeplane_cloud.embedded import CloudStore
 from edgeplane.sync.codec import EnvelopeError, Record, decode_block, encode_batch, encode_events
 
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgeplane import Bus, SiteError, SiteProblem, WallClock
 from edgeplane.metrics import Metrics
 from edgeplane.sync import SyncConfig, SyncService, generate_keypair, sign, with_last_good
-from edgeplane.sync.cloud import CloudServer, push_message
+from edgeplane_cloud.embedded import CloudServer, push_message
 
 from .conftest import Broker, wait_until
 

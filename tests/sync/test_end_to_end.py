@@ -20,7 +20,7 @@ import numpy as np
 from edgeplane import Batch, Bus, Event, WallClock
 from edgeplane.metrics import Metrics
 from edgeplane.sync import SyncConfig, SyncService
-from edgeplane.sync.cloud import CloudServer
+from edgeplane_cloud.embedded import CloudServer
 
 from .conftest import Broker, wait_until
 

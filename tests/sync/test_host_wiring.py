@@ -9,7 +9,7 @@ import pytest
 
 from edgeplane.plugins import Plugins
 from edgeplane.sync import generate_keypair
-from edgeplane.sync.cloud import CloudServer, push_message
+from edgeplane_cloud.embedded import CloudServer, push_message
 from edgeplane.testing import run_host
 
 from .conftest import Broker, wait_until

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from edgeplane import Batch, Bus, WallClock
 from edgeplane.metrics import Metrics
 from edgeplane.sync import SyncConfig, SyncService
-from edgeplane.sync.cloud import CloudServer
+from edgeplane_cloud.embedded import CloudServer
 
 from .conftest import Broker, free_port, wait_until
 

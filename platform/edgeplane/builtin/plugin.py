@@ -31,9 +31,7 @@ def edgeplane_register_transports(register):
 def edgeplane_register_commands(register):
     from edgeplane.inference.cli import models
     from edgeplane.kit import plugin_group, site_group
-    from edgeplane.sync.cloud import cloud
 
     register(models)
-    register(cloud)
     register(plugin_group)
     register(site_group)

@@ -189,7 +189,11 @@ def push(folder: Path, broker: str, signing_key: Path | None, prefix: str, data_
     policies, model settings) as signed desired state (retained), applied without a restart.
     Everything else (devices, commands, files, the broker, trusted keys) changes only on the site."""
     from edgeplane.kit.certs import operator_folder
-    from edgeplane.sync.cloud import CloudStore, push_message
+    try:  # the cloud end's code is its own distribution; the edge host does not carry it
+        from edgeplane_cloud.embedded import CloudStore, push_message
+    except ImportError:
+        raise click.ClickException("pushing desired state is the cloud end's job: pip install edgeplane-cloud "
+                                   "(platform/cloud in this repository)") from None
     from edgeplane.sync.downlink import allowed_only, remote_part
 
     raw = _read_site(folder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from edgeplane import Event
-from edgeplane.sync.cloud import CloudServer
+from edgeplane_cloud.embedded import CloudServer
 from edgeplane.testing import wait_for
 
 from edgeplane_pdm.testkit import line_server, line_site

@@ -93,7 +93,7 @@ async def test_limit_in_kw_with_its_own_expiry_and_release(edgeplane_host):
 
 async def test_a_signed_cloud_command_curtails_the_plant(edgeplane_host, mosquitto, tmp_path):
     """The grid operator's limit from the cloud: sync downlink -> guarded write -> dispatch -> inverters."""
-    from edgeplane.sync.cloud import push_message
+    from edgeplane_cloud.embedded import push_message
     from edgeplane.sync.signing import generate_keypair
 
     private, public = tmp_path / "cloud.key", tmp_path / "cloud.pub"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from edgeplane.sync.cloud import CloudStore
+from edgeplane_cloud.embedded import CloudStore
 
 from edgeplane_solar.cli import solar
 from edgeplane_solar.demo import default_site, parse_fault, parse_limit, run_demo

@@ -1,4 +1,4 @@
-"""The cloud end: receive site uplinks into SQLite, push signed desired state, show the fleet.
+"""The embedded cloud end: receive site uplinks into SQLite, push signed desired state, show the fleet.
 
 ``edgeplane cloud serve`` subscribes to ``<prefix>/+/up/#`` with a persistent QoS 1 session,
 checks every envelope (magic, version, the site in the envelope is the site in the topic),
@@ -18,19 +18,17 @@ import hashlib
 import json
 import logging
 import sqlite3
-import ssl
 import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-
-import click
 
 from edgeplane.sync.codec import EnvelopeError, decode_block, decode_envelope
-from edgeplane.sync.signing import generate_keypair, load_private_key, sign
+from edgeplane.sync.signing import load_private_key, sign
 
-__all__ = ["CloudServer", "CloudStore", "cloud", "push_message"]
+from edgeplane_cloud.broker import PublishError, mqtt_client
+
+__all__ = ["CloudServer", "CloudStore", "push_message"]
 
 log = logging.getLogger(__name__)
 
@@ -195,20 +193,6 @@ class CloudStore:
             self.db.close()
 
 
-def _mqtt_client(url: str, client_id: str, *, clean: bool, ca: str | None = None, cert: str | None = None,
-                 key: str | None = None, username: str | None = None, password: str | None = None) -> Any:
-    import paho.mqtt.client as mqtt
-
-    parts = urlsplit(url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean, protocol=mqtt.MQTTv311)
-    if parts.scheme in ("mqtts", "ssl"):
-        client.tls_set(ca_certs=ca, certfile=cert, keyfile=key, cert_reqs=ssl.CERT_REQUIRED)
-    if username:
-        client.username_pw_set(username, password)
-    client.reconnect_delay_set(0.2, 5)
-    return client, parts.hostname, parts.port or (8883 if parts.scheme in ("mqtts", "ssl") else 1883)
-
-
 class CloudServer:
     """Receives site uplinks into a :class:`CloudStore`. ``start()``/``stop()``; runs on paho's thread."""
 
@@ -219,7 +203,7 @@ class CloudServer:
         self.prefix = prefix
         self.connected = threading.Event()
         self.rejected = 0
-        self.client, self._host, self._port = _mqtt_client(broker, client_id, clean=False, ca=ca, cert=cert, key=key,
+        self.client, self._host, self._port = mqtt_client(broker, client_id, clean=False, ca=ca, cert=cert, key=key,
                                                            username=username, password=password)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
@@ -273,7 +257,7 @@ def push_message(broker: str, site: str, kind: str, body: dict[str, Any], key_pa
         revision = store.next_revision(site, kind) if store is not None else time.time_ns() // 1000
     payload = sign(key, site=site, kind=kind, body=body, ttl=ttl, revision=revision)
     message = json.loads(base64.b64decode(json.loads(payload)["payload"]))
-    client, host, port = _mqtt_client(broker, f"edgeplane-push-{message['id'][:8]}", clean=True, **tls)
+    client, host, port = mqtt_client(broker, f"edgeplane-push-{message['id'][:8]}", clean=True, **tls)
     client.connect(host, port, keepalive=30)
     client.loop_start()
     try:
@@ -282,7 +266,7 @@ def push_message(broker: str, site: str, kind: str, body: dict[str, Any], key_pa
                               retain=kind in ("config", "model") if retain is None else retain)
         info.wait_for_publish(timeout)
         if not info.is_published():
-            raise click.ClickException(f"broker {broker} did not acknowledge the {kind} message within {timeout} s")
+            raise PublishError(f"broker {broker} did not acknowledge the {kind} message within {timeout} s")
     finally:
         client.disconnect()
         client.loop_stop()
@@ -291,124 +275,3 @@ def push_message(broker: str, site: str, kind: str, body: dict[str, Any], key_pa
         store.record_desired(site, kind, name, message["id"], message["issued"],
                              {k: v for k, v in body.items() if k != "data"})
     return message
-
-
-# -- CLI ---------------------------------------------------------------------------------------
-
-_broker = click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help="mqtt:// or mqtts:// URL")
-_data = click.option("--data", "data_dir", type=click.Path(file_okay=False), default="cloud-data", show_default=True,
-                     help="folder of the cloud end's SQLite files")
-_tls = [click.option("--ca", default=None, help="CA file"), click.option("--cert", default=None, help="client certificate"),
-        click.option("--key", "tls_key", default=None, help="client key"),
-        click.option("--username", default=None), click.option("--password", default=None, envvar="EDGEPLANE_CLOUD_PASSWORD")]
-
-
-def _with_tls(func: Any) -> Any:
-    for option in reversed(_tls):
-        func = option(func)
-    return func
-
-
-@click.group(name="cloud")
-def cloud() -> None:
-    """The cloud end of the sync layer: serve site uplinks, push signed desired state, show status."""
-
-
-@cloud.command()
-@_broker
-@_data
-@click.option("--prefix", default="edgeplane", show_default=True)
-@_with_tls
-def serve(broker: str, data_dir: str, prefix: str, ca: str | None, cert: str | None, tls_key: str | None,
-          username: str | None, password: str | None) -> None:
-    """Receive every site's uplink into SQLite until interrupted."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server = CloudServer(broker, data_dir, prefix=prefix, ca=ca, cert=cert, key=tls_key, username=username, password=password)
-    server.start()
-    click.echo(f"cloud: receiving {prefix}/+/up/# from {broker} into {data_dir}", err=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-
-
-@cloud.command()
-@click.argument("site")
-@click.argument("kind", type=click.Choice(["config", "model", "command"]))
-@click.argument("args", nargs=-1)
-@click.option("--signing-key", required=True, type=click.Path(exists=True, dir_okay=False), help="ed25519 private key (PEM)")
-@click.option("--ttl", default=None, help="seconds until the message expires (commands need one)")
-@click.option("--name", default=None, help="model name")
-@click.option("--version", "model_version", default=None, help="model version")
-@_broker
-@_data
-@click.option("--prefix", default="edgeplane", show_default=True)
-@_with_tls
-def push(site: str, kind: str, args: tuple[str, ...], signing_key: str, ttl: str | None, name: str | None,
-         model_version: str | None, broker: str, data_dir: str, prefix: str, ca: str | None, cert: str | None,
-         tls_key: str | None, username: str | None, password: str | None) -> None:
-    """Publish a signed message to SITE.
-
-    \b
-    config OVERLAY.yaml               desired site-file fragment (merged onto the site's own file)
-    model FILE --name N --version V   a model version (sent with its sha256)
-    command DEVICE POINT VALUE --ttl S  a guarded write with an expiry
-    """
-    import yaml
-
-    from edgeplane.config import parse_duration
-
-    seconds = parse_duration(ttl) if ttl else None
-    if kind == "config":
-        if len(args) != 1:
-            raise click.UsageError("push SITE config OVERLAY.yaml")
-        body: dict[str, Any] = {"overlay": yaml.safe_load(Path(args[0]).read_text()) or {}}
-    elif kind == "model":
-        if len(args) != 1 or not name or not model_version:
-            raise click.UsageError("push SITE model FILE --name NAME --version VERSION")
-        data = Path(args[0]).read_bytes()
-        body = {"name": name, "version": model_version, "filename": Path(args[0]).name,
-                "sha256": hashlib.sha256(data).hexdigest(), "data": base64.b64encode(data).decode()}
-    else:
-        if len(args) != 3 or seconds is None:
-            raise click.UsageError("push SITE command DEVICE POINT VALUE --ttl 60s")
-        body = {"device": args[0], "point": args[1], "value": yaml.safe_load(args[2])}
-    store = CloudStore(data_dir)
-    message = push_message(broker, site, kind, body, signing_key, ttl=seconds, prefix=prefix, store=store,
-                           ca=ca, cert=cert, key=tls_key, username=username, password=password)
-    store.close()
-    click.echo(f"pushed {kind} {message['id']} to {site}")
-
-
-@cloud.command()
-@_data
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
-def status(data_dir: str, as_json: bool) -> None:
-    """Sites, last seen, backlog and twin differences."""
-    store = CloudStore(data_dir)
-    rows = store.status()
-    store.close()
-    if as_json:
-        click.echo(json.dumps(rows, indent=1))
-        return
-    if not rows:
-        click.echo("no site has reported yet")
-    for row in rows:
-        seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["last_seen"])) if row["last_seen"] else "never"
-        backlog = ", ".join(f"{k} {v}" for k, v in row["backlog"].items()) or "unknown"
-        click.echo(f"{row['site']}: last seen {seen}; {row['readings']} readings in {row['records']} records, "
-                   f"{row['duplicates']} duplicates dropped, {row['rejected']} rejected; backlog {backlog}")
-        for diff in row["twin_differences"]:
-            click.echo(f"  twin: {diff}")
-        for reason, count in row["refused"].items():
-            click.echo(f"  refused downlink: {reason} x{count}")
-
-
-@cloud.command()
-@click.argument("private_key", type=click.Path(dir_okay=False))
-@click.argument("public_key", type=click.Path(dir_okay=False))
-def keygen(private_key: str, public_key: str) -> None:
-    """Make an ed25519 signing key pair; give the public key to sites (sync.trust.keys)."""
-    click.echo(f"key id {generate_keypair(private_key, public_key)}")

@@ -1,0 +1,302 @@
+"""Ingest workers: JetStream pull consumer -> decode -> PostgreSQL COPY -> commit -> ack.
+
+Run as many worker processes as the database keeps up with (``edgeplane cloud ingest``, one
+worker per process); they all bind to the one durable consumer, so JetStream spreads messages
+over them. A worker fetches at most ``batch`` messages, decodes them with the sync codec (whose
+bounds refuse bombs and truncated blocks), writes the whole batch in one transaction and only
+then acknowledges. If it dies before the acknowledgement, JetStream redelivers the batch to
+another worker after ``ack_wait``, and the primary key drops what was already committed. If the
+database is away, the batch is negatively acknowledged (redelivered after a delay) and the
+worker reconnects with backoff; the stream holds the backlog meanwhile.
+
+Nothing stops a worker: a message it cannot decode or store is written to ``dead_letters`` with
+the reason, counted (``sites.dead``) and acknowledged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from edgeplane.sync.codec import EnvelopeError, decode_block, decode_envelope
+
+from edgeplane_cloud.broker import INGEST_CONSUMER, UPLINK_STREAM, StreamSettings, ensure_stream
+from edgeplane_cloud.pgstore import DeadLetter, PgStore, RecordRow, SiteCounts, finite_floats, json_text
+
+__all__ = ["IngestStats", "IngestWorker", "decode_uplink", "main"]
+
+log = logging.getLogger(__name__)
+
+_EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()
+_FUTURE_SLACK_S = 2 * 86400
+
+
+def valid_site_id(site: str) -> bool:
+    return 0 < len(site) <= 128 and site.replace("-", "").replace("_", "").isalnum()
+
+
+def _created(value: float, what: str) -> datetime:
+    if not math.isfinite(value) or not _EARLIEST <= value <= time.time() + _FUTURE_SLACK_S:
+        raise ValueError(f"{what}: created time {value!r} is not a plausible UNIX time (2000 .. now + 2 days)")
+    return datetime.fromtimestamp(value, timezone.utc)
+
+
+def _record_row(site: str, r: Any) -> RecordRow:
+    what = f"site {site} stream {r.stream!r} seq {r.seq}"
+    if not isinstance(r.stream, str) or not r.stream or len(r.stream) > 512:
+        raise ValueError(f"{what}: the stream must be a non-empty string of at most 512 characters")
+    block = decode_block(r.block)
+    created = _created(r.created, what)
+    if block["kind"] == "raw":
+        ts = finite_floats(block["ts"].tolist(), f"{what} timestamps")
+        values = block["values"]
+        quality = [int(q) for q in block["quality"].tolist()]
+        if len(ts) != r.count or len(values) != r.count or len(quality) != r.count:
+            raise ValueError(f"{what}: the index says {r.count} readings, the block holds {len(ts)}")
+        if hasattr(values, "tolist"):
+            return RecordRow(site, r.stream, r.seq, created, "raw", r.priority, r.count, ts, values.tolist(), quality, None)
+        # a JSON block: scalars (text, booleans) are kept as JSON; a mapping or list is not a reading
+        for v in values:
+            if isinstance(v, (dict, list)):
+                raise ValueError(f"{what}: a {type(v).__name__} value where a reading belongs "
+                                 "(readings are numbers, text or booleans)")
+        return RecordRow(site, r.stream, r.seq, created, "raw", r.priority, r.count, ts, None, quality,
+                         json_text({"values": values}))
+    if block["kind"] == "aggregate":
+        stats = {name: col.tolist() for name, col in block["stats"].items()}
+        return RecordRow(site, r.stream, r.seq, created, "aggregate", r.priority, r.count,
+                         finite_floats(block["ts"].tolist(), f"{what} window starts"), None, None,
+                         json_text({"window": block["window"], "stats": stats}))
+    events = block["events"]
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise ValueError(f"{what}: an events block must be a list of objects")
+    return RecordRow(site, r.stream, r.seq, created, "events", r.priority, r.count, None, None, None,
+                     json_text({"events": events}))
+
+
+def decode_uplink(subject: str, payload: bytes, counts: dict[str, SiteCounts], prefix: str = "edgeplane"
+                  ) -> tuple[list[RecordRow], DeadLetter | None]:
+    """One uplink message as rows to store, or a dead letter with the reason; updates ``counts``."""
+    parts = subject.split(".")
+    site = parts[1] if len(parts) > 1 else None
+    if len(parts) != 4 or parts[0] != prefix or parts[2] != "up" or not valid_site_id(parts[1]):
+        return [], DeadLetter(subject, None, f"subject {subject!r} is not {prefix}.<site>.up.<data|state>", payload)
+    assert site is not None
+    c = counts.setdefault(site, SiteCounts())
+    c.last_seen = time.time()
+    try:
+        if parts[3] == "data":
+            envelope = decode_envelope(payload)
+            if envelope.site != site:
+                raise ValueError(f"envelope says site {envelope.site!r} but came on site {site!r}'s topic")
+            rows = [_record_row(site, r) for r in envelope.records]
+            c.envelopes += 1
+            return rows, None
+        if parts[3] == "state":
+            state = json.loads(payload)
+            if not isinstance(state, dict):
+                raise ValueError(f"reported state is a JSON {type(state).__name__}, not an object")
+            c.reported = json_text(state)
+            return [], None
+        raise ValueError(f"unknown uplink channel {parts[3]!r} (data or state)")
+    except (EnvelopeError, ValueError, TypeError, KeyError, OverflowError) as e:
+        c.dead += 1
+        return [], DeadLetter(subject, site, f"{type(e).__name__}: {e}"[:1000], payload)
+
+
+@dataclass
+class IngestStats:
+    batches: int = 0
+    messages: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    readings: int = 0
+    database_errors: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class IngestWorker:
+    """One worker: fetch, decode, COPY, commit, ack. ``await run()`` until :meth:`stop`."""
+
+    def __init__(self, nats_urls: list[str], dsn: str, *, batch: int = 256, prefix: str = "edgeplane",
+                 stream: StreamSettings | None = None, name: str | None = None):
+        self.nats_urls = nats_urls
+        self.dsn = dsn
+        self.batch = batch
+        self.prefix = prefix
+        self.stream = stream or StreamSettings(prefix=prefix)
+        self.name = name or f"ingest-{os.getpid()}"
+        self.stats = IngestStats()
+        self._stop = asyncio.Event()
+        self._store: PgStore | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _write(self, messages: list[tuple[str, bytes]]) -> Any:
+        """Runs in a thread: decode and store a batch in one transaction."""
+        import psycopg
+
+        if self._store is None:
+            self._store = PgStore(self.dsn)
+        counts: dict[str, SiteCounts] = {}
+        rows: list[RecordRow] = []
+        dead: list[DeadLetter] = []
+        for subject, payload in messages:
+            got, letter = decode_uplink(subject, payload, counts, self.prefix)
+            rows += got
+            if letter is not None:
+                dead.append(letter)
+        try:
+            return self._store.write(rows, dead, counts)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as e:
+            # a row the database refuses: store the batch message by message, dead-lettering the bad ones
+            log.warning("%s: batch refused by the database (%s); storing message by message", self.name, e)
+            return self._write_one_by_one(messages)
+
+    def _write_one_by_one(self, messages: list[tuple[str, bytes]]) -> Any:
+        import psycopg
+
+        assert self._store is not None
+        total = None
+        for subject, payload in messages:
+            counts: dict[str, SiteCounts] = {}
+            rows, letter = decode_uplink(subject, payload, counts, self.prefix)
+            try:
+                result = self._store.write(rows, [letter] if letter else [], counts)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as e:
+                site = subject.split(".")[1] if subject.count(".") >= 1 else None
+                counts = {site: SiteCounts(dead=1)} if site else {}
+                result = self._store.write([], [DeadLetter(subject, site, f"database refused: {e}"[:1000], payload)], counts)
+            if total is None:
+                total = result
+            else:
+                total.stored += result.stored
+                total.duplicates += result.duplicates
+                total.dead += result.dead
+                total.readings += result.readings
+        return total
+
+    def _drop_store(self) -> None:
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                pass
+            self._store = None
+
+    async def run(self) -> None:
+        import nats
+        import psycopg
+        from nats.errors import TimeoutError as NatsTimeout
+
+        nc = await nats.connect(servers=self.nats_urls, name=self.name, max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.25, connect_timeout=2, ping_interval=5, max_outstanding_pings=2)
+        js = nc.jetstream(timeout=10)
+        await asyncio.to_thread(PgStore.create_schema, self.dsn)
+        while True:
+            try:
+                await ensure_stream(js, self.stream)
+                sub = await js.pull_subscribe_bind(INGEST_CONSUMER, UPLINK_STREAM)
+                break
+            except Exception as e:  # noqa: BLE001 - the cluster is electing a leader: try again
+                log.warning("%s: stream not ready (%s); retrying", self.name, e)
+                await asyncio.sleep(0.5)
+        log.info("%s: consuming %s/%s into %s", self.name, UPLINK_STREAM, INGEST_CONSUMER, self.dsn.split("@")[-1])
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                msgs = await sub.fetch(self.batch, timeout=1.0)
+            except NatsTimeout:
+                continue
+            except Exception as e:  # noqa: BLE001 - a node went away mid-fetch; the client reconnects
+                log.warning("%s: fetch failed (%s); retrying", self.name, e)
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                result = await asyncio.to_thread(self._write, [(m.subject, m.data) for m in msgs])
+            except psycopg.OperationalError as e:
+                self.stats.database_errors += 1
+                log.warning("%s: database unavailable (%s); batch of %d returned, retry in %.1f s", self.name, e,
+                            len(msgs), backoff)
+                await asyncio.to_thread(self._drop_store)
+                for m in msgs:
+                    try:
+                        await m.nak(delay=backoff)
+                    except Exception:  # noqa: BLE001 - redelivered after ack_wait anyway
+                        pass
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+            # acknowledged only now, after the commit; a crash before this line means redelivery
+            for m in msgs:
+                try:
+                    await m.ack()
+                except Exception:  # noqa: BLE001 - not acknowledged: redelivered, the key drops it
+                    pass
+            try:
+                await nc.flush(timeout=5)
+            except Exception:  # noqa: BLE001 - same as above
+                pass
+            s = self.stats
+            s.batches += 1
+            s.messages += len(msgs)
+            s.stored += result.stored
+            s.duplicates += result.duplicates
+            s.dead += result.dead
+            s.readings += result.readings
+        await nc.close()
+        await asyncio.to_thread(self._drop_store)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgeplane_cloud.ingest --nats URL ... --dsn DSN``: one worker until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="edgeplane cloud ingest", description=main.__doc__)
+    parser.add_argument("--nats", action="append", required=True, help="nats:// URL of a cluster node (repeat)")
+    parser.add_argument("--dsn", required=True, help="PostgreSQL connection string")
+    parser.add_argument("--batch", type=int, default=256, help="messages fetched per transaction")
+    parser.add_argument("--prefix", default="edgeplane")
+    parser.add_argument("--replicas", type=int, default=3, help="replicas of the uplink stream")
+    parser.add_argument("--ack-wait", type=float, default=30.0, help="seconds before a dead worker's batch is redelivered")
+    parser.add_argument("--max-ack-pending", type=int, default=2048, help="messages in flight across all workers")
+    args = parser.parse_args(argv)
+    run_worker(args.nats, args.dsn, batch=args.batch, prefix=args.prefix,
+               stream=StreamSettings(prefix=args.prefix, replicas=args.replicas, ack_wait_s=args.ack_wait,
+                                     max_ack_pending=args.max_ack_pending))
+    return 0
+
+
+def run_worker(nats_urls: list[str], dsn: str, **kwargs: Any) -> IngestStats:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    worker = IngestWorker(nats_urls, dsn, **kwargs)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    asyncio.run(go())
+    s = worker.stats
+    log.info("%s: %d messages, %d records stored, %d duplicates dropped, %d dead letters, %d database errors",
+             worker.name, s.messages, s.stored, s.duplicates, s.dead, s.database_errors)
+    return s
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
