@@ -1,0 +1,133 @@
+"""Ingest workers on the real engines: hostile input goes to dead letters, partitions and retention."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import psycopg
+import zstandard
+from click.testing import CliRunner
+
+from edgeplane import Batch
+from edgeplane.sync.codec import RAW_JSON, Record, encode_batch, encode_envelope
+
+from edgeplane_cloud.cli import fleet
+from edgeplane_cloud.fleet import Fleet
+from edgeplane_cloud.ingest import IngestWorker
+from edgeplane_cloud.pgstore import PgStore, drop_partitions_before
+from edgeplane_cloud.testing import NatsCluster
+
+from .conftest import query, wait_until
+
+
+def good_envelope(site: str, seq: int, created: float | None = None) -> bytes:
+    ts = np.arange(10, dtype=float) + 1.7e9
+    block, n = encode_batch(Batch("dev/x", ts, ts * 2))
+    created = created if created is not None else datetime.now(timezone.utc).timestamp()
+    return encode_envelope(site, created, [Record("dev/x", seq, "raw", 1, n, created, block)], "zstd")
+
+
+def envelope_with_block(site: str, block: bytes, count: int) -> bytes:
+    now = datetime.now(timezone.utc).timestamp()
+    return encode_envelope(site, now, [Record("dev/y", 1, "raw", 1, count, now, block)], "none")
+
+
+async def test_undecodable_and_wrong_type_input_goes_to_dead_letters_and_ingest_goes_on(
+        nats_cluster: NatsCluster, clean_store: str):
+    import nats
+
+    dsn = clean_store
+    dict_value = struct.pack("<BI", RAW_JSON, 1) + json.dumps({"ts": [1.7e9], "values": [{"a": 1}], "quality": [0]}).encode()
+    bomb_body = b"\0" * 80_000_000  # decompresses past the codec's cap
+    bomb = b"EPS" + bytes((1, 1)) + zstandard.ZstdCompressor(level=19).compress(bomb_body)
+    truncated = good_envelope("bad-1", 1)[:-7]
+    hostile = [
+        ("edgeplane.bad-1.up.data", b"not an envelope at all"),
+        ("edgeplane.bad-1.up.data", truncated),
+        ("edgeplane.bad-1.up.data", bomb),
+        ("edgeplane.bad-1.up.data", good_envelope("someone-else", 2)),
+        ("edgeplane.bad-1.up.data", envelope_with_block("bad-1", dict_value, 1)),
+        ("edgeplane.bad-1.up.state", b"[1, 2, 3]"),
+        ("edgeplane.bad-1.up.state", b"\xff\xfe garbage"),
+        ("edgeplane.bad-1.up.bogus", b"{}"),
+    ]
+    worker = IngestWorker(nats_cluster.nats_urls, dsn, batch=4)
+    task = asyncio.create_task(worker.run())
+    nc = await nats.connect(servers=nats_cluster.nats_urls)
+    try:
+        js = nc.jetstream()
+        await wait_until(lambda: query(dsn, "SELECT to_regclass('dead_letters')")[0][0] is not None, what="schema")
+        for _ in range(200):
+            try:
+                if (await js.stream_info("EDGEPLANE_UP")).cluster.leader:
+                    break
+            except Exception:  # noqa: BLE001 - the worker creates it, then the replicas elect a leader
+                pass
+            await asyncio.sleep(0.1)
+        for subject, payload in hostile:
+            await js.publish(subject, payload)
+        # wrong types inside a reported state that is valid JSON: stored, and read as unknown
+        await js.publish("edgeplane.bad-1.up.state", json.dumps(
+            {"config": "yes", "models": [1], "outbox": {"high": {"readings": "many"}}, "refused": {"x": {}}}).encode())
+        await js.publish("edgeplane.bad-1.up.data", good_envelope("bad-1", 9))
+        await wait_until(lambda: query(dsn, "SELECT count(*) FROM records WHERE site = 'bad-1'")[0][0] == 1,
+                         what="the good envelope after the bad ones")
+        await wait_until(lambda: query(dsn, "SELECT count(*) FROM dead_letters")[0][0] == len(hostile),
+                         what="every hostile message in dead_letters")
+    finally:
+        await nc.close()
+        worker.stop()
+        await asyncio.wait_for(task, 20)
+
+    reasons = [r for (r,) in query(dsn, "SELECT reason FROM dead_letters ORDER BY id")]
+    assert any("bad magic" in r for r in reasons)
+    assert any("someone-else" in r for r in reasons)
+    assert any("dict value" in r for r in reasons)
+    assert any("not an object" in r for r in reasons)
+    assert any("bogus" in r for r in reasons)
+    assert any("larger than" in r or "limit" in r or "cap" in r or "exceeds" in r for r in reasons), reasons
+    assert query(dsn, "SELECT dead FROM sites WHERE site = 'bad-1'")[0][0] == len(hostile)
+    assert worker.stats.dead == len(hostile)
+
+    # status and the fleet view survive the wrong-type twin
+    fl = Fleet(dsn)
+    try:
+        (row,) = [s for s in fl.sites() if s["site"] == "bad-1"]
+    finally:
+        fl.close()
+    assert row["backlog"] == {} and row["dead_letters"] == len(hostile) and row["twin_differences"] == []
+    result = CliRunner().invoke(fleet, ["sites", "--dsn", dsn, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[0]["site"] == "bad-1"
+
+
+def test_daily_partitions_unique_key_and_retention_by_dropping_partitions(clean_store: str):
+    from edgeplane_cloud.ingest import decode_uplink
+    from edgeplane_cloud.pgstore import SiteCounts
+
+    dsn = clean_store
+    now = datetime.now(timezone.utc)
+    old = (now - timedelta(days=10)).timestamp()
+    store = PgStore(dsn)
+    try:
+        for seq, created in ((1, old), (2, now.timestamp()), (2, now.timestamp())):
+            counts: dict[str, SiteCounts] = {}
+            rows, dead = decode_uplink("edgeplane.part-1.up.data", good_envelope("part-1", seq, created), counts)
+            assert dead is None
+            store.write(rows, [], counts)
+    finally:
+        store.close()
+    assert query(dsn, "SELECT count(*) FROM records")[0][0] == 2  # the redelivered seq 2 is dropped
+    assert query(dsn, "SELECT duplicates FROM sites WHERE site = 'part-1'")[0][0] == 1
+    parts = {r[0] for r in query(dsn, "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                      "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'records'")}
+    old_part = f"records_{datetime.fromtimestamp(old, timezone.utc):%Y%m%d}"
+    assert old_part in parts and f"records_{now:%Y%m%d}" in parts
+    with psycopg.connect(dsn) as conn:
+        dropped = drop_partitions_before(conn, now - timedelta(days=7))
+    assert old_part in dropped and f"records_{now:%Y%m%d}" not in dropped
+    assert query(dsn, "SELECT count(*) FROM records")[0][0] == 1
