@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeplane import DeviceConfig, Duration, PointSpec
+from edgeplane.reconnect import ReconnectPolicy
 from edgeplane_modbus.codec import register_count
 
 Table = Literal["coil", "discrete", "holding", "input"]
@@ -180,8 +181,9 @@ class ModbusConfig(DeviceConfig):
     write_function: Literal["auto", "multiple"] = Field(
         "auto", description="auto: FC 5/6 for one coil/register, FC 15/16 otherwise; multiple: always FC 15/16"
     )
-    reconnect_initial: Duration = Field(0.5, description="first wait before reconnecting a lost link")
-    reconnect_max: Duration = Field(30.0, description="longest wait between reconnect attempts")
+    reconnect_initial: Duration = Field(ReconnectPolicy.initial, description="first wait before reconnecting a lost link")
+    reconnect_max: Duration = Field(ReconnectPolicy.maximum, description="longest wait between reconnect attempts: "
+                                    "a device that returns is read again within this long")
     baudrate: int = Field(19200, description="serial links only")
     parity: Literal["N", "E", "O"] = "E"
     stopbits: Literal[1, 2] = 1

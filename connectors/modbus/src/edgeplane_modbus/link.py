@@ -23,6 +23,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer import FramerType
 
+from edgeplane.reconnect import ReconnectPolicy
 from edgeplane_modbus.config import Link as LinkAddress
 
 log = logging.getLogger(__name__)
@@ -73,16 +74,15 @@ class ModbusLink:
     MAX_SILENT = 10
 
     def __init__(self, address: LinkAddress, *, serial: dict[str, Any] | None = None,
-                 reconnect_initial: float = 0.5, reconnect_max: float = 30.0):
+                 reconnect_initial: float = ReconnectPolicy.initial, reconnect_max: float = ReconnectPolicy.maximum):
         self.address = address
         self.serial = serial or {}
-        self.reconnect_initial = reconnect_initial
-        self.reconnect_max = reconnect_max
+        self.reconnect = ReconnectPolicy.of(reconnect_initial, reconnect_max)
         self.client: Any = None
         self.users = 0
         self.requests = 0  # requests sent, for metrics and the benchmark
         self._lock = asyncio.Lock()
-        self._backoff = reconnect_initial
+        self._backoff = self.reconnect.backoff()
         self._next_attempt = 0.0
         self._silent = 0
         self.last_error: str | None = None
@@ -122,11 +122,10 @@ class ModbusLink:
             ok, self.last_error = False, f"{type(e).__name__}: {e}"
         if not ok or not self.client.connected:
             self._close_client()
-            self._next_attempt = time.monotonic() + self._backoff
-            wait = self._backoff
-            self._backoff = min(self._backoff * 2, self.reconnect_max)
+            wait = self._backoff.next_delay()
+            self._next_attempt = time.monotonic() + wait
             raise LinkDown(f"cannot connect to {self.address}; next attempt in {wait:.1f} s")
-        self._backoff = self.reconnect_initial
+        self._backoff.reset()
         self._silent = 0
         self.last_error = None
 
@@ -186,8 +185,7 @@ class ModbusLink:
         log.info("closing %s: %s", self.address, why)
         self.last_error = why
         self._close_client()
-        self._next_attempt = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self.reconnect_max)
+        self._next_attempt = time.monotonic() + self._backoff.next_delay()
 
 
 # one set of links per event loop: devices of a host share them, separate loops (tests) do not

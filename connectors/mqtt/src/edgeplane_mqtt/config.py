@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from edgeplane import DeviceConfig, Duration, PointSpec
+from edgeplane.reconnect import ReconnectPolicy
 from edgeplane_mqtt.topics import PointNameTemplate, TopicTemplate
 
 __all__ = ["JsonOptions", "MqttConfig", "MqttPoint", "SparkplugOptions", "TlsConfig", "TopicMapping"]
@@ -188,13 +189,19 @@ class MqttConfig(DeviceConfig):
     username: str | None = None
     password: SecretStr | None = Field(None, description="write it as ${env:NAME} or ${file:PATH}, never inline")
     tls: TlsConfig | None = Field(None, description="TLS settings; mqtts:// without this section uses the system CAs")
-    reconnect_min: Duration = Field(0.5, description="first wait before reconnecting; doubles up to reconnect_max")
-    reconnect_max: Duration = 30.0
+    reconnect_min: Duration = Field(ReconnectPolicy.initial, description="first wait before reconnecting; doubles up to reconnect_max")
+    reconnect_max: Duration = Field(ReconnectPolicy.maximum, description="longest wait between reconnect attempts: "
+                                    "a broker that returns is reconnected within this long")
     decoder: DecoderName = Field("json", description="default decoder of 'subscribe' mappings and point topics")
     json_options: JsonOptions = Field(default_factory=JsonOptions, alias="json")
     subscribe: list[TopicMapping] = Field(default_factory=list)
     sparkplug: SparkplugOptions | None = None
     max_message_bytes: int = Field(1 << 20, ge=1, description="larger messages are dropped and counted")
+    receive_maximum: int = Field(
+        1000, ge=1, le=65535, description="MQTT 5: QoS 1/2 messages the broker may send before the first is acknowledged "
+        "(a message is acknowledged once the outbox has it); MQTT 3.1.1 brokers set this themselves "
+        "(Mosquitto: max_inflight_messages)"
+    )
     queue_size: int = Field(100_000, ge=1, description="messages held between the MQTT thread and the event loop; more are dropped and counted")
     coalesce: Duration = Field(
         0.005, description="after the first message of a burst, wait this long so one batch per point carries many readings; 0: none"

@@ -8,6 +8,11 @@
   health says ``degraded: link down`` meanwhile.
 * ``run()`` takes messages from the :class:`~edgeplane_mqtt.inbox.Inbox` in chunks, maps each
   topic to a point, decodes, and publishes one columnar batch per point and chunk.
+* A QoS 1/2 message is acknowledged to the broker (paho's manual acknowledgement) only after
+  the bus has taken its chunk, and the bus returns only once the sync outbox has committed what
+  it syncs: a host killed in between gets the message again from the broker (with a persistent
+  session), so nothing the broker handed over is lost. A dropped message (bad, unmapped, too big)
+  is acknowledged too: it is counted, and a redelivery would only be dropped again.
 * Bad messages are dropped, counted in ``edgeplane_dropped_total{part="device:<name>",reason=...}``
   and logged at most every 10 s per reason, naming the topic.
 
@@ -32,6 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgeplane import Batch, Connector, HealthState, Quality, RateLimitedLog
+from edgeplane.reconnect import ReconnectPolicy
 from edgeplane_mqtt.config import MqttConfig, MqttPoint
 from edgeplane_mqtt.decoders import DecodeError, Decoder, make_decoder
 from edgeplane_mqtt.inbox import Inbox
@@ -147,6 +153,9 @@ class MqttConnector(Connector):
         if cfg.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = 0 if cfg.clean_start else int(cfg.session_expiry)
+            # messages the broker may have in flight to us, unacknowledged: acknowledgement waits
+            # for the outbox, so a small window would throttle a catch-up
+            properties.ReceiveMaximum = cfg.receive_maximum
             client.connect_async(cfg.host, cfg.port, int(cfg.keepalive), clean_start=cfg.clean_start, properties=properties)
         else:
             client.connect_async(cfg.host, cfg.port, int(cfg.keepalive))
@@ -166,10 +175,11 @@ class MqttConnector(Connector):
         """Build and configure the paho client (reads TLS files: call it in a worker thread)."""
         cfg = self.config
         if cfg.protocol == "5":
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5)
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5,
+                                 manual_ack=True)
         else:
             client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=MQTTProtocolVersion.MQTTv311, clean_session=cfg.clean_start)
+                                 protocol=MQTTProtocolVersion.MQTTv311, clean_session=cfg.clean_start, manual_ack=True)
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
         if cfg.scheme_tls:
@@ -182,7 +192,9 @@ class MqttConnector(Connector):
             if tls is not None and not tls.verify_hostname:
                 context.check_hostname = False
             client.tls_set_context(context)
-        client.reconnect_delay_set(max(cfg.reconnect_min, 0.01), cfg.reconnect_max)  # type: ignore[arg-type]
+        # paho runs the backoff on its own thread: it gets the core policy's bounds
+        policy = ReconnectPolicy.of(cfg.reconnect_min, cfg.reconnect_max)
+        client.reconnect_delay_set(policy.initial, policy.maximum)  # type: ignore[arg-type]
         client.max_queued_messages_set(1000)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -274,19 +286,22 @@ class MqttConnector(Connector):
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         inbox = self._inbox
         if inbox is None:
-            return
+            return  # stopping: not acknowledged, so a persistent session gets it again
+        ack = (message.mid, message.qos) if message.qos else None
         try:
             topic = message.topic
         except UnicodeDecodeError:
             topic = repr(message._topic)
-            inbox.put((topic, _OVERSIZE, -1.0))  # reported as a bad topic on the loop
-            return
-        payload = message.payload
-        if len(payload) > self.config.max_message_bytes:
-            # only the size travels: the loop must not hold megabytes of refused payloads
-            inbox.put((topic, _OVERSIZE, float(len(payload))))
-            return
-        inbox.put((topic, payload, self.context.clock.now()))
+            item = (topic, _OVERSIZE, -1.0, ack)  # reported as a bad topic on the loop
+        else:
+            payload = message.payload
+            if len(payload) > self.config.max_message_bytes:
+                # only the size travels: the loop must not hold megabytes of refused payloads
+                item = (topic, _OVERSIZE, float(len(payload)), ack)
+            else:
+                item = (topic, payload, self.context.clock.now(), ack)
+        if not inbox.put(item) and ack is not None:
+            client.ack(*ack)  # refused and counted as queue_full: a redelivery would not help
 
     # -- the event loop ---------------------------------------------------------------------------
 
@@ -346,12 +361,12 @@ class MqttConnector(Connector):
         self._routes[topic] = route
         return route
 
-    async def _process(self, items: list[tuple[str, Any, float]]) -> None:
+    async def _process(self, items: list[tuple[str, Any, float, tuple[int, int] | None]]) -> None:
         self.received += len(items)
         self._messages_metric.inc(len(items))
         columns: dict[str, tuple[list[float], list[Any], list[int]]] = {}
         specs = self.config.points
-        for topic, payload, arrived in items:
+        for topic, payload, arrived, _ack in items:
             if payload is _OVERSIZE:
                 if arrived < 0:
                     self._drop("bad_topic", topic, "the topic is not valid UTF-8")
@@ -384,6 +399,16 @@ class MqttConnector(Connector):
                     continue
                 self._add(columns, point, spec, ts, value, Quality.GOOD)
         await self._publish_columns(columns)
+        self._acknowledge(items)
+
+    def _acknowledge(self, items: list[tuple[str, Any, float, tuple[int, int] | None]]) -> None:
+        """The bus (and the outbox behind it) has this chunk: the broker may forget these messages."""
+        client = self._client
+        if client is None:
+            return  # stopped meanwhile: unacknowledged, the broker redelivers them
+        for *_, ack in items:
+            if ack is not None:
+                client.ack(*ack)  # queues the PUBACK for paho's thread; never blocks
 
     def _add(self, columns: dict[str, tuple[list[float], list[Any], list[int]]], point: str, spec: MqttPoint | None,
              ts: float, value: Any, quality: int) -> None:

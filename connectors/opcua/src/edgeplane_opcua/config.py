@@ -28,6 +28,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from edgeplane import DeviceConfig, Duration, PointSpec
+from edgeplane.reconnect import ReconnectPolicy
 
 __all__ = ["OpcUaConfig", "OpcUaPoint", "SecurityConfig"]
 
@@ -151,8 +152,9 @@ class OpcUaConfig(DeviceConfig):
     )
     timeout: Duration = Field(4.0, description="how long one request may take")
     watchdog: Duration = Field(1.0, description="how often the link is checked while no data arrive")
-    reconnect_initial: Duration = Field(0.5, description="first wait before reconnecting after a lost link")
-    reconnect_max: Duration = Field(30.0, description="longest wait between reconnect attempts")
+    reconnect_initial: Duration = Field(ReconnectPolicy.initial, description="first wait before reconnecting after a lost link")
+    reconnect_max: Duration = Field(ReconnectPolicy.maximum, description="longest wait between reconnect attempts: "
+                                    "a server that returns is reconnected within this long")
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     username: str | None = None
     password: SecretStr | None = Field(None, description="write it as a reference: ${env:NAME} or ${file:PATH}")

@@ -33,6 +33,7 @@ from asyncua import Client, Node, ua
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
 
 from edgeplane import Batch, Connector, HealthState, Quality, RateLimitedLog
+from edgeplane.reconnect import ReconnectPolicy
 
 from edgeplane_opcua.addressing import NodeNotFound, PathResolver, variant_type_of
 from edgeplane_opcua.config import OpcUaConfig, OpcUaPoint
@@ -106,7 +107,7 @@ class OpcUaConnector(Connector):
         self._topics = {p: self.topic(p) for p in config.points}
         self._units = {p: spec.unit for p, spec in config.points.items()}
         self._connected_once = False
-        self._delay = config.reconnect_initial
+        self._backoff = ReconnectPolicy.of(config.reconnect_initial, config.reconnect_max).backoff()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -124,8 +125,7 @@ class OpcUaConnector(Connector):
         while True:
             link = self._link
             if link is None:
-                await asyncio.sleep(self._delay)
-                self._delay = min(self._delay * 2, self.config.reconnect_max)
+                await asyncio.sleep(self._backoff.next_delay())
                 await self._try_connect()
                 continue
             await link.lost.wait()
@@ -150,7 +150,7 @@ class OpcUaConnector(Connector):
         except Exception as e:  # noqa: BLE001 - any failure to connect is a link that is down
             self._link_down("connect", f"cannot connect to {self.config.url}: {_describe(e)}")
         else:
-            self._delay = self.config.reconnect_initial
+            self._backoff.reset()
             if self._connected_once:
                 self._reconnects.labels(device=self.name).inc()
                 self.log.info("device %r: reconnected to %s; session and %d monitored items re-created",
