@@ -4,7 +4,13 @@ raw: every reading goes up (batches of one topic in one ingest round share one b
 aggregate: per topic, fixed windows aligned to the epoch (``floor(ts / window)``), one row per
 window with the configured statistics, emitted once the window is over;
 events: :class:`~edgeplane.bus.Event` objects go up; readings on an events topic do not (they
-are counted as ``filtered``, which is the point of the policy).
+are counted as ``filtered``, which is the point of the policy);
+exception (report by exception): a reading goes up when it differs from the last one sent for its
+topic by more than the rule's ``deadband`` (absolute, or a percent of the last value sent), when
+its quality or its kind (number, NaN, text) changes, or when ``max_interval`` has passed since the
+last one sent (a heartbeat, carried by the next reading that arrives). Holding the last value
+sent therefore reconstructs every reading within the deadband. Readings held back are counted as
+``suppressed``. They go up as ordinary raw blocks: the cloud end needs nothing new.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from edgeplane.sync.codec import encode_aggregate, encode_batch, encode_events
 from edgeplane.sync.outbox import OutboxItem
 from edgeplane.sync.settings import PolicyRule, SyncConfig
 
-__all__ = ["Aggregator", "PolicyMapper"]
+__all__ = ["Aggregator", "ExceptionFilter", "PolicyMapper"]
 
 
 @dataclass
@@ -102,6 +108,41 @@ class Aggregator:
         return encode_aggregate(float(self.rule.window or 0), np.array([w.start for w in done]), stats)
 
 
+@dataclass
+class ExceptionFilter:
+    """Report-by-exception state of one topic: the last reading sent."""
+
+    rule: PolicyRule
+    value: object = None  # last value sent (float, or any value for non-numeric points); None: nothing sent yet
+    ts: float = -np.inf
+    quality: int = -1
+
+    def select(self, ts: np.ndarray, values: np.ndarray, quality: np.ndarray) -> np.ndarray:
+        """Indices of the readings to send, in order; updates the state."""
+        deadband = self.rule.deadband
+        assert deadband is not None
+        heartbeat = self.rule.max_interval or np.inf
+        keep: list[int] = []
+        last, last_ts, last_q = self.value, self.ts, self.quality
+        numeric = values.dtype.kind in "fiub"
+        # a plain loop over Python floats: each decision depends on the last one sent
+        for i, (t, v, q) in enumerate(zip(ts.tolist(), values.tolist(), quality.tolist())):
+            if last is None or q != last_q or t - last_ts >= heartbeat:
+                send = True
+            elif numeric:
+                if v != v or last != last:  # NaN: send on the change into or out of it
+                    send = (v != v) != (last != last)
+                else:
+                    send = abs(v - last) > deadband.threshold(last) or (deadband.amount == 0 and v != last)
+            else:
+                send = v != last
+            if send:
+                keep.append(i)
+                last, last_ts, last_q = v, t, q
+        self.value, self.ts, self.quality = last, last_ts, last_q
+        return np.asarray(keep, dtype=np.int64)
+
+
 class PolicyMapper:
     """Maps bus messages to outbox items; keeps the aggregation state."""
 
@@ -109,7 +150,9 @@ class PolicyMapper:
         self.config = config
         self._rules: dict[str, PolicyRule | None] = {}
         self.aggregators: dict[str, Aggregator] = {}
+        self.exceptions: dict[str, ExceptionFilter] = {}
         self.filtered = 0  # readings on events-only topics, not sent by design
+        self.suppressed = 0  # readings held back by report-by-exception (within the deadband)
         self.read_readings = 0
 
     def rule(self, topic: str) -> PolicyRule | None:
@@ -138,6 +181,17 @@ class PolicyMapper:
                     agg = self.aggregators[message.topic] = Aggregator(rule)
                 if message.values.dtype.kind in "fiub":
                     agg.add(message.ts, message.values)
+            elif rule.mode == "exception":
+                flt = self.exceptions.get(message.topic)
+                if flt is None:
+                    flt = self.exceptions[message.topic] = ExceptionFilter(rule)
+                keep = flt.select(np.asarray(message.ts), message.values, np.asarray(message.quality))
+                self.suppressed += len(message.ts) - len(keep)
+                if len(keep) == len(message.ts):
+                    raw[message.topic].append(message)
+                elif len(keep):
+                    raw[message.topic].append(Batch(message.topic, np.asarray(message.ts)[keep], message.values[keep],
+                                                    np.asarray(message.quality)[keep], message.unit))
             else:
                 self.filtered += len(message.ts)
         items: list[OutboxItem] = []

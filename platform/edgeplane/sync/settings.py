@@ -8,7 +8,8 @@ Example::
       policy:
         - {topics: "alerts/#", mode: events, priority: high, ttl: 30d}
         - {topics: "*/ac_power", mode: aggregate, window: 5min, stats: [mean, min, max], priority: normal, ttl: 7d}
-        - {topics: "inv*/#", mode: raw, priority: low, ttl: 2d}
+        - {topics: "inv1/103.W", mode: exception, deadband: 50, max_interval: 15min}   # one point
+        - {topics: "inv*/#", mode: exception, deadband: 2%, max_interval: 1h}          # a pattern
       quota: 512MB
       compression: zstd
       trust: {keys: [keys/cloud.pub]}
@@ -17,15 +18,15 @@ Example::
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr, field_validator, model_validator
 
 from edgeplane.bus import topic_matches
 from edgeplane.config import Duration, Rate
 
-__all__ = ["PRIORITIES", "PolicyRule", "SyncConfig", "TrustConfig", "UplinkConfig", "parse_size"]
+__all__ = ["PRIORITIES", "Deadband", "PolicyRule", "SyncConfig", "TrustConfig", "UplinkConfig", "parse_size"]
 
 PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
 """Priority class name -> drain rank (0 drains first)."""
@@ -52,6 +53,37 @@ def parse_size(value: Any) -> int:
 
 
 Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class Deadband(NamedTuple):
+    """A report-by-exception threshold: ``amount`` in the point's unit, or a percent of the last value sent."""
+
+    amount: float
+    percent: bool
+
+    def threshold(self, last_sent: float) -> float:
+        return abs(last_sent) * self.amount / 100.0 if self.percent else self.amount
+
+
+def parse_deadband(value: Any) -> Deadband:
+    """``0.5`` (absolute, in the point's unit) or ``'2%'`` (of the last value sent)."""
+    if isinstance(value, Deadband):
+        return value
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return Deadband(float(value[0]), bool(value[1]))
+    text = value.strip() if isinstance(value, str) else value
+    percent = isinstance(text, str) and text.endswith("%")
+    try:
+        amount = float(text[:-1] if percent else text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a deadband: write an amount in the point's unit (0.5) or a percent ('2%')") from None
+    if not amount >= 0 or amount == float("inf"):
+        raise ValueError(f"a deadband is a finite amount >= 0 (got {value!r})")
+    return Deadband(amount, percent)
+
+
+Deadband_ = Annotated[Deadband, BeforeValidator(parse_deadband),
+                      PlainSerializer(lambda d: f"{d.amount:g}%" if d.percent else d.amount, return_type=Any)]
 
 
 class _Model(BaseModel):
@@ -96,8 +128,15 @@ class PolicyRule(_Model):
     """What goes up for the topics a pattern matches. The first matching rule wins."""
 
     topics: str = Field(description="bus topic pattern, e.g. 'alerts/#', '*/ac_power', 'inv*/#'")
-    mode: Literal["raw", "aggregate", "events"] = "raw"
+    mode: Literal["raw", "aggregate", "events", "exception"] = "raw"
     window: Duration | None = Field(None, description="aggregation window (mode aggregate)")
+    deadband: Deadband_ | None = Field(
+        None, description="mode exception: send a reading when it differs from the last one sent by more than this: "
+        "an absolute amount (0.5) or a percent of the last value sent ('2%'); 0 sends every change"
+    )
+    max_interval: Duration | None = Field(
+        None, description="mode exception: send a reading at least this often even if it did not change (heartbeat)"
+    )
     stats: list[Literal["mean", "min", "max", "count", "sum", "last", "first", "std"]] = Field(
         default_factory=lambda: ["mean", "min", "max", "count"]
     )
@@ -116,6 +155,11 @@ class PolicyRule(_Model):
             raise ValueError(f"policy for {self.topics!r}: mode 'aggregate' needs a 'window', e.g. window: 5min")
         if self.mode != "aggregate" and self.window is not None:
             raise ValueError(f"policy for {self.topics!r}: 'window' only applies to mode 'aggregate'")
+        if self.mode == "exception" and self.deadband is None:
+            raise ValueError(f"policy for {self.topics!r}: mode 'exception' needs a 'deadband', e.g. deadband: 0.5 "
+                             f"or deadband: 2% (0 sends every change)")
+        if self.mode != "exception" and (self.deadband is not None or self.max_interval is not None):
+            raise ValueError(f"policy for {self.topics!r}: 'deadband' and 'max_interval' only apply to mode 'exception'")
         return self
 
     @property
