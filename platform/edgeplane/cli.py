@@ -113,17 +113,16 @@ def run(ctx: click.Context, site: Path | None, http_port: int | None, log_level:
 
     With no SITE, runs the built-in default site, which needs no hardware and no network.
     """
-    import yaml
-
+    from edgeplane.config import read_yaml_file
     from edgeplane.host import Host
     from edgeplane.logs import configure_logging
     from edgeplane.plugins import Plugins
 
     site_path = site or default_site_path()
     try:
-        raw = yaml.safe_load(site_path.read_text())
-    except (OSError, yaml.YAMLError):
-        raw = None  # load_site below reports it properly
+        raw, _ = read_yaml_file(site_path)  # bounded: size, encoding, aliases, nesting, duplicate keys
+    except SiteError as e:
+        _fail_site(e)
     plugins = Plugins.load_for_site(raw)
     try:
         loaded, local = _load_with_cloud_overlay(site_path, plugins)

@@ -132,23 +132,31 @@ class CommandGuard:
             return f"device {device!r} has no point {point!r}; {hint}"
         if not spec.writable:
             return f"point {device}/{point} is read-only (access: {spec.access}); set 'access: rw' in its profile if the device accepts writes"
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if spec.type == "bool" and not isinstance(value, bool) and value not in (0, 1):
-            return f"point {device}/{point} is bool; got {value!r}"
+        numeric = _is_number(value)
+        shown = _shown(value)
+        all_limits = self.limits_for(device, point, spec)
+        if spec.type == "bool" and not isinstance(value, bool) and not (numeric and value in (0, 1)):
+            return f"point {device}/{point} is bool; got {type(value).__name__} {shown}"
         if spec.type in _INTEGER_TYPES or spec.type in ("float32", "float64"):
             if not numeric:
-                return f"point {device}/{point} is {spec.type}; got {type(value).__name__} {value!r}"
-            if not math.isfinite(value):
-                return f"point {device}/{point}: {value!r} is not a finite number"
+                return f"point {device}/{point} is {spec.type}; got {type(value).__name__} {shown}"
+        if numeric and not math.isfinite(value) and not any(lim.allow_non_finite for lim in all_limits):
+            return (f"point {device}/{point}: {shown} is not a finite number; set 'allow_non_finite: true' in the "
+                    f"point's limits if the device takes it")
         if spec.type in _INTEGER_TYPES and numeric:
             raw = (value - spec.offset) / spec.scale if spec.scale else value
             lo, hi = _INTEGER_RANGES[spec.type]
-            if not lo <= round(raw) <= hi:
-                return f"point {device}/{point}: {value!r} does not fit {spec.type} (raw {raw:g} outside {lo}..{hi})"
-        for limits in self.limits_for(device, point, spec):
-            if limits.allowed is not None and value not in limits.allowed:
-                return f"point {device}/{point}: {value!r} is not one of the allowed values {limits.allowed}"
-            if numeric:
+            if not math.isfinite(raw) or not lo <= round(raw) <= hi:
+                return f"point {device}/{point}: {shown} does not fit {spec.type} (raw {raw:g} outside {lo}..{hi})"
+        for limits in all_limits:
+            if limits.allowed is not None and not _one_of(value, limits.allowed):
+                return f"point {device}/{point}: {shown} is not one of the allowed values {limits.allowed}"
+            bounded = limits.min is not None or limits.max is not None or limits.max_rate is not None
+            if bounded and not numeric:
+                # whatever the point's type (auto too): a string, a bool or a mapping has no place on a bounded point
+                return (f"point {device}/{point} has limits (min {limits.min}, max {limits.max}, max_rate "
+                        f"{limits.max_rate}): a write must be a number; got {type(value).__name__} {shown}")
+            if numeric and math.isfinite(value):
                 if limits.min is not None and value < limits.min:
                     return f"point {device}/{point}: {value!r} is below the minimum {limits.min:g}"
                 if limits.max is not None and value > limits.max:
@@ -198,6 +206,34 @@ def _same(wanted: Any, got: Any, spec: PointSpec) -> bool:
         tolerance = abs(spec.scale) / 2 if spec.type in _INTEGER_TYPES else 1e-9
         return math.isclose(float(wanted), float(got), rel_tol=1e-6, abs_tol=tolerance)
     return wanted == got
+
+
+def _is_number(value: Any) -> bool:
+    """A real number, not a bool (``True == 1`` in Python): numpy scalars count."""
+    if isinstance(value, bool) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "b"):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iuf" and getattr(value, "ndim", 1) == 0
+
+
+def _one_of(value: Any, allowed: list[Any]) -> bool:
+    """``value in allowed``, with bools, numbers and strings never equal to each other."""
+    if hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "b" and getattr(value, "ndim", 1) == 0:
+        value = bool(value)
+    if isinstance(value, bool):
+        return any(isinstance(a, bool) and a is value for a in allowed)
+    if _is_number(value):
+        return any(_is_number(a) and a == value for a in allowed)
+    if isinstance(value, str):
+        return any(isinstance(a, str) and a == value for a in allowed)
+    return False
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, bounded (a command can come from the network)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
 
 
 def _jsonable(value: Any) -> Any:

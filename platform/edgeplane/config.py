@@ -58,6 +58,7 @@ __all__ = [
     "load_site",
     "parse_duration",
     "parse_site",
+    "read_yaml_file",
     "site_json_schema",
 ]
 
@@ -132,12 +133,20 @@ PointType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint
 
 
 class PointLimits(_Model):
-    """Guards on writes to a point, enforced before any connector writes."""
+    """Guards on writes to a point, enforced before any connector writes.
 
-    min: float | None = None
-    max: float | None = None
-    max_rate: Rate | None = Field(None, description="largest change per second between two commanded values")
+    With ``min``, ``max`` or ``max_rate`` set, a write must be a finite number (not a bool, not a
+    string), whatever the point's type. NaN and infinities are refused on every point unless one
+    of its limits says ``allow_non_finite: true``. A limit itself must be finite: ``.nan`` or
+    ``.inf`` would switch the guard off.
+    """
+
+    min: float | None = Field(None, allow_inf_nan=False, description="smallest value a write may carry (finite)")
+    max: float | None = Field(None, allow_inf_nan=False, description="largest value a write may carry (finite)")
+    max_rate: Rate | None = Field(None, gt=0, allow_inf_nan=False,
+                                  description="largest change per second between two commanded values")
     allowed: list[float | str | bool] | None = Field(None, description="the only values a write may carry")
+    allow_non_finite: bool = Field(False, description="NaN and infinities may be written (a device's 'no limit' sentinel)")
 
     @model_validator(mode="after")
     def _min_below_max(self) -> PointLimits:
@@ -398,51 +407,182 @@ def _resolve_secrets(value: Any, path: str, base: Path, redactor: SecretRedactor
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML with line numbers
+# YAML with line numbers, bounded
+
+MAX_SITE_FILE_BYTES = 8 * 1024 * 1024
+"""Largest site or profile file read (a site file is kilobytes; anything this big is a mistake)."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and sequences, counted through aliases."""
+MAX_YAML_NODES = 200_000
+"""Most values a document may have once every alias is expanded (a 'billion laughs' file has 10^9)."""
 
 
-def _line_map(text: str) -> dict[tuple[Any, ...], int]:
-    """Key path -> 1-based line, for every mapping key and sequence item in a YAML document."""
+class _YamlRefused(Exception):
+    """A YAML document refused for its shape; ``line`` is 1-based or None."""
+
+    def __init__(self, message: str, line: int | None, fix: str):
+        super().__init__(message)
+        self.line = line
+        self.fix = fix
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and documents nested deeper than MAX_YAML_DEPTH."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # the composer recurses once per level: stop long before Python's recursion limit
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _YamlRefused(f"values are nested more than {MAX_YAML_DEPTH} levels deep", mark.line + 1,
+                                   "a site file is a few levels deep: check the brackets and indentation")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # '<<: *base' then an override is YAML's merge, not a duplicate
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    raise _YamlRefused(f"key {str(key)[:60]!r} appears twice, on line {first[key]} and line {line}",
+                                       line, "keep one of them: YAML would silently use the last")
+                first[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand beyond MAX_YAML_NODES values or MAX_YAML_DEPTH levels."""
+    sizes: dict[int, int] = {}
+    heights: dict[int, int] = {}
+    active: set[int] = set()
+    total = 0
+
+    def walk(node: yaml.Node, depth: int) -> None:
+        nonlocal total
+        key = id(node)
+        if depth + heights.get(key, 0) > MAX_YAML_DEPTH:
+            raise _YamlRefused(f"values are nested more than {MAX_YAML_DEPTH} levels deep once aliases are expanded",
+                               node.start_mark.line + 1, "use fewer levels of aliases")
+        if key in sizes:
+            total += sizes[key]
+        elif key in active:
+            raise _YamlRefused("an alias refers to the value that contains it", node.start_mark.line + 1,
+                               "remove the recursive alias")
+        else:
+            active.add(key)
+            before = total
+            total += 1
+            height = 0
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.SequenceNode):
+                children = node.value
+            elif isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            for child in children:
+                walk(child, depth + 1)
+                height = max(height, heights[id(child)] + 1)
+            active.discard(key)
+            sizes[key], heights[key] = total - before, height
+        if total > MAX_YAML_NODES:
+            raise _YamlRefused(f"its aliases expand to more than {MAX_YAML_NODES:,} values (a 'billion laughs' "
+                               "document)", node.start_mark.line + 1, "write the values out, or use fewer aliases")
+
+    walk(root, 0)
+
+
+def _line_map(root: yaml.Node | None) -> dict[tuple[Any, ...], int]:
+    """Key path -> 1-based line, for every mapping key and sequence item in a composed YAML document."""
     lines: dict[tuple[Any, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
 
-    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+    def walk(node: yaml.Node, path: tuple[Any, ...], depth: int) -> None:
+        if depth > MAX_YAML_DEPTH:
+            return
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 key = key_node.value
                 if isinstance(key, str) and key.isdigit():
                     key = int(key)
-                lines[path + (key,)] = key_node.start_mark.line + 1
-                walk(value_node, path + (key,))
+                if not isinstance(key, (str, int)):
+                    continue
+                lines.setdefault(path + (key,), key_node.start_mark.line + 1)
+                walk(value_node, path + (key,), depth + 1)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 lines[path + (i,)] = item.start_mark.line + 1
-                walk(item, path + (i,))
+                walk(item, path + (i,), depth + 1)
 
     if root is not None:
         lines[()] = root.start_mark.line + 1
-        walk(root, ())
+        walk(root, (), 0)
     return lines
 
 
-def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+def _file_problem(path: Path, message: str, line: int | None = None, fix: str | None = None) -> SiteError:
+    return SiteError([SiteProblem("", message, file=str(path), line=line, fix=fix)])
+
+
+def read_yaml_file(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """A site or profile file's data and its line map, or :class:`SiteError`.
+
+    Bounded: a regular file of at most MAX_SITE_FILE_BYTES, UTF-8, no duplicate keys, nesting
+    and alias expansion limited. No message quotes the file's content (a wrong path must not
+    print someone's secrets).
+    """
     try:
-        text = path.read_text()
+        if not path.is_file():
+            if not path.exists():
+                raise _file_problem(path, f"cannot read {str(path)!r}: no such file", fix="check the path")
+            raise _file_problem(path, f"{str(path)!r} is not a regular file", fix="give the path of a YAML file")
+        with path.open("rb") as f:
+            data = f.read(MAX_SITE_FILE_BYTES + 1)
     except OSError as e:
-        raise SiteError([SiteProblem("", f"cannot read {str(path)!r}: {e.strerror}", file=str(path), fix="check the path")]) from None
+        raise _file_problem(path, f"cannot read {str(path)!r}: {e.strerror}", fix="check the path") from None
+    if len(data) > MAX_SITE_FILE_BYTES:
+        size = path.stat().st_size
+        raise _file_problem(path, f"the file is {max(size, len(data)) / 1e6:.1f} MB; a site or profile file may be at "
+                                  f"most {MAX_SITE_FILE_BYTES / 1e6:.1f} MB", fix="is this the right file?")
     try:
-        data = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise _file_problem(path, f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})", line,
+                            "save the file as UTF-8") from None
+    loader = None
+    try:
+        loader = _BoundedLoader(text)  # the reader refuses control characters here already
+        root = loader.get_single_node()
+        if root is None:
+            return None, {}
+        _check_expansion(root)
+        document = loader.construct_document(root)
+    except _YamlRefused as e:
+        raise _file_problem(path, f"not accepted as a site file: {e}", e.line, e.fix) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        raise SiteError(
-            [SiteProblem("", f"not valid YAML: {problem}", file=str(path), line=mark.line + 1 if mark else None,
-                         fix="check indentation and quoting on that line")]
-        ) from None
-    return data, _line_map(text)
+        problem = getattr(e, "problem", None) or "the text is not YAML"
+        raise _file_problem(path, f"not valid YAML: {problem}", mark.line + 1 if mark else None,
+                            "check indentation and quoting on that line") from None
+    except RecursionError:
+        raise _file_problem(path, "not accepted as a site file: values are nested too deeply", None,
+                            "a site file is a few levels deep: check the brackets and indentation") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return document, _line_map(root)
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    return read_yaml_file(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,7 +654,7 @@ class _Problems:
             if item["type"] == "extra_forbidden":
                 known = _fields_at(model, loc[:-1])
                 close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-                message = f"unknown key {loc[-1]!r}"
+                message = f"unknown key {str(loc[-1])[:60]!r}"
                 if close:
                     fix = f"did you mean {close[0]!r}?"
                 elif known:
@@ -525,7 +665,8 @@ class _Problems:
             else:
                 given = item.get("input")
                 if isinstance(given, (str, int, float, bool)) and not isinstance(given, dict):
-                    message += f" (got {given!r})"
+                    shown = repr(given)
+                    message += f" (got {shown if len(shown) <= 80 else shown[:80] + '...'})"
             self.add(prefix + loc, message, fix, file=file, lines=lines)
 
 
@@ -607,10 +748,17 @@ def _load_profiles(paths: list[str], base: Path, registry: Registry, problems: _
             data, lines = _read_yaml(path)
         except SiteError as e:
             for p in e.problems:
-                problems.add(("profiles", i), p.message, p.fix)
+                where = f"profile {str(path)!r}{f' line {p.line}' if p.line else ''}: "
+                problems.add(("profiles", i), p.message if str(path) in p.message else where + p.message, p.fix)
             continue
         docs = data if isinstance(data, list) else [data]
         for j, doc in enumerate(docs):
+            if not isinstance(doc, dict) or not {"profile", "points"} & set(doc):
+                # never quote it: a wrong path (or a hostile one) must not print another file's lines
+                what = "a mapping without 'profile:' or 'points:'" if isinstance(doc, dict) else f"a {type(doc).__name__}"
+                problems.add(("profiles", i), f"{str(path)!r} is not a device profile: it holds {what}",
+                             "give the path of a profile file (a mapping with 'profile:' and 'points:')")
+                continue
             try:
                 profile = Profile.model_validate(doc)
             except ValidationError as e:
@@ -650,7 +798,13 @@ def parse_site(data: Any, registry: Registry, *, source: str | None = None, base
         loc = ("devices", name)
         kind = entry.get("connector")
         if not kind:
-            problems.add(loc, "device has no 'connector:'", f"add e.g. 'connector: {next(iter(registry.connectors), 'modbus')}'")
+            typo = difflib.get_close_matches("connector", [str(k) for k in entry], n=1, cutoff=0.7)
+            if typo:
+                problems.add(loc + (typo[0],), f"unknown key {typo[0]!r}; the device has no 'connector:'",
+                             "did you mean 'connector'?")
+            else:
+                problems.add(loc, "device has no 'connector:'",
+                             f"add e.g. 'connector: {next(iter(registry.connectors), 'modbus')}'")
             continue
         connector_cls = registry.connectors.get(kind)
         if connector_cls is None:
@@ -685,7 +839,12 @@ def parse_site(data: Any, registry: Registry, *, source: str | None = None, base
         loc = ("solutions", name)
         kind = entry.get("type")
         if not kind:
-            problems.add(loc, "solution has no 'type:'", f"add e.g. 'type: {next(iter(registry.solutions), 'threshold')}'")
+            typo = difflib.get_close_matches("type", [str(k) for k in entry], n=1, cutoff=0.6)
+            if typo:
+                problems.add(loc + (typo[0],), f"unknown key {typo[0]!r}; the solution has no 'type:'", "did you mean 'type'?")
+            else:
+                problems.add(loc, "solution has no 'type:'",
+                             f"add e.g. 'type: {next(iter(registry.solutions), 'threshold')}'")
             continue
         if kind not in registry.solutions:
             problems.add(loc + ("type",), f"unknown solution type {kind!r}", registry.explain_missing("solution", kind))

@@ -20,13 +20,17 @@ _folder = click.argument("folder", type=click.Path(file_okay=False, path_type=Pa
 
 
 def _read_site(folder: Path) -> dict[str, Any]:
+    from edgeplane.config import read_yaml_file
+    from edgeplane.errors import SiteError
+
     path = folder / "site.yaml"
+    if not path.exists():
+        raise click.ClickException(f"no site file {path}: run 'edgeplane site init {folder} --vertical ...' first")
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError:
-        raise click.ClickException(f"no site file {path}: run 'edgeplane site init {folder} --vertical ...' first") from None
-    except yaml.YAMLError as e:
-        raise click.ClickException(f"{path} is not valid YAML: {e}") from None
+        data, _ = read_yaml_file(path)  # bounded: size, encoding, aliases, nesting, duplicate keys
+    except SiteError as e:
+        click.echo(str(e), err=True)
+        sys.exit(2)
     if not isinstance(data, dict) or not isinstance(data.get("site"), dict) or "id" not in data["site"]:
         raise click.ClickException(f"{path}: no 'site: {{id: ...}}' section: it is not a site file")
     return data
