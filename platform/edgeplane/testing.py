@@ -19,7 +19,9 @@ Installed with edgeplane, so a plugin's tests can use these fixtures without any
 * ``edgeplane_site(site, plugins=())``: validate a site dict and return the
   :class:`~edgeplane.config.Site` (or raise :class:`~edgeplane.errors.SiteError`);
 * the in-memory connector (``connector: memory``) is always available; get the running object
-  with ``host.device(name)`` and drive it with ``await dev.set(point, value)``.
+  with ``host.device(name)`` and drive it with ``await dev.set(point, value)``;
+* :class:`~edgeplane.netfaults.FaultProxy`: a TCP proxy that puts latency, jitter, a bandwidth
+  cap, stalls, resets or a black hole between a host and its broker or device.
 
 Async tests need an asyncio test runner (pytest-asyncio, installed with ``edgeplane[testing]``).
 """
@@ -37,9 +39,10 @@ from edgeplane.bus import Batch, Subscription
 from edgeplane.clock import Clock, SimulatedClock
 from edgeplane.config import Site, load_site, parse_site
 from edgeplane.host import Host
+from edgeplane.netfaults import FaultProxy
 from edgeplane.plugins import Plugins
 
-__all__ = ["make_site", "run_host", "wait_for", "wait_for_batch"]
+__all__ = ["FaultProxy", "make_site", "run_host", "wait_for", "wait_for_batch"]
 
 
 def make_site(site: dict[str, Any] | str | Path | Site, plugins: Plugins, store_dir: Path | None = None) -> Site:
