@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Console", "mount_console"]
+__all__ = ["CONSOLE", "Console", "mount_console"]
 
 COOKIE = "edgeplane_console"
 _MAX_BODY = 256 * 1024
@@ -324,6 +324,10 @@ def tls_context(config: ConsoleConfig, base_dir: Path) -> ssl.SSLContext | None:
     return context
 
 
+CONSOLE = web.AppKey("edgeplane_console", Console)
+"""The mounted :class:`Console` in the HTTP app, for whoever needs its live data (a benchmark, a test)."""
+
+
 def mount_console(app: web.Application, host: Host) -> ssl.SSLContext | None:
     """Add the console's routes to ``app`` (the host's HTTP app); returns the TLS context to serve with, if any.
 
@@ -341,7 +345,7 @@ def mount_console(app: web.Application, host: Host) -> ssl.SSLContext | None:
         await console.live.stop()
 
     app.on_shutdown.append(on_shutdown)
-    app["edgeplane_console"] = console
+    app[CONSOLE] = console
     if not config.users:
         log.warning("console: no users in console.users: nobody can log in (add users with password hashes)")
     log.info("site console at /console/ on the HTTP port (%s, %d users)%s", "https" if context else "http",

@@ -27,7 +27,7 @@ function svg(tag, attrs, ...children) {
 function badge(text) { return el("span", { class: "state " + String(text).toLowerCase() }, text); }
 function fmt(v) {
   if (v === null || v === undefined) return "–";
-  if (typeof v === "number") return Math.abs(v) >= 1e5 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(3) : String(Math.round(v * 1000) / 1000);
+  if (typeof v === "number") return Math.abs(v) >= 1e15 || (Math.abs(v) < 1e-4 && v !== 0) ? v.toExponential(3) : String(Math.round(v * 1000) / 1000);
   if (typeof v === "object") return JSON.stringify(v);
   return String(v);
 }

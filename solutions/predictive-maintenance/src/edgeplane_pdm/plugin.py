@@ -24,3 +24,11 @@ def edgeplane_register_commands(register):  # type: ignore[no-untyped-def]
 @hookimpl
 def edgeplane_register_models(register):  # type: ignore[no-untyped-def]
     register(Path(__file__).parent / "models")
+
+
+@hookimpl
+def edgeplane_register_console_panels(register):  # type: ignore[no-untyped-def]
+    from edgeplane_pdm.console_panel import PANELS
+
+    for panel in PANELS:
+        register(panel)

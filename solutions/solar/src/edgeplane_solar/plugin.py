@@ -29,3 +29,11 @@ def edgeplane_register_commands(register: Any) -> None:
 @hookimpl
 def edgeplane_register_models(register: Any) -> None:
     register(Path(__file__).parent / "models")
+
+
+@hookimpl
+def edgeplane_register_console_panels(register: Any) -> None:
+    from edgeplane_solar.console_panel import PANELS
+
+    for panel in PANELS:
+        register(panel)

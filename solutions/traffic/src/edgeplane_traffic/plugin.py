@@ -33,3 +33,11 @@ def edgeplane_register_solutions(register: Callable[..., Any]) -> None:
     from edgeplane_traffic.solution import TrafficSignalSolution
 
     register("traffic-signal", TrafficSignalSolution)
+
+
+@hookimpl
+def edgeplane_register_console_panels(register: Callable[..., Any]) -> None:
+    from edgeplane_traffic.console_panel import PANELS
+
+    for panel in PANELS:
+        register(panel)
