@@ -68,6 +68,8 @@ class Host:
         self.local_site = local_site if local_site is not None else site.raw
         self.plugins = plugins
         self.registry = plugins.registry
+        # every secret any version of the site resolved: health, reports and logs blank them out
+        self.redactor = site.redactor
         if clock is None:
             clock = SimulatedClock(site.core.clock.start or time.time()) if site.core.clock.mode == "simulated" else WallClock()
         self.clock = clock
@@ -444,6 +446,7 @@ class Host:
             if getattr(site.core, section) != getattr(self.site.core, section):
                 log.warning("the %r section changed: it takes effect at the next start", section)
         old_site = self.site
+        self.redactor.merge(site.redactor)  # secrets the new version resolved are redacted from now on
         plan: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "kept": []}
 
         def diff(prefix: str, old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -498,7 +501,14 @@ class Host:
     # -- health and http --------------------------------------------------------------------
 
     def health(self) -> dict[str, dict[str, Any]]:
-        return {key: part.health.as_dict() for key, part in self.parts.items()}
+        """Each part's health; exception text in it has the site's secrets blanked out."""
+        out = {}
+        for key, part in self.parts.items():
+            health = part.health.as_dict()
+            if isinstance(health.get("detail"), str):
+                health["detail"] = self.redactor.redact(health["detail"])
+            out[key] = health
+        return out
 
     @property
     def ready(self) -> bool:
