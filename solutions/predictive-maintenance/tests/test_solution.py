@@ -157,7 +157,8 @@ async def test_the_commissioning_baseline_survives_a_restart(edgeplane_host, plu
             x = synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None, seed=i)
             await host.bus.publish(Batch.of("sensor/vib", 1_700_000_000.0 + i + np.arange(4096) / FS, x))
             await wait_for(lambda n=i + 1: solution.machines["m1"].windows == n, timeout=30)
-        assert solution.status()["m1"]["commissioned"]
+        # the window is counted before its inference calls: wait for the whole analysis, not the count
+        await wait_for(lambda: solution.status()["m1"]["commissioned"], timeout=30)
         center = solution.machines["m1"].baseline.center.copy()
         for _ in range(500):  # the baseline is written to the store just after commissioning
             if await host.store.get_state("pdm/pdm/m1/baseline") is not None:
@@ -168,3 +169,31 @@ async def test_the_commissioning_baseline_survives_a_restart(edgeplane_host, plu
         restored = host.solution("pdm")
         assert restored.status()["m1"]["commissioned"] and restored.machines["m1"].windows == 0
         assert np.allclose(restored.machines["m1"].baseline.center, center)
+
+
+async def test_a_sensor_fault_raises_data_quality_never_degradation(edgeplane_host, plugins):
+    async with edgeplane_host(site(), plugins=plugins) as host:
+        solution = host.solution("pdm")
+        alerts = host.bus.subscribe("alerts/#", name="test")
+        t0 = 1_700_000_000.0
+        for i in range(5):
+            x = synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None, seed=i)
+            await host.bus.publish(Batch.of("sensor/vib", t0 + i + np.arange(4096) / FS, x))
+        await wait_for(lambda: solution.status()["m1"]["commissioned"], timeout=30)
+        # the cable comes loose (near zero), then the channel clips at full scale, then it is repaired
+        faulty = [0.001 * synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None, seed=10 + i) for i in range(3)]
+        faulty += [np.clip(40 * synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None, seed=20 + i), -1, 1) for i in range(3)]
+        faulty += [synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None, seed=30 + i) for i in range(3)]
+        for i, x in enumerate(faulty):
+            await host.bus.publish(Batch.of("sensor/vib", t0 + 10 + i + np.arange(4096) / FS, x))
+        events = []
+        while len(events) < 3:
+            message = await asyncio.wait_for(alerts.get(), 30)
+            if isinstance(message, Event):
+                events.append(message)
+        # alert.persist is 2: two windows of a new condition change it
+        assert [(e.kind, e.data["reason"]) for e in events] == [
+            ("data_quality", "near_zero"), ("data_quality", "saturated"), ("data_quality_clear", "saturated")]
+        await wait_for(lambda: solution.machines["m1"].windows == 8, timeout=30)
+        assert solution.machines["m1"].alert.raised == 0  # no degradation alert, and the faulty windows fed nothing
+        assert solution.machines["m1"].windows == 5 + 3

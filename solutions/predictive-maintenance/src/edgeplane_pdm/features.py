@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import signal, stats
+from scipy import signal
 
 __all__ = [
     "BearingGeometry",
@@ -29,6 +29,10 @@ __all__ = [
     "fault_frequencies",
     "window_features",
     "CWRU_DRIVE_END",
+    "FAULT_FEATURE_NAMES",
+    "fault_features",
+    "envelope",
+    "window_and_fault_features",
 ]
 
 FAULT_NAMES = ("bpfo", "bpfi", "bsf", "ftf")
@@ -128,21 +132,57 @@ def _bandpass(fs: float, low: float, high: float) -> np.ndarray:
 
 def band_edges(fs: float) -> np.ndarray:
     """Log-spaced band edges from 10 Hz to Nyquist."""
+    return _band_edges(float(fs)).copy()
+
+
+@lru_cache(maxsize=8)
+def _band_edges(fs: float) -> np.ndarray:
     return np.geomspace(10.0, fs / 2, N_BANDS + 1)
 
 
-def envelope_spectrum(x: np.ndarray, fs: float, band: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Frequencies (Hz) and amplitudes of the envelope of ``x`` band-passed to ``band``.
+def envelope(x: np.ndarray, fs: float, band: tuple[float, float] | None = None) -> np.ndarray:
+    """The envelope (Hilbert magnitude) of ``x`` band-passed to ``band``.
 
     The default band (fs/6 to fs/2.4, i.e. 2 to 5 kHz at 12 kHz) sits where bearing impacts
-    excite the housing's resonances and the shaft's own harmonics are weak.
+    excite the housing's resonances and the shaft's own harmonics are weak. One forward pass of
+    the filter: its phase shift does not change the envelope's magnitude spectrum, and a
+    zero-phase pass would cost twice (it is most of a window's cost at the edge).
     """
     low, high = band if band is not None else (fs / 6, fs / 2.4)
-    filtered = signal.sosfiltfilt(_bandpass(float(fs), float(low), float(high)), x)
-    envelope = np.abs(signal.hilbert(filtered))
-    envelope -= envelope.mean()
-    amplitude = np.abs(np.fft.rfft(envelope * np.hanning(len(envelope)))) * 2 / len(envelope)
-    return np.fft.rfftfreq(len(envelope), 1 / fs), amplitude
+    return np.abs(signal.hilbert(signal.sosfilt(_bandpass(float(fs), float(low), float(high)), x)))
+
+
+def _moments(centred: np.ndarray) -> tuple[float, float, float]:
+    """(RMS, kurtosis (Pearson, 3 for Gaussian noise), skewness) of a zero-mean signal, in plain
+    numpy (scipy.stats' input checks cost more than the arithmetic on a 4096-sample window)."""
+    squared = centred * centred
+    m2 = float(squared.mean())
+    if m2 <= 0:
+        return 0.0, 3.0, 0.0
+    m3 = float(np.dot(squared, centred)) / len(centred)
+    m4 = float(np.dot(squared, squared)) / len(centred)
+    return math.sqrt(m2), m4 / (m2 * m2), m3 / m2**1.5
+
+
+def envelope_spectrum(x: np.ndarray, fs: float, band: tuple[float, float] | None = None,
+                      env: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frequencies (Hz) and amplitudes of the envelope of ``x`` band-passed to ``band`` (or of ``env``, an
+    :func:`envelope` already computed)."""
+    env = envelope(x, fs, band) if env is None else env
+    envelope_ac = env - env.mean()
+    amplitude = np.abs(np.fft.rfft(envelope_ac * _hanning(len(envelope_ac)))) * 2 / len(envelope_ac)
+    return np.fft.rfftfreq(len(envelope_ac), 1 / fs), amplitude
+
+
+@lru_cache(maxsize=8)
+def _hanning(n: int) -> np.ndarray:
+    return np.hanning(n)
+
+
+def _band_max(amplitude: np.ndarray, lo: float, hi: float) -> float:
+    """The largest of ``amplitude``'s bins lo..hi (fractional bin numbers, both ends included); 0 when none."""
+    first, last = max(0, math.ceil(lo)), min(len(amplitude) - 1, math.floor(hi))
+    return float(amplitude[first:last + 1].max()) if last >= first else 0.0
 
 
 def _peak_db(freqs: np.ndarray, amplitude: np.ndarray, f0: float, floor: float, harmonics: int = 3) -> float:
@@ -156,14 +196,12 @@ def _peak_db(freqs: np.ndarray, amplitude: np.ndarray, f0: float, floor: float, 
         if f >= freqs[-1]:
             break
         half = max(0.03 * f, 1.5 * df)
-        sel = (freqs >= f - half) & (freqs <= f + half)
-        if sel.any():
-            total += float(amplitude[sel].max())
+        total += _band_max(amplitude, (f - half) / df, (f + half) / df)
     return 20 * math.log10((total / harmonics + 1e-15) / (floor + 1e-15))
 
 
 def window_features(x: np.ndarray, fs: float, shaft_hz: float, bearing: BearingGeometry,
-                    envelope_band: tuple[float, float] | None = None) -> WindowFeatures:
+                    envelope_band: tuple[float, float] | None = None, env: np.ndarray | None = None) -> WindowFeatures:
     """All features of one vibration window ``x`` sampled at ``fs`` Hz.
 
     Raises ValueError for windows too short to resolve the fault frequencies (< 256 samples)
@@ -175,25 +213,108 @@ def window_features(x: np.ndarray, fs: float, shaft_hz: float, bearing: BearingG
     if not np.isfinite(x).all():
         raise ValueError("the vibration window contains NaN or inf (a Bad reading): skip it")
     centred = x - x.mean()
-    rms = float(np.sqrt(np.mean(centred**2)))
+    rms, kurt, skew = _moments(centred)
     peak = float(np.max(np.abs(centred)))
     crest = peak / rms if rms > 0 else 0.0
-    kurt = float(stats.kurtosis(centred, fisher=False)) if rms > 0 else 0.0
-    skew = float(stats.skew(centred)) if rms > 0 else 0.0
 
-    spectrum = np.abs(np.fft.rfft(centred * np.hanning(len(centred)))) ** 2
+    spectrum = np.abs(np.fft.rfft(centred * _hanning(len(centred)))) ** 2
     freqs = np.fft.rfftfreq(len(centred), 1 / fs)
-    edges = band_edges(fs)
-    energy = np.array([spectrum[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in zip(edges[:-1], edges[1:])])
+    edges = _band_edges(float(fs))
+    cumulative = np.concatenate([[0.0], np.cumsum(spectrum)])
+    edge_bins = np.searchsorted(freqs, edges)  # first bin at or above each edge: bands are [lo, hi)
+    energy = cumulative[edge_bins[1:]] - cumulative[edge_bins[:-1]]
     bands = energy / energy.sum() if energy.sum() > 0 else np.full(N_BANDS, 1.0 / N_BANDS)
 
     frequencies = fault_frequencies(bearing, shaft_hz)
-    env_f, env_a = envelope_spectrum(centred, fs, envelope_band)
+    env_f, env_a = envelope_spectrum(centred, fs, envelope_band, env)
     usable = (env_f > 5) & (env_f < 1000)
     floor = float(np.median(env_a[usable])) if usable.any() else float(np.median(env_a))
     envelope_db = {name: _peak_db(env_f, env_a, f, floor) for name, f in frequencies.items()}
     envelope_db["1x"] = _peak_db(env_f, env_a, shaft_hz, floor)
     return WindowFeatures(rms, peak, crest, kurt, skew, bands, edges, envelope_db, frequencies)
+
+
+#: what each bearing defect shows in the envelope spectrum, in shaft orders: an outer race
+#: defect at BPFO; an inner race defect at BPFI, amplitude-modulated by the shaft (sidebands at
+#: BPFI +- 1x); a ball defect hits both races once per spin (2 x BSF), modulated by the cage (FTF)
+_ORDER_HARMONICS = 3
+FAULT_FEATURE_NAMES: tuple[str, ...] = (
+    *(f"env_{name}_h{h}_db" for name in ("bpfo", "bpfi", "2bsf", "ftf", "1x") for h in range(1, _ORDER_HARMONICS + 1)),
+    "env_bpfi_sidebands_db",
+    "env_2bsf_ftf_sidebands_db",
+    "env_defect_share",
+    "log_kurtosis",
+    "crest",
+    "envelope_log_kurtosis",
+)
+"""The fault classifier's inputs, in this order: level-free and order-normalised (see :func:`fault_features`)."""
+
+
+def _order_peak(orders: np.ndarray, amplitude: np.ndarray, order: float, half_width: float = 0.03) -> float:
+    """The largest envelope amplitude within +-``half_width`` (relative) of ``order``."""
+    step = orders[1] - orders[0]
+    return _band_max(amplitude, order * (1 - half_width) / step, order * (1 + half_width) / step)
+
+
+def fault_features(x: np.ndarray, fs: float, shaft_hz: float, bearing: BearingGeometry,
+                   envelope_band: tuple[float, float] | None = None, env: np.ndarray | None = None) -> np.ndarray:
+    """The fault classifier's features of one window (:data:`FAULT_FEATURE_NAMES`, float32).
+
+    Built to transfer across motor loads and machines: nothing depends on the absolute vibration
+    level (every envelope amplitude is in dB over the envelope spectrum's own median floor, or a
+    share of its energy; kurtosis and crest factor are ratios), and nothing on one shaft speed (the
+    envelope spectrum is read in shaft orders, f / shaft_hz, at the defect orders that the bearing
+    geometry gives; ``shaft_hz`` is the measured speed). The time-domain impulsiveness (kurtosis,
+    crest factor, the envelope's own kurtosis) tells a defect from a healthy bearing; the orders
+    tell which defect.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 1 or len(x) < 256:
+        raise ValueError(f"a vibration window needs at least 256 samples, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("the vibration window contains NaN or inf (a Bad reading): skip it")
+    centred = x - x.mean()
+    rms, kurt, _ = _moments(centred)
+    crest = float(np.max(np.abs(centred)) / rms) if rms > 0 else 0.0
+    env = envelope(centred, fs, envelope_band) if env is None else env
+    env_ac = env - env.mean()
+    _, env_kurt, _ = _moments(env_ac)
+    amplitude = np.abs(np.fft.rfft(env_ac * _hanning(len(env_ac)))) * 2 / len(env_ac)
+    orders = np.fft.rfftfreq(len(env_ac), 1 / fs) / shaft_hz
+    usable = (orders > 0.2) & (orders < 30)
+    floor = float(np.median(amplitude[usable])) + 1e-15
+    f = fault_frequencies(bearing, shaft_hz)
+    defect = {"bpfo": f["bpfo"] / shaft_hz, "bpfi": f["bpfi"] / shaft_hz, "2bsf": 2 * f["bsf"] / shaft_hz,
+              "ftf": f["ftf"] / shaft_hz, "1x": 1.0}
+    db = []
+    for name in ("bpfo", "bpfi", "2bsf", "ftf", "1x"):
+        for h in range(1, _ORDER_HARMONICS + 1):
+            db.append(20 * math.log10(_order_peak(orders, amplitude, defect[name] * h) / floor + 1e-6))
+    bpfi, bsf2, ftf = defect["bpfi"], defect["2bsf"], defect["ftf"]
+    side_i = (_order_peak(orders, amplitude, bpfi - 1, 0.02) + _order_peak(orders, amplitude, bpfi + 1, 0.02)) / 2
+    side_b = (_order_peak(orders, amplitude, bsf2 - ftf, 0.02) + _order_peak(orders, amplitude, bsf2 + ftf, 0.02)) / 2
+    total = float(np.sum(amplitude[usable] ** 2)) + 1e-30
+    at_defects = sum(_order_peak(orders, amplitude, defect[n] * h) ** 2 for n in ("bpfo", "bpfi", "2bsf") for h in range(1, _ORDER_HARMONICS + 1))
+    return np.array([
+        *db,
+        20 * math.log10(side_i / floor + 1e-6),
+        20 * math.log10(side_b / floor + 1e-6),
+        at_defects / total,
+        math.log(max(kurt, 1e-3)),
+        crest,
+        math.log(max(env_kurt, 1e-3)),
+    ], dtype=np.float32)
+
+
+def window_and_fault_features(x: np.ndarray, fs: float, shaft_hz: float, bearing: BearingGeometry,
+                               envelope_band: tuple[float, float] | None = None) -> tuple[WindowFeatures, np.ndarray]:
+    """:func:`window_features` and :func:`fault_features` of one window, sharing its envelope."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 1 or len(x) < 256 or not np.isfinite(x).all():
+        return window_features(x, fs, shaft_hz, bearing, envelope_band), np.zeros(0, dtype=np.float32)  # raises the reader's error
+    env = envelope(x - x.mean(), fs, envelope_band)
+    return (window_features(x, fs, shaft_hz, bearing, envelope_band, env),
+            fault_features(x, fs, shaft_hz, bearing, envelope_band, env))
 
 
 def synthetic_bearing_signal(fs: float, seconds: float, shaft_hz: float, fault_hz: float | None, *,

@@ -3,7 +3,9 @@
 Source: Case Western Reserve University Bearing Data Center, 12 kHz drive-end accelerometer,
 motor load 0 hp, 1797 rpm (https://engineering.case.edu/bearingdatacenter): records 97 (normal
 baseline, 48 kHz, resampled to 12 kHz), 130 (outer race 0.007 in at 6 o'clock) and 234 (outer
-race 0.021 in at 6 o'clock). 16,384 samples (1.37 s) of each, stored as float16 (about 100 kB).
+race 0.021 in at 6 o'clock). 16,384 samples (1.37 s) of each, stored as float16 (about 100 kB),
+taken from the start of each record's last segment: the segment the shipped fault classifier
+(trained on segments 0..SEGMENTS-2 of every record) never saw, so the demo shows held-out data.
 
     python -m edgeplane_pdm.sample [--data ../shared/data/cwru]
 """
@@ -23,10 +25,16 @@ RECORDS = {"normal": "Normal_0", "outer_race_007": "OR007@6_0", "outer_race_021"
 
 
 def build(data: Path, out: Path = SAMPLE) -> Path:
+    from edgeplane_pdm.faults import SEGMENTS
+
     records = {r.name: r for r in load_cwru(data)}
-    arrays = {key: records[name].signal[:LENGTH].astype(np.float16) for key, name in RECORDS.items()}
+    arrays = {}
+    for key, name in RECORDS.items():
+        signal = records[name].signal
+        start = int(np.linspace(0, len(signal), SEGMENTS + 1)[SEGMENTS - 1])  # where held-out segment starts
+        arrays[key] = signal[start:start + LENGTH].astype(np.float16)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, fs=np.float32(12_000), rpm=np.float32(1797), **arrays)
+    np.savez_compressed(out, fs=np.float32(12_000), rpm=np.float32(1797), segment=np.int32(SEGMENTS - 1), **arrays)
     return out
 
 

@@ -49,7 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgeplane import Batch, Quality, Solution, SolutionConfig
 from edgeplane_pdm.anomaly import AlertState, Baseline
-from edgeplane_pdm.features import FEATURE_NAMES, BearingGeometry, WindowFeatures, window_features
+from edgeplane_pdm.features import FEATURE_NAMES, BearingGeometry, WindowFeatures, window_and_fault_features
+from edgeplane_pdm.quality import window_fault
 from edgeplane_pdm.rul import HISTORY as RUL_HISTORY
 from edgeplane_pdm.rul import WINDOWS as RUL_WINDOWS
 
@@ -157,6 +158,9 @@ class _MachineState:
     score: float = 0.0
     fault_class: str | None = None
     busy: bool = False
+    # data quality: the open fault (None: none) and the run of windows agreeing with a change
+    quality_fault: str | None = None
+    quality_run: int = 0
 
 
 @dataclass
@@ -284,11 +288,37 @@ class PdmSolution(Solution):
         slope = np.polyfit(t - t[0], v, 1)[0] * 3600.0
         return float(v[-1]), float(slope)
 
+    async def _quality(self, machine: str, state: _MachineState, window: np.ndarray, ts: float) -> bool:
+        """Judge the window's data quality; emit ``data_quality`` / ``data_quality_clear`` events
+        (after ``alert.persist`` windows, as degradation alerts); True when the window is usable."""
+        healthy_rms = float(10 ** state.baseline.center[0]) if state.baseline is not None else None
+        fault = window_fault(window, healthy_rms=healthy_rms)
+        if fault is not None:
+            self._dropped.labels(part=self.name, reason=f"data_quality_{fault}").inc()
+        changed = fault != state.quality_fault
+        state.quality_run = state.quality_run + 1 if changed else 0
+        if changed and state.quality_run >= self.config.alert.persist:
+            state.quality_run = 0
+            previous, state.quality_fault = state.quality_fault, fault
+            topic = f"alerts/{self.name}/{machine}"
+            data = {"machine": machine, "at": ts, "reason": fault or previous, "sensor": state.config.vibration}
+            kind = "data_quality" if fault is not None else "data_quality_clear"
+            self._m_alerts.labels(solution=self.name, machine=machine, kind=kind).inc()
+            if fault is not None:
+                self.log.warning("machine %s: vibration sensor %s: %s (a sensor fault, not a machine fault)",
+                                 machine, state.config.vibration, fault)
+                await self.context.emit(topic, kind, data, severity="warning")
+            else:
+                await self.context.emit(topic, kind, data, severity="info")
+        return fault is None
+
     async def _analyse(self, machine: str, state: _MachineState, window: np.ndarray, ts: float) -> None:
         c = state.config
+        if not await self._quality(machine, state, window, ts):
+            return  # a sensor fault never feeds the baseline, the classifier or the degradation score
         try:
-            feats: WindowFeatures = await self.context.run_blocking(
-                window_features, window, c.sample_rate, c.shaft_rpm / 60.0, c.bearing, c.envelope_band)
+            feats, fault_vector = await self.context.run_blocking(
+                window_and_fault_features, window, c.sample_rate, c.shaft_rpm / 60.0, c.bearing, c.envelope_band)
         except ValueError as e:
             self._dropped.labels(part=self.name, reason="bad_window").inc()
             self.log.warning("machine %s: window skipped: %s", machine, e)
@@ -301,7 +331,7 @@ class PdmSolution(Solution):
             raise RuntimeError(f"solution {self.name!r} needs the inference service: add an 'inference:' section to the site file")
         fault_call: dict[str, Any] | None = None
         if self.config.fault_model:
-            out = await inference.infer(self.config.fault_model, {"features": vector[None]})
+            out = await inference.infer(self.config.fault_model, {"features": fault_vector[None]})
             label = out.get("label")
             probs = out.get("probabilities")
             if label is not None:
