@@ -157,6 +157,32 @@ class NatsCluster:
 
         asyncio.run(probe())
 
+    def wait_stream(self, stream: str, timeout: float = 30.0) -> None:
+        """Until ``stream`` exists and has a leader. Sites must not publish before: NATS's MQTT
+        listener acknowledges a QoS 1 message that no stream captures, and nothing keeps it."""
+        import asyncio
+
+        import nats
+
+        async def probe() -> None:
+            nc = await nats.connect(servers=self.nats_urls, connect_timeout=2)
+            try:
+                js = nc.jetstream()
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        if (await js.stream_info(stream)).cluster.leader:
+                            return
+                    except Exception:  # noqa: BLE001 - not created yet, or no leader elected yet
+                        pass
+                    if time.monotonic() > deadline:
+                        raise EngineError(f"stream {stream} has no leader within {timeout} s")
+                    await asyncio.sleep(0.1)
+            finally:
+                await nc.close()
+
+        asyncio.run(probe())
+
     def kill(self, i: int) -> None:
         """SIGKILL node ``i`` (no goodbye to its peers)."""
         proc = self.procs[i]

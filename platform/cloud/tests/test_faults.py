@@ -1,0 +1,82 @@
+"""Faults during a fleet's uplink: a NATS node killed and restarted, an ingest worker SIGKILLed,
+PostgreSQL crashed and restarted. At the end every reading the broker acknowledged is stored once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeplane_cloud.broker import UPLINK_STREAM
+from edgeplane_cloud.simulator import FleetSimulator
+from edgeplane_cloud.testing import NatsCluster, Postgres
+
+from .conftest import query
+
+
+def start_worker(nats: NatsCluster, dsn: str, log: Path) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "edgeplane_cloud.ingest", "--dsn", dsn, "--batch", "64", "--ack-wait", "3"]
+    for url in nats.nats_urls:
+        args += ["--nats", url]
+    return subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(240)
+def test_nats_node_kill_worker_sigkill_and_postgres_restart_lose_nothing_and_duplicate_nothing(tmp_path: Path):
+    with NatsCluster(tmp_path / "nats") as nats, Postgres() as pg:
+        workers = [start_worker(nats, pg.dsn, tmp_path / f"worker{i}.log") for i in range(3)]
+        sim = FleetSimulator(nats.mqtt_urls, sites=60, points=20, record_readings=10, connections=6)
+        try:
+            sim.wait_connected()
+            nats.wait_stream(UPLINK_STREAM)  # the workers make it; sites publishing before it exists are lost
+            sim.run(rounds=40, rate=25_000)
+            faults = []
+            time.sleep(2)
+            nats.kill(2)
+            faults.append("nats node killed")
+            time.sleep(2)
+            nats.start_node(2)
+            faults.append("nats node restarted")
+            time.sleep(1)
+            os.kill(workers[0].pid, signal.SIGKILL)
+            workers[0].wait()
+            faults.append("ingest worker SIGKILLed")
+            time.sleep(1)
+            pg.restart()
+            faults.append("postgres restarted")
+            sim.join(120)
+            sim.wait_acked(120)
+            produced = sim.stats.readings_produced
+            assert produced == sim.stats.readings_published == 60 * 20 * 10 * 40
+            wait_for(lambda: query(pg.dsn, "SELECT coalesce(sum(count), 0) FROM records")[0][0] >= produced, 120,
+                     f"all {produced} acknowledged readings stored")
+            stored = query(pg.dsn, "SELECT coalesce(sum(count), 0) FROM records")[0][0]
+            rows, distinct = query(pg.dsn, "SELECT count(*), count(DISTINCT (site, stream, seq)) FROM records")[0]
+            assert stored == produced, f"lost {produced - stored}"
+            assert rows == distinct == 60 * 20 * 40
+            assert query(pg.dsn, "SELECT count(*) FROM dead_letters")[0][0] == 0
+            assert len(faults) == 4
+        finally:
+            sim.close()
+            for w in workers:
+                if w.poll() is None:
+                    w.send_signal(signal.SIGTERM)
+            for w in workers:
+                try:
+                    w.wait(15)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+                    w.wait()
