@@ -90,7 +90,10 @@ def solar_site(tmp_path_factory, console_users):
 
     from edgeplane.testing import run_host
 
+    from edgeplane_mqtt.testing import Mosquitto
+
     tmp = tmp_path_factory.mktemp("console-site")
+    broker = Mosquitto(tmp / "broker").start()
     runner = SiteThread()
 
     async def start() -> None:
@@ -101,17 +104,22 @@ def solar_site(tmp_path_factory, console_users):
         site = plant_site(ports, poll="500ms", site_id="solar-console")
         site["inference"] = {"providers": ["cpu"], "models": str(tmp / "models")}
         site["console"] = {"users": console_users, "profiles_dir": str(tmp / "profiles")}
+        # the uplink to a real broker, with the reference site's policy: the overview shows its backlog and acks
+        site["sync"] = {"uplink": {"url": broker.url}, "durability": "process", "report_interval": "5s",
+                        "policy": [{"topics": "alerts/#", "mode": "events", "priority": "high", "ttl": "30d"},
+                                   {"topics": "forecast/#", "mode": "events", "priority": "normal", "ttl": "1d"},
+                                   {"topics": "inv+/103.W", "mode": "aggregate", "window": "5s", "stats": ["mean"],
+                                    "priority": "normal", "ttl": "7d"}]}
         runner.host = await stack.enter_async_context(
             run_host(site, plugins=[modbus_plugin, solar_plugin], store_dir=tmp / "store", http_port=0))
 
     try:
         runner.call(start())
-    except BaseException:
+        runner.base_url = f"http://127.0.0.1:{runner.host.http_address[1]}"  # type: ignore[attr-defined]
+        yield runner
+    finally:
         runner.close()
-        raise
-    runner.base_url = f"http://127.0.0.1:{runner.host.http_address[1]}"  # type: ignore[attr-defined]
-    yield runner
-    runner.close()
+        broker.stop()
 
 
 def chromium_options(profile_dir: Path) -> Any:
