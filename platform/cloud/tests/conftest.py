@@ -40,7 +40,7 @@ def clean_store(postgres: Postgres) -> str:
 
 def query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(sql, params).fetchall()
+        return conn.execute(sql, params or None).fetchall()
 
 
 async def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> None:

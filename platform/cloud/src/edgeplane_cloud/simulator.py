@@ -97,7 +97,7 @@ class FleetSimulator:
 
     def __init__(self, mqtt_urls: list[str], *, sites: int = 100, points: int = 100, record_readings: int = 10,
                  connections: int = 6, inflight: int = 64, prefix: str = "edgeplane", site_prefix: str = "sim",
-                 trusted_keys: dict[str, Any] | None = None, failing_models: set[str] | None = None,
+                 trusted_keys: dict[str, Any] | None = None, failing_models: set[tuple[str, str]] | None = None,
                  name: str = "fleetsim", start_time: float | None = None):
         self.urls = mqtt_urls
         self.sites = [f"{site_prefix}-{i:05d}" for i in range(sites)]
@@ -248,7 +248,7 @@ class FleetSimulator:
         manifest = body.get("manifest") or {}
         if digest != body.get("sha256") or manifest.get("sha256") != digest:
             return {**state, "status": "failed", "error": "sha256 does not match the manifest"}
-        if site in self.failing_models:
+        if (site, str(body.get("version"))) in self.failing_models:  # (site, version) that fails to warm up
             return {**state, "status": "failed", "error": "warm-up failed: simulated fault"}
         return {**state, "status": "applied", "applied": body.get("version"), "error": None}
 
