@@ -115,7 +115,11 @@ class ModbusConnector(Connector):
         if self.link is None:
             raise ModbusError(f"device {self.name!r} is not started")
         response = await self.link.request(self.timing, _READ[table], start, count=count, device_id=self.config.unit)
-        return response.bits[:count] if table in BIT_TABLES else response.registers
+        values = response.bits[:count] if table in BIT_TABLES else response.registers
+        if len(values) < count:
+            # a short answer would be decoded past its end: a failed read (BAD quality), not a crash
+            raise ModbusError(f"device {self.name!r} answered {len(values)} of the {count} {table} values asked at {start}")
+        return values
 
     async def _read(self, block: ReadBlock) -> Any:
         try:

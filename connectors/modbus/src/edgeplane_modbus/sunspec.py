@@ -118,6 +118,8 @@ def decode_value(registers: Sequence[int], type_: str) -> Any:
         return None if math.isnan(value) else value
     if value == _UNIMPLEMENTED.get(type_):
         return None
+    if type_ == "sunssf" and not -10 <= value <= 10:
+        return None  # the standard's range; a device sending 309 must not overflow 10**sf (treated as unknown)
     return value
 
 
@@ -212,13 +214,22 @@ async def find_base(read: ReadFn, bases: Sequence[int] = BASES) -> int:
             continue
         if tuple(regs) == SUNS:
             return base
-        tried.append(f"{base}: {regs[0]:#06x} {regs[1]:#06x}")
+        tried.append(f"{base}: {' '.join(f'{r:#06x}' for r in list(regs)[:2]) or 'no registers'}")
     raise SunSpecError(f"no 'SunS' marker found ({'; '.join(tried)}); is this a SunSpec device? "
                        f"set sunspec.base if it uses another address")
 
 
 async def discover(read: ReadFn, base: int | None = None, max_span: int = 125) -> tuple[int, list[ModelInstance]]:
     """Find the marker and walk the model chain; returns the base and every model's layout."""
+    asked = read
+
+    async def read(address: int, count: int) -> Sequence[int]:
+        # a device that answers fewer (or more) registers than asked breaks the chain: say so
+        regs = list(await asked(address, count))
+        if len(regs) != count:
+            raise SunSpecError(f"the device answered {len(regs)} registers at {address} where {count} were asked")
+        return regs
+
     if base is None:
         base = await find_base(read)
     else:
