@@ -37,6 +37,16 @@ def test_shipped_models_are_small_and_load_in_onnxruntime_131():
         assert manifest["provenance"]["command"].startswith("edgeplane pdm train")
 
 
+def test_shipped_rul_model_and_the_edge_use_the_same_feature_windows():
+    from edgeplane_pdm import rul
+
+    (path,) = sorted((MODELS / "pdm-rul").glob("*/manifest.json"))[-1:]
+    provenance = json.loads(path.read_text())["provenance"]
+    # chosen by the nested engine-grouped validation; the solution computes features with rul.WINDOWS
+    assert tuple(provenance["windows"]) == rul.WINDOWS == rul.windows_for(provenance["history"])
+    assert provenance["history"] in rul.CANDIDATE_HISTORIES
+
+
 def test_shipped_fault_classifier_on_held_out_segments():
     # the shipped model saw segments 0..3 of every load-0 and load-1 record: this scores segment 4
     # (the transfer to an unseen load is train faults' leave-one-load-out figure, in the README)

@@ -38,7 +38,7 @@ def windows_for(history: int) -> tuple[int, int, int]:
 
 #: the shipped model's windows (its manifest's ``provenance.windows``; a test holds the two equal);
 #: the solution's ``rul.windows`` overrides them for a model trained with another history
-WINDOWS = windows_for(60)
+WINDOWS = windows_for(90)
 #: every 2nd cycle of every engine trains a model (neighbouring cycles are nearly the same row;
 #: this halves the cost of the nested validation on a 2-core machine), every 5th in the inner selection
 TRAIN_STRIDE, SELECT_STRIDE = 2, 5
