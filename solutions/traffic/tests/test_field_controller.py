@@ -37,10 +37,17 @@ async def test_max_pressure_drives_a_field_controller_safely(edgeplane_host) -> 
         for _ in range(3):
             await ctl.set("t.phase", yellow)
         assert ctl.writes == [("t.phase", yellow)]
-        clock.advance(2.0)
+        clock.advance(3.0)  # the default yellow: 3 s, then 2 s all-red
         await ctl.set("t.phase", yellow)
+        red = LAYOUT.all_red_phase
+        await wait_for(lambda: ("t.phase", red) in ctl.writes, timeout=10)
+        await ctl.set("t.phase", red)
+        assert ctl.writes == [("t.phase", yellow), ("t.phase", red)]
+        clock.advance(2.0)
+        await ctl.set("t.phase", red)
         await wait_for(lambda: ("t.phase", 1) in ctl.writes, timeout=10)
-        assert ctl.writes == [("t.phase", yellow), ("t.phase", 1)]
+        assert ctl.writes == [("t.phase", yellow), ("t.phase", red), ("t.phase", 1)]
         audit = await host.store.audit(10)
-        assert [a["reason"].split(" (")[0] for a in audit] == [f"yellow {yellow}", "green 1"]
-        assert solution.controller.decisions["max-pressure"] == 1
+        assert [a["reason"].split(" (")[0] for a in audit] == [f"yellow {yellow}", f"all-red {red}", "green 1"]
+        # one decision changed the green; the next, 5 s later on green 1, keeps it (no further write)
+        assert solution.controller.decisions["max-pressure"] == 2

@@ -26,90 +26,192 @@ def traffic() -> None:
     """Intersection signal control on SUMO: train, evaluate, demo."""
 
 
+def _timing_options(f):  # type: ignore[no-untyped-def]
+    """--yellow/--all-red/--min-green/--max-green: the one timing every controller runs under."""
+    for option in reversed([
+        click.option("--yellow", type=float, default=3.0, show_default=True, help="yellow clearance, s (every controller)"),
+        click.option("--all-red", type=float, default=2.0, show_default=True, help="all-red clearance, s (every controller)"),
+        click.option("--min-green", type=float, default=5.0, show_default=True, help="minimum green, s"),
+        click.option("--max-green", type=float, default=50.0, show_default=True, help="maximum green, s"),
+    ]):
+        f = option(f)
+    return f
+
+
+def _timing(yellow: float, all_red: float, min_green: float, max_green: float):  # type: ignore[no-untyped-def]
+    from edgeplane_traffic.shield import ShieldConfig
+
+    try:
+        return ShieldConfig(min_green=min_green, yellow=yellow, all_red=all_red, max_green=max_green)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--yellow/--all-red/--min-green/--max-green") from None
+
+
 @traffic.command("train")
 @click.option("--net", required=True, help="scenario name (single-intersection, cologne1, ingolstadt1) or a .net.xml file")
-@click.option("--route", default=None, help="SUMO route file (default: the scenario's)")
+@click.option("--route", default=None, help="reference route file the demand generator learns routes from (default: the scenario's)")
 @click.option("--algo", type=click.Choice(["ppo", "dqn"]), default="dqn", show_default=True)
-@click.option("--steps", type=int, default=100_000, show_default=True, help="environment steps (one step = 5 s of signal time)")
+@click.option("--steps", type=int, default=20_000, show_default=True, help="decisions (one every 5 s of signal time)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--episode-seconds", type=int, default=None, help="simulated seconds per training episode (default: the scenario's)")
-@click.option("--reward", type=click.Choice(["diff-waiting-time", "queue", "pressure", "average-speed"]),
-              default="diff-waiting-time", show_default=True, help="sumo-rl reward function")
+@click.option("--checkpoints", type=int, default=4, show_default=True, help="checkpoints compared on validation demand")
+@click.option("--validation-patterns", type=int, default=2, show_default=True, help="validation demand patterns per checkpoint")
+@_timing_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
-def train_command(net: str, route: str | None, algo: str, steps: int, out: Path, seed: int,
-                  episode_seconds: int | None, reward: str, as_json: bool) -> None:
-    """Train a policy with stable-baselines3 and export ONNX plus metadata."""
+def train_command(net: str, route: str | None, algo: str, steps: int, out: Path, seed: int, episode_seconds: int | None,
+                  checkpoints: int, validation_patterns: int, yellow: float, all_red: float, min_green: float,
+                  max_green: float, as_json: bool) -> None:
+    """Train a policy on generated demand, select it on validation demand, export ONNX plus metadata."""
     try:
         from edgeplane_traffic.training import train
     except ImportError as e:
         raise click.ClickException(f"training needs the [training] extra: pip install 'edgeplane-traffic[training]' ({e})")
     spec = _resolve(net, route)
+    timing = _timing(yellow, all_red, min_green, max_green)
     command = "edgeplane traffic train " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else None
-    meta = train(spec, algo, steps, out, seed=seed, episode_seconds=episode_seconds, command=command, reward=reward)
+    meta = train(spec, algo, steps, out, seed=seed, timing=timing, episode_seconds=episode_seconds, checkpoints=checkpoints,
+                 validation_patterns=validation_patterns, command=command)
     curve = meta["training_curve"]
     click.echo(f"{'net':<22}{meta['net']}")
     click.echo(f"{'algo / steps / seed':<22}{algo} / {steps} / {seed}")
     click.echo(f"{'episodes':<22}{len(curve)}")
     if curve:
         click.echo(f"{'first / last return':<22}{curve[0]['return']:.1f} / {curve[-1]['return']:.1f}")
+    for row in meta["validation"]:
+        click.echo(f"{'validation @' + str(row['timestep']):<22}{row['validation_avg_delay_s']:.2f} s")
+    click.echo(f"{'selected':<22}step {meta['selected_timestep']}")
     click.echo(f"{'train time':<22}{meta['train_seconds']} s")
     click.echo(f"{'output':<22}{out}/model.onnx, metadata.json")
     if as_json:
-        click.echo(json.dumps({"episodes": len(curve), "train_s": meta["train_seconds"],
-                               "last_return": curve[-1]["return"] if curve else None, "out": str(out)}))
+        click.echo(json.dumps({"episodes": len(curve), "train_s": meta["train_seconds"], "selected_timestep": meta["selected_timestep"],
+                               "validation": meta["validation"], "out": str(out)}))
+
+
+@traffic.command("demand")
+@click.option("--net", required=True, help="scenario name or a .net.xml file")
+@click.option("--route", default=None, help="reference route file (default: the scenario's)")
+@click.option("--split", type=click.Choice(["train", "validation", "evaluation"]), default="evaluation", show_default=True)
+@click.option("--index", type=int, default=0, show_default=True, help="pattern number within the split")
+@click.option("--seconds", type=int, default=None, help="length of the demand window (default: the scenario's)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="route file to write")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
+def demand_command(net: str, route: str | None, split: str, index: int, seconds: int | None, out: Path, as_json: bool) -> None:
+    """Write one generated demand pattern (time-varying flows, turning ratios, surge, incident)."""
+    from dataclasses import asdict
+
+    from edgeplane_traffic.demand import demand_seed, generate_demand
+    from edgeplane_traffic.layout import layout_from_net
+
+    spec = _resolve(net, route, seconds)
+    try:
+        seed = demand_seed(split, index)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--index") from None
+    lanes = [lane for tls in _signals(spec) for lane in layout_from_net(spec.net, tls).lanes]
+    pattern = generate_demand(spec.net, spec.route, out, begin=spec.begin, seconds=spec.seconds, seed=seed, signal_lanes=lanes)
+    summary = {"net": spec.name, "split": split, "index": index, "begin": spec.begin, "seconds": spec.seconds,
+               "out": str(out), **asdict(pattern)}
+    for key, value in summary.items():
+        click.echo(f"{key:<12}{value}")
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
+def _signals(spec) -> list[str]:  # type: ignore[no-untyped-def]
+    from edgeplane_traffic.layout import layout_from_net, tls_ids
+
+    found = []
+    for tls in tls_ids(spec.net):
+        try:
+            layout_from_net(spec.net, tls)
+            found.append(tls)
+        except ValueError:
+            continue
+    return found
 
 
 @traffic.command("evaluate")
-@click.option("--net", required=True, help="scenario name (single-intersection, cologne1, ingolstadt1) or a .net.xml file")
+@click.option("--net", required=True, help="scenario name (single-intersection, cologne1, ingolstadt1, cologne8, grid4x4, ...) or a .net.xml file")
 @click.option("--route", default=None, help="any SUMO route file for the net (demand the model never saw)")
-@click.option("--controller", type=click.Choice(["fixed", "max-pressure", "rl"]), required=True)
+@click.option("--controller", type=click.Choice(["webster", "actuated", "max-pressure", "rl", "fixed"]), required=True)
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="policy folder (default: the one shipped for --net)")
-@click.option("--seconds", type=int, default=None, help="simulated seconds (default: the scenario's; RESCO: 3600)")
+@click.option("--seconds", type=int, default=None, help="simulated seconds from the net's begin time (default: the scenario's; RESCO: 3600)")
 @click.option("--seeds", type=int, default=1, show_default=True, help="SUMO seeds FIRST..FIRST+K-1; figures are means")
-@click.option("--first-seed", type=int, default=1000, show_default=True,
-              help="first SUMO seed (training uses seed+episode, far below 1000: no overlap)")
+@click.option("--first-seed", type=int, default=1000, show_default=True, help="first SUMO seed")
+@_timing_options
+@click.option("--decision-period", type=float, default=None, help="s between decisions (max-pressure: its tuned value; rl: 5)")
+@click.option("--warmup", type=float, default=900.0, show_default=True, help="webster: seconds of counting under the fixed program")
+@click.option("--counts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="webster: JSON {lane id: veh/h} instead of a warm-up")
+@click.option("--all-signals", is_flag=True, help="one controller per signal of the net (multi-signal nets)")
 @click.option("--deadline", type=float, default=0.05, show_default=True, help="RL decision deadline in seconds; later answers fall back")
-@click.option("--all-red", type=float, default=0.0, show_default=True, help="all-red clearance in seconds (training used 0)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def evaluate_command(net: str, route: str | None, controller: str, model: Path | None, seconds: int | None, seeds: int,
-                     first_seed: int, deadline: float, all_red: float, as_json: bool) -> None:
-    """Evaluate a controller: RESCO average delay, waiting, queue, throughput, shield, fallbacks, latency."""
+                     first_seed: int, yellow: float, all_red: float, min_green: float, max_green: float,
+                     decision_period: float | None, warmup: float, counts: Path | None, all_signals: bool, deadline: float,
+                     as_json: bool) -> None:
+    """Evaluate a controller: delay over every vehicle due (undeparted included), waiting, throughput, shield, latency."""
     from edgeplane_traffic.evaluate import run_episode, summarize
+    from edgeplane_traffic.layout import layout_from_net
     from edgeplane_traffic.models import PolicyFiles, shipped_policy
-    from edgeplane_traffic.shield import ShieldConfig
-    from edgeplane_traffic.training import TIMING
+    from edgeplane_traffic.programs import tuned_max_pressure_period
 
     spec = _resolve(net, route, seconds)
+    timing = _timing(yellow, all_red, min_green, max_green)
+    signals = _signals(spec) if all_signals else [layout_from_net(spec.net, spec.tls).tls]
+    infer_for = None
+    observation = "detectors"
     if controller == "rl":
-        model = model or shipped_policy(spec.name)
-        if model is None:
-            raise click.ClickException(f"no policy shipped for {spec.name!r}: pass --model DIR (from 'edgeplane traffic train')")
-        try:
-            policy = PolicyFiles(model)
-        except FileNotFoundError as e:
-            raise click.ClickException(str(e)) from None
-        from edgeplane_traffic.layout import layout_from_net
+        from edgeplane_traffic.evaluate import onnx_infer
 
-        if policy.metadata.get("layout_fingerprint") != layout_from_net(spec.net, spec.tls).fingerprint():
-            raise click.ClickException(f"policy {model} was trained on another intersection layout than {spec.net.name}: train one for this net")
-    shield = ShieldConfig(min_green=TIMING["min_green"], yellow=TIMING["yellow_time"], all_red=all_red, max_green=TIMING["max_green"])
+        infer_for = {}
+        for tls in signals:
+            layout = layout_from_net(spec.net, tls)
+            folder = model or shipped_policy(spec.name if len(signals) == 1 else f"{spec.name}-{tls}")
+            if folder is None:
+                raise click.ClickException(f"no policy shipped for {spec.name!r} signal {tls!r}: pass --model DIR (from 'edgeplane traffic train')")
+            try:
+                policy = PolicyFiles(folder)
+            except FileNotFoundError as e:
+                raise click.ClickException(str(e)) from None
+            if policy.metadata.get("layout_fingerprint") != layout.fingerprint():
+                raise click.ClickException(f"policy {folder} was trained on another intersection layout than signal {tls!r} of "
+                                           f"{spec.net.name}: train one for this net")
+            observation = policy.metadata.get("observation_kind", "lanes")
+            infer_for[tls] = onnx_infer(policy.onnx)
+    counts_map = None
+    if counts is not None:
+        try:
+            counts_map = {str(k): float(v) for k, v in json.loads(counts.read_text()).items()}
+        except (ValueError, AttributeError) as e:
+            raise click.BadParameter(f"{counts}: expected a JSON object {{lane id: veh/h}} ({e})", param_hint="--counts") from None
+    period = decision_period or (tuned_max_pressure_period(spec.name) if controller == "max-pressure" else 5.0)
     results = []
-    for seed in range(first_seed, first_seed + seeds):
-        results.append(run_episode(spec, controller, seed=seed, model=model, shield=shield, deadline=deadline))
+    try:
+        for seed in range(first_seed, first_seed + seeds):
+            results.append(run_episode(spec, controller, seed=seed, timing=timing, deadline=deadline, infer_for=infer_for,
+                                       observation=observation, decision_period=period, warmup=warmup, counts=counts_map,
+                                       all_signals=all_signals))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--net/--route/--seconds") from None
     summary = summarize(results)
-    summary["net"] = spec.name
+    summary |= {"net": spec.name, "yellow_s": yellow, "all_red_s": all_red, "min_green_s": min_green, "max_green_s": max_green,
+                "decision_period_s": period if controller in ("max-pressure", "rl") else None}
+    if results[0].plans:
+        summary["plans"] = results[0].plans
     rows = [
-        ("net / controller", f"{spec.name} / {controller}"),
-        ("seeds x seconds", f"{seeds} (from {first_seed}) x {spec.seconds} s ({summary['binding']})"),
-        ("avg delay per vehicle", f"{summary['avg_delay_s']:.2f} s"),
+        ("net / controller", f"{spec.name} / {controller} ({summary['signals']} signal(s))"),
+        ("seeds x seconds", f"{seeds} (from {first_seed}) x {spec.seconds} s from {spec.begin} s ({summary['binding']})"),
+        ("timing", f"yellow {yellow:g} s, all-red {all_red:g} s, green {min_green:g}-{max_green:g} s"),
+        ("avg delay per vehicle", f"{summary['avg_delay_s']:.2f} s (over {summary['due']:.0f} due, {summary['undeparted']:.0f} never entered)"),
         ("mean waiting", f"{summary['mean_waiting_s']:.2f} s"),
-        ("mean queue", f"{summary['mean_queue']:.2f} veh"),
         ("throughput", f"{summary['throughput']:.0f} veh"),
         ("shield interventions", str(summary["shield_interventions"])),
         ("fallbacks", str(summary["fallbacks"])),
-        ("decision p50 / p99", "n/a (the net's own program)" if summary["decision_p99_ms"] is None
+        ("decision p50 / p99", "n/a (SUMO runs the program)" if summary["decision_p99_ms"] is None
          else f"{summary['decision_p50_ms']:.3f} / {summary['decision_p99_ms']:.3f} ms"),
+        ("CPU per signal", f"{summary['cpu_s_per_signal_hour']:.3f} s per simulated hour"),
     ]
     for name, value in rows:
         click.echo(f"{name:<24}{value}")

@@ -10,6 +10,10 @@ One device entry = one simulation. Points (``<device>/<point>``), published ever
   ``<tls>.phase_time`` (s shown), ``<tls>.native_phase`` (SUMO's program phase); ``<tls>.phase``
   is writable: the phase-table index to show from the next step on (see
   :mod:`edgeplane_traffic.layout`), through the host's guarded command path;
+* ``det.<lane>.stop_bar_occupancy``, ``.stop_bar_count``, ``.advance_occupancy``, ``.advance_count``
+  for every incoming lane of a signal: the last step's readings of its stop-bar and advance loops
+  (occupancy in %, vehicles that crossed), as a field controller's detectors report them
+  (layout: :mod:`edgeplane_traffic.detectors`);
 * ``sim.time`` (simulation seconds), ``sim.running``, ``sim.arrived`` (cumulative),
   ``sim.avg_delay`` (running average of timeLoss + departDelay over arrived and running vehicles).
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,11 +42,12 @@ import numpy as np
 from pydantic import Field
 
 from edgeplane import Batch, Connector, DeviceConfig, Duration, HealthState, PointLimits, PointSpec
+from edgeplane_traffic.detectors import DETECTOR_METRICS, DetectorLayout, detector_layout, write_detectors
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_name, tls_ids
 from edgeplane_traffic.nets import NAMED, resolve
 from edgeplane_traffic.sumo_runtime import binding_name, sumo_binary, traci_module
 
-__all__ = ["SumoConfig", "SumoConnector", "SumoPoint", "LANE_METRICS"]
+__all__ = ["LANE_METRICS", "SumoConfig", "SumoConnector", "SumoPoint"]
 
 LANE_METRICS = ("vehicles", "halting", "vehicle_length", "occupancy", "speed", "waiting")
 
@@ -83,6 +89,8 @@ class SumoConnector(Connector):
         self._conn: Any = None
         self._binding = "none"
         self._layouts: dict[str, IntersectionLayout] = {}
+        self._detectors: list[DetectorLayout] = []
+        self._det_tmp: tempfile.TemporaryDirectory[str] | None = None
         self._lanes: list[str] = []
         self._phase: dict[str, int] = {}
         self._phase_since: dict[str, float] = {}
@@ -138,7 +146,12 @@ class SumoConnector(Connector):
         self._end = self._begin + self.config.seconds if self.config.seconds else None
         ids = self.config.tls or tls_ids(spec.net)
         self._layouts = {tls: layout_from_net(spec.net, tls) for tls in ids}
-        cmd = [sumo_binary(), "-n", str(spec.net), "-r", str(spec.route), "-b", str(self._begin),
+        # the loops every signal has in the field; named as evaluation names them (ep<k> by signal order)
+        self._detectors = [detector_layout(layout, f"ep{k}") for k, layout in enumerate(self._layouts.values())]
+        self._det_tmp = tempfile.TemporaryDirectory(prefix=f"edgeplane-{self.name}-")
+        det_file = Path(self._det_tmp.name) / "detectors.add.xml"
+        write_detectors(det_file, self._detectors)
+        cmd = [sumo_binary(), "-n", str(spec.net), "-r", str(spec.route), "-b", str(self._begin), "-a", str(det_file),
                "--seed", str(self.config.seed), "--no-step-log", "--no-warnings", "--time-to-teleport", "-1",
                "--waiting-time-memory", "1000", "--max-depart-delay", "-1"]
         if self.config.tripinfo:
@@ -173,6 +186,9 @@ class SumoConnector(Connector):
                 conn.close()
             except Exception:  # noqa: BLE001 - closing a dead simulation must not mask why it died
                 self.log.debug("closing SUMO for %s failed", self.name, exc_info=True)
+        if self._det_tmp is not None:
+            self._det_tmp.cleanup()
+            self._det_tmp = None
         if self._binding == "libsumo":
             with _libsumo_lock:
                 if _libsumo_owner == self.name:
@@ -195,15 +211,20 @@ class SumoConnector(Connector):
                 phase.limits = limits
             points.setdefault(f"{key}.phase_time", SumoPoint(type="float64", unit="s"))
             points.setdefault(f"{key}.native_phase", SumoPoint(type="int32"))
+        det_lanes = [lane for d in self._detectors for lane in d.lanes]
+        for lane in det_lanes:
+            for metric in DETECTOR_METRICS:
+                points.setdefault(f"det.{point_name(lane)}.{metric}", SumoPoint(type="float64", unit="%" if "occupancy" in metric else None))
         for name in ("sim.time", "sim.running", "sim.arrived", "sim.avg_delay"):
             points.setdefault(name, SumoPoint(type="float64"))
         offered = {f"lane.{point_name(lane)}.{metric}" for lane in self._lanes for metric in LANE_METRICS}
+        offered |= {f"det.{point_name(lane)}.{metric}" for lane in det_lanes for metric in DETECTOR_METRICS}
         offered |= {f"{point_name(t)}.{p}" for t in self._layouts for p in ("phase", "phase_time", "native_phase")}
         offered |= {"sim.time", "sim.running", "sim.arrived", "sim.avg_delay"}
         unknown = sorted(set(points) - offered)
         if unknown:
             raise ValueError(f"device {self.name!r}: points {unknown} are not offered by the sumo connector; "
-                             f"names are lane.<lane>.<{'|'.join(LANE_METRICS)}>, <tls>.phase|phase_time|native_phase, "
+                             f"names are lane.<lane>.<{'|'.join(LANE_METRICS)}>, det.<lane>.<{'|'.join(DETECTOR_METRICS)}>, <tls>.phase|phase_time|native_phase, "
                              f"sim.time|running|arrived|avg_delay (ids with #+/.: replaced by _)")
 
     async def start(self) -> None:
@@ -263,13 +284,20 @@ class SumoConnector(Connector):
             "speed": [lane.getLastStepMeanSpeed(x) for x in self._lanes],
             "waiting": [lane.getWaitingTime(x) for x in self._lanes],
         }
+        loop = conn.inductionloop
+        detectors = {
+            "stop_bar_occupancy": [loop.getLastStepOccupancy(i) for d in self._detectors for i in d.stop_bar_ids],
+            "stop_bar_count": [loop.getLastStepVehicleNumber(i) for d in self._detectors for i in d.stop_bar_ids],
+            "advance_occupancy": [loop.getLastStepOccupancy(i) for d in self._detectors for i in d.advance_ids],
+            "advance_count": [loop.getLastStepVehicleNumber(i) for d in self._detectors for i in d.advance_ids],
+        }
         signals = {tls: (self._phase[tls], now - self._phase_since[tls], int(conn.trafficlight.getPhase(tls)))
                    for tls in self._layouts}
         running = len(self._delay_running)
         total = self._arrived + running
         avg_delay = (self._delay_done_sum + sum(self._delay_running.values())) / total if total else 0.0
         remaining = conn.simulation.getMinExpectedNumber()
-        return {"time": now, "lanes": values, "signals": signals, "running": running, "arrived": self._arrived,
+        return {"time": now, "lanes": values, "detectors": detectors, "signals": signals, "running": running, "arrived": self._arrived,
                 "avg_delay": avg_delay, "remaining": remaining}
 
     async def run(self) -> None:
@@ -312,6 +340,10 @@ class SumoConnector(Connector):
         for metric, values in state["lanes"].items():
             for lane, value in zip(self._lanes, values):
                 batches.append(Batch(f"{self.name}/lane.{point_name(lane)}.{metric}", stamp, np.array([float(value)])))
+        det_lanes = [lane for d in self._detectors for lane in d.lanes]
+        for metric, values in state["detectors"].items():
+            for lane, value in zip(det_lanes, values):
+                batches.append(Batch(f"{self.name}/det.{point_name(lane)}.{metric}", stamp, np.array([float(value)])))
         for key, value in (("sim.time", state["time"]), ("sim.running", state["running"]),
                            ("sim.arrived", state["arrived"]), ("sim.avg_delay", state["avg_delay"])):
             batches.append(Batch(f"{self.name}/{key}", stamp, np.array([float(value)])))

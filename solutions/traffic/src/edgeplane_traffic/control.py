@@ -16,12 +16,12 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Literal, Mapping
+from typing import Any, Awaitable, Callable, Literal, Mapping
 
 import numpy as np
 
 from edgeplane_traffic.layout import IntersectionLayout
-from edgeplane_traffic.observation import build_observation
+from edgeplane_traffic.observation import build_detector_observation, build_observation
 from edgeplane_traffic.shield import SafetyShield, ShieldConfig
 
 __all__ = ["ControllerKind", "IntersectionController", "LaneReading", "TickOutcome", "max_pressure_choice"]
@@ -75,6 +75,7 @@ class IntersectionController:
         deadline: float = 0.05,
         fallback: Literal["max-pressure", "fixed"] = "max-pressure",
         infer: InferFn | None = None,
+        observation: Literal["lanes", "detectors"] = "lanes",
     ):
         if kind not in ("fixed", "max-pressure", "rl"):
             raise ValueError(f"controller {kind!r}: use fixed, max-pressure or rl")
@@ -85,6 +86,7 @@ class IntersectionController:
         self.deadline = deadline
         self.fallback = fallback
         self.infer = infer
+        self.observation_kind = observation  # what the policy was trained on (its metadata says)
         self.in_fallback = False
         self.fallback_reason: str | None = None
         self.fallbacks: Counter[str] = Counter()  # switches to the fallback, by reason
@@ -112,6 +114,11 @@ class IntersectionController:
             [r.vehicles for r in readings], [r.halting for r in readings], [r.vehicle_length for r in readings],
         )
 
+    def detector_observation(self, green: int, elapsed: float, detectors: Mapping[str, Any]) -> np.ndarray:
+        cfg = self.shield.config
+        return build_detector_observation(self.layout, green, elapsed + 1e-9 >= cfg.min_green,
+                                          min(1.0, elapsed / cfg.max_green), detectors)
+
     async def _rl(self, obs: np.ndarray) -> tuple[int | None, str | None]:
         """The policy's green, or (None, reason) when it cannot be used."""
         if self.infer is None:
@@ -130,9 +137,18 @@ class IntersectionController:
             return None, f"error (bad output: {scores.shape[0]} scores for {self.layout.num_greens} greens)"
         return int(np.argmax(scores)), None
 
+    def decision_due(self, now: float, phase: int) -> bool:
+        """Whether :meth:`tick` at ``now`` with ``phase`` shown makes a controller decision."""
+        due = self._next_decision is None or now + 1e-9 >= self._next_decision
+        return due and self.layout.phase_kind(phase) == "green"
+
     # ---- one tick
-    async def tick(self, now: float, phase: int, elapsed: float, lanes: Mapping[str, LaneReading]) -> TickOutcome:
-        """Advance by one observation: ``phase`` (phase-table index) shown for ``elapsed`` s at time ``now``."""
+    async def tick(self, now: float, phase: int, elapsed: float, lanes: Mapping[str, LaneReading],
+                   detectors: Mapping[str, Any] | None = None) -> TickOutcome:
+        """Advance by one observation: ``phase`` (phase-table index) shown for ``elapsed`` s at time ``now``.
+
+        ``detectors`` (a :meth:`~edgeplane_traffic.detectors.DetectorWindow.snapshot`) feeds a policy
+        trained on detector observations; ``lanes`` feeds max-pressure and lane-observation policies."""
         started = time.perf_counter()
         green = self.shield.current_green(phase)
         if green is None:
@@ -150,7 +166,12 @@ class IntersectionController:
             elif self.kind == "max-pressure":
                 wish = max_pressure_choice(self.layout, lanes)
             else:
-                obs = self.observation(green, elapsed, lanes)
+                if self.observation_kind == "detectors":
+                    if detectors is None:
+                        raise ValueError(f"signal {self.layout.tls!r}: the policy observes detectors; pass their readings")
+                    obs = self.detector_observation(green, elapsed, detectors)
+                else:
+                    obs = self.observation(green, elapsed, lanes)
                 wish, problem = await self._rl(obs)
                 if problem is not None:
                     if not self.in_fallback:

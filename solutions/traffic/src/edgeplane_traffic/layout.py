@@ -111,6 +111,11 @@ class IntersectionLayout:
     def observation_size(self) -> int:
         return self.num_greens + 1 + 2 * len(self.lanes)
 
+    @property
+    def observation_size_detectors(self) -> int:
+        """Length of the detector-only observation (:func:`~edgeplane_traffic.observation.build_detector_observation`)."""
+        return self.num_greens + 2 + 4 * len(self.lanes)
+
     def observation_names(self) -> list[str]:
         return [
             *(f"phase_{i}" for i in range(self.num_greens)),

@@ -30,6 +30,11 @@ NAMED: dict[str, tuple[str, str, int, int]] = {
     "single-intersection": ("single-intersection/single-intersection", "single-intersection/single-intersection", 0, 3600),
     "cologne1": ("RESCO/cologne1/cologne1", "RESCO/cologne1/cologne1", 25200, 3600),
     "ingolstadt1": ("RESCO/ingolstadt1/ingolstadt1", "RESCO/ingolstadt1/ingolstadt1", 57600, 3600),
+    # multi-signal (evaluate --all-signals: one controller per signal)
+    "cologne3": ("RESCO/cologne3/cologne3", "RESCO/cologne3/cologne3", 25200, 3600),
+    "cologne8": ("RESCO/cologne8/cologne8", "RESCO/cologne8/cologne8", 25200, 3600),
+    "ingolstadt7": ("RESCO/ingolstadt7/ingolstadt7", "RESCO/ingolstadt7/ingolstadt7", 57600, 3600),
+    "grid4x4": ("RESCO/grid4x4/grid4x4", "RESCO/grid4x4/grid4x4_1", 0, 3600),
 }
 
 

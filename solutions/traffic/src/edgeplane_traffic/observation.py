@@ -8,13 +8,14 @@ with values read from bus points, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from edgeplane_traffic.layout import IntersectionLayout
 
-__all__ = ["MIN_GAP", "build_observation", "lane_capacity", "make_layout_observation"]
+__all__ = ["DETECTOR_COUNT_SCALE", "MIN_GAP", "build_detector_observation", "build_observation", "detector_observation_names",
+           "lane_capacity", "make_layout_observation"]
 
 MIN_GAP = 2.5  # SUMO's default minimum gap (m), as sumo-rl uses it
 
@@ -51,6 +52,42 @@ def build_observation(
     obs[base : base + n] = np.minimum(1.0, np.asarray(vehicles, dtype=np.float64) / capacity)
     obs[base + n : base + 2 * n] = np.minimum(1.0, np.asarray(halting, dtype=np.float64) / capacity)
     return obs
+
+
+DETECTOR_COUNT_SCALE = 5.0  # advance-loop counts per decision period are divided by this (and capped at 1)
+
+
+def detector_observation_names(layout: IntersectionLayout) -> list[str]:
+    return [
+        *(f"phase_{i}" for i in range(layout.num_greens)), "min_green", "green_time",
+        *(f"stop_bar_presence:{lane}" for lane in layout.lanes),
+        *(f"stop_bar_occupancy:{lane}" for lane in layout.lanes),
+        *(f"advance_occupancy:{lane}" for lane in layout.lanes),
+        *(f"advance_count:{lane}" for lane in layout.lanes),
+    ]
+
+
+def build_detector_observation(
+    layout: IntersectionLayout,
+    green: int,
+    min_green_passed: bool,
+    green_time_fraction: float,
+    detectors: Mapping[str, Sequence[float]],
+) -> np.ndarray:
+    """The detector-only observation: ``[green one-hot, min-green passed, green time / max green,
+    stop-bar presence, stop-bar occupancy, advance occupancy, advance counts / 5]``, per lane in
+    ``layout.lanes`` order; ``detectors`` is a :meth:`DetectorWindow.snapshot`."""
+    n = len(layout.lanes)
+    parts = [np.asarray(detectors[k], dtype=np.float64) for k in ("stop_bar_presence", "stop_bar_occupancy", "advance_occupancy", "advance_count")]
+    if any(p.shape != (n,) for p in parts):
+        raise ValueError(f"signal {layout.tls!r}: expected {n} values per detector list, got {[p.shape for p in parts]}")
+    parts[3] = parts[3] / DETECTOR_COUNT_SCALE
+    head = np.zeros(layout.num_greens + 2)
+    if 0 <= green < layout.num_greens:
+        head[green] = 1.0
+    head[layout.num_greens] = 1.0 if min_green_passed else 0.0
+    head[layout.num_greens + 1] = green_time_fraction
+    return np.clip(np.concatenate([head, *parts]), 0.0, 1.0).astype(np.float32)
 
 
 def _sumo_rl_observation_base() -> type:

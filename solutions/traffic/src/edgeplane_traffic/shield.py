@@ -25,9 +25,10 @@ __all__ = ["ShieldConfig", "ShieldStep", "SafetyShield", "unsafe_transitions"]
 
 @dataclass(frozen=True)
 class ShieldConfig:
+    # what a cabinet runs (ITE: 3-6 s yellow, 1-2 s red clearance); every controller gets the same
     min_green: float = 5.0
-    yellow: float = 2.0
-    all_red: float = 0.0
+    yellow: float = 3.0
+    all_red: float = 2.0
     max_green: float = 50.0
     # green -> greens it may change to; None: any other green
     allowed: dict[int, tuple[int, ...]] | None = None

@@ -8,7 +8,10 @@ the policy is missing, late or wrong) and writes phase commands through the guar
 so every command is in the audit log with its reason (controller, shield corrections, fallback).
 
 Points it reads from ``device``: ``lane.<lane>.vehicles|halting|vehicle_length`` for the
-intersection's lanes, ``<tls>.phase_time`` and ``<tls>.phase`` (the tick: it comes last in a step).
+intersection's lanes (max-pressure, and policies trained on lane observations),
+``det.<lane>.stop_bar_occupancy|stop_bar_count|advance_occupancy|advance_count`` (policies trained on
+detectors: what a field cabinet's loops give), ``<tls>.phase_time`` and ``<tls>.phase`` (the tick:
+it comes last in a step).
 Points it publishes under its own name: ``wish``, ``command``, ``fallback`` (0/1),
 ``interventions``, ``decision_ms``, ``ack`` (the sim time it finished, for the connector's lockstep).
 Events: ``<name>/fallback`` (kind ``fallback`` or ``recovered``).
@@ -26,6 +29,7 @@ from pydantic import Field
 
 from edgeplane import Batch, Duration, HealthState, Overflow, Solution, SolutionConfig
 from edgeplane_traffic.control import IntersectionController, LaneReading
+from edgeplane_traffic.detectors import DETECTOR_METRICS, DetectorWindow, detector_layout
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_name
 from edgeplane_traffic.models import MODELS_DIR, model_name_for
 from edgeplane_traffic.nets import NAMED, resolve
@@ -44,9 +48,11 @@ class TrafficSignalConfig(SolutionConfig):
     decision_period: Duration = 5.0
     deadline: Duration = Field(0.05, description="wall time the policy may take per decision; later = fallback")
     min_green: Duration = 5.0
-    yellow: Duration = 2.0
-    all_red: Duration = 0.0
+    yellow: Duration = 3.0
+    all_red: Duration = 2.0
     max_green: Duration = 50.0
+    observation: Literal["auto", "lanes", "detectors"] = Field(
+        "auto", description="what the policy observes; auto: what the shipped policy's metadata says (else lanes)")
     allowed_transitions: dict[int, list[int]] | None = Field(None, description="green -> greens it may change to (default: any)")
     command_timeout: Duration = 2.0
 
@@ -69,13 +75,20 @@ class TrafficSignalSolution(Solution):
                                 {k: tuple(v) for k, v in config.allowed_transitions.items()} if config.allowed_transitions else None),
             decision_period=config.decision_period, deadline=config.deadline, fallback=config.fallback,
             infer=self._infer if context.inference is not None else None,
+            observation=self._observation_kind(),
         )
+        self._detectors = DetectorWindow(detector_layout(self.layout))
+        self._det_now = {metric: np.zeros(len(self.layout.lanes)) for metric in DETECTOR_METRICS}
         self._lanes = list(dict.fromkeys([*self.layout.lanes, *self.layout.out_lanes]))
         self._readings = {lane: LaneReading() for lane in self._lanes}
         self._topics: dict[str, tuple[str, str]] = {}
+        self._det_topics: dict[str, tuple[int, str]] = {}
         for lane in self._lanes:
             for metric in ("vehicles", "halting", "vehicle_length"):
                 self._topics[f"{config.device}/lane.{point_name(lane)}.{metric}"] = (lane, metric)
+        for k, lane in enumerate(self.layout.lanes):
+            for metric in DETECTOR_METRICS:
+                self._det_topics[f"{config.device}/det.{point_name(lane)}.{metric}"] = (k, metric)
         self._key = point_name(self.layout.tls)
         self._phase_topic = f"{config.device}/{self._key}.phase"
         self._phase_time_topic = f"{config.device}/{self._key}.phase_time"
@@ -113,8 +126,22 @@ class TrafficSignalSolution(Solution):
             raise ValueError(f"solution {self.name!r}: {e}") from None
         return layout_from_net(spec.net, self.config.tls)
 
+    def _observation_kind(self) -> Literal["lanes", "detectors"]:
+        if self.config.observation != "auto":
+            return self.config.observation
+        meta = self._shipped_metadata()
+        return "detectors" if meta and meta.get("observation_kind") == "detectors" else "lanes"
+
+    def _shipped_metadata(self) -> dict[str, Any] | None:
+        import json
+
+        folder = MODELS_DIR / self.model_name
+        metas = sorted(folder.glob("*/metadata.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0) \
+            if folder.is_dir() else []
+        return json.loads(metas[-1].read_text()) if metas else None
+
     def subscriptions(self) -> list[str]:
-        return [*self._topics, self._phase_time_topic, self._sim_time_topic, self._phase_topic]
+        return [*self._topics, *self._det_topics, self._phase_time_topic, self._sim_time_topic, self._phase_topic]
 
     async def start(self) -> None:
         if self.config.controller != "rl":
@@ -126,21 +153,21 @@ class TrafficSignalSolution(Solution):
             return
         try:  # load and warm the model now, not inside the first decision's deadline
             for _ in range(5):  # the first runs pay for thread pools and allocations
-                await asyncio.wait_for(self._infer(np.zeros(self.layout.observation_size, dtype=np.float32)), timeout=30)
+                await asyncio.wait_for(self._infer(np.zeros(self._obs_size(), dtype=np.float32)), timeout=30)
             self.health.set(HealthState.OK, f"rl controller, model {self.model_name}")
         except Exception as e:  # noqa: BLE001 - a missing model is a fallback, not a crash
             self.health.set(HealthState.DEGRADED, f"model {self.model_name} unusable ({type(e).__name__}: {e}): fallback {self.config.fallback}")
             self.log.warning("solution %s: model %s unusable (%s); deciding with %s until it answers",
                              self.name, self.model_name, e, self.config.fallback)
 
+    def _obs_size(self) -> int:
+        detectors = self.controller.observation_kind == "detectors"
+        return self.layout.observation_size_detectors if detectors else self.layout.observation_size
+
     def _check_policy_layout(self) -> None:
         """Refuse a shipped policy trained for another layout (its observation would mean something else)."""
-        import json
-
-        folder = MODELS_DIR / self.model_name
-        metas = sorted(folder.glob("*/metadata.json")) if folder.is_dir() else []
-        if metas:
-            meta = json.loads(metas[-1].read_text())
+        meta = self._shipped_metadata()
+        if meta:
             if meta.get("layout_fingerprint") != self.layout.fingerprint():
                 raise ValueError(f"solution {self.name!r}: model {self.model_name} was trained on another layout than "
                                  f"signal {self.layout.tls!r} of {self.config.net}: set model: to a policy trained for this net")
@@ -179,6 +206,10 @@ class TrafficSignalSolution(Solution):
             lane, metric = target
             setattr(self._readings[lane], metric, 0.0 if np.isnan(value) else value)
             return
+        det = self._det_topics.get(topic)
+        if det is not None:
+            self._det_now[det[1]][det[0]] = 0.0 if np.isnan(value) else value
+            return
         if topic == self._phase_time_topic:
             self._phase_time = value
             return
@@ -199,7 +230,11 @@ class TrafficSignalSolution(Solution):
         elapsed = self._phase_time
         if self._held_since is not None:
             elapsed = min(elapsed, ts - self._held_since[1])
-        outcome = await self.controller.tick(ts, phase, elapsed, self._readings)
+        now = self._det_now
+        self._detectors.add(now["stop_bar_occupancy"], now["stop_bar_count"], now["advance_occupancy"], now["advance_count"])
+        outcome = await self.controller.tick(ts, phase, elapsed, self._readings, self._detectors.snapshot())
+        if outcome.decided:
+            self._detectors.reset()
         self.last_outcome = outcome
         for rule in outcome.corrections:
             self._m_corrections.labels(solution=self.name, rule=rule).inc()

@@ -1,74 +1,143 @@
-"""``edgeplane traffic train``: a signal policy with stable-baselines3 on SUMO through sumo-rl.
+"""``edgeplane traffic train``: a signal policy with stable-baselines3 on generated demand.
 
-Needs the ``[training]`` extra (torch, stable-baselines3). The environment is sumo-rl's
-single-agent ``SumoEnvironment`` with the observation built by
-:func:`edgeplane_traffic.observation.build_observation` (the function the field controller uses),
-decisions every 5 s, 2 s yellow, 5 s minimum green, reward: change in accumulated waiting time.
-Each episode gets its own SUMO seed (``seed + episode``), so the policy sees varied demand.
+Needs the ``[training]`` extra (torch, stable-baselines3). The environment (:class:`SignalEnv`) runs
+SUMO through libsumo with the same :class:`~edgeplane_traffic.control.IntersectionController`,
+safety shield and timing as evaluation (yellow 3 s, all-red 2 s, minimum green 5 s, maximum green
+50 s by default), decisions every 5 s, and the detector-only observation
+(:func:`~edgeplane_traffic.observation.build_detector_observation`). Every training episode is a new
+``train`` demand pattern (:mod:`.demand`); checkpoints are compared on ``validation`` patterns only
+and the best is exported. Evaluation patterns are never touched here.
+
+Reward: minus the vehicles halted on the signal's incoming lanes plus the vehicles waiting to enter
+the network, averaged over the decision period (a policy that blocks entry is not rewarded).
 
 The output folder holds ``model.onnx`` (input ``obs`` [batch, n], output ``scores`` [batch, greens]:
 Q-values for DQN, action logits for PPO; the controller takes the argmax) and ``metadata.json``
-(layout, observation names, phases, timing, training curve, the command that made it).
+(layout, observation names, detector layout, timing, training curve, validation scores, the command).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
+import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
+from edgeplane_traffic.control import IntersectionController, LaneReading
+from edgeplane_traffic.demand import demand_seed, generate_demand
+from edgeplane_traffic.detectors import DetectorWindow, detector_layout, write_detectors
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net
 from edgeplane_traffic.nets import NetSpec
-from edgeplane_traffic.observation import make_layout_observation
+from edgeplane_traffic.observation import detector_observation_names
+from edgeplane_traffic.shield import ShieldConfig
 
-__all__ = ["TIMING", "export_onnx", "make_env", "train"]
+__all__ = ["DECISION_PERIOD", "SignalEnv", "export_onnx", "train"]
 
-# the signal timing the policy is trained under; the shield uses the same by default
-TIMING = {"delta_time": 5, "yellow_time": 2, "min_green": 5, "max_green": 50}
+DECISION_PERIOD = 5.0
 
 
-def make_env(spec: NetSpec, layout: IntersectionLayout, seed: int, episode_seconds: int | None = None,
-             reward: str = "diff-waiting-time") -> Any:
-    os.environ.setdefault("LIBSUMO_AS_TRACI", "quiet")
-    from edgeplane_traffic.sumo_runtime import ensure_sumo_home
+class SignalEnv(gym.Env):  # type: ignore[misc]
+    """A gymnasium environment: one signal, one generated ``train`` demand pattern per episode."""
 
-    ensure_sumo_home()
-    import gymnasium as gym
-    import sumo_rl
+    def __init__(self, spec: NetSpec, layout: IntersectionLayout, timing: ShieldConfig, *, first_index: int = 0,
+                 episode_seconds: int | None = None, split: str = "train"):
+        os.environ.setdefault("LIBSUMO_AS_TRACI", "quiet")
+        from edgeplane_traffic.sumo_runtime import sumo_binary, traci_module
 
-    env = sumo_rl.SumoEnvironment(
-        net_file=str(spec.net),
-        route_file=str(spec.route),
-        single_agent=True,
-        begin_time=spec.begin,
-        num_seconds=episode_seconds or spec.seconds,
-        observation_class=make_layout_observation(layout),
-        reward_fn=reward,
-        sumo_seed=seed,
-        sumo_warnings=False,
-        additional_sumo_cmd="--no-step-log",
-        add_per_agent_info=False,
-        **TIMING,
-    )
+        self.spec, self.layout, self.timing, self.split = spec, layout, timing, split
+        self.seconds = int(episode_seconds or spec.seconds)
+        self.index = first_index
+        self.traci = traci_module(prefer_libsumo=True)
+        self.binary = sumo_binary()
+        self.detectors = detector_layout(layout, "ep0")
+        self.tmp = tempfile.TemporaryDirectory(prefix="edgeplane-train-")
+        self.det_file = Path(self.tmp.name) / "detectors.add.xml"
+        write_detectors(self.det_file, [self.detectors])
+        size = layout.observation_size_detectors
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (size,), dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(layout.num_greens)
+        self._open = False
+        self.loop = asyncio.new_event_loop()
+        self.episode_delay: list[float] = []
 
-    class SeedPerEpisode(gym.Wrapper):
-        """Gives every episode its own SUMO seed, reproducibly."""
+    def _start(self, seed: int) -> None:
+        if self._open:
+            self.traci.close()
+        route = Path(self.tmp.name) / "demand.rou.xml"
+        generate_demand(self.spec.net, self.spec.route, route, begin=self.spec.begin, seconds=self.seconds,
+                        seed=seed, signal_lanes=self.layout.lanes)
+        self.traci.start([self.binary, "-n", str(self.spec.net), "-r", str(route), "-a", str(self.det_file),
+                          "-b", str(self.spec.begin), "--seed", str(seed % 100_000), "--no-step-log", "--no-warnings",
+                          "--time-to-teleport", "-1", "--max-depart-delay", "-1"])
+        self._open = True
+        self.end = self.spec.begin + self.seconds
+        self.window = DetectorWindow(self.detectors)
+        self.choice = 0
+        self.ctl = IntersectionController(self.layout, "rl", shield=self.timing, decision_period=DECISION_PERIOD,
+                                          infer=self._infer, observation="detectors", deadline=10.0)
+        self.phase, self.elapsed = 0, 0.0
+        self.traci.trafficlight.setRedYellowGreenState(self.layout.tls, self.layout.phase_states[0])
 
-        def __init__(self, inner: Any):
-            super().__init__(inner)
-            self.episode = 0
+    async def _infer(self, obs: np.ndarray) -> np.ndarray:
+        return np.eye(self.layout.num_greens, dtype=np.float32)[self.choice]
 
-        def reset(self, *, seed: int | None = None, options: Any = None) -> Any:
-            self.episode += 1
-            return self.env.reset(seed=seed if seed is not None else spec_seed + self.episode - 1)
+    def _advance(self, act: bool) -> tuple[float, bool]:
+        """Step SUMO until the next decision is due (acting at the first tick when ``act``); return cost, done."""
+        conn = self.traci
+        cost, steps = 0.0, 0
+        while True:
+            if conn.simulation.getTime() >= self.end:
+                return cost / max(1, steps), True
+            conn.simulationStep()
+            now = conn.simulation.getTime()
+            self.elapsed += 1.0
+            self.window.read(conn)
+            halting = sum(conn.lane.getLastStepHaltingNumber(lane) for lane in self.layout.lanes)
+            cost += halting + len(conn.simulation.getPendingVehicles())
+            steps += 1
+            if self.ctl.decision_due(now, self.phase) and not act:
+                self._now = now
+                return cost / max(1, steps), False
+            outcome = self.loop.run_until_complete(self.ctl.tick(now, self.phase, self.elapsed, {}, self.window.snapshot()))
+            if outcome.decided:
+                act = False
+                self.window.reset()
+            if outcome.command is not None and outcome.command != self.phase:
+                self.phase, self.elapsed = outcome.command, 0.0
+                conn.trafficlight.setRedYellowGreenState(self.layout.tls, self.layout.phase_states[self.phase])
 
-    spec_seed = seed
-    return SeedPerEpisode(env)
+    def _observe(self) -> np.ndarray:
+        green = self.ctl.shield.current_green(self.phase)
+        return self.ctl.detector_observation(0 if green is None else green, self.elapsed, self.window.snapshot())
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
+        self._start(demand_seed(self.split, self.index))  # type: ignore[arg-type]
+        self.index += 1
+        self._advance(act=False)
+        return self._observe(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self.choice = int(action)
+        # the decision due now is taken with this action; run to the next one
+        cost, done = self._advance(act=True)
+        reward = -cost / (10.0 * len(self.layout.lanes))
+        return self._observe(), float(reward), False, done, {}
+
+    def close(self) -> None:
+        if self._open:
+            self.traci.close()
+            self._open = False
+        self.loop.close()
+        self.tmp.cleanup()
+
 
 
 def export_onnx(model: Any, algo: str, obs_size: int, path: Path) -> None:
@@ -119,6 +188,25 @@ def _check_export(model: Any, path: Path, obs_size: int, greens: int, seed: int)
     return float((ours == np.asarray(theirs)).mean())
 
 
+def validation_delay(spec: NetSpec, onnx_path: Path, timing: ShieldConfig, patterns: int, seconds: int) -> float:
+    """Mean RESCO delay of a policy over the first ``patterns`` validation demand patterns."""
+    from dataclasses import replace
+
+    from edgeplane_traffic.evaluate import onnx_infer, run_episode
+
+    layout = layout_from_net(spec.net, spec.tls)
+    delays = []
+    with tempfile.TemporaryDirectory(prefix="edgeplane-validate-") as tmp:
+        for i in range(patterns):
+            route = Path(tmp) / f"validation-{i}.rou.xml"
+            generate_demand(spec.net, spec.route, route, begin=spec.begin, seconds=seconds,
+                            seed=demand_seed("validation", i), signal_lanes=layout.lanes)
+            result = run_episode(replace(spec, route=route, seconds=seconds), "rl", seed=demand_seed("validation", i) % 100_000,
+                                 timing=timing, infer=onnx_infer(onnx_path), deadline=10.0)
+            delays.append(result.avg_delay_s)
+    return float(np.mean(delays))
+
+
 def train(
     spec: NetSpec,
     algo: str,
@@ -126,12 +214,14 @@ def train(
     out: Path,
     *,
     seed: int = 0,
+    timing: ShieldConfig | None = None,
     episode_seconds: int | None = None,
+    checkpoints: int = 4,
+    validation_patterns: int = 2,
     progress: bool = True,
     command: str | None = None,
-    reward: str = "diff-waiting-time",
 ) -> dict[str, Any]:
-    """Train, export ``model.onnx`` + ``metadata.json`` into ``out``; return the metadata."""
+    """Train, pick the checkpoint with the lowest validation delay, export ``model.onnx`` + ``metadata.json``."""
     import torch
     from stable_baselines3 import DQN, PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -140,69 +230,102 @@ def train(
 
     if algo not in ("ppo", "dqn"):
         raise ValueError(f"--algo {algo!r}: use ppo or dqn")
+    timing = timing or ShieldConfig()
     torch.set_num_threads(1)  # two shared cores: one for SUMO, one for torch
     set_random_seed(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     layout = layout_from_net(spec.net, spec.tls)
-    env = Monitor(make_env(spec, layout, seed, episode_seconds, reward))
-
+    seconds = int(episode_seconds or spec.seconds)
+    inner = SignalEnv(spec, layout, timing, first_index=seed * 10_000, episode_seconds=seconds)
+    env = Monitor(inner)
     curve: list[dict[str, float]] = []
+    every = max(1, steps // max(1, checkpoints))
+    saved: list[tuple[int, Path]] = []
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(exist_ok=True)
 
-    class Curve(BaseCallback):
+    class Progress(BaseCallback):
         def _on_step(self) -> bool:
             for info in self.locals.get("infos", []):
                 episode = info.get("episode")
                 if episode:
-                    curve.append({"timestep": int(self.num_timesteps), "return": float(episode["r"]),
-                                  "mean_waiting_s": float(info.get("system_mean_waiting_time", float("nan")))})
+                    curve.append({"timestep": int(self.num_timesteps), "return": float(episode["r"])})
+            if self.num_timesteps % every == 0 and self.num_timesteps <= steps:
+                path = ckpt_dir / f"step{self.num_timesteps}.zip"
+                self.model.save(path)
+                saved.append((int(self.num_timesteps), path))
             return True
 
     if algo == "dqn":
-        model = DQN(
-            "MlpPolicy", env, learning_rate=1e-3, learning_starts=0, train_freq=1, target_update_interval=500,
-            exploration_initial_eps=0.05, exploration_final_eps=0.01, buffer_size=50_000, seed=seed, verbose=0,
-            device="cpu",
+        model: Any = DQN(
+            "MlpPolicy", env, learning_rate=5e-4, learning_starts=500, train_freq=1, target_update_interval=500,
+            exploration_fraction=0.2, exploration_initial_eps=1.0, exploration_final_eps=0.02, buffer_size=50_000,
+            batch_size=64, gamma=0.95, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0, device="cpu",
         )
     else:
-        model = PPO(
-            "MlpPolicy", env, n_steps=720, batch_size=120, n_epochs=10, learning_rate=3e-4, gamma=0.99,
-            ent_coef=0.01, seed=seed, verbose=0, device="cpu",
-        )
+        model = PPO("MlpPolicy", env, n_steps=min(720, steps), batch_size=64, n_epochs=10, learning_rate=3e-4, gamma=0.95,
+                    ent_coef=0.01, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0, device="cpu")
     started = time.time()
     use_bar = progress and sys.stderr.isatty()
     try:
-        model.learn(total_timesteps=steps, callback=Curve(), progress_bar=use_bar)
+        model.learn(total_timesteps=steps, callback=Progress(), progress_bar=use_bar)
     finally:
         env.close()
-    if progress and not use_bar:
-        print(f"trained {steps} steps in {time.time() - started:.0f} s", file=sys.stderr)
-    model.save(out / "sb3_model.zip")
+    if not saved or saved[-1][0] < steps:
+        model.save(ckpt_dir / f"step{steps}.zip")
+        saved.append((steps, ckpt_dir / f"step{steps}.zip"))
+    train_seconds = round(time.time() - started, 1)
+    # model selection on validation demand only
+    cls = DQN if algo == "dqn" else PPO
+    scores: list[dict[str, float]] = []
+    best: tuple[float, int, Path] | None = None
+    for step_count, path in saved:
+        candidate = cls.load(path, device="cpu")
+        onnx_path = ckpt_dir / f"step{step_count}.onnx"
+        export_onnx(candidate, algo, layout.observation_size_detectors, onnx_path)
+        delay = validation_delay(spec, onnx_path, timing, validation_patterns, seconds)
+        scores.append({"timestep": step_count, "validation_avg_delay_s": round(delay, 2)})
+        if progress:
+            print(f"checkpoint {step_count}: validation delay {delay:.2f} s", file=sys.stderr)
+        if best is None or delay < best[0]:
+            best = (delay, step_count, path)
+    assert best is not None
+    chosen = cls.load(best[2], device="cpu")
     onnx_path = out / "model.onnx"
-    export_onnx(model, algo, layout.observation_size, onnx_path)
-    agreement = _check_export(model, onnx_path, layout.observation_size, layout.num_greens, seed)
+    export_onnx(chosen, algo, layout.observation_size_detectors, onnx_path)
+    agreement = _check_export(chosen, onnx_path, layout.observation_size_detectors, layout.num_greens, seed)
     if agreement < 1.0:
         raise RuntimeError(f"the ONNX export disagrees with SB3 on {1 - agreement:.1%} of observations")
+    import shutil
+
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    detectors = detector_layout(layout)
     metadata = {
-        "format": "edgeplane-traffic-policy/1",
+        "format": "edgeplane-traffic-policy/2",
         "algo": algo,
         "steps": steps,
         "seed": seed,
         "net": spec.name,
         "net_file": spec.net.name,
         "route_file": spec.route.name,
+        "demand": f"generated: train patterns {seed * 10_000}.. ({len(curve)} episodes), validation patterns 0..{validation_patterns - 1}",
         "begin": spec.begin,
-        "episode_seconds": episode_seconds or spec.seconds,
-        "reward": reward,
-        "timing": TIMING,
+        "episode_seconds": seconds,
+        "reward": "-(halted on incoming lanes + waiting to enter) / (10 x lanes), mean over the decision period",
+        "timing": {**asdict(timing), "decision_period": DECISION_PERIOD},
+        "observation_kind": "detectors",
         "tls": layout.tls,
         "layout_fingerprint": layout.fingerprint(),
-        "observation": layout.observation_names(),
+        "observation": detector_observation_names(layout),
+        "detectors": detectors.describe(),
         "phases": layout.green_states,
         "output": "scores: argmax is the green phase index",
         "layout": layout.to_dict(),
         "training_curve": curve,
-        "train_seconds": round(time.time() - started, 1),
+        "validation": scores,
+        "selected_timestep": best[1],
+        "train_seconds": train_seconds,
         "command": command,
         "onnx_agreement": agreement,
     }
