@@ -66,3 +66,15 @@ def test_the_demo_replays_the_segment_the_shipped_classifier_never_saw(tmp_path:
     signal = load_cwru(tmp_path)[0].signal
     start = int(np.linspace(0, len(signal), faults.SEGMENTS + 1)[faults.SEGMENTS - 1])
     np.testing.assert_allclose(sample["outer_race_007"][:64], signal[start:start + 64].astype(np.float16), rtol=1e-3)
+
+
+def test_a_mat_file_without_a_drive_end_key_is_exit_2(tmp_path: Path):
+    from click.testing import CliRunner
+    from scipy import io
+
+    from edgeplane_pdm.cli import pdm
+
+    io.savemat(tmp_path / "B007_0.mat", {"X118_FE_time": np.zeros((5000, 1)), "X118RPM": np.array([[1797]])})
+    result = CliRunner().invoke(pdm, ["evaluate", "faults", "--data", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "B007_0.mat: no '*_DE_time' variable" in result.output

@@ -60,7 +60,8 @@ def load_cwru(folder: Path) -> list[CwruRecord]:
         mat = io.loadmat(path)
         de = [k for k in mat if k.endswith("_DE_time")]
         if not de:
-            raise ValueError(f"{path.name}: no '*_DE_time' variable (drive-end accelerometer)")
+            raise ValueError(f"{path.name}: no '*_DE_time' variable (drive-end accelerometer); keys: {sorted(k for k in mat if not k.startswith('__'))}: "
+                             f"use the 12 kHz drive-end recordings, or move this file out of {folder}")
         x = np.asarray(mat[sorted(de)[0]], dtype=np.float64).ravel()
         rpm_keys = [k for k in mat if k.endswith("RPM")]
         rpm = float(np.ravel(mat[rpm_keys[0]])[0]) if rpm_keys else 1797.0
