@@ -1,0 +1,205 @@
+"""Benchmark of the scale-out cloud end: a fleet's uplink through a 3-node NATS JetStream cluster
+into PostgreSQL, with faults, against raw COPY of the same rows; and a model rollout to every site.
+
+    python benchmarks/fleet.py [--json] [--sites 1000] [--points 100] [--rounds 6] [--workers 2]
+
+What runs (all on this machine, loopback): three ``nats-server`` nodes (JetStream, MQTT listener,
+uplink stream with 3 replicas), PostgreSQL 15, ``--workers`` ingest worker processes on one
+durable pull consumer, and the fleet simulator (the real sync codec: each site sends, per round,
+one envelope holding one record of ``--record-readings`` 1 Hz readings per point, over MQTT QoS 1).
+
+* ``ingest_readings_per_s``: readings stored / seconds from the first publish to the last commit,
+  with the producer unpaced (as fast as the broker acknowledges, bounded in flight), faults included.
+* ``ratio_vs_raw_copy``: that rate over the rate of psycopg binary COPY of the very same rows
+  (read back from the store, Python objects ready) into an indexed table, in the same run.
+* ``lost`` = readings acknowledged by the broker - readings stored; ``duplicates`` = rows - distinct
+  (site, stream, seq). ``faults_survived``: faults injected mid-run (a NATS node SIGKILLed then
+  restarted, an ingest worker SIGKILLed, PostgreSQL crash-restarted) when lost and duplicates are 0.
+* ``rollout_seconds``: from starting a model rollout to every site serving the new version
+  (5 % canary, then batches of 250; the twins' reports come back through the stream and ingest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from edgeplane.sync.signing import generate_keypair, key_id, load_public_key
+
+from edgeplane_cloud.broker import UPLINK_STREAM, MqttPublisher
+from edgeplane_cloud.fleet import Fleet
+from edgeplane_cloud.simulator import FleetSimulator
+from edgeplane_cloud.testing import NatsCluster, Postgres
+
+
+def q(dsn: str, sql: str, params: tuple | None = None) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def start_worker(nats: NatsCluster, dsn: str, log: Path) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "edgeplane_cloud.ingest", "--dsn", dsn, "--batch", "128", "--ack-wait", "5",
+            "--max-ack-pending", "1024"]
+    for url in nats.nats_urls:
+        args += ["--nats", url]
+    return subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def raw_copy_rate(dsn: str) -> tuple[float, int]:
+    """Readings/s of psycopg binary COPY of the stored rows into an indexed table (rows ready in memory)."""
+    from edgeplane_cloud.pgstore import _COPY_COLUMNS, _COPY_TYPES
+    from psycopg.types.json import Jsonb
+
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(f"SELECT {', '.join(_COPY_COLUMNS)} FROM records").fetchall()
+        rows = [(*r[:11], None if r[11] is None else Jsonb(r[11])) for r in rows]
+        conn.execute("DROP TABLE IF EXISTS raw_copy")
+        conn.execute("CREATE TABLE raw_copy (LIKE records INCLUDING DEFAULTS, PRIMARY KEY (site, stream, seq, created))")
+        conn.commit()
+        readings = sum(r[6] for r in rows)
+        started = time.perf_counter()
+        with conn.transaction():
+            with conn.cursor().copy(f"COPY raw_copy ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(_COPY_TYPES)
+                for r in rows:
+                    copy.write_row(r)
+        seconds = time.perf_counter() - started
+        conn.execute("DROP TABLE raw_copy")
+    return readings / seconds, readings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--sites", type=int, default=1000)
+    parser.add_argument("--points", type=int, default=100)
+    parser.add_argument("--record-readings", type=int, default=10, help="1 Hz readings per record (a 10 s flush)")
+    parser.add_argument("--rounds", type=int, default=6, help="envelopes per site")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=6)
+    parser.add_argument("--no-faults", action="store_true")
+    args = parser.parse_args()
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+
+    folder = Path(tempfile.mkdtemp(prefix="edgeplane-fleet-bench-"))
+    results: dict[str, object] = {}
+    with NatsCluster(folder / "nats") as nats, Postgres() as pg:
+        workers = [start_worker(nats, pg.dsn, folder / f"worker{i}.log") for i in range(args.workers)]
+        key, pub = folder / "cloud.key", folder / "cloud.pub"
+        generate_keypair(key, pub)
+        public = load_public_key(pub)
+        sim = FleetSimulator(nats.mqtt_urls, sites=args.sites, points=args.points, record_readings=args.record_readings,
+                             connections=args.connections, trusted_keys={key_id(public): public})
+        faults: list[str] = []
+        try:
+            nats.wait_stream(UPLINK_STREAM)
+            sim.wait_connected()
+            sim.start_twins(nats.mqtt_urls[1])
+            expected = args.sites * args.points * args.record_readings * args.rounds
+            log(f"fleet: {args.sites} sites x {args.points} points, {args.rounds} rounds of {args.record_readings} "
+                f"readings per record = {expected:,} readings; {args.workers} ingest workers")
+            started = time.monotonic()
+            sim.run(args.rounds)
+
+            def inject() -> None:
+                if args.no_faults:
+                    return
+                steps = [(0.2, lambda: (nats.kill(2), faults.append("nats node SIGKILL"))),
+                         (0.3, lambda: (nats.start_node(2), faults.append("nats node restart"))),
+                         (0.45, lambda: (os.kill(workers[0].pid, signal.SIGKILL), faults.append("ingest worker SIGKILL"))),
+                         (0.5, lambda: workers.__setitem__(0, start_worker(nats, pg.dsn, folder / "worker0b.log"))),
+                         (0.6, lambda: (pg.restart(), faults.append("postgres crash restart")))]
+                for share, action in steps:
+                    while sim.stats.readings_published < share * expected:
+                        time.sleep(0.05)
+                    action()
+
+            injector = threading.Thread(target=inject)
+            injector.start()
+            sim.join()
+            sim.wait_acked(600)
+            injector.join()
+            produced = sim.stats.readings_produced
+            deadline = time.monotonic() + 600
+            stored = 0
+            while time.monotonic() < deadline:
+                stored = q(pg.dsn, "SELECT coalesce(sum(count), 0) FROM records")[0][0]
+                if stored >= produced:
+                    break
+                time.sleep(0.2)
+            ingest_seconds = time.monotonic() - started
+            rows, distinct = q(pg.dsn, "SELECT count(*), count(DISTINCT (site, stream, seq)) FROM records")[0]
+            dead = q(pg.dsn, "SELECT count(*) FROM dead_letters")[0][0]
+            rate = stored / ingest_seconds
+            raw_rate, raw_readings = raw_copy_rate(pg.dsn)
+            log(f"ingest: {stored:,} readings in {ingest_seconds:.1f} s; raw COPY {raw_rate:,.0f}/s")
+
+            # rollout: one model version to every site
+            fleet = Fleet(pg.dsn, signing_key=key)
+            publisher = MqttPublisher(nats.mqtt_urls[0], "bench-fleet", inflight=500)
+            fleet.publish = publisher.publish_many
+            try:
+                import onnx
+                from onnx import TensorProto, helper
+
+                x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])
+                y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])
+                graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+                model = folder / "identity.onnx"
+                onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+                fleet.add_model(model, "bench", "1")
+                t0 = time.monotonic()
+                rid = fleet.start_rollout("model", {"name": "bench", "version": "1"}, None, canary=0.05, batch_size=250,
+                                          gate_timeout=120)
+                outcome = fleet.run_rollout(rid)
+                while any(v != "1" for v in sim.serving("bench").values()) and time.monotonic() - t0 < 300:
+                    time.sleep(0.05)
+                rollout_seconds = time.monotonic() - t0
+                serving = sum(v == "1" for v in sim.serving("bench").values())
+            finally:
+                publisher.close()
+                fleet.close()
+            log(f"rollout {outcome}: {serving}/{args.sites} sites serving the new version in {rollout_seconds:.1f} s")
+            ok = stored == produced and rows == distinct and dead == 0
+            results = {
+                "sites": args.sites, "points_per_site": args.points, "readings_per_record": args.record_readings,
+                "readings_produced": produced, "readings_stored": stored,
+                "ingest_readings_per_s": round(rate), "ingest_seconds": round(ingest_seconds, 2),
+                "raw_copy_readings_per_s": round(raw_rate), "ratio_vs_raw_copy": round(rate / raw_rate, 3),
+                "lost": produced - stored, "duplicates": rows - distinct, "dead_letters": dead,
+                "faults_injected": len(faults), "faults_survived": len(faults) if ok else 0, "faults": faults,
+                "rollout_seconds": round(rollout_seconds, 2), "rollout_outcome": outcome,
+                "rollout_sites_serving": serving, "broker_nodes": 3, "ingest_workers": args.workers,
+                "store": "postgresql-15 (daily partitions, binary COPY via staging, PK site/stream/seq/created)",
+            }
+        finally:
+            sim.close()
+            for w in workers:
+                if w.poll() is None:
+                    w.send_signal(signal.SIGTERM)
+            for w in workers:
+                try:
+                    w.wait(20)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+    print(f"{'figure':<32} {'value':>14}")
+    for k in ("sites", "ingest_readings_per_s", "raw_copy_readings_per_s", "ratio_vs_raw_copy", "lost", "duplicates",
+              "faults_survived", "rollout_seconds", "broker_nodes"):
+        print(f"{k:<32} {results[k]!s:>14}")
+    print(f"{'store':<32} {results['store']}")
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
