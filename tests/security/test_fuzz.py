@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,8 @@ targets = importlib.util.module_from_spec(_spec)
 sys.modules["fuzz_targets"] = targets
 _spec.loader.exec_module(targets)
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=False,
+# EDGEPLANE_FUZZ_EXAMPLES: benchmarks/fuzz_atheris.py runs more for its comparison
+FUZZ = settings(max_examples=int(os.environ.get("EDGEPLANE_FUZZ_EXAMPLES", "150")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
 json_values = st.recursive(
