@@ -379,36 +379,43 @@ class Fleet:
         changed = self.conn.execute("SELECT site, previous FROM rollout_sites WHERE rollout = %s AND state IN "
                                     "('sent', 'applied', 'failed', 'timeout')", (rollout,)).fetchall()
         by_body: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        kept: list[str] = []
         for site, previous in changed:
             if kind == "config":
                 body = {"overlay": (previous or {}).get("overlay") or {}}  # none before: the site's own file
             elif previous:
                 body = self.model_body(name, str(previous["version"]))
             else:
-                continue  # no earlier cloud model to go back to: the site keeps what it has locally
+                kept.append(site)  # no earlier cloud model to go back to: said so, not hidden
+                continue
             key = json.dumps(body, sort_keys=True)
             by_body.setdefault(key, (body, []))[1].append(site)
         for body, sites in by_body.values():
             self.send(sites, kind, body, name=name)
+        if kept:
+            self.conn.execute("UPDATE rollout_sites SET state = 'kept', error = 'no earlier cloud version to return to' "
+                              "WHERE rollout = %s AND site = ANY(%s)", (rollout, kept))
         self.conn.execute("UPDATE rollout_sites SET state = 'rolled_back' WHERE rollout = %s AND state IN "
                           "('sent', 'applied', 'failed', 'timeout')", (rollout,))
         self.conn.execute("UPDATE rollout_sites SET state = 'skipped' WHERE rollout = %s AND state = 'planned'", (rollout,))
         self.conn.execute("UPDATE rollouts SET state = 'rolled_back', error = coalesce(error, %s), finished = now() "
                           "WHERE id = %s", (reason, rollout))
-        self._event("warning", f"rollout {rollout}: rolled back {len(changed)} sites ({reason})")
-        return len(changed)
+        self._event("warning", f"rollout {rollout}: rolled back {len(changed) - len(kept)} sites ({reason})"
+                    + (f"; {len(kept)} had no earlier cloud version and keep this one" if kept else ""))
+        return len(changed) - len(kept)
 
     def rollouts(self, rollout: int | None = None) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT r.id, r.kind, r.target - 'data', r.selector, r.state, r.error, extract(epoch FROM r.created), "
             "extract(epoch FROM r.finished), count(s.site), count(s.site) FILTER (WHERE s.state = 'applied'), "
             "count(s.site) FILTER (WHERE s.state IN ('failed', 'timeout')), "
-            "count(s.site) FILTER (WHERE s.state = 'rolled_back'), coalesce(max(s.batch), 0) "
+            "count(s.site) FILTER (WHERE s.state = 'rolled_back'), coalesce(max(s.batch), 0), "
+            "count(s.site) FILTER (WHERE s.state = 'kept') "
             "FROM rollouts r LEFT JOIN rollout_sites s ON s.rollout = r.id "
             "WHERE %s::bigint IS NULL OR r.id = %s GROUP BY r.id ORDER BY r.id DESC", (rollout, rollout)).fetchall()
         return [{"id": r[0], "kind": r[1], "target": r[2], "selector": r[3], "state": r[4], "error": r[5],
                  "created": float(r[6]), "finished": float(r[7]) if r[7] is not None else None, "sites": r[8],
-                 "applied": r[9], "failed": r[10], "rolled_back": r[11], "batches": r[12] + 1} for r in rows]
+                 "applied": r[9], "failed": r[10], "rolled_back": r[11], "batches": r[12] + 1, "kept": r[13]} for r in rows]
 
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT extract(epoch FROM at), severity, message FROM events ORDER BY id DESC LIMIT %s",
