@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import signal
 import ssl
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +173,64 @@ def test_no_certificate_is_refused(tls_broker: Broker, pki):
     except (ssl.SSLError, OSError):
         refused = True
     assert refused
+
+
+def _connects(broker: Broker, pki, who: str) -> bool:
+    """Whether ``who``'s certificate gets an MQTT session on the TLS broker."""
+    client, up = _client(broker, pki, who)
+    try:
+        client.connect("127.0.0.1", broker.port)
+        for _ in range(20):
+            if client.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS or up.is_set():
+                break
+    except (ssl.SSLError, OSError):
+        return False
+    finally:
+        client.disconnect()
+    return up.is_set()
+
+
+def test_a_revoked_site_certificate_is_refused_by_the_broker(tmp_path: Path, pki):
+    """SECURITY.md's revocation procedure: 'edgeplane site revoke' writes the CA's CRL, the broker
+    reads it (crlfile) and refuses the revoked site; the other sites keep connecting."""
+    from click.testing import CliRunner
+
+    from edgeplane.kit.site_cli import site_group
+
+    crl = tmp_path / "pki" / "crl.pem"
+
+    def revoke(*certs: str) -> str:
+        result = CliRunner().invoke(site_group, ["revoke", *certs, "--ca-cert", pki["ca"][0], "--ca-key", pki["ca"][1],
+                                                 "--crl", str(crl)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "revoked serial" in revoke(pki["cloud"][0])  # a CRL with someone else on it to begin with
+    port = free_port()
+    listener = (f"listener {port} 127.0.0.1\ncafile {pki['ca'][0]}\ncertfile {pki['broker'][0]}\n"
+                f"keyfile {pki['broker'][1]}\nrequire_certificate true\nuse_identity_as_username true\ncrlfile {crl}\n")
+    broker = Broker(tmp_path / "broker", extra=listener, port=port)
+    broker.start()
+    try:
+        assert _connects(broker, pki, "plant-a") and _connects(broker, pki, "plant-b")
+        assert "CN=plant-a" in revoke(pki["plant-a"][0])
+        assert "2 already revoked" in revoke(pki["plant-a"][0], pki["cloud"][0])  # idempotent
+        # Mosquitto 2 reads the CRL again on SIGHUP: no restart, the other sites stay connected
+        broker.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while _connects(broker, pki, "plant-a"):
+            assert time.monotonic() < deadline, "plant-a still connects after the broker reloaded its CRL"
+            time.sleep(0.2)
+        assert _connects(broker, pki, "plant-b")
+    finally:
+        broker.stop()
+
+
+def test_revoking_with_a_ca_that_did_not_issue_the_certificate_is_exit_2(tmp_path: Path, pki):
+    from click.testing import CliRunner
+
+    from edgeplane.kit.site_cli import site_group
+
+    result = CliRunner().invoke(site_group, ["revoke", pki["rogue"][0], "--ca-cert", pki["ca"][0], "--ca-key",
+                                             pki["ca"][1], "--crl", str(tmp_path / "crl.pem")])
+    assert result.exit_code == 2 and "was issued by" in result.output

@@ -35,7 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertResult", "issue_certificate", "make_ca", "operator_folder", "provision_certs", "write_private"]
+__all__ = ["CertResult", "issue_certificate", "make_ca", "operator_folder", "provision_certs", "revoke_certificates",
+           "write_private"]
 
 
 def operator_folder(given: Path | None = None) -> Path:
@@ -231,3 +232,42 @@ def provision_certs(folder: Path, site_id: str, *, ca_cert: Path | None = None, 
         result.notes.append(f"the lab downlink signing key is {signing} (the operator's side): 'edgeplane site push' "
                             "signs with it; in the field, pass --trust-key with the cloud's public key instead")
     return result
+
+
+def revoke_certificates(crl_path: Path, ca_cert_path: Path, ca_key_path: Path, certificates: list[Path], *,
+                        days: int = 30) -> list[x509.Certificate]:
+    """Add ``certificates`` to the CA's certificate revocation list at ``crl_path`` (made if absent),
+    re-signed by the CA and valid for ``days``; returns the certificates newly revoked.
+
+    The broker reads the list (Mosquitto: ``crlfile`` in the listener) and refuses a revoked
+    site's TLS handshake. Re-issue the list before ``days`` run out: a broker refuses every
+    client once its CRL has expired.
+    """
+    ca, ca_key = _load_ca(Path(ca_cert_path), Path(ca_key_path))
+    now = _now()
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+               .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=days)))
+    revoked_serials: set[int] = set()
+    if Path(crl_path).exists():
+        old = x509.load_pem_x509_crl(Path(crl_path).read_bytes())
+        if not old.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+            raise ValueError(f"{crl_path} is not signed by {ca_cert_path}: give the CA that issued it")
+        for entry in old:
+            builder = builder.add_revoked_certificate(entry)
+            revoked_serials.add(entry.serial_number)
+    added = []
+    for path in certificates:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+        if cert.issuer != ca.subject:
+            raise ValueError(f"{path} was issued by {cert.issuer.rfc4514_string()}, not by {ca.subject.rfc4514_string()}")
+        if cert.serial_number in revoked_serials:
+            continue
+        entry = (x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(now)
+                 .add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False).build())
+        builder = builder.add_revoked_certificate(entry)
+        revoked_serials.add(cert.serial_number)
+        added.append(cert)
+    crl = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    Path(crl_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(crl_path).write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return added

@@ -1,4 +1,4 @@
-"""``edgeplane site init|certs|render|push|doctor``: commission a site folder.
+"""``edgeplane site init|certs|revoke|render|push|doctor``: commission a site folder.
 
 A site folder holds ``site.yaml``, its profiles, ``certs/``, ``keys/`` and ``deploy/``.
 Exit codes: 0 ok, 1 a check or action failed, 2 usage or an invalid site file.
@@ -64,7 +64,7 @@ def _validate(folder: Path, raw: dict[str, Any], *, secrets_needed: bool = True)
 
 @click.group(name="site")
 def site_group() -> None:
-    """Commission a site folder: init, certs, render, push, doctor."""
+    """Commission a site folder: init, certs, revoke, render, push, doctor."""
 
 
 @site_group.command("init")
@@ -121,6 +121,32 @@ def certs(folder: Path, ca_cert: Path | None, ca_key: Path | None, trust_key: Pa
     for note in result.notes:
         click.echo(f"note: {note}")
     _explain_references(folder, raw)
+
+
+@site_group.command("revoke")
+@click.argument("certificates", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--ca-cert", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The CA that issued them.")
+@click.option("--ca-key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="That CA's private key (the operator's, never a site's).")
+@click.option("--crl", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The revocation list the broker reads (Mosquitto: crlfile); made if absent, else extended.")
+@click.option("--days", default=30, show_default=True, help="Validity of the list: issue it again before then.")
+def revoke(certificates: tuple[Path, ...], ca_cert: Path, ca_key: Path, crl: Path, days: int) -> None:
+    """Revoke site CERTIFICATES: add them to the CA's CRL, which the broker checks at every connect."""
+    from edgeplane.kit.certs import revoke_certificates
+
+    try:
+        added = revoke_certificates(crl, ca_cert, ca_key, list(certificates), days=days)
+    except ValueError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    for cert in added:
+        click.echo(f"revoked serial {cert.serial_number:x} ({cert.subject.rfc4514_string()})")
+    if len(added) < len(certificates):
+        click.echo(f"{len(certificates) - len(added)} already revoked")
+    click.echo(f"wrote {crl}: valid {days} days; the broker must read it (Mosquitto: 'crlfile {crl}' in the "
+               "listener; SIGHUP makes Mosquitto 2 read it again) and get a new one before it expires")
 
 
 def _explain_references(folder: Path, raw: dict[str, Any]) -> None:
