@@ -786,7 +786,8 @@ def parse_site(data: Any, registry: Registry, *, source: str | None = None, base
         problems.add(tuple(int(p) if p.isdigit() else p for p in re.split(r"\.|\[|\]\.?", path) if p), message, fix)
 
     try:
-        core = CoreSite.model_validate(resolved)
+        # the registered transports validate sync.uplink, each with its own config model
+        core = CoreSite.model_validate(resolved, context={"transports": registry.transports})
     except ValidationError as e:
         problems.add_validation(e, (), CoreSite)
         raise SiteError(problems.items) from None

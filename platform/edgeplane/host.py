@@ -254,7 +254,7 @@ class Host:
         self.sync = SyncService(
             config, site_id=self.site.id, bus=self.bus, clock=self.clock, metrics=self.metrics,
             store_dir=self.site.store_dir() / "sync", base_site=self.local_site, base_dir=self.site.base_dir,
-            transports=self.registry.transports, apply_config=self._apply_desired_config,
+            transports=self.registry.transports, devices=lambda: self.site.devices, apply_config=self._apply_desired_config,
             apply_model=self._apply_model, execute_command=self._execute_cloud_command,
         )
         await self.sync.start()

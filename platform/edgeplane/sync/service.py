@@ -16,13 +16,14 @@ from typing import Any
 from edgeplane.bus import Bus, Overflow
 from edgeplane.components import Health, HealthState
 from edgeplane.errors import LifecycleError
+from edgeplane.plugins import Plugins
 from edgeplane.sync.codec import Record, encode_envelope
 from edgeplane.sync.downlink import Downlink
 from edgeplane.sync.outbox import PRIORITY_NAMES, Outbox, OutboxFull
 from edgeplane.sync.policy import PolicyMapper
 from edgeplane.sync.settings import SyncConfig
 from edgeplane.sync.signing import load_public_key, key_id
-from edgeplane.sync.transport import MqttTransport, Transport
+from edgeplane.sync.transport import Transport, UplinkSite
 
 __all__ = ["SyncService"]
 
@@ -57,7 +58,7 @@ class SyncService:
                  apply_config: Any = None, apply_model: Any = None, execute_command: Any = None,
                  base_site: dict[str, Any] | None = None, base_dir: str | Path | None = None,
                  transport: Transport | None = None, transports: dict[str, type] | None = None,
-                 queue_size: int = 10_000, flush_timeout: float = 5.0):
+                 devices: Any = None, queue_size: int = 10_000, flush_timeout: float = 5.0):
         self.config = config
         self.site_id = site_id
         self.bus = bus
@@ -72,15 +73,25 @@ class SyncService:
         self.topic_state = f"{prefix}/{site_id}/up/state"
         self.topic_down = f"{prefix}/{site_id}/down/#"
         if transport is None:
-            cls = (transports or {}).get(config.uplink.transport)
-            if cls is None and config.uplink.transport == "mqtt":
-                cls = MqttTransport
+            if transports is None:  # a service made outside a host: the built-in plugin's transports
+                transports = Plugins.load(entry_points=False).registry.transports
+            cls = transports.get(config.uplink.transport)
             if cls is None:
                 raise LifecycleError(f"sync.uplink.transport: no transport {config.uplink.transport!r} is registered "
-                                     f"(known: {', '.join(sorted(transports or {'mqtt': 0}))}); install its plugin")
-            transport = cls(config.uplink, client_id=config.uplink.client_id or f"edgeplane-{site_id}",
-                            base_dir=self.base_dir)
+                                     f"(known: {', '.join(sorted(transports))}); install its plugin")
+            uplink = config.uplink
+            model = getattr(cls, "Config", None)
+            if model is not None and not isinstance(uplink, model):
+                # validated without the registry (no context): validate by the transport's own model now
+                uplink = model.model_validate(uplink.model_dump())
+            transport = cls(uplink, client_id=uplink.client_id or f"edgeplane-{site_id}", base_dir=self.base_dir)
         self.transport = transport
+        if isinstance(transport, Transport):
+            # devices: a mapping, or a callable returning the current one (a reload may change it)
+            transport.attach(UplinkSite(
+                site_id=site_id, sync=config, store_dir=self.store_dir, clock=clock, metrics=metrics,
+                devices=devices if callable(devices) else (lambda: devices or {}), execute_command=execute_command))
+        self._native = getattr(transport, "native_envelope", True)
         self.outbox = Outbox(self.store_dir / "outbox.db", quota=config.quota, durability=config.durability)
         self.mapper = PolicyMapper(config)
         self.health = Health()
@@ -296,8 +307,8 @@ class SyncService:
 
     def _take_envelope(self, budget: int | None, now: float) -> tuple[list[Record], bytes | None]:
         records = self.outbox.take(self.config.uplink.max_envelope_bytes, backlog_readings=budget, now=now)
-        if not records:
-            return records, None
+        if not records or not self._native:
+            return records, None  # a foreign-format transport formats the records itself
         return records, encode_envelope(self.site_id, now, records, self.config.compression)
 
     async def _drain(self) -> None:
@@ -318,13 +329,17 @@ class SyncService:
             if budget is not None:
                 watermark = self.outbox._watermark
                 self._tokens -= sum(r.count for r in records if r.seq <= watermark)
-            task = asyncio.create_task(self._send(records, payload or b""))
+            task = asyncio.create_task(self._send(records, payload))
             self._senders.add(task)
             task.add_done_callback(self._senders.discard)
 
-    async def _send(self, records: list[Record], payload: bytes) -> None:
+    async def _send(self, records: list[Record], payload: bytes | None) -> None:
         try:
-            await self.transport.publish(self.topic_data, payload)
+            if payload is None:
+                sent = await self.transport.send_records(records, self.clock.now())
+            else:
+                await self.transport.publish(self.topic_data, payload)
+                sent = len(payload)
         except (ConnectionError, OSError) as e:
             await self.outbox.call(self.outbox.rewind, [r.seq for r in records])
             log.debug("sync: %d records not acknowledged (%s); they stay in the outbox", len(records), e)
@@ -332,9 +347,9 @@ class SyncService:
         finally:
             self._window.release()
         await self.outbox.call(self.outbox.acknowledge, records)
-        self.bytes_sent += len(payload)
+        self.bytes_sent += sent
         self.envelopes_sent += 1
-        self._m_bytes.inc(len(payload))
+        self._m_bytes.inc(sent)
         self._sync_counters()
 
     async def _housekeeping(self) -> None:
@@ -375,6 +390,8 @@ class SyncService:
             backlog = await self.outbox.call(self.outbox.backlog)
         doc = {"site": self.site_id, "ts": self.clock.now(), **self.downlink.twin, "outbox": backlog,
                "counters": dict(self.outbox.counters)}
+        if not self._native:
+            return  # the far end speaks another protocol; the twin stays on the site (status())
         with contextlib.suppress(ConnectionError, OSError):
             await self.transport.publish(self.topic_state, json.dumps(doc, default=str).encode(), retain=True)
 

@@ -21,7 +21,8 @@ import re
 from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr, ValidationInfo,
+                      field_validator, model_validator)
 
 from edgeplane.bus import topic_matches
 from edgeplane.config import Duration, Rate
@@ -183,6 +184,22 @@ class SyncConfig(_Model):
     )
     trust: TrustConfig = Field(default_factory=TrustConfig)
     report_interval: Duration = Field(60.0, description="how often the reported state (twin) is published")
+
+    @field_validator("uplink", mode="before")
+    @classmethod
+    def _validated_by_its_transport(cls, value: Any, info: ValidationInfo) -> Any:
+        """``sync.uplink`` is validated by the ``Config`` of the transport it names, when the caller
+        passes the registered transports as validation context (``parse_site`` does)."""
+        transports = (info.context or {}).get("transports")
+        if not isinstance(value, dict) or transports is None:
+            return value
+        name = value.get("transport", "mqtt")
+        transport = transports.get(name)
+        if transport is None:
+            raise ValueError(f"no uplink transport {name!r} is installed (installed: {', '.join(sorted(transports))}); "
+                             f"install the plugin that provides it, e.g. pip install edgeplane-{name}")
+        model = getattr(transport, "Config", UplinkConfig)
+        return model.model_validate(value, context=info.context)
 
     def rule_for(self, topic: str) -> PolicyRule | None:
         for rule in self.policy:

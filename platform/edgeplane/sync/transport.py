@@ -1,56 +1,153 @@
-"""Uplink transports: the interface, and the built-in MQTT one on paho-mqtt 2.x.
+"""Uplink transports: the base class, and the built-in MQTT one on paho-mqtt 2.x.
 
-A transport is registered by scheme through the ``edgeplane_register_transports`` hook and is
-made with ``Transport(config: UplinkConfig, *, client_id: str, base_dir: Path)``.
+A transport is registered by name through the ``edgeplane_register_transports`` hook; the site's
+``sync.uplink.transport`` picks one, and ``sync.uplink`` is validated by that transport's
+``Config`` (a subclass of :class:`~edgeplane.sync.settings.UplinkConfig`), so each transport
+declares its own settings. It is made with ``Transport(config, *, client_id, base_dir)`` and then
+given the site through :meth:`Transport.attach`.
+
+Every transport sits behind the same outbox: the service takes records from it, hands them over,
+and deletes them only once the transport returns (its broker acknowledged them). A transport
+with ``native_envelope = True`` (the default, and the fastest) gets the service's compressed
+edgeplane envelope through :meth:`Transport.publish`; one that speaks a foreign format (Sparkplug B,
+ThingsBoard) sets it False and formats the records itself in :meth:`Transport.send_records`.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import ssl
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Mapping
 from urllib.parse import urlsplit
 
 from edgeplane.sync.settings import UplinkConfig
 
-__all__ = ["MqttTransport", "Transport"]
+if TYPE_CHECKING:
+    from edgeplane.config import DeviceConfig
+    from edgeplane.sync.codec import Record
+    from edgeplane.sync.settings import SyncConfig
+
+__all__ = ["MqttTransport", "Reading", "Transport", "UplinkSite", "record_readings"]
 
 log = logging.getLogger(__name__)
 
 
-class Transport(Protocol):
-    """What the sync layer needs from an uplink."""
+@dataclass
+class UplinkSite:
+    """What a transport may know of the site it serves (given by the sync service before connect)."""
+
+    site_id: str
+    sync: SyncConfig
+    store_dir: Path
+    clock: Any
+    metrics: Any
+    devices: Callable[[], Mapping[str, DeviceConfig]] = field(default=lambda: {})
+    """The site's validated devices and their points (type, unit, limits): read it at each birth,
+    since a reload may change it."""
+    execute_command: Callable[[str, str, Any], Awaitable[Any]] | None = None
+    """The guarded command path: returns a :class:`~edgeplane.commands.CommandResult`; None: no writes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of an outbox record, for transports that send values one by one."""
+
+    topic: str  # the bus topic; an aggregate's statistic is appended: 'inv1/103.W/mean'
+    ts: float  # seconds since the epoch (for an aggregate: the window's start)
+    value: Any  # float, bool or str; for an event: {"kind", "severity", "source", "data"}
+    good: bool  # quality 0 and not NaN
+    kind: str  # raw, aggregate or events
+
+
+def record_readings(record: Record) -> list[Reading]:
+    """The readings of one outbox record (raises ``EnvelopeError`` when its block is corrupt)."""
+    import math
+
+    from edgeplane.sync.codec import decode_block
+
+    block = decode_block(record.block)
+    out: list[Reading] = []
+    if block["kind"] == "raw":
+        values = block["values"]
+        values = values.tolist() if hasattr(values, "tolist") else values
+        for ts, value, quality in zip(block["ts"].tolist(), values, block["quality"].tolist()):
+            bad = quality != 0 or (isinstance(value, float) and math.isnan(value))
+            out.append(Reading(record.stream, ts, value, not bad, "raw"))
+    elif block["kind"] == "aggregate":
+        for name, column in block["stats"].items():
+            topic = f"{record.stream}/{name}"
+            out.extend(Reading(topic, ts, v, not math.isnan(v), "aggregate")
+                       for ts, v in zip(block["ts"].tolist(), column.tolist()))
+    else:
+        for event in block["events"]:
+            value = {k: event.get(k) for k in ("kind", "severity", "source", "data")}
+            out.append(Reading(event.get("topic") or record.stream, float(event.get("ts") or 0.0), value, True, "events"))
+    return out
+
+
+class Transport(abc.ABC):
+    """What the sync layer needs from an uplink. Subclass it and register the subclass."""
+
+    Config: ClassVar[type[UplinkConfig]] = UplinkConfig
+    """The model ``sync.uplink`` is validated by when this transport is chosen."""
+    native_envelope: ClassVar[bool] = True
+    """True: the service sends edgeplane envelopes and twin reports through :meth:`publish`;
+    False: the service calls :meth:`send_records` and the transport formats them."""
 
     connected: bool
+    """True while records may be sent (a transport may hold it False while the far end is not ready)."""
     last_error: str | None
-
-    async def connect(self, on_link: Callable[[bool], None]) -> None:
-        """Start connecting (and reconnecting, forever); ``on_link(up)`` is called on the loop."""
-
-    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Return once the broker acknowledged the message; ConnectionError if the link dropped first."""
-
-    async def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None:
-        """Deliver messages on ``topic`` (a pattern) to ``handler(topic, payload)`` on the loop."""
-
-    async def close(self) -> None: ...
-
-
-class MqttTransport:
-    """MQTT 3.1.1 with QoS 1, a persistent session, TLS / mutual TLS and a bounded in-flight window.
-
-    paho's callbacks run on paho's network thread; they are handed to the event loop with
-    ``loop.call_soon_threadsafe``.
-    """
 
     def __init__(self, config: UplinkConfig, *, client_id: str, base_dir: Path | None = None):
         self.config = config
         self.client_id = client_id
         self.base_dir = Path(base_dir or ".")
         self.connected = False
-        self.last_error: str | None = None
+        self.last_error = None
+        self.site: UplinkSite | None = None
+
+    def attach(self, site: UplinkSite) -> None:
+        """Called once by the sync service before :meth:`connect`."""
+        self.site = site
+
+    @abc.abstractmethod
+    async def connect(self, on_link: Callable[[bool], None]) -> None:
+        """Start connecting (and reconnecting, forever); ``on_link(up)`` is called on the loop."""
+
+    @abc.abstractmethod
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Return once the broker acknowledged the message; ConnectionError if the link dropped first."""
+
+    @abc.abstractmethod
+    async def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None:
+        """Deliver messages on ``topic`` (a pattern) to ``handler(topic, payload)`` on the loop."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def send_records(self, records: list[Record], now: float) -> int:
+        """Send outbox records in this transport's own format; return the bytes sent once every
+        message is acknowledged, raise ConnectionError (the records stay in the outbox) otherwise.
+        Only called when ``native_envelope`` is False."""
+        raise NotImplementedError(f"{type(self).__name__} sends native envelopes; send_records is not used")
+
+
+class MqttTransport(Transport):
+    """MQTT 3.1.1 with QoS 1, a persistent session, TLS / mutual TLS and a bounded in-flight window.
+
+    paho's callbacks run on paho's network thread; they are handed to the event loop with
+    ``loop.call_soon_threadsafe``. Subclasses that speak another protocol over MQTT (Sparkplug B,
+    ThingsBoard) set ``clean_session`` and add a will or credentials in :meth:`_prepare`.
+    """
+
+    clean_session: ClassVar[bool] = False
+
+    def __init__(self, config: UplinkConfig, *, client_id: str, base_dir: Path | None = None):
+        super().__init__(config, client_id=client_id, base_dir=base_dir)
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[int, asyncio.Future[None]] = {}
@@ -67,7 +164,7 @@ class MqttTransport:
         self._on_link = on_link
         url = urlsplit(self.config.url)
         tls = url.scheme in ("mqtts", "ssl")
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=self.clean_session,
                              protocol=mqtt.MQTTv311)
         client.max_inflight_messages_set(self.config.inflight)
         client.max_queued_messages_set(0)
@@ -82,9 +179,13 @@ class MqttTransport:
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
         client.on_message = self._paho_message
+        self._prepare(client)
         self._client = client
         client.connect_async(url.hostname, url.port or (8883 if tls else 1883), keepalive=int(self.config.keepalive))
         client.loop_start()
+
+    def _prepare(self, client: Any) -> None:
+        """Called with the paho client before it first connects: set a will, credentials..."""
 
     # paho thread -> loop
     def _paho_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
