@@ -30,6 +30,13 @@ fi
 echo "setup: installing edgeplane and its plugins (editable)"
 .venv/bin/python -m pip install -q -r requirements-dev.txt 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
+# pysparkplug: the independent Sparkplug B host application the Sparkplug uplink is tested against
+# (uplinks/sparkplug/tests); it needs paho-mqtt 1.x, so it gets an environment of its own
+if [ ! -x .venv/peers/sparkplug/bin/python ]; then
+  echo "setup: installing pysparkplug (the tests' Sparkplug host application) in .venv/peers/sparkplug"
+  "$PYTHON" -m venv .venv/peers/sparkplug
+  .venv/peers/sparkplug/bin/python -m pip install -q pysparkplug==0.6.1 "paho-mqtt==1.6.1" 2>&1 | grep -v "is ignored" || true
+fi
 # node-opcua: the independent OPC UA server the OPC UA connector is tested against
 if [ ! -d connectors/opcua/tests/node/node_modules/node-opcua ]; then
   if ! command -v npm >/dev/null 2>&1; then

@@ -29,7 +29,7 @@ def test_top_level_folders_exist():
 
 
 def _distribution_folders() -> list[Path]:
-    folders = [p.parent for group in ("connectors", "solutions", "plugins") for p in (REPO / group).glob("*/pyproject.toml")]
+    folders = [p.parent for group in ("connectors", "uplinks", "solutions", "plugins") for p in (REPO / group).glob("*/pyproject.toml")]
     return sorted(folders + [REPO / "platform" / "cloud"])  # edgeplane-cloud, the cloud end
 
 
