@@ -172,3 +172,32 @@ def test_every_asset_comes_from_the_host(browser, solar_site, path):
     with urllib.request.urlopen(solar_site.base_url + path, timeout=5) as response:
         body = response.read().decode()
     assert "http://" not in body.replace("http://www.w3.org/2000/svg", "") and "https://" not in body
+
+
+def test_commissioning_scans_a_sunspec_inverter_and_saves_a_profile(browser, solar_site, operator):
+    import yaml
+
+    _login(browser, solar_site.base_url, operator)
+    _tab(browser, "commissioning")
+    target = solar_site.host.site.devices["inv2"].url.removeprefix("tcp://")
+    browser.find_element(By.ID, "modbus-target").send_keys(target)
+    browser.find_element(By.CSS_SELECTOR, "#modbus-form button").click()
+    _wait(browser, 30).until(lambda d: d.find_element(By.ID, "scan-result").is_displayed())
+    assert "SunSpec at 40000" in browser.find_element(By.ID, "scan-status").text
+    picked = []
+    for row in browser.find_elements(By.CSS_SELECTOR, "#scan-table tbody tr"):
+        name = row.find_element(By.CSS_SELECTOR, ".pick-name").get_attribute("value")
+        if name in ("103.W", "103.TmpCab", "123.WMaxLimPct"):
+            row.find_element(By.CSS_SELECTOR, ".pick").click()
+            picked.append(name)
+    assert len(picked) == 3
+    browser.find_element(By.ID, "profile-name").send_keys("plant-inverter")
+    _shot(browser, "commissioning")
+    browser.find_element(By.CSS_SELECTOR, "#profile-form button").click()
+    _wait(browser).until(lambda d: d.find_element(By.ID, "profile-status").text)
+    status = browser.find_element(By.ID, "profile-status").text
+    assert status.startswith("saved ") and "plant-inverter.yaml" in status, status
+    path = Path(status.split()[1].rstrip(":"))
+    profile = yaml.safe_load(path.read_text())
+    assert profile["connector"] == "modbus" and set(profile["points"]) == set(picked)
+    assert profile["points"]["123.WMaxLimPct"]["access"] == "rw"

@@ -33,22 +33,22 @@ async def test_the_factory_panel_shows_features_health_and_alerts(tmp_path, cons
     machine = {"vibration": "sensor/vib", "sample_rate": fs, "shaft_rpm": 1797, "bearing": CWRU_DRIVE_END.model_dump()}
     site = {"site": {"id": "factory-console"}, "http": {"port": 0}, "console": {"users": console_users},
             "inference": {"providers": ["cpu"], "models": str(tmp_path / "models")},
-            "solutions": {"line": {"type": "pdm", "window": 4096, "commissioning": 3, "alert": {"persist": 1},
+            "solutions": {"line": {"type": "pdm", "window": 4096, "commissioning": 5, "alert": {"persist": 2},
                                    "machines": {"m1": machine}}}}
     bpfo = fault_frequencies(CWRU_DRIVE_END, shaft)["bpfo"]
     async with run_host(site, plugins=[edgeplane_pdm.plugin], store_dir=tmp_path / "store", http_port=0) as host:
         solution = host.solution("line")
-        for i in range(7):  # three healthy windows commission the baseline, then an outer-race defect
-            x = synthetic_bearing_signal(fs, 4096 / fs, shaft, bpfo if i >= 3 else None, impact=2.0, seed=i)
+        for i in range(12):  # five healthy windows commission the baseline, then an outer-race defect
+            x = synthetic_bearing_signal(fs, 4096 / fs, shaft, bpfo if i >= 8 else None, impact=2.0, seed=i)
             await host.bus.publish(Batch.of("sensor/vib", 1_700_000_000.0 + i + np.arange(4096) / fs, x))
             await wait_for(lambda n=i + 1: solution.machines["m1"].windows == n, timeout=30)
-        await wait_for(lambda: solution.status()["m1"]["alert"] is not None, timeout=10)
+        await wait_for(lambda: solution.status()["m1"]["alert"] is not None, timeout=30)
         await asyncio.sleep(1.2)  # the console samples the bus once a second
         (panel,) = await _panels(host, operator)
     assert panel["type"] == "pdm" and panel["error"] is None
     machines = _widget(panel, "Machines")
     row = dict(zip(machines["columns"], machines["rows"][0]))
-    assert row["machine"] == "m1" and row["windows"] == 7 and row["alert"] in ("warning", "critical")
+    assert row["machine"] == "m1" and row["windows"] == 12 and row["alert"] in ("warning", "critical")
     assert row["RMS"] > 0 and row["strongest bearing tone"].startswith("BPFO")
     alerts = _widget(panel, "Recent alerts")["rows"]
     assert alerts and alerts[0][1] == "m1" and "BPFO" in alerts[0][5]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["LiveData"]
 
+# event topics are few and repeat: remember which match a pattern instead of compiling it each time
+_matches = functools.lru_cache(maxsize=4096)(topic_matches)
 _MAX_STREAMS = 64  # open pages; more are refused (503) rather than slowing the host
 _EVENTS_KEPT = 500
 
@@ -103,7 +106,7 @@ class LiveData:
     def events(self, pattern: str = "#", limit: int = 50) -> list[dict[str, Any]]:
         out = []
         for event in reversed(self._events):
-            if pattern == "#" or topic_matches(pattern, event["topic"]):
+            if pattern == "#" or _matches(pattern, event["topic"]):
                 out.append(event)
                 if len(out) >= limit:
                     break

@@ -5,6 +5,7 @@
 const state = { me: null, tab: "overview", timers: {}, rows: new Map(), history: null, skew: 0, source: null, tz: "UTC", scan: null };
 const QUALITY = ["good", "uncertain", "bad"];
 const COLORS = ["#1f6feb", "#c9252d", "#1a7f37", "#8250df", "#b35900", "#0a7ea4", "#bf3989"];
+const BAND_COLORS = ["#f59e0b", "#0a7ea4", "#8250df"];
 
 function $(id) { return document.getElementById(id); }
 function el(tag, attrs, ...children) {
@@ -327,9 +328,9 @@ function drawPlot(box, p) {
     if (!pts.length) return;
     const d = pts.map((q, j) => (j ? "L" : "M") + sx(q[0]).toFixed(1) + "," + sy(q[2]).toFixed(1)).join("") +
       pts.slice().reverse().map(q => "L" + sx(q[0]).toFixed(1) + "," + sy(q[1]).toFixed(1)).join("") + "Z";
-    chart.append(svg("path", { d, fill: COLORS[(i + 1) % COLORS.length], "fill-opacity": "0.18", stroke: "none", class: "band" }));
+    chart.append(svg("path", { d, fill: BAND_COLORS[i % BAND_COLORS.length], "fill-opacity": "0.25", stroke: "none", class: "band" }));
     const swatch = el("i", { class: "band-swatch" });
-    swatch.dataset.color = COLORS[(i + 1) % COLORS.length];
+    swatch.dataset.color = BAND_COLORS[i % BAND_COLORS.length];
     legend.append(el("span", {}, swatch, b.name));
   });
   p.series.forEach((s, i) => {
@@ -349,7 +350,7 @@ function drawPlot(box, p) {
   });
   box.replaceChildren(chart, legend);
   // colours are set through the DOM, never an inline style attribute (the page's CSP forbids those)
-  legend.querySelectorAll("i").forEach(i => { i.style.background = i.dataset.color; if (i.classList.contains("band-swatch")) i.style.opacity = "0.35"; });
+  legend.querySelectorAll("i").forEach(i => { i.style.background = i.dataset.color; if (i.classList.contains("band-swatch")) { i.style.opacity = "0.5"; i.style.height = "10px"; } });
 }
 
 // -- commissioning ---------------------------------------------------------------------------

@@ -19,17 +19,19 @@ def _kw(watts: Any) -> float | None:
 def forecast_view(solution: Any, data: PanelData) -> list[Widget]:
     """Measured 15-min plant power, what was forecast for each step one step ahead (P50 and its
     P10-P90), and the latest forecast out to 4 h with its band."""
-    measured = [(ts, _kw(w)) for ts, w in solution.history]
+    latest = solution.latest or {}
+    # the last 6 h of plant time before the latest forecast, and the 4 h it looks ahead
+    since = latest.get("issued_at", 0.0) - 6 * 3600
+    measured = [(ts, _kw(w)) for ts, w in solution.day_history if ts >= since]
     past_p50: list[tuple[float, float | None]] = []
     band: list[tuple[float, float, float]] = []
     # the console keeps recent events: each forecast's first step, once the step has passed, is the
     # one-step-ahead forecast for a measured step
     for event in reversed(data.events(f"forecast/{solution.name}", limit=200)):
         first = (event["data"].get("horizons") or [{}])[0]
-        if "p50_w" in first:
+        if "p50_w" in first and first["ts"] >= since:
             past_p50.append((first["ts"], _kw(first["p50_w"])))
             band.append((first["ts"], _kw(first["p10_w"]) or 0.0, _kw(first["p90_w"]) or 0.0))
-    latest = solution.latest or {}
     ahead: list[tuple[float, float | None]] = []
     baseline: list[tuple[float, float | None]] = []
     for h in latest.get("horizons", []):
