@@ -119,7 +119,8 @@ def train_faults(data_dir: Path | None, out: Path, as_json: bool) -> None:
     from edgeplane_pdm.datasets import load_cwru
 
     data_dir = data_dir or shared_data("cwru")
-    data = faults.featurize(load_cwru(data_dir))
+    records = load_cwru(data_dir)
+    data = faults.featurize(records)
     result: dict[str, Any] = {"windows": int(len(data.x))}
     loads = sorted(set(data.load.tolist()))
     if len(loads) > 1:
@@ -128,6 +129,15 @@ def train_faults(data_dir: Path | None, out: Path, as_json: bool) -> None:
                  "; ".join(f"{t}->{p} {n}" for t, p, n in f["confusion"][:4]) or "-"] for f in folds],
                ["held-out load (hp)", "accuracy", "defect location", "windows", "split (only at this load)", "top confusions"])
         accuracy = float(np.mean([f["accuracy"] for f in folds]))
+        # baselines under the same folds: log RMS alone, and the 18 window features (absolute level included)
+        window_data = faults.window_feature_data(records, data)
+        baselines = {"log RMS only": faults.FaultData(window_data.x[:, :1], data.label, data.record, data.segment, data.load),
+                     "18 window features (with level)": window_data}
+        baseline_folds = {name: faults.leave_one_load_out(d) for name, d in baselines.items()}
+        _table([[name, *(f"{f['accuracy']:.4f}" for f in bf)] for name, bf in
+                [("fault features (this model)", folds), *baseline_folds.items()]],
+               ["inputs", *(f"held-out load {f['load']}" for f in folds)])
+        result["baselines"] = {name: {str(f["load"]): f["accuracy"] for f in bf} for name, bf in baseline_folds.items()}
         result.update(validation="leave-one-load-out", accuracy_by_held_out_load={str(f["load"]): f["accuracy"] for f in folds},
                       family_accuracy_by_held_out_load={str(f["load"]): f["family_accuracy"] for f in folds})
         metrics = {f"lolo_accuracy_load{f['load']}": f["accuracy"] for f in folds}

@@ -29,7 +29,7 @@ import numpy as np
 from edgeplane_pdm.datasets import CWRU_FS, CwruRecord
 from edgeplane_pdm.features import CWRU_DRIVE_END, fault_features
 
-__all__ = ["SEGMENTS", "WINDOW", "FaultData", "windows_of", "featurize", "fit", "cross_validate", "leave_one_load_out",
+__all__ = ["SEGMENTS", "WINDOW", "FaultData", "windows_of", "featurize", "window_feature_data", "fit", "cross_validate", "leave_one_load_out",
            "family", "predict_onnx"]
 
 SEGMENTS = 5
@@ -68,6 +68,15 @@ def featurize(records: list[CwruRecord]) -> FaultData:
             segs.append(k)
             loads.append(rec.load)
     return FaultData(np.array(xs, dtype=np.float32), np.array(labels), np.array(names), np.array(segs), np.array(loads))
+
+
+def window_feature_data(records: list[CwruRecord], data: FaultData) -> FaultData:
+    """``data`` with the anomaly model's 18 window features (absolute level included) as inputs:
+    the practitioners' baseline the level-free features are compared with, on the same windows."""
+    from edgeplane_pdm.features import window_features
+
+    xs = [window_features(w, CWRU_FS, rec.rpm / 60.0, CWRU_DRIVE_END).vector() for rec in records for _, w in windows_of(rec.signal)]
+    return FaultData(np.array(xs, dtype=np.float32), data.label, data.record, data.segment, data.load)
 
 
 def fit(x: np.ndarray, y: np.ndarray, seed: int = 0) -> Any:

@@ -185,6 +185,16 @@ def _band_max(amplitude: np.ndarray, lo: float, hi: float) -> float:
     return float(amplitude[first:last + 1].max()) if last >= first else 0.0
 
 
+def _band_shares(centred: np.ndarray, fs: float) -> np.ndarray:
+    """The share of spectral energy in each of the N_BANDS log-spaced bands [lo, hi) (sums to 1)."""
+    spectrum = np.abs(np.fft.rfft(centred * _hanning(len(centred)))) ** 2
+    freqs = np.fft.rfftfreq(len(centred), 1 / fs)
+    cumulative = np.concatenate([[0.0], np.cumsum(spectrum)])
+    edge_bins = np.searchsorted(freqs, _band_edges(float(fs)))  # first bin at or above each edge
+    energy = cumulative[edge_bins[1:]] - cumulative[edge_bins[:-1]]
+    return energy / energy.sum() if energy.sum() > 0 else np.full(N_BANDS, 1.0 / N_BANDS)
+
+
 def _peak_db(freqs: np.ndarray, amplitude: np.ndarray, f0: float, floor: float, harmonics: int = 3) -> float:
     """Sum of the largest bins within +-3% (at least 1.5 bins) of f0 and its harmonics, over the floor, in dB."""
     if f0 <= 0:
@@ -217,13 +227,8 @@ def window_features(x: np.ndarray, fs: float, shaft_hz: float, bearing: BearingG
     peak = float(np.max(np.abs(centred)))
     crest = peak / rms if rms > 0 else 0.0
 
-    spectrum = np.abs(np.fft.rfft(centred * _hanning(len(centred)))) ** 2
-    freqs = np.fft.rfftfreq(len(centred), 1 / fs)
+    bands = _band_shares(centred, fs)
     edges = _band_edges(float(fs))
-    cumulative = np.concatenate([[0.0], np.cumsum(spectrum)])
-    edge_bins = np.searchsorted(freqs, edges)  # first bin at or above each edge: bands are [lo, hi)
-    energy = cumulative[edge_bins[1:]] - cumulative[edge_bins[:-1]]
-    bands = energy / energy.sum() if energy.sum() > 0 else np.full(N_BANDS, 1.0 / N_BANDS)
 
     frequencies = fault_frequencies(bearing, shaft_hz)
     env_f, env_a = envelope_spectrum(centred, fs, envelope_band, env)
@@ -246,6 +251,8 @@ FAULT_FEATURE_NAMES: tuple[str, ...] = (
     "log_kurtosis",
     "crest",
     "envelope_log_kurtosis",
+    "skewness",
+    *(f"band{i}" for i in range(N_BANDS)),
 )
 """The fault classifier's inputs, in this order: level-free and order-normalised (see :func:`fault_features`)."""
 
@@ -265,8 +272,9 @@ def fault_features(x: np.ndarray, fs: float, shaft_hz: float, bearing: BearingGe
     share of its energy; kurtosis and crest factor are ratios), and nothing on one shaft speed (the
     envelope spectrum is read in shaft orders, f / shaft_hz, at the defect orders that the bearing
     geometry gives; ``shaft_hz`` is the measured speed). The time-domain impulsiveness (kurtosis,
-    crest factor, the envelope's own kurtosis) tells a defect from a healthy bearing; the orders
-    tell which defect.
+    crest factor, the envelope's own kurtosis, skewness) tells a defect from a healthy bearing; the
+    orders tell which defect. The share of spectral energy per band (in Hz: the structure's
+    resonances the impacts excite do not move with speed) is a shape, not a level.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 1 or len(x) < 256:
@@ -274,7 +282,7 @@ def fault_features(x: np.ndarray, fs: float, shaft_hz: float, bearing: BearingGe
     if not np.isfinite(x).all():
         raise ValueError("the vibration window contains NaN or inf (a Bad reading): skip it")
     centred = x - x.mean()
-    rms, kurt, _ = _moments(centred)
+    rms, kurt, skew = _moments(centred)
     crest = float(np.max(np.abs(centred)) / rms) if rms > 0 else 0.0
     env = envelope(centred, fs, envelope_band) if env is None else env
     env_ac = env - env.mean()
@@ -303,6 +311,8 @@ def fault_features(x: np.ndarray, fs: float, shaft_hz: float, bearing: BearingGe
         math.log(max(kurt, 1e-3)),
         crest,
         math.log(max(env_kurt, 1e-3)),
+        skew,
+        *np.log10(_band_shares(centred, fs) + 1e-6),
     ], dtype=np.float32)
 
 
