@@ -63,6 +63,14 @@ async def test_points_clock_and_guarded_phase_commands(edgeplane_host) -> None:
         assert failed.status.value in ("rejected", "failed")
         audit = await host.store.audit(10)
         assert [(a["value"], a["status"], a["reason"]) for a in audit][0] == (yellow, "ok", "drill")
+        # the stop-bar and advance loops see the west-east traffic (crossing or standing on them)
+        seen = 0.0
+        for t in range(40, 60):
+            await step_to(host, t)
+            for loop in ("advance_count", "advance_occupancy", "stop_bar_occupancy"):
+                seen += value(host, f"sumo/det.w_t_0.{loop}") + value(host, f"sumo/det.w_t_1.{loop}")
+            assert 0.0 <= value(host, "sumo/det.w_t_0.stop_bar_occupancy") <= 100.0
+        assert seen > 0
         await step_to(host, 120)
         await wait_for(lambda: device.health.state.value == "finished", timeout=30)
         assert value(host, "sumo/sim.arrived") > 0 and value(host, "sumo/sim.avg_delay") > 0

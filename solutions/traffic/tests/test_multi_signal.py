@@ -1,0 +1,45 @@
+"""Many intersections on one host: one traffic-signal solution per signal of a RESCO multi-signal net."""
+
+from __future__ import annotations
+
+import edgeplane_traffic.plugin as plugin
+from edgeplane.testing import wait_for
+from edgeplane_traffic.layout import layout_from_net, point_name, tls_ids
+from edgeplane_traffic.nets import resolve
+from edgeplane_traffic.shield import unsafe_transitions
+
+SECONDS = 90
+
+
+async def test_one_solution_per_signal_on_cologne8(edgeplane_host, tmp_path) -> None:
+    spec = resolve("cologne8")
+    ids = []
+    for tls in tls_ids(spec.net):
+        try:
+            layout_from_net(spec.net, tls)
+            ids.append(tls)
+        except ValueError:
+            continue
+    assert len(ids) >= 6
+    names = {tls: f"sig{k}" for k, tls in enumerate(ids)}
+    site = {
+        "site": {"id": "multi"},
+        "clock": {"mode": "simulated"},
+        "devices": {"sumo": {"connector": "sumo", "net": "cologne8", "seconds": SECONDS, "seed": 2, "tls": ids,
+                             "lockstep": [f"{n}/ack" for n in names.values()], "lockstep_timeout": 30}},
+        "solutions": {n: {"type": "traffic-signal", "device": "sumo", "net": "cologne8", "tls": tls, "controller": "max-pressure"}
+                      for tls, n in names.items()},
+    }
+    async with edgeplane_host(site, plugins=[plugin]) as host:
+        device = host.device("sumo")
+        await wait_for(lambda: device.health.state.value == "finished", timeout=180)
+        audit = await host.store.audit(100_000)
+        for tls, name in names.items():
+            solution = host.solution(name)
+            assert solution.layout.tls == tls
+            assert solution.controller.decisions["max-pressure"] >= SECONDS // 15, name
+            commands = [int(a["value"]) for a in audit if a["point"] == f"{point_name(tls)}.phase"]
+            assert all(a["source"] == name for a in audit if a["point"] == f"{point_name(tls)}.phase")
+            assert unsafe_transitions(solution.layout, [0, *commands], all_red=True) == [], name
+            p50, p99 = solution.latency_percentiles_ms()
+            assert p99 > 0
