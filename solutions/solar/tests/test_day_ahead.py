@@ -8,7 +8,7 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from edgeplane_solar import dataset, day_ahead, reference, training
+from edgeplane_solar import day_ahead, reference, training
 from edgeplane_solar.cli import solar
 
 
@@ -27,8 +27,8 @@ def test_the_shipped_day_ahead_model_loads_and_its_quantiles_are_ordered():
     assert [i.name for i in session.get_inputs()] == ["features"]
     prov = training.read_provenance(folder)
     assert prov["train_period"] == ["2011-01-01", "2012-01-01"] and "--day-ahead" in prov["command"]
-    power = dataset.load_power(reference.default_power())
-    data = day_ahead.prepare(power, reference.SYSTEM_50, prov["capacity_w"], "2012-06-01", "2012-06-15")
+    power, _ = reference.load_system50(weather=False)
+    data = day_ahead.prepare(power.values, reference.system50().plant, prov["capacity_w"], "2012-06-01", "2012-06-15")
     assert data.x.shape == (14 * day_ahead.DAY, day_ahead.N_FEATURES)
     q = session.run(["quantiles"], {"features": data.x})[0]
     assert q.shape == (len(data.x), 3) and np.isfinite(q).all()
@@ -39,13 +39,14 @@ def test_the_shipped_day_ahead_model_loads_and_its_quantiles_are_ordered():
 
 
 def test_no_future_power_in_the_day_ahead_features():
-    power = dataset.load_power(reference.default_power())
+    timed, _ = reference.load_system50(weather=False)
+    power, plant = timed.values, reference.system50().plant
     cap = 3143.0
-    a = day_ahead.prepare(power, reference.SYSTEM_50, cap, "2012-06-10", "2012-06-11")
+    a = day_ahead.prepare(power, plant, cap, "2012-06-10", "2012-06-11")
     changed = power.copy()
     day = (changed.index >= "2012-06-10") & (changed.index < "2012-06-11 00:00")
     changed[day] = 0.0  # the target day's own power must not reach its features
-    b = day_ahead.prepare(changed, reference.SYSTEM_50, cap, "2012-06-10", "2012-06-11")
+    b = day_ahead.prepare(changed, plant, cap, "2012-06-10", "2012-06-11")
     assert np.array_equal(a.x, b.x) and not np.array_equal(np.nan_to_num(a.target), np.nan_to_num(b.target))
 
 

@@ -87,7 +87,9 @@ async def test_limit_in_kw_with_its_own_expiry_and_release(edgeplane_host):
             assert (await host.commands.execute("plant", "limit_pct", 100, source="test")).ok
             await wait_for(lambda: all(plant.inverters[i].get("123.WMaxLim_Ena") == 0 for i in INVERTERS), timeout=5)
             audit = [row for row in await host.store.audit(limit=1000) if row["device"].startswith("inv")]
-            assert {row["point"] for row in audit} == {"123.WMaxLimPct", "123.WMaxLim_Ena"}
+            # the fail-safe writes (revert timer, ramp time) go the same guarded, audited way
+            assert {row["point"] for row in audit} == {"123.WMaxLimPct", "123.WMaxLim_Ena", "123.WMaxLimPct_RvrtTms",
+                                                       "123.WMaxLimPct_RmpTms"}
             assert all(row["status"] == "ok" and row["source"] == "dispatch" for row in audit), audit
 
 

@@ -67,16 +67,18 @@ def test_share_in_proportion_to_available_power():
     assert tripped["b"] == 0 and sum(tripped[k] / 100 * rating[k] for k in rating) == pytest.approx(10_000, rel=0.002)
 
 
-def test_features_use_no_future_power():
+def test_features_use_no_earlier_rows_than_their_own():
+    """Row i of the features depends on rows <= i only (the full property test is test_known_at_issue_time.py)."""
     times = pd.date_range("2021-06-10", periods=20, freq="15min", tz="UTC")
     rng = np.random.default_rng(0)
-    p = rng.uniform(0.1, 0.8, 20 + features.HORIZONS)
-    cs = np.full(20 + features.HORIZONS, 0.9)
-    a = features.build(times, p, cs, np.full(20, 0.5), None, -80)
+    p = rng.uniform(0.1, 0.8, 20)
+    cs = np.full(20, 0.9)
+    future = np.full((20, features.HORIZONS), 0.9)
+    a = features.build(times, p, cs, future, np.full(20, 0.5), None, None, -80)
     p2 = p.copy()
     p2[10:] = 0.0  # change everything from step 10 on
-    b = features.build(times, p2, cs, np.full(20, 0.5), None, -80)
-    assert np.array_equal(a.x[:10], b.x[:10])
+    b = features.build(times, p2, cs, future, np.full(20, 0.5), None, None, -80)
+    assert np.array_equal(a.x[:10], b.x[:10]) and not np.array_equal(a.x[10:], b.x[10:])
     assert features.N_FEATURES == a.x.shape[1]
     assert features.horizon_steps("1h") == 4
     with pytest.raises(ValueError, match="multiples of 15min"):

@@ -1,11 +1,23 @@
 """A SunSpec inverter on pymodbus's server: for tests, demos and the solar reference deployment.
 
-Models: common (1), three-phase inverter (103), nameplate (120), immediate controls (123),
-multiple MPPT (160, one module per string) and DER AC controls (704), laid out from pysunspec2's
-definitions. Its AC power follows irradiance (a constant, a series stepped per update, or a
-function of time), obeys ``123.WMaxLimPct`` when ``123.WMaxLim_Ena`` is 1 and
-``704.WMaxLimPct`` when ``704.WMaxLimPctEna`` is 1 (the lower of the two when both are), and
-failures can be injected::
+Models, laid out from pysunspec2's definitions, by ``family``:
+
+* ``"legacy"``: common (1), three-phase inverter (103), nameplate (120), immediate controls (123),
+  multiple MPPT (160, one module per string);
+* ``"der"``: the IEEE 1547-2018 DER models new inverters ship: common (1), DER AC measurement
+  (701), DER capacity (702), DER AC controls (704), and 160;
+* default: the legacy chain plus 704 (a legacy inverter with a DER control model bolted on).
+
+Its AC power follows irradiance (a constant, a series stepped per update, or a function of
+time), obeys ``123.WMaxLimPct`` when ``123.WMaxLim_Ena`` is 1 and ``704.WMaxLimPct`` when
+``704.WMaxLimPctEna`` is 1 (the lower of the two when both are).
+
+It fails safe as a real inverter does: a limit enabled with a revert timer
+(``123.WMaxLimPct_RvrtTms``, ``704.WMaxLimPctRvrtTms``; power factor: ``123.OutPFSet_RvrtTms``,
+``704.PFWInjRvrtTms``) reverts on the inverter's own clock when no write renews it in time (123:
+the limit is disabled; 704: the ``*Rvrt`` values are applied), logged in :attr:`reverts`. A new
+limit is approached over ``123.WMaxLimPct_RmpTms`` seconds, or at ``704.WRmp`` % of rating per
+second. Failures can be injected::
 
     sim = SunSpecInverterSimulator(rating_w=10_000, irradiance=[0, 200, 800, 950])
     port = await sim.start(port=0)
@@ -33,6 +45,14 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from edgeplane_modbus import sunspec
 
 ST_OFF, ST_SLEEPING, ST_MPPT, ST_THROTTLED, ST_FAULT = 1, 2, 4, 5, 7
+#: the model chain of each family (160 carries the strings in both)
+FAMILIES: dict[str | None, tuple[int, ...]] = {
+    None: (1, 103, 120, 123, 160, 704),
+    "legacy": (1, 103, 120, 123, 160),
+    "der": (1, 701, 702, 704, 160),
+}
+#: registers after ID and L of each fixed-length model served
+MODEL_LENGTH = {1: 66, 103: 50, 120: 26, 123: 24, 701: 153, 702: 50, 704: 65}
 IrradianceSource = float | Sequence[float] | Callable[[float], float]
 
 
@@ -41,7 +61,10 @@ class SunSpecInverterSimulator:
 
     def __init__(self, *, rating_w: float = 10_000.0, strings: int = 2, irradiance: IrradianceSource = 800.0,
                  unit: int = 1, base: int = 40000, interval: float | None = 1.0, serial: str = "SIM0001",
-                 clock: Callable[[], float] = time.time, ambient_c: float = 20.0):
+                 clock: Callable[[], float] = time.time, ambient_c: float = 20.0, family: str | None = None):
+        if family not in FAMILIES:
+            raise ValueError(f"family {family!r}: use one of {', '.join(map(repr, FAMILIES))}")
+        self.family = family
         self.rating_w = float(rating_w)
         self.strings = strings
         self.irradiance_source = irradiance
@@ -59,6 +82,12 @@ class SunSpecInverterSimulator:
         self.energy_wh = 0.0
         self._step = 0
         self._last_update: float | None = None
+        # revert timers: control -> the deadline on this inverter's clock; and what reverted when
+        self._deadline: dict[str, float] = {}
+        self.reverts: list[tuple[str, float]] = []
+        # the limit in force (% of rating) as it ramps towards the setpoint; None: no limit
+        self._effective_pct: float | None = None
+        self._ramp_from = 100.0  # where the current ramp started
         self.server: ModbusTcpServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -69,7 +98,7 @@ class SunSpecInverterSimulator:
     def _build_image(self, serial: str) -> None:
         # 704 (DER AC controls, SunSpec's newer DER information model) after the legacy chain,
         # so a client may limit power through either model
-        lengths = {1: 66, 103: 50, 120: 26, 123: 24, 160: 8 + 20 * self.strings, 704: 65}
+        lengths = {m: (8 + 20 * self.strings if m == 160 else MODEL_LENGTH[m]) for m in FAMILIES[self.family]}
         self.image = [0x5375, 0x6E53]
         self.points: dict[str, sunspec.SunSpecPoint] = {}
         address = self.base + 2
@@ -95,31 +124,36 @@ class SunSpecInverterSimulator:
                            ("1.SN", serial)):
             self._put(name, text, force=True)
         self._put("1.DA", self.unit, force=True)
-        self._put("160.module.1.ID", 1, force=True)
         # scale factors: W in 1 W, A in 0.01 A, V in 0.1 V, Hz in 0.01 Hz, WMaxLimPct in 0.1 %
-        for sf, value in {"103.A_SF": -2, "103.V_SF": -1, "103.W_SF": 0, "103.Hz_SF": -2, "103.VA_SF": 0,
-                          "103.VAr_SF": 0, "103.PF_SF": -2, "103.WH_SF": 0, "103.DCA_SF": -2, "103.DCV_SF": -1,
-                          "103.DCW_SF": 0, "103.Tmp_SF": -1, "120.WRtg_SF": 0, "120.VARtg_SF": 0,
-                          "120.ARtg_SF": -2, "123.WMaxLimPct_SF": -1, "123.OutPFSet_SF": -3, "123.VArPct_SF": -1,
-                          "160.DCA_SF": -2, "160.DCV_SF": -1, "160.DCW_SF": 0, "160.DCWH_SF": 0,
-                          "704.WMaxLimPct_SF": -1}.items():
-            self._put(sf, value, force=True)
-        self._put("120.DERTyp", 4, force=True)  # PV
-        self._put("120.WRtg", int(self.rating_w), force=True)
-        self._put("120.VARtg", int(self.rating_w), force=True)
-        self._put("120.ARtg", int(self.rating_w / 3 / 230 * 100), force=True)
-        self._put("123.WMaxLimPct", 1000, force=True)
-        self._put("123.WMaxLim_Ena", 0, force=True)
-        self._put("123.Conn", 1, force=True)
-        self._put("704.WMaxLimPct", 1000, force=True)
-        self._put("704.WMaxLimPctEna", 0, force=True)
-        self._put("160.N", self.strings, force=True)
-        for n in range(1, self.strings + 1):
-            self._put(f"160.module.{n}.ID", n, force=True)
-            self._put(f"160.module.{n}.IDStr", f"string {n}", force=True)
+        defaults = {"103.A_SF": -2, "103.V_SF": -1, "103.W_SF": 0, "103.Hz_SF": -2, "103.VA_SF": 0,
+                    "103.VAr_SF": 0, "103.PF_SF": -2, "103.WH_SF": 0, "103.DCA_SF": -2, "103.DCV_SF": -1,
+                    "103.DCW_SF": 0, "103.Tmp_SF": -1, "120.WRtg_SF": 0, "120.VARtg_SF": 0,
+                    "120.ARtg_SF": -2, "123.WMaxLimPct_SF": -1, "123.OutPFSet_SF": -3, "123.VArPct_SF": -1,
+                    "160.DCA_SF": -2, "160.DCV_SF": -1, "160.DCW_SF": 0, "160.DCWH_SF": 0,
+                    "701.A_SF": -2, "701.V_SF": -1, "701.Hz_SF": -2, "701.W_SF": 0, "701.PF_SF": -3, "701.VA_SF": 0,
+                    "701.Var_SF": 0, "701.Tmp_SF": -1, "702.W_SF": 0, "702.PF_SF": -3, "702.VA_SF": 0,
+                    "702.Var_SF": 0, "702.V_SF": -1, "702.A_SF": -2,
+                    "704.WMaxLimPct_SF": -1, "704.PF_SF": -3,
+                    "120.DERTyp": 4,  # PV
+                    "120.WRtg": int(self.rating_w), "120.VARtg": int(self.rating_w),
+                    "120.ARtg": int(self.rating_w / 3 / 230 * 100), "702.WMaxRtg": int(self.rating_w),
+                    "702.VAMaxRtg": int(self.rating_w), "702.WMax": int(self.rating_w),
+                    "123.WMaxLimPct": 1000, "123.WMaxLim_Ena": 0, "123.Conn": 1, "123.WMaxLimPct_RvrtTms": 0,
+                    "123.WMaxLimPct_RmpTms": 0, "123.OutPFSet_RvrtTms": 0, "123.OutPFSet_Ena": 0,
+                    "704.WMaxLimPct": 1000, "704.WMaxLimPctEna": 0, "704.WMaxLimPctRvrt": 1000,
+                    "704.WMaxLimPctEnaRvrt": 0, "704.WMaxLimPctRvrtTms": 0, "704.WMaxLimPctRvrtRem": 0,
+                    "704.PFWInjEna": 0, "704.PFWInjEnaRvrt": 0, "704.PFWInjRvrtTms": 0, "704.PFWInjRvrtRem": 0,
+                    "704.WRmp": 0, "701.ACType": 3, "160.N": self.strings}
+        for name, value in defaults.items():
+            if name in self.points:
+                self._put(name, value, force=True)
+        if "160.N" in self.points:
+            for n in range(1, self.strings + 1):
+                self._put(f"160.module.{n}.ID", n, force=True)
+                self._put(f"160.module.{n}.IDStr", f"string {n}", force=True)
 
     def _put(self, name: str, raw: Any, force: bool = False) -> None:
-        if name in self.frozen and not force:
+        if name in self.frozen and not force or name not in self.points:
             return
         point = self.points[name]
         registers = sunspec.encode_value(raw, point.type, point.size)
@@ -127,8 +161,10 @@ class SunSpecInverterSimulator:
         self.image[i:i + point.size] = registers
 
     def get(self, name: str) -> Any:
-        """The raw value a point holds now (None if not implemented)."""
-        point = self.points[name]
+        """The raw value a point holds now (None if not implemented or not in this family's models)."""
+        point = self.points.get(name)
+        if point is None:
+            return None
         i = point.address - self.base
         return sunspec.decode_value(self.image[i:i + point.size], point.type)
 
@@ -150,14 +186,16 @@ class SunSpecInverterSimulator:
         self.irradiance = max(0.0, self._next_irradiance(now))
         per_string = self.rating_w * 1.1 * self.irradiance / 1000.0 / self.strings  # DC array oversized 10 %
         dc = [0.0 if (n in self.lost_strings or self.tripped) else per_string for n in range(1, self.strings + 1)]
+        self._check_reverts(now)
         limit = self.rating_w
-        limiting = False
-        # either model's limit applies when enabled; both enabled: the lower one
-        for enable, setpoint in (("123.WMaxLim_Ena", "123.WMaxLimPct"), ("704.WMaxLimPctEna", "704.WMaxLimPct")):
-            if self.get(enable) == 1:
-                pct = (self.get(setpoint) or 0) / 10.0
-                limit = min(limit, self.rating_w * pct / 100.0)
-                limiting = True
+        target = self._limit_setpoint()
+        limiting = target is not None
+        if target is not None or self._effective_pct is not None:
+            self._effective_pct = self._ramped(100.0 if target is None else target, now)
+            if self._effective_pct >= 100.0 and target is None:
+                self._effective_pct = None
+            else:
+                limit = min(limit, self.rating_w * self._effective_pct / 100.0)
         if self.clip_w is not None:
             limit = min(limit, self.clip_w)
         ac = 0.0 if self.tripped else min(sum(dc) * 0.97, limit)
@@ -194,11 +232,89 @@ class SunSpecInverterSimulator:
         self._put("103.TmpCab", int(round((self.ambient_c + 15 * ac / self.rating_w) * 10)))
         self._put("103.St", state)
         self._put("103.Evt1", 1 << 7 if self.tripped else 0)  # bit 7: over temperature, as a trip reason
+        self._put("701.W", int(round(ac)))
+        self._put("701.VA", int(round(ac)))
+        self._put("701.Var", 0)
+        self._put("701.PF", 1000)
+        self._put("701.A", int(round(amps * 3 * 100)))
+        self._put("701.LNV", int(round(volts * 10)))
+        self._put("701.Hz", 6000)
+        self._put("701.TmpCab", int(round((self.ambient_c + 15 * ac / self.rating_w) * 10)))
+        self._put("701.St", 0 if self.tripped else 1)  # 0 off, 1 on
+        # InvSt: 1 sleeping, 3 running, 4 throttled, 6 fault
+        self._put("701.InvSt", 6 if self.tripped else 1 if self.irradiance < 5 else 4 if state == ST_THROTTLED else 3)
+        self._put("701.ConnSt", 0 if self.tripped else 1)
+        self._put("701.Alrm", 1 if self.tripped else 0)
+        self._put("701.ThrotPct", int(round(100 * ac / self.rating_w)) if state == ST_THROTTLED else 0)
+        remaining = self._deadline.get("704.limit")
+        self._put("704.WMaxLimPctRvrtRem", max(0, int(math.ceil(remaining - now))) if remaining else 0)
+        remaining = self._deadline.get("704.pf")
+        self._put("704.PFWInjRvrtRem", max(0, int(math.ceil(remaining - now))) if remaining else 0)
         for n, power in enumerate(dc, start=1):
             self._put(f"160.module.{n}.DCW", int(round(power)))
             self._put(f"160.module.{n}.DCV", int(round(dc_v * 10)) if power else 0)
             self._put(f"160.module.{n}.DCA", int(round(power / dc_v * 100)) if dc_v and power else 0)
             self._put(f"160.module.{n}.DCSt", 4 if power else 1)
+
+    def _limit_setpoint(self) -> float | None:
+        """The lowest enabled limit setpoint (% of rating), or None."""
+        pcts = [(self.get(setpoint) or 0) / 10.0
+                for enable, setpoint in (("123.WMaxLim_Ena", "123.WMaxLimPct"), ("704.WMaxLimPctEna", "704.WMaxLimPct"))
+                if self.get(enable) == 1]
+        return min(pcts) if pcts else None
+
+    def _ramped(self, target: float, now: float) -> float:
+        """Move the limit in force towards ``target`` at the ramp the controls ask for."""
+        current = 100.0 if self._effective_pct is None else self._effective_pct
+        dt = 0.0 if self._last_update is None else max(0.0, now - self._last_update)
+        ramp_s = self.get("123.WMaxLimPct_RmpTms") or 0
+        rate = self.get("704.WRmp") or 0  # % of rating per second
+        if ramp_s > 0:
+            step = abs(target - self._ramp_from) * dt / ramp_s
+        elif rate > 0:
+            step = rate * dt
+        else:
+            return target
+        if abs(target - current) <= step:
+            return target
+        return current + step if target > current else current - step
+
+    def _arm(self, names: set[str], now: float) -> None:
+        """A control write arrived: (re)start the revert timers it touches, remember where a ramp starts."""
+        groups = {  # control: (setpoint, enable, revert timer)
+            "123.limit": ("123.WMaxLimPct", "123.WMaxLim_Ena", "123.WMaxLimPct_RvrtTms"),
+            "123.pf": ("123.OutPFSet", "123.OutPFSet_Ena", "123.OutPFSet_RvrtTms"),
+            "704.limit": ("704.WMaxLimPct", "704.WMaxLimPctEna", "704.WMaxLimPctRvrtTms"),
+            "704.pf": ("704.PFWInj.PF", "704.PFWInjEna", "704.PFWInjRvrtTms"),
+        }
+        for control, (setpoint, enable, timer) in groups.items():
+            if not names & {setpoint, enable, timer}:
+                continue
+            seconds = self.get(timer) or 0
+            if self.get(enable) == 1 and seconds > 0:
+                self._deadline[control] = now + seconds
+            else:
+                self._deadline.pop(control, None)
+        if names & {"123.WMaxLimPct", "123.WMaxLim_Ena", "704.WMaxLimPct", "704.WMaxLimPctEna"}:
+            self._ramp_from = 100.0 if self._effective_pct is None else self._effective_pct
+
+    def _check_reverts(self, now: float) -> None:
+        """Controls whose timer ran out return to their defaults, on this inverter's own clock."""
+        for control, deadline in list(self._deadline.items()):
+            if now < deadline:
+                continue
+            del self._deadline[control]
+            if control == "123.limit":
+                self._put("123.WMaxLim_Ena", 0, force=True)
+            elif control == "123.pf":
+                self._put("123.OutPFSet_Ena", 0, force=True)
+            elif control == "704.limit":
+                self._put("704.WMaxLimPct", self.get("704.WMaxLimPctRvrt") or 1000, force=True)
+                self._put("704.WMaxLimPctEna", self.get("704.WMaxLimPctEnaRvrt") or 0, force=True)
+            elif control == "704.pf":
+                self._put("704.PFWInjEna", self.get("704.PFWInjEnaRvrt") or 0, force=True)
+            self._ramp_from = 100.0 if self._effective_pct is None else self._effective_pct
+            self.reverts.append((control, now))
 
     def trip(self) -> None:
         """Go offline (a grid fault): W = 0, St = FAULT, until :meth:`restore`."""
@@ -249,12 +365,15 @@ class SunSpecInverterSimulator:
         saved = list(self.image)
         i = address - self.base
         self.image[i:i + len(values)] = [int(v) & 0xFFFF for v in values]
-        pct = self.get("123.WMaxLimPct")
-        if pct is not None and not 0 <= pct <= 1000:
-            self.image = saved
-            return ExcCodes.ILLEGAL_VALUE
-        for name in sorted({self.writable[address + k] for k in range(len(values))}):
+        for name in ("123.WMaxLimPct", "704.WMaxLimPct", "704.WMaxLimPctRvrt"):
+            pct = self.get(name)
+            if pct is not None and not 0 <= pct <= 1000:
+                self.image = saved
+                return ExcCodes.ILLEGAL_VALUE
+        written = {self.writable[address + k] for k in range(len(values))}
+        for name in sorted(written):
             self.writes.append((name, self.get(name)))
+        self._arm(written, self.clock())
         self.update(self.clock()) if self.interval is not None else None
         registers[offset:offset + len(self.image)] = self.image
         return None

@@ -15,6 +15,18 @@ path and the audit log. Every ``interval`` the solution:
 
 So a tripped inverter's share moves to the others on the next interval.
 
+Fail safe: every limit and power-factor write is preceded by the inverter-side revert timer
+(``revert_after``: ``123.WMaxLimPct_RvrtTms`` / ``123.OutPFSet_RvrtTms``, or 704's
+``WMaxLimPctRvrtTms`` with ``WMaxLimPctRvrt`` 100 % and ``WMaxLimPctEnaRvrt`` 0, and
+``PFWInjRvrtTms``) and the ramp time (``ramp_time``: ``123.WMaxLimPct_RmpTms``, or ``704.WRmp`` as
+100 % / ramp time per second); the solution renews its writes every third of ``revert_after``. If
+the host dies, each inverter returns to its default by itself when its timer runs out.
+
+Two control paths, chosen per inverter from what its SunSpec scan published (``controls: auto``):
+an inverter with the IEEE 1547-2018 DER models (701 measurements) is driven through 704 and read
+through 701 (``701.W``, ``701.InvSt``); others through 123 and 103. ``controls: legacy`` or ``der``
+forces one.
+
 With ``ramp_pct_per_min`` the plant's output may rise by at most that share of capacity per
 minute: the limit actually shared is ``min(operator limit, measured output + ramp step)``, so a
 released curtailment or a clearing sky ramps up instead of jumping. A power-factor setpoint
@@ -27,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -37,7 +49,30 @@ from edgeplane.config import Duration
 
 from edgeplane_solar.plant import PlantConfig, PlantModel
 
-ST_FAULT = 7
+ST_FAULT = 7  # 103.St
+INV_ST_FAULT = 6  # 701.InvSt
+
+
+@dataclass(frozen=True)
+class ControlPoints:
+    """The points one control path writes and reads."""
+
+    power: str
+    status: str
+    fault: int
+    limit_pct: str
+    limit_enable: str
+    limit_revert_s: str
+    pf: str
+    pf_enable: str
+    pf_revert_s: str
+    ramp: str  # 123: ramp time in s; 704: WRmp, % of rating per second
+    family: str
+
+
+DER = ControlPoints(power="701.W", status="701.InvSt", fault=INV_ST_FAULT, limit_pct="704.WMaxLimPct",
+                    limit_enable="704.WMaxLimPctEna", limit_revert_s="704.WMaxLimPctRvrtTms", pf="704.PFWInj.PF",
+                    pf_enable="704.PFWInjEna", pf_revert_s="704.PFWInjRvrtTms", ramp="704.WRmp", family="der")
 
 
 class DispatchConfig(SolutionConfig):
@@ -56,6 +91,13 @@ class DispatchConfig(SolutionConfig):
     pf_point: str = Field("pf_setpoint", description="point of the command device carrying a power-factor setpoint")
     pf_setpoint: str = Field("123.OutPFSet", description="inverter point the power factor is written to")
     pf_enable: str = Field("123.OutPFSet_Ena", description="inverter point that enables it")
+    revert_after: Duration = Field(
+        60.0, gt=0, description="inverter-side revert timer written with every command: the inverter drops a limit or "
+                                "power factor by itself when the host has not renewed it for this long")
+    ramp_time: Duration = Field(0.0, ge=0, description="ramp time written with every limit, so the inverter moves to a "
+                                                        "new limit (or back to full power) over it; 0: at once")
+    controls: Literal["auto", "legacy", "der"] = Field(
+        "auto", description="auto: 704/701 for inverters whose scan found the DER models (701), else 123/103")
 
 
 def share(limit_w: float, available_w: dict[str, float], rating_w: dict[str, float]) -> dict[str, float]:
@@ -90,6 +132,7 @@ class InverterView:
     seen: float = -math.inf
     written_at: float = -math.inf
     failures: int = 0
+    family: str | None = None  # "der" once the device published a 701 point
 
 
 class DispatchSolution(Solution):
@@ -114,6 +157,12 @@ class DispatchSolution(Solution):
         self._ramp_ts: float | None = None
         self.power_factor: tuple[float, float] | None = None  # (setpoint, expires at)
         self._lock = asyncio.Lock()
+        self.legacy = ControlPoints(
+            power=config.plant.points.power, status=config.plant.points.status, fault=ST_FAULT,
+            limit_pct=config.plant.points.limit_pct, limit_enable=config.plant.points.limit_enable,
+            limit_revert_s="123.WMaxLimPct_RvrtTms", pf=config.pf_setpoint, pf_enable=config.pf_enable,
+            pf_revert_s="123.OutPFSet_RvrtTms", ramp="123.WMaxLimPct_RmpTms", family="legacy")
+        self._pf_written_at = -math.inf
         self.command_failures = context.metrics.counter("edgeplane_solar_dispatch_command_failures_total",
                                                         "inverter setpoint writes that were not confirmed", ["device"])
 
@@ -129,7 +178,15 @@ class DispatchSolution(Solution):
             topics += [t for t in (weather.poa or weather.ghi, weather.module_temp) if t]
         for inv in self.config.plant.inverters:
             topics += [f"{inv}/{p}" for p in (pts.power, pts.status, pts.limit_pct, pts.limit_enable)]
+            if self.config.controls != "legacy":
+                topics += [f"{inv}/{p}" for p in (DER.power, DER.status, DER.limit_pct, DER.limit_enable)]
         return topics
+
+    def controls_for(self, device: str) -> ControlPoints:
+        """The control path of an inverter: forced by ``controls``, else what its scan published."""
+        if self.config.controls == "der" or (self.config.controls == "auto" and self.views[device].family == "der"):
+            return DER
+        return self.legacy
 
     async def on_batch(self, batch: Batch) -> None:
         good = batch.quality == Quality.GOOD
@@ -158,15 +215,19 @@ class DispatchSolution(Solution):
         view = self.views.get(device)
         if view is None:
             return
-        pts = cfg.plant.points
+        if point.startswith("701."):
+            view.family = "der"  # an IEEE 1547-2018 DER: drive it through 704
+        paths = self.controls_for(device)
+        if point not in (paths.power, paths.status, paths.limit_pct, paths.limit_enable):
+            return
         view.seen = self.context.clock.now()
-        if point == pts.power:
+        if point == paths.power:
             view.power_w = value
-        elif point == pts.status:
-            view.status = int(value)
-        elif point == pts.limit_pct:
+        elif point == paths.status:
+            view.status = ST_FAULT if int(value) == paths.fault else int(value)
+        elif point == paths.limit_pct:
             view.pct = value
-        elif point == pts.limit_enable:
+        elif point == paths.limit_enable:
             view.enabled = value == 1
 
     async def set_limit(self, *, watts: float | None, expires_in: float | None = None, source: str = "api") -> None:
@@ -197,12 +258,15 @@ class DispatchSolution(Solution):
         await self._write_power_factor(None if release else float(pf), f"power factor {pf} from {source}")
 
     async def _write_power_factor(self, pf: float | None, reason: str) -> None:
-        cfg = self.config
+        self._pf_written_at = self.context.clock.now()
 
         async def one(dev: str) -> None:
-            result = await self.context.command(dev, cfg.pf_setpoint, 1.0 if pf is None else pf, reason=reason)
+            paths = self.controls_for(dev)
+            result = await self._fail_safe(dev, paths, reason, pf=True) if pf is not None else None
+            if result is None or result.ok:
+                result = await self.context.command(dev, paths.pf, 1.0 if pf is None else pf, reason=reason)
             if result.ok:
-                result = await self.context.command(dev, cfg.pf_enable, 0 if pf is None else 1, reason=reason)
+                result = await self.context.command(dev, paths.pf_enable, 0 if pf is None else 1, reason=reason)
             if not result.ok:
                 self.command_failures.labels(device=dev).inc()
                 self.log.warning("dispatch: %s", result)
@@ -225,6 +289,8 @@ class DispatchSolution(Solution):
                 self.log.warning("dispatch: power-factor setpoint expired; back to unity")
                 self.power_factor = None
                 await self._write_power_factor(None, "power factor expired")
+            elif self.power_factor is not None and now - self._pf_written_at >= self.config.revert_after / 3:
+                await self._write_power_factor(self.power_factor[0], "power factor renewed (revert timer)")
 
     def available(self, now: float) -> dict[str, float]:
         """Available power per inverter (W); 0 for tripped or silent ones."""
@@ -279,9 +345,10 @@ class DispatchSolution(Solution):
                 reason = f"ramp limit {self.config.ramp_pct_per_min:g} %/min"
             self.effective_w = effective
             allocation = share(effective, avail, self.rating)
+            renew = self.config.revert_after / 3  # well before the inverters' revert timers run out
             changed = {dev: pct for dev, pct in allocation.items()
                        if self.released or abs(pct - self.last_allocation.get(dev, -1.0)) > self.config.deadband_pct
-                       or not self.views[dev].enabled}
+                       or not self.views[dev].enabled or now - self.views[dev].written_at >= renew}
             changed = {dev: pct for dev, pct in changed.items() if now - self.views[dev].seen <= self.config.stale_after}
             if changed:
                 await self._write_all(changed, now, reason, enable=True)
@@ -292,14 +359,35 @@ class DispatchSolution(Solution):
                                          "available_w": {k: round(v) for k, v in avail.items()},
                                          "allocation_pct": allocation, "reason": reason})
 
-    async def _write_all(self, allocation: dict[str, float], now: float, reason: str, enable: bool) -> None:
-        pts = self.config.plant.points
+    async def _fail_safe(self, dev: str, paths: ControlPoints, reason: str, pf: bool = False) -> Any:
+        """Write the revert timer (and, for a limit, the ramp and 704's revert values) before the command."""
+        cfg = self.config
+        seconds = max(1, int(math.ceil(cfg.revert_after)))
+        writes: list[tuple[str, float]] = [(paths.pf_revert_s if pf else paths.limit_revert_s, seconds)]
+        if pf and paths.family == "der":
+            writes.append(("704.PFWInjEnaRvrt", 0))
+        if not pf:
+            if paths.family == "der":
+                writes += [("704.WMaxLimPctRvrt", 100.0), ("704.WMaxLimPctEnaRvrt", 0),
+                           (paths.ramp, round(100.0 / cfg.ramp_time) if cfg.ramp_time else 0)]
+            else:
+                writes.append((paths.ramp, int(round(cfg.ramp_time))))
+        result = None
+        for point, value in writes:
+            result = await self.context.command(dev, point, value, reason=f"{reason} (fail-safe)")
+            if not result.ok:
+                return result
+        return result
 
+    async def _write_all(self, allocation: dict[str, float], now: float, reason: str, enable: bool) -> None:
         async def one(dev: str, pct: float) -> None:
             view = self.views[dev]
-            result = await self.context.command(dev, pts.limit_pct, pct, reason=reason)
+            paths = self.controls_for(dev)
+            result = await self._fail_safe(dev, paths, reason) if enable else None
+            if result is None or result.ok:
+                result = await self.context.command(dev, paths.limit_pct, pct, reason=reason)
             if result.ok and (view.enabled != enable or not enable):
-                result = await self.context.command(dev, pts.limit_enable, 1 if enable else 0, reason=reason)
+                result = await self.context.command(dev, paths.limit_enable, 1 if enable else 0, reason=reason)
                 if result.ok:
                     view.enabled = enable
             if result.ok:

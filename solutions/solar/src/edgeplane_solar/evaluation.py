@@ -18,6 +18,10 @@ def run_onnx(model_file: Path, x: np.ndarray) -> np.ndarray:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    expected = session.get_inputs()[0].shape[1]
+    if x.ndim != 2 or expected != x.shape[1]:
+        raise ValueError(f"{model_file}: the model takes {expected} features, this version of edgeplane-solar builds "
+                         f"{x.shape[1] if x.ndim == 2 else x.shape}; retrain it with 'edgeplane solar train'")
     out = [session.run(["quantiles"], {"features": x[i:i + 8192]})[0] for i in range(0, len(x), 8192)]
     return np.concatenate(out) if out else np.zeros((0, features.HORIZONS, 3), np.float32)
 

@@ -1,11 +1,19 @@
 """Forecast features on the clear-sky index: one function shared by training, backtest and the live solution.
 
-Time runs in 15-minute steps. At an issue time ``t`` the features use only what is known at ``t``:
-power at ``t`` and the 4 steps before (as a clear-sky index and normalised by capacity), the
-last hour's mean and variability of the index, the clear-sky index of measured GHI, the sun's
-position and the time of day and year, and for each horizon ``h`` (1..16 steps: 15 min to 4 h)
-the plant's clear-sky power at ``t + h`` and the smart-persistence forecast for it. The model
-answers, per horizon, P10/P50/P90 of power at ``t + h`` divided by capacity.
+Time runs in 15-minute steps on UTC issue times. Every input is known at the issue time ``t``:
+
+* power: the latest 15-min step that *ended* by ``t`` and the 4 steps before it (a measured
+  interval is known at its end), normalised by capacity and as a clear-sky index against the
+  clear-sky power of the same interval; the last hour's mean and variability of the index;
+* weather: the clear-sky index of the latest irradiance value that had *arrived* by ``t`` (the
+  plant's own sensor or station, live), and its age in hours (a late value says it is late);
+* astronomy, known for any time in advance: the sun's position at ``t``, time of day and year,
+  and for each horizon ``h`` (1..16 steps: 15 min to 4 h) the plant's clear-sky power over the
+  step ending ``t + h`` and the smart-persistence forecast for it.
+
+The model answers, per horizon, P10/P50/P90 of the power over the step ending ``t + h``, divided
+by capacity. A property test (``tests/test_known_at_issue_time.py``) changes values that become
+known after ``t`` and checks that the features and the forecast at ``t`` do not move.
 """
 
 from __future__ import annotations
@@ -22,6 +30,9 @@ LAGS = 5  # power at t, t-15min, ..., t-60min
 QUANTILES = (0.1, 0.5, 0.9)
 K_MAX = 1.5
 LOW_SUN = 0.02  # clear-sky power below this fraction of capacity: the index means nothing
+MAX_WEATHER_AGE_H = 3.0  # weather older than this (or none) is 'unknown': index 1, age 3 h
+WEATHER_INDEX_COLUMN = LAGS * 2 + 2
+WEATHER_AGE_COLUMN = WEATHER_INDEX_COLUMN + 1
 
 
 @dataclass
@@ -43,19 +54,21 @@ def clear_sky_index(power: np.ndarray, clearsky: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(k, nan=np.nan), 0.0, K_MAX)
 
 
-def build(times: pd.DatetimeIndex, power_norm: np.ndarray, clearsky_norm: np.ndarray, cos_zenith: np.ndarray,
-          ghi_index: np.ndarray | None, lon: float) -> FeatureFrame:
-    """Features for every time in a regular 15-min ``times`` (UTC).
+def build(times: pd.DatetimeIndex, power_norm: np.ndarray, power_clearsky: np.ndarray, future_clearsky: np.ndarray,
+          cos_zenith: np.ndarray, weather_index: np.ndarray | None, weather_age_h: np.ndarray | None,
+          lon: float) -> FeatureFrame:
+    """Features for every time of a regular 15-min UTC grid ``times`` (issue times).
 
-    ``power_norm`` and ``clearsky_norm`` are plant power and clear-sky power over capacity, on
-    ``times`` extended by ``HORIZONS`` steps at the end (so clear-sky power at ``t + h`` exists);
-    ``cos_zenith`` and ``ghi_index`` (measured GHI over clear-sky GHI, or None) are on ``times``.
-    NaN power marks a gap.
+    On ``times``: ``power_norm`` (the latest step known at t, over capacity; NaN: a gap),
+    ``power_clearsky`` (clear-sky power of that same step), ``cos_zenith``, ``weather_index`` and
+    ``weather_age_h`` (None or NaN: no weather known). ``future_clearsky`` (n, HORIZONS): clear-sky
+    power of the steps ending t + h. Row i's lags are rows i-1 .. i-4, so a row depends on nothing
+    after its own time.
     """
     n = len(times)
-    p = np.asarray(power_norm, dtype=float)
-    cs = np.asarray(clearsky_norm, dtype=float)
-    k = clear_sky_index(p, cs)
+    p = np.asarray(power_norm, dtype=float)[:n]
+    cs_p = np.asarray(power_clearsky, dtype=float)[:n]
+    k = clear_sky_index(p, cs_p)
 
     def lagged(a: np.ndarray, lag: int) -> np.ndarray:
         out = np.full(n, np.nan)
@@ -69,16 +82,24 @@ def build(times: pd.DatetimeIndex, power_norm: np.ndarray, clearsky_norm: np.nda
         warnings.simplefilter("ignore", RuntimeWarning)
         k_mean = np.nanmean(k_lags, axis=1) if n else np.zeros(0)
         k_std = np.nanstd(k_lags, axis=1) if n else np.zeros(0)
-    future_cs = np.stack([cs[h:h + n] for h in range(1, HORIZONS + 1)], axis=1)
-    k0 = np.nan_to_num(k[:n], nan=1.0)
+    future_cs = np.asarray(future_clearsky, dtype=float).reshape(n, HORIZONS)
+    k0 = np.nan_to_num(k, nan=1.0)
     smart = k0[:, None] * future_cs
-    persistence = np.repeat(np.nan_to_num(p[:n])[:, None], HORIZONS, axis=1)
-    gi = np.full(n, 1.0) if ghi_index is None else np.clip(np.nan_to_num(np.asarray(ghi_index, float), nan=1.0), 0, K_MAX)
+    persistence = np.repeat(np.nan_to_num(p)[:, None], HORIZONS, axis=1)
+    if weather_index is None:
+        wi, age = np.full(n, 1.0), np.full(n, MAX_WEATHER_AGE_H)
+    else:
+        wi_raw = np.asarray(weather_index, float)
+        known = np.isfinite(wi_raw)
+        wi = np.clip(np.where(known, wi_raw, 1.0), 0, K_MAX)
+        age_raw = np.asarray(weather_age_h, float) if weather_age_h is not None else np.zeros(n)
+        age = np.where(known, np.clip(np.nan_to_num(age_raw, nan=MAX_WEATHER_AGE_H), 0, MAX_WEATHER_AGE_H),
+                       MAX_WEATHER_AGE_H)
     solar_hour = (times.hour + times.minute / 60.0 + lon / 15.0).to_numpy() % 24
     doy = times.day_of_year.to_numpy()
     x = np.column_stack([
         np.nan_to_num(p_lags), np.nan_to_num(k_lags, nan=1.0), np.nan_to_num(k_mean, nan=1.0),
-        np.nan_to_num(k_std), gi, np.asarray(cos_zenith, float),
+        np.nan_to_num(k_std), wi, age, np.asarray(cos_zenith, float)[:n],
         np.sin(2 * np.pi * solar_hour / 24), np.cos(2 * np.pi * solar_hour / 24),
         np.sin(2 * np.pi * doy / 365.25), np.cos(2 * np.pi * doy / 365.25),
         future_cs, smart,
@@ -86,11 +107,12 @@ def build(times: pd.DatetimeIndex, power_norm: np.ndarray, clearsky_norm: np.nda
     return FeatureFrame(times, x, persistence, smart, future_cs, valid)
 
 
-N_FEATURES = LAGS * 2 + 2 + 1 + 1 + 4 + 2 * HORIZONS
+N_FEATURES = LAGS * 2 + 2 + 2 + 1 + 4 + 2 * HORIZONS
 
 
 def targets(power_norm: np.ndarray, n: int) -> np.ndarray:
-    """Measured normalised power at ``t + h`` for each issue time: (n, HORIZONS), NaN where unknown."""
+    """Measured normalised power of the steps ending ``t + h`` (``power_norm`` on the grid extended by
+    HORIZONS steps) for each issue time: (n, HORIZONS), NaN where unknown."""
     p = np.asarray(power_norm, dtype=float)
     return np.stack([p[h:h + n] for h in range(1, HORIZONS + 1)], axis=1)
 

@@ -50,7 +50,8 @@ class ForecastSolution(Solution):
         self.model = PlantModel(config.plant)
         self.capacity_w = (config.capacity_kw or config.plant.ac_capacity_w / 1000.0) * 1000.0
         self.power: dict[str, float] = {}
-        self.ghi: float | None = None
+        # the latest irradiance reading and the plant time it was taken at
+        self.irradiance: tuple[float, float] | None = None
         self.plant_now: float | None = None
         self.bucket: int | None = None
         self.samples: list[float] = []
@@ -69,7 +70,7 @@ class ForecastSolution(Solution):
         topics = [f"{dev}/{pts.power}" for dev in self.config.plant.inverters]
         weather = self.config.plant.weather
         if weather is not None:
-            topics += [t for t in (weather.ghi, weather.time) if t]
+            topics += [t for t in (weather.ghi or weather.poa, weather.time) if t]
         return topics
 
     async def on_batch(self, batch: Batch) -> None:
@@ -81,8 +82,10 @@ class ForecastSolution(Solution):
         if weather is not None and batch.topic == weather.time:
             await self._advance(value)
             return
-        if weather is not None and batch.topic == weather.ghi:
-            self.ghi = value
+        if weather is not None and batch.topic == (weather.ghi or weather.poa):
+            # a simulated plant's readings are stamped in host time: take the plant clock then
+            taken = self.plant_now if weather.time and self.plant_now is not None else float(batch.ts[good][-1])
+            self.irradiance = (value, taken)
             return
         device = batch.topic.partition("/")[0]
         self.power[device] = value
@@ -115,21 +118,32 @@ class ForecastSolution(Solution):
             await self.issue_day_ahead(end)
 
     def features_at(self, issue_ts: float) -> tuple[np.ndarray, features.FeatureFrame]:
-        """The feature row for an issue time, from the last steps' plant power."""
+        """The feature row for an issue time, from the last steps' plant power and the latest irradiance reading."""
         n = features.LAGS
         hist = list(self.history)
         values = [math.nan] * (n - len(hist)) + [v for _, v in hist]
         times = pd.date_range(end=pd.Timestamp(issue_ts, unit="s", tz="UTC"), periods=n, freq=features.STEP)
-        extended = pd.date_range(times[0], periods=n + features.HORIZONS, freq=features.STEP)
-        p = np.array(values + [math.nan] * features.HORIZONS) / self.capacity_w
-        cs = self.model.clearsky_ac(extended) / self.capacity_w
+        p = np.array(values) / self.capacity_w
+        # a step is averaged over the 15 min before its end: its clear-sky power is that of its middle
+        cs_steps = self.model.clearsky_ac(pd.date_range(times[0] - features.STEP / 2, periods=n + features.HORIZONS,
+                                                        freq=features.STEP)) / self.capacity_w
+        future_cs = np.stack([cs_steps[i + 1:i + 1 + features.HORIZONS] for i in range(n)])
         solpos = self.model.solar_position(times)
         cos_z = np.cos(np.radians(solpos["zenith"].to_numpy()))
-        ghi_index = None
-        if self.ghi is not None:
-            cs_ghi = float(self.model.location.get_clearsky(times[-1:], solar_position=solpos.iloc[-1:])["ghi"].iloc[0])
-            ghi_index = np.full(n, self.ghi / cs_ghi if cs_ghi > 50 else 1.0)
-        frame = features.build(times, p, cs, cos_z, ghi_index, self.config.plant.location.lon)
+        w_index = w_age = None
+        if self.irradiance is not None:
+            value, taken = self.irradiance
+            at = pd.DatetimeIndex([pd.Timestamp(taken, unit="s", tz="UTC")])
+            weather = self.config.plant.weather
+            if weather is not None and weather.ghi is None:
+                clear = float(self.model.clearsky_poa(at, next(iter(self.config.plant.inverters)))[0])
+            else:
+                clear = float(self.model.location.get_clearsky(at)["ghi"].iloc[0])
+            index = value / clear if clear > 50 else math.nan
+            age_h = (times.as_unit("s").asi8 - taken) / 3600.0
+            w_index = np.where(age_h >= 0, index, math.nan)  # a reading from after a row's time is unknown there
+            w_age = age_h
+        frame = features.build(times, p, cs_steps[:n], future_cs, cos_z, w_index, w_age, self.config.plant.location.lon)
         return frame.x[-1:], frame
 
     async def issue(self, issue_ts: float) -> dict[str, Any]:

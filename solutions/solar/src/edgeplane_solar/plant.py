@@ -156,6 +156,13 @@ class PlantModel:
         poa = self.poa_from_ghi(name, times, irradiance) if ghi_only else np.asarray(irradiance, dtype=float)
         return self.ac_from_poa(name, poa, temp_c, temp_kind)
 
+    def clearsky_poa(self, times: pd.DatetimeIndex, name: str, solpos: pd.DataFrame | None = None) -> np.ndarray:
+        """Clear-sky plane-of-array irradiance (W/m2) of inverter ``name``'s array."""
+        solpos = self.solar_position(times) if solpos is None else solpos
+        cs = self.location.get_clearsky(times, model="ineichen", solar_position=solpos)
+        return self._poa(self.config.inverters[name], cs["ghi"].to_numpy(), cs["dni"].to_numpy(), cs["dhi"].to_numpy(),
+                         solpos)
+
     def clearsky_ac(self, times: pd.DatetimeIndex, name: str | None = None) -> np.ndarray:
         """Clear-sky AC power (W) of one inverter, or of the whole plant when ``name`` is None."""
         solpos = self.solar_position(times)

@@ -1,26 +1,35 @@
 """The reference forecasting site: PVDAQ system 50 (NREL, Golden CO) and where its data lives.
 
-Its orientation is not published with the data; tilt 50 and azimuth 185 are the best fit of
-the clear-sky power shape to the 2011 measurements on clear PSM3 intervals (the coefficient of
-variation of P / POA_clear over a 5-degree grid), and the DC size reproduces the median ratio.
-Only 2011 was used for that fit, as for training.
+Its description (orientation, size, how its files are read) is the plant file
+``plants/system50.yaml``, written by ``edgeplane solar fit`` on 2011 only (the command is in the
+file). Training uses 2011; model selection uses every fourth week of 2011 (:data:`VALIDATION_WEEKS`);
+2012 is only ever reported.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from edgeplane_solar.plant import PlantConfig
-
-SYSTEM_50 = PlantConfig.model_validate({
-    "location": {"lat": 39.7406, "lon": -105.1775, "alt": 1730, "timezone": "America/Denver"},
-    "inverters": {"system50": {"ac_kw": 3.2, "dc_kw": 3.0, "tilt": 50, "azimuth": 185, "dc_losses": 0.08,
-                               "inverter_efficiency": 0.96}},
-})
+from edgeplane_solar import plantfile
 
 TRAIN = ("2011-01-01", "2012-01-01")
 TEST = ("2012-01-01", "2013-01-01")
-MODEL_VERSION = "1"
+MODEL_VERSION = "2"
+#: ISO weeks of the training year held out for model selection: week % 4 == 3
+VALIDATION_WEEKS = (4, 3)
+
+
+def plants() -> Path:
+    return Path(__file__).parent / "plants"
+
+
+def system50_file() -> Path:
+    return plants() / "system50.yaml"
+
+
+def system50() -> plantfile.PlantFile:
+    return plantfile.load(system50_file())
 
 
 def shared_data() -> Path:
@@ -43,3 +52,13 @@ def default_weather() -> Path:
 
 def shipped_models() -> Path:
     return Path(__file__).parent / "models"
+
+
+def load_system50(weather: bool = True) -> tuple[Any, Any]:
+    """System 50's power and weather, read through the time bases its plant file declares."""
+    from edgeplane_solar import dataset
+
+    data = system50().data
+    power = dataset.load_power(default_power(), data.power.column, data.power.time_base(), data.power.unit)
+    met = dataset.load_weather(default_weather(), data.weather.time_base(), data.weather.column) if weather else None
+    return power, met

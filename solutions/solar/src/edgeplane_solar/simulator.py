@@ -99,6 +99,7 @@ class InverterSpec:
     rating_w: float = 10_000.0
     strings: int = 2
     shade: float = 1.0  # fraction of the station's irradiance this array sees
+    family: str | None = None  # SunSpec models served: None (legacy + 704), "legacy" or "der" (701-704)
 
 
 class WeatherStation:
@@ -170,7 +171,7 @@ class PlantSimulator:
         self.inverters = {
             spec.name: SunSpecInverterSimulator(rating_w=spec.rating_w, strings=spec.strings, interval=interval,
                                                 irradiance=self._irradiance_of(spec), clock=self.clock,
-                                                serial=f"SIM-{spec.name}")
+                                                serial=f"SIM-{spec.name}", family=spec.family)
             for spec in inverters}
         self.ports: dict[str, int] = {}
 

@@ -34,10 +34,10 @@ class RampSun(SteadySun):
 
 
 @contextlib.asynccontextmanager
-async def running_plant(n: int = 3, weather: Any = None, start: float = NOON,
-                        speed: float = 1.0) -> AsyncIterator[tuple[PlantSimulator, dict[str, int]]]:
-    """A started PlantSimulator (n inverters of 10 kW, 2 strings) and its ports."""
-    specs = [InverterSpec(f"inv{i + 1}") for i in range(n)]
+async def running_plant(n: int = 3, weather: Any = None, start: float = NOON, speed: float = 1.0,
+                        families: dict[str, str] | None = None) -> AsyncIterator[tuple[PlantSimulator, dict[str, int]]]:
+    """A started PlantSimulator (n inverters of 10 kW, 2 strings; ``families``: name -> SunSpec family) and its ports."""
+    specs = [InverterSpec(f"inv{i + 1}", family=(families or {}).get(f"inv{i + 1}")) for i in range(n)]
     plant = PlantSimulator(specs, clock=PlantClock(start, speed), weather=weather or SteadySun(), interval=0.1)
     ports = await plant.start()
     task = asyncio.get_running_loop().create_task(plant.run_station(0.1))

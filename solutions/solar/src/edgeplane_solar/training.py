@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 
 from edgeplane_solar import features
-from edgeplane_solar.dataset import Prepared
+from edgeplane_solar.dataset import Prepared, Timed, prepare
+
+#: weather latencies mixed into training rows, so the model learns what an old value is worth
+TRAIN_DELAYS = ("0min", "15min", "30min", "1h", "2h")
+#: the settings model selection chooses among (hidden units, epochs)
+CANDIDATES = ((16, 15), (32, 30), (64, 30))
 
 MODEL_NAME = "solar-forecast"
 SMART_COLUMNS = slice(features.N_FEATURES - features.HORIZONS, features.N_FEATURES)
@@ -50,8 +55,92 @@ def _network(mean: np.ndarray, std: np.ndarray, hidden: int) -> Any:
     return QuantileForecaster()
 
 
-def fit(data: Prepared, *, epochs: int = 40, hidden: int = 64, seed: int = 0, log: Any = print) -> Any:
-    """Train on the rows of ``data`` whose inputs are complete; returns the torch module."""
+def mixed_delays(power: Timed, weather: Timed | None, plant: Any, capacity_w: float, start: Any, end: Any,
+                 seed: int = 0) -> Prepared:
+    """Training rows whose weather inputs arrived with a latency drawn from :data:`TRAIN_DELAYS` (one per row)."""
+    import pandas as pd
+
+    base = prepare(power, weather, plant, capacity_w, start, end)
+    if weather is None:
+        return base
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(TRAIN_DELAYS), len(base.frame.times))
+    cols = [features.WEATHER_INDEX_COLUMN, features.WEATHER_AGE_COLUMN]
+    for i, delay in enumerate(TRAIN_DELAYS):
+        if i == 0:
+            continue
+        other = prepare(power, weather, plant, capacity_w, start, end, weather_delay=pd.Timedelta(delay))
+        rows = pick == i
+        base.frame.x[np.ix_(rows, cols)] = other.frame.x[np.ix_(rows, cols)]
+    return base
+
+
+def validation_rows(times: Any, weeks: tuple[int, int]) -> np.ndarray:
+    """Rows whose issue time falls in an ISO week ``w`` with ``w % weeks[0] == weeks[1]``."""
+    return (np.asarray(times.isocalendar().week) % weeks[0]) == weeks[1]
+
+
+def select_and_fit(power: Timed, weather: Timed | None, plant: Any, capacity_w: float, start: Any, end: Any, *,
+                   seed: int = 0, epochs: int | None = None, hidden: int | None = None, log: Any = print,
+                   weeks: tuple[int, int] = (4, 3)) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
+    """Choose (hidden, epochs) on held-out weeks of [start, end), then train the choice on the whole span.
+
+    The score is the mean over horizons of validation nRMSE, averaged over weather on time and
+    an hour late; the rows of a validation week are never trained on while choosing.
+    """
+    import pandas as pd
+
+    from edgeplane_solar import evaluation
+
+    train = mixed_delays(power, weather, plant, capacity_w, start, end, seed)
+    held = validation_rows(train.frame.times, weeks)
+    candidates = [(hidden, epochs)] if hidden and epochs else \
+        [c for c in CANDIDATES if (hidden is None or c[0] == hidden) and (epochs is None or c[1] == epochs)] or \
+        [(hidden or 32, epochs or 30)]
+    report: list[dict[str, Any]] = []
+    if len(candidates) > 1:
+        checks = [prepare(power, weather, plant, capacity_w, start, end, weather_delay=pd.Timedelta(d))
+                  for d in (("0min", "1h") if weather is not None else ("0min",))]
+        labels = [f"{15 * h}min" for h in range(1, features.HORIZONS + 1)]
+        for h_units, n_epochs in candidates:
+            net = fit(train, epochs=n_epochs, hidden=h_units, seed=seed, log=log, rows=~held)
+            scores = []
+            for check in checks:
+                q = _predict(net, check.frame.x)
+                keep = _subset(check, held)
+                results = evaluation.score(keep, q[held], labels)
+                scores.append(float(np.mean([r["nrmse"] for r in results.values()])))
+                skill_1h = results["60min"]["skill_smart_persistence"]
+            entry = {"hidden": h_units, "epochs": n_epochs, "val_nrmse_mean": round(float(np.mean(scores)), 5),
+                     "val_skill_1h_late_weather": round(float(skill_1h), 4)}
+            log(f"candidate {entry}")
+            report.append(entry)
+        best = min(report, key=lambda r: r["val_nrmse_mean"])
+        h_units, n_epochs = best["hidden"], best["epochs"]
+    else:
+        h_units, n_epochs = candidates[0]
+    net = fit(train, epochs=n_epochs, hidden=h_units, seed=seed, log=log)
+    return {"hidden": h_units, "epochs": n_epochs, "validation_weeks": f"ISO week % {weeks[0]} == {weeks[1]}",
+            "train_delays": list(TRAIN_DELAYS)}, net, report
+
+
+def _predict(net: Any, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return net(torch.tensor(x, dtype=torch.float32)).numpy()
+
+
+def _subset(data: Prepared, rows: np.ndarray) -> Prepared:
+    f = data.frame
+    frame = features.FeatureFrame(f.times[rows], f.x[rows], f.persistence[rows], f.smart_persistence[rows],
+                                  f.clearsky[rows], f.valid[rows])
+    return Prepared(frame, data.targets[rows], data.daylight[rows], data.capacity_w)
+
+
+def fit(data: Prepared, *, epochs: int = 30, hidden: int = 32, seed: int = 0, log: Any = print,
+        rows: np.ndarray | None = None) -> Any:
+    """Train on the rows of ``data`` (optionally only ``rows``) whose inputs are complete; returns the torch module."""
     import torch
 
     torch.manual_seed(seed)
@@ -59,7 +148,7 @@ def fit(data: Prepared, *, epochs: int = 40, hidden: int = 64, seed: int = 0, lo
     frame = data.frame
     y = data.targets.copy()
     mask = np.isfinite(y) & data.daylight
-    rows = frame.valid & mask.any(axis=1)
+    rows = frame.valid & mask.any(axis=1) & (True if rows is None else rows)
     x, y, mask = frame.x[rows], np.nan_to_num(y[rows]), mask[rows]
     if len(x) < 100:
         raise ValueError(f"only {len(x)} usable training rows: give a longer period with power data")
