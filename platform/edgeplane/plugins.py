@@ -205,7 +205,8 @@ class Plugins:
         """Load only the plugins a site file names, so a node starts fast and lean.
 
         A plugin's entry-point name is the connector type or the first part of the solution
-        type it provides (``modbus``, ``solar`` for ``solar.forecast``). If a type is still
+        type it provides (``modbus``, ``solar`` for ``solar.forecast``), or the uplink transport
+        it provides (``sparkplug``). If a type is still
         unknown afterwards (a plugin that names its entry point otherwise), every plugin is
         loaded, so that validation can find it or name the broken plugin.
         """
@@ -217,10 +218,13 @@ class Plugins:
             for entry in (data.get("solutions") or {}).values():
                 if isinstance(entry, dict) and isinstance(entry.get("type"), str):
                     wanted.add(entry["type"].split(".")[0])
+            uplink = (data.get("sync") or {}).get("uplink") if isinstance(data.get("sync"), dict) else None
+            if isinstance(uplink, dict) and isinstance(uplink.get("transport"), str) and uplink["transport"] != "mqtt":
+                wanted.add(uplink["transport"])  # the built-in plugin provides mqtt
         env_only = _names_from_env("EDGEPLANE_PLUGINS")
         plugins = cls.load(only=wanted if env_only is None else wanted & env_only)
         registry = plugins.registry
-        types = set(registry.connectors) | {t.split(".")[0] for t in registry.solutions}
+        types = set(registry.connectors) | {t.split(".")[0] for t in registry.solutions} | set(registry.transports)
         if wanted - types:
             plugins = cls.load()
         return plugins

@@ -1,7 +1,8 @@
 """The Sparkplug B uplink against an independent host application (pysparkplug) on real Mosquitto.
 
-The host application runs in its own virtual environment (``.venv/peers/sparkplug``, made by
-scripts/setup.sh: pysparkplug needs paho-mqtt 1.x) and decodes every message with its own schema.
+The host application (:mod:`edgeplane_sparkplug.testing`) runs in its own virtual environment
+(``.venv/peers/sparkplug``, made by scripts/setup.sh: pysparkplug needs paho-mqtt 1.x) and decodes
+every message with its own schema.
 """
 
 from __future__ import annotations
@@ -9,63 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import edgeplane_sparkplug
 from edgeplane_sparkplug import plugin as sparkplug_plugin
+from edgeplane_sparkplug.testing import PeerHost, by_name
 from edgeplane.errors import SiteError
-
-REPO = Path(__file__).resolve().parents[3]
-PEER_PYTHON = REPO / ".venv" / "peers" / "sparkplug" / "bin" / "python"
-HOST_SCRIPT = Path(__file__).with_name("peer_host.py")
-
-
-class PeerHost:
-    """The pysparkplug host application as a subprocess: JSON lines out, commands in."""
-
-    def __init__(self, proc: asyncio.subprocess.Process):
-        self.proc = proc
-        self.seen: list[dict[str, Any]] = []
-
-    @classmethod
-    async def start(cls, broker: Any, host_id: str) -> PeerHost:
-        if not PEER_PYTHON.exists():
-            raise RuntimeError(f"{PEER_PYTHON} is missing: run scripts/setup.sh (it installs pysparkplug there)")
-        proc = await asyncio.create_subprocess_exec(str(PEER_PYTHON), str(HOST_SCRIPT), broker.host, str(broker.port),
-                                                    host_id, stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE)
-        peer = cls(proc)
-        await peer.wait(lambda m: m["type"] == "connected")
-        return peer
-
-    async def wait(self, predicate: Any, timeout: float = 20.0) -> dict[str, Any]:
-        for message in self.seen:
-            if predicate(message) and not message.get("_taken"):
-                message["_taken"] = True
-                return message
-        async with asyncio.timeout(timeout):
-            while True:
-                line = await self.proc.stdout.readline()
-                if not line:
-                    raise AssertionError(f"the peer host ended; it saw {self.seen[-5:]}")
-                message = json.loads(line)
-                self.seen.append(message)
-                if predicate(message):
-                    message["_taken"] = True
-                    return message
-
-    async def send(self, **command: Any) -> None:
-        self.proc.stdin.write((json.dumps(command) + "\n").encode())
-        await self.proc.stdin.drain()
-        await self.wait(lambda m: m["type"] == "done" and m["op"] == command["op"])
-
-    async def close(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-        await self.proc.wait()
 
 
 def _site(broker: Any, **uplink: Any) -> dict[str, Any]:
@@ -82,10 +34,6 @@ def _site(broker: Any, **uplink: Any) -> dict[str, Any]:
                  "policy": [{"topics": "inv1/temp", "mode": "exception", "deadband": 0.5},
                             {"topics": "inv1/#", "mode": "raw"}]},
     }
-
-
-def _by_name(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {m["name"]: m for m in message["metrics"]}
 
 
 async def test_edge_node_session_against_an_independent_host(edgeplane_host, mqtt_broker):
@@ -107,11 +55,11 @@ async def test_edge_node_session_against_an_independent_host(edgeplane_host, mqt
             await peer.send(op="state", online=True)
             nbirth = await peer.wait(lambda m: m["type"] == "NBIRTH")
             assert nbirth["node"] == "plant-7" and nbirth["seq"] == 0
-            node_metrics = _by_name(nbirth)
+            node_metrics = by_name(nbirth)
             assert node_metrics["Node Control/Rebirth"]["datatype"] == "BOOLEAN"
             bdseq = node_metrics["bdSeq"]["value"]
             dbirth = await peer.wait(lambda m: m["type"] == "DBIRTH" and m["device"] == "inv1")
-            born = _by_name(dbirth)
+            born = by_name(dbirth)
             assert born["W"]["datatype"] == "DOUBLE" and born["temp"]["datatype"] == "FLOAT"
             assert born["WMaxLimPct"]["datatype"] == "FLOAT"
             assert born["W"]["properties"]["engUnit"] == "W"
@@ -131,20 +79,20 @@ async def test_edge_node_session_against_an_independent_host(edgeplane_host, mqt
             # live data after the link came up is not historical; a change inside the deadband is not sent
             await inv.set("temp", 40.3)
             await inv.set("temp", 42.0)
-            live = await peer.wait(lambda m: m["type"] == "DDATA" and "temp" in _by_name(m))
-            assert _by_name(live)["temp"]["value"] == pytest.approx(42.0) and not _by_name(live)["temp"]["is_historical"]
+            live = await peer.wait(lambda m: m["type"] == "DDATA" and "temp" in by_name(m))
+            assert by_name(live)["temp"]["value"] == pytest.approx(42.0) and not by_name(live)["temp"]["is_historical"]
 
             # rebirth on request
             await peer.send(op="rebirth", group="solar", node="plant-7")
             again = await peer.wait(lambda m: m["type"] == "NBIRTH")
-            assert again["seq"] == 0 and _by_name(again)["bdSeq"]["value"] == bdseq
+            assert again["seq"] == 0 and by_name(again)["bdSeq"]["value"] == bdseq
             await peer.wait(lambda m: m["type"] == "DBIRTH")
 
             # a write in limits goes through the guard to the device and comes back as data
             await peer.send(op="dcmd", group="solar", node="plant-7", device="inv1", name="WMaxLimPct",
                             datatype="FLOAT", value=50.0)
             result = await peer.wait(lambda m: m["type"] == "NDATA")
-            outcome = json.loads(_by_name(result)["Node Control/Command Result"]["value"])
+            outcome = json.loads(by_name(result)["Node Control/Command Result"]["value"])
             assert outcome["status"] == "ok" and outcome["point"] == "WMaxLimPct"
             assert inv.writes[-1] == ("WMaxLimPct", 50.0)
 
@@ -157,7 +105,7 @@ async def test_edge_node_session_against_an_independent_host(edgeplane_host, mqt
                 await peer.send(op="dcmd", group="solar", node="plant-7", device=device, name=name,
                                 datatype=datatype, value=value)
                 result = await peer.wait(lambda m: m["type"] == "NDATA")
-                outcome = json.loads(_by_name(result)["Node Control/Command Result"]["value"])
+                outcome = json.loads(by_name(result)["Node Control/Command Result"]["value"])
                 assert outcome["status"] == "rejected" and reason in outcome["message"], outcome
             assert len(inv.writes) == 1
             audit = await host.store.audit(limit=10)
@@ -168,7 +116,7 @@ async def test_edge_node_session_against_an_independent_host(edgeplane_host, mqt
             tail = [m["seq"] for m in peer.seen[last_birth:] if m["type"] in ("NBIRTH", "DBIRTH", "NDATA", "DDATA")]
             assert tail == list(range(len(tail))) and len(seqs) > len(tail)
         death = await peer.wait(lambda m: m["type"] == "NDEATH")
-        assert _by_name(death)["bdSeq"]["value"] == bdseq
+        assert by_name(death)["bdSeq"]["value"] == bdseq
     finally:
         await peer.close()
 
