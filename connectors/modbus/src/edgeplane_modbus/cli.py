@@ -1,8 +1,11 @@
 """``edgeplane modbus ...``: commissioning and simulation commands.
 
-* ``edgeplane modbus scan HOST[:PORT] [--unit U]``: the SunSpec models a device holds (or, with
-  ``--range START:COUNT``, a raw register dump);
-* ``edgeplane modbus read HOST[:PORT] ADDRESS [--count N] [--type float32] [--table input]``;
+* ``edgeplane modbus scan HOST[:PORT] [--unit U]``: the SunSpec device's common model (manufacturer,
+  model, serial number, version) and the models it holds (or, with ``--range START:COUNT``, a raw
+  register dump);
+* ``edgeplane modbus read HOST[:PORT] 701.W 1.Mn ...``: SunSpec points by model and point name,
+  scaled by their scale factors, with units; or ``read HOST[:PORT] ADDRESS [--count N] [--type
+  float32] [--table input]`` for raw registers;
 * ``edgeplane modbus simulate sunspec --port P``: a SunSpec inverter on this machine.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -37,6 +41,11 @@ async def _with_link(target: str, timeout: float, body):
         return await body(link)
     finally:
         link.close()
+
+
+#: the common model's (1) points that identify a device, and their labels
+COMMON_FIELDS = {"Mn": "manufacturer", "Md": "model", "SN": "serial", "Vr": "version", "Opt": "options",
+                 "DA": "device_address"}
 
 
 @click.group()
@@ -69,8 +78,17 @@ def scan(target: str, unit: int, base: int | None, span: str | None, table: str,
                 regs += await read(first + len(regs), min(125, n - len(regs)))
             return {"registers": {first + i: r for i, r in enumerate(regs)}}
         found_base, models = await sunspec.discover(read, base)
-        return {"base": found_base, "models": [{"id": m.id, "name": m.name, "address": m.address, "length": m.length,
-                                                 "points": len(m.points)} for m in models]}
+        devices = []
+        for common in (m for m in models if m.id == 1):
+            fields = {}
+            for key, label in COMMON_FIELDS.items():
+                point = next((p for p in common.points if p.name.endswith(f".{key}")), None)
+                if point is not None:
+                    fields[label] = sunspec.decode_value(await read(point.address, point.size), point.type)
+            devices.append(fields)
+        return {"base": found_base, "devices": devices,
+                "models": [{"id": m.id, "name": m.name, "address": m.address, "length": m.length,
+                            "points": len(m.points)} for m in models]}
 
     try:
         result = asyncio.run(_with_link(target, timeout, body))
@@ -84,6 +102,8 @@ def scan(target: str, unit: int, base: int | None, span: str | None, table: str,
             click.echo(f"{address:>6}  {value:>5}  0x{value:04x}")
     else:
         click.echo(f"SunSpec at {result['base']}:")
+        for fields in result["devices"]:
+            click.echo("  " + "  ".join(f"{label} {fields.get(label) or '-'}" for label in COMMON_FIELDS.values()))
         for m in result["models"]:
             click.echo(f"  model {m['id']:>4}  {m['name']:<28} address {m['address']:>5}  length {m['length']:>4}  "
                        f"{m['points']} points")
@@ -91,19 +111,74 @@ def scan(target: str, unit: int, base: int | None, span: str | None, table: str,
 
 @modbus.command()
 @click.argument("target")
-@click.argument("address", type=int)
+@click.argument("what", nargs=-1, required=True)
 @click.option("--count", default=None, type=int, help="Registers to read (default: what --type needs).")
 @click.option("--type", "type_", default="uint16", show_default=True,
               type=click.Choice(["uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64",
                                  "string", "bool"]))
 @click.option("--table", type=click.Choice(["holding", "input", "coil", "discrete"]), default="holding", show_default=True)
 @click.option("--unit", default=1, show_default=True)
+@click.option("--base", type=int, default=None, help="SunSpec base address (default: try 40000, 0, 50000).")
 @click.option("--word-order", type=click.Choice(["big", "little"]), default="big", show_default=True)
 @click.option("--byte-order", type=click.Choice(["big", "little"]), default="big", show_default=True)
 @click.option("--timeout", default=2.0, show_default=True)
-def read(target: str, address: int, count: int | None, type_: str, table: str, unit: int, word_order: str,
-         byte_order: str, timeout: float) -> None:
-    """Read one value (or --count registers of --type) at ADDRESS from TARGET."""
+@click.option("--json", "as_json", is_flag=True, help="SunSpec points: print one JSON object.")
+def read(target: str, what: tuple[str, ...], count: int | None, type_: str, table: str, unit: int, base: int | None,
+         word_order: str, byte_order: str, timeout: float, as_json: bool) -> None:
+    """Read SunSpec points (``701.W 1.Mn 704.PFWInj.PF``, scaled) or one raw ADDRESS from TARGET."""
+    if all(w.isdigit() for w in what):
+        if len(what) != 1:
+            raise click.BadParameter("give one register address, or SunSpec point names such as 701.W 1.Mn",
+                                     param_hint="WHAT")
+        _read_raw(target, int(what[0]), count, type_, table, unit, word_order, byte_order, timeout)
+        return
+    if any(w.isdigit() or "." not in w for w in what):
+        raise click.BadParameter(f"{', '.join(w for w in what if w.isdigit() or '.' not in w)}: SunSpec points are "
+                                 "<model>.<point>, e.g. 701.W or 1.Mn (or give one register address alone)",
+                                 param_hint="WHAT")
+    timing = Timing(timeout, 1, 0.0)
+
+    async def body(link: ModbusLink) -> dict[str, Any]:
+        async def reg(address: int, n: int) -> list[int]:
+            return (await link.request(timing, "read_holding_registers", address, count=n, device_id=unit)).registers
+
+        _, models = await sunspec.discover(reg, base)
+        points = {p.name: p for m in models for p in m.points}
+        out: dict[str, Any] = {}
+        for name in what:
+            point = points.get(name)
+            if point is None:
+                close = difflib.get_close_matches(name, list(points), n=3)
+                have = ", ".join(str(m.id) for m in models)
+                raise click.UsageError(f"no SunSpec point {name!r} on this device (models {have})"
+                                       + (f"; did you mean {', '.join(close)}?" if close else "")
+                                       + "; 'edgeplane modbus scan' lists the models")
+            raw = sunspec.decode_value(await reg(point.address, point.size), point.type)
+            exponent = point.sf if isinstance(point.sf, int) else None
+            if isinstance(point.sf, str) and point.sf in points:
+                sf = points[point.sf]
+                exponent = sunspec.decode_value(await reg(sf.address, sf.size), sf.type)
+            value = raw
+            if raw is not None and exponent and not isinstance(raw, str):
+                value = round(raw * 10.0**exponent, max(0, -exponent))
+            out[name] = {"value": value, "raw": raw, "units": point.units, "sf": exponent}
+        return out
+
+    try:
+        values = asyncio.run(_with_link(target, timeout, body))
+    except (ModbusError, sunspec.SunSpecError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(values))
+        return
+    for name, v in values.items():
+        shown = "not implemented" if v["value"] is None else f"{v['value']}{' ' + v['units'] if v['units'] else ''}"
+        click.echo(f"{name} = {shown}")
+
+
+def _read_raw(target: str, address: int, count: int | None, type_: str, table: str, unit: int, word_order: str,
+              byte_order: str, timeout: float) -> None:
     timing = Timing(timeout, 1, 0.0)
     if table in ("coil", "discrete"):
         type_ = "bool"
@@ -151,16 +226,22 @@ def simulate() -> None:
 @click.option("--trip-after", default=None, type=float, help="Trip offline after this many seconds.")
 @click.option("--lose-string", default=None, type=int, help="Start with this string (1-based) lost.")
 @click.option("--clip", default=None, type=float, help="Cap AC output at this many W.")
+@click.option("--family", type=click.Choice(["default", "legacy", "der"]), default="default", show_default=True,
+              help="Models served: legacy (1, 103, 120, 123, 160), der (IEEE 1547-2018: 1, 701, 702, 704, 160), "
+                   "default (legacy and 704).")
 def simulate_sunspec(port: int, host: str, unit: int, rating: float, strings: int, irradiance: float,
                      series: Path | None, step: float, trip_after: float | None, lose_string: int | None,
-                     clip: float | None) -> None:
-    """A SunSpec inverter (models 1, 103, 120, 123, 160) following irradiance; Ctrl-C stops it."""
-    from edgeplane_modbus.simulator import SunSpecInverterSimulator
+                     clip: float | None, family: str) -> None:
+    """A SunSpec inverter following irradiance; Ctrl-C stops it. Limits revert on their own timers."""
+    from edgeplane_modbus.simulator import FAMILIES, SunSpecInverterSimulator
 
     source: Any = irradiance
     if series is not None:
         source = _read_series(series)
-    sim = SunSpecInverterSimulator(rating_w=rating, strings=strings, irradiance=source, unit=unit, interval=step)
+    chosen = None if family == "default" else family
+    sim = SunSpecInverterSimulator(rating_w=rating, strings=strings, irradiance=source, unit=unit, interval=step,
+                                   family=chosen)
+    models = ", ".join(map(str, FAMILIES[chosen]))
     if lose_string:
         sim.lose_string(lose_string)
     if clip:
@@ -168,8 +249,7 @@ def simulate_sunspec(port: int, host: str, unit: int, rating: float, strings: in
 
     async def main() -> None:
         bound = await sim.start(host, port)
-        click.echo(f"SunSpec inverter simulator on tcp://{host}:{bound} unit {unit} (models 1, 103, 120, 123, 160)",
-                   err=True)
+        click.echo(f"SunSpec inverter simulator on tcp://{host}:{bound} unit {unit} (models {models})", err=True)
         try:
             if trip_after is not None:
                 await asyncio.sleep(trip_after)
