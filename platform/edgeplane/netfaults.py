@@ -238,6 +238,7 @@ class FaultProxy:
 
     async def _deliver(self, queue: asyncio.Queue[tuple[float, bytes] | None], writer: asyncio.StreamWriter,
                        direction: str) -> None:
+        free_at = 0.0  # when the capped link has sent what it was given (a sleep that overshoots is made up)
         while (item := await queue.get()) is not None:
             due, data = item
             wait = due - time.monotonic()
@@ -248,7 +249,9 @@ class FaultProxy:
                 self.stats.swallowed += len(data)
                 continue
             if self.bandwidth:
-                await asyncio.sleep(len(data) / self.bandwidth)
+                free_at = max(free_at, time.monotonic() - 0.05) + len(data) / self.bandwidth
+                if (wait := free_at - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
             writer.write(data)
             await writer.drain()
             if direction == "up":
