@@ -22,10 +22,14 @@ def _wait(driver, timeout: float = 20):
     return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
 
 
-def _shot(driver, name: str) -> None:
+def _shot(driver, name: str, whole: bool = False) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        if whole:  # the whole page, up to a height a README can show
+            height = min(driver.execute_script("return document.documentElement.scrollHeight"), 1600)
+            driver.set_window_size(1400, height + 140)
         driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
+        driver.set_window_size(1400, 1000)
 
 
 def _login(driver, base_url: str, user: tuple[str, str]) -> None:
@@ -87,7 +91,7 @@ def test_overview_shows_every_part(browser, solar_site, operator):
     _wait(browser, 20).until(lambda d: "ago" in d.find_element(By.ID, "ov-sync").text)
     sync = browser.find_element(By.ID, "ov-sync").text
     assert "up" in sync and "backlog" in sync and "high " in sync
-    _shot(browser, "overview")
+    _shot(browser, "overview", whole=True)
 
 
 def test_a_live_value_changes_on_the_page(browser, solar_site, operator):

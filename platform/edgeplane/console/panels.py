@@ -18,7 +18,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol
 
-__all__ = ["Band", "Panel", "PanelData", "Plot", "Series", "Stats", "Table", "Widget", "jsonable"]
+__all__ = ["Band", "Panel", "PanelData", "Plot", "Series", "Stats", "Table", "Widget", "json_safe", "jsonable"]
 
 
 @dataclass(frozen=True)
@@ -96,16 +96,17 @@ class Panel:
 
 def jsonable(widget: Widget) -> dict[str, Any]:
     """A widget as JSON-ready data: NaN and infinities become null (JSON has neither)."""
-    return _clean(asdict(widget))
+    return json_safe(asdict(widget))
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None and numpy scalars as Python ones, for JSON."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item"):
-        return _clean(value.item())
+        return json_safe(value.item())
     return value

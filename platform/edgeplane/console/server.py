@@ -24,7 +24,7 @@ from edgeplane.console import commissioning
 from edgeplane.console.auth import Authenticator, LoginThrottle, Session, SessionStore, same_token
 from edgeplane.console.live import LiveData
 from edgeplane.console.overview import devices, overview
-from edgeplane.console.panels import jsonable
+from edgeplane.console.panels import json_safe, jsonable
 from edgeplane.console.settings import ConsoleConfig, is_loopback
 
 if TYPE_CHECKING:
@@ -60,9 +60,8 @@ def _dumps(value: Any) -> str:
 def _json(value: Any, status: int = 200) -> web.Response:
     try:
         return web.json_response(value, status=status, dumps=_dumps)
-    except ValueError:  # NaN somewhere in a solution's state: JSON has none
-        return web.json_response(json.loads(json.dumps(value, default=str).replace("NaN", "null")
-                                            .replace("-Infinity", "null").replace("Infinity", "null")), status=status)
+    except ValueError:  # NaN somewhere in a solution's state or an event: JSON has none
+        return web.json_response(json_safe(value), status=status, dumps=_dumps)
 
 
 class Console:
