@@ -266,15 +266,19 @@ class Host:
         site = parse_site(document, self.registry, source="desired config from the cloud", base_dir=self.site.base_dir)
         await self.reload(site)
 
-    async def _apply_model(self, *, name: str, version: str, path: Any, sha256: str) -> None:
-        """A model version from the cloud: added to the registry, then verified, warmed and swapped in."""
+    async def _apply_model(self, *, name: str, version: str, path: Any, sha256: str,
+                           manifest: dict[str, Any] | None = None) -> None:
+        """A model version from the cloud: added to the registry (with the signed manifest it came
+        with, if any, so that a site requiring signed models can accept it), then verified, warmed
+        and swapped in."""
         if self.inference is None:
             raise LifecycleError(f"model {name} {version} arrived, but this site has no inference section to serve it")
-        from edgeplane.inference.manifest import Provenance
+        from edgeplane.inference.manifest import ModelManifest, Provenance
 
         provenance = Provenance(source=f"cloud downlink (sha256 {sha256})")
+        given = ModelManifest.model_validate(manifest) if manifest is not None else None
         await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self.inference.registry.add(path, name, version, provenance, replace=True)
+            None, lambda: self.inference.registry.add(path, name, version, provenance, replace=True, manifest=given)
         )
         await self.inference.swap(name, version)
 

@@ -147,8 +147,13 @@ class ModelRegistry:
         *,
         sign_key: Any = None,
         replace: bool = False,
+        manifest: ModelManifest | None = None,
     ) -> ModelManifest:
-        """Copy an ONNX file into the writable root with a new manifest (signed if ``sign_key``)."""
+        """Copy an ONNX file into the writable root with a new manifest (signed if ``sign_key``).
+
+        ``manifest``: keep this one (and its signature) instead, e.g. the signed manifest a model
+        from the fleet travels with; it must describe exactly this file (name, version, sha256,
+        size, inputs and outputs), else :class:`ManifestError`."""
         source = Path(source)
         if not source.is_file():
             raise ManifestError(f"{source} is not a file: give the path of an .onnx model")
@@ -156,7 +161,14 @@ class ModelRegistry:
             inputs, outputs = read_onnx_signature(source)
         except Exception as e:  # noqa: BLE001 - onnx raises many kinds for a bad file
             raise ManifestError(f"{source} is not a readable ONNX model: {type(e).__name__}: {e}") from None
-        manifest = ModelManifest(
+        if manifest is not None:
+            actual = {"name": name, "version": version, "sha256": file_sha256(source), "size": source.stat().st_size,
+                      "inputs": inputs, "outputs": outputs}
+            wrong = [k for k, v in actual.items() if getattr(manifest, k) != v]
+            if wrong:
+                raise ManifestError(f"the manifest that came with model {name} {version} does not describe its file "
+                                    f"({', '.join(wrong)} differ): refused; publish the model with its own manifest")
+        manifest = manifest or ModelManifest(
             name=name,
             version=version,
             sha256=file_sha256(source),

@@ -470,7 +470,9 @@ class Downlink:
             path = self.store_dir / "models" / name / version / filename
             _write_atomic(path, data, 0o644)
             if self.apply_model is not None:
-                await self.apply_model(name=name, version=version, path=path, sha256=digest)
+                # the model's own manifest (signed by the model key) when the fleet sent one
+                extra = {"manifest": body["manifest"]} if isinstance(body.get("manifest"), dict) else {}
+                await self.apply_model(name=name, version=version, path=path, sha256=digest, **extra)
         except Exception as e:  # noqa: BLE001 - the inference service's verify/warm-up errors are reported too
             state.update(status="failed", error=_bounded(f"{type(e).__name__}: {e}"), applied=previous.get("applied"))
             self.twin["models"][name if _PLAIN_NAME.match(name) else "?"] = state
