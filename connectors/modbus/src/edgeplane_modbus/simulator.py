@@ -15,7 +15,8 @@ time), obeys ``123.WMaxLimPct`` when ``123.WMaxLim_Ena`` is 1 and ``704.WMaxLimP
 It fails safe as a real inverter does: a limit enabled with a revert timer
 (``123.WMaxLimPct_RvrtTms``, ``704.WMaxLimPctRvrtTms``; power factor: ``123.OutPFSet_RvrtTms``,
 ``704.PFWInjRvrtTms``) reverts on the inverter's own clock when no write renews it in time (123:
-the limit is disabled; 704: the ``*Rvrt`` values are applied), logged in :attr:`reverts`. A new
+the limit is disabled; 704: the ``*Rvrt`` values are applied), logged in :attr:`reverts` with the
+time on ``timer_clock`` (real time by default, also when ``clock`` runs a plant faster). A new
 limit is approached over ``123.WMaxLimPct_RmpTms`` seconds, or at ``704.WRmp`` % of rating per
 second. Failures can be injected::
 
@@ -61,10 +62,15 @@ class SunSpecInverterSimulator:
 
     def __init__(self, *, rating_w: float = 10_000.0, strings: int = 2, irradiance: IrradianceSource = 800.0,
                  unit: int = 1, base: int = 40000, interval: float | None = 1.0, serial: str = "SIM0001",
-                 clock: Callable[[], float] = time.time, ambient_c: float = 20.0, family: str | None = None):
+                 clock: Callable[[], float] = time.time, ambient_c: float = 20.0, family: str | None = None,
+                 timer_clock: Callable[[], float] = time.monotonic):
         if family not in FAMILIES:
             raise ValueError(f"family {family!r}: use one of {', '.join(map(repr, FAMILIES))}")
         self.family = family
+        # revert timers and ramps run on the firmware's own (real-time) clock, also when ``clock`` runs a
+        # simulated plant faster than real time
+        self.timer_clock = timer_clock
+        self._last_timer: float | None = None
         self.rating_w = float(rating_w)
         self.strings = strings
         self.irradiance_source = irradiance
@@ -186,12 +192,13 @@ class SunSpecInverterSimulator:
         self.irradiance = max(0.0, self._next_irradiance(now))
         per_string = self.rating_w * 1.1 * self.irradiance / 1000.0 / self.strings  # DC array oversized 10 %
         dc = [0.0 if (n in self.lost_strings or self.tripped) else per_string for n in range(1, self.strings + 1)]
-        self._check_reverts(now)
+        tick = self.timer_clock()
+        self._check_reverts(tick)
         limit = self.rating_w
         target = self._limit_setpoint()
         limiting = target is not None
         if target is not None or self._effective_pct is not None:
-            self._effective_pct = self._ramped(100.0 if target is None else target, now)
+            self._effective_pct = self._ramped(100.0 if target is None else target, tick)
             if self._effective_pct >= 100.0 and target is None:
                 self._effective_pct = None
             else:
@@ -247,9 +254,10 @@ class SunSpecInverterSimulator:
         self._put("701.Alrm", 1 if self.tripped else 0)
         self._put("701.ThrotPct", int(round(100 * ac / self.rating_w)) if state == ST_THROTTLED else 0)
         remaining = self._deadline.get("704.limit")
-        self._put("704.WMaxLimPctRvrtRem", max(0, int(math.ceil(remaining - now))) if remaining else 0)
+        self._put("704.WMaxLimPctRvrtRem", max(0, int(math.ceil(remaining - tick))) if remaining else 0)
         remaining = self._deadline.get("704.pf")
-        self._put("704.PFWInjRvrtRem", max(0, int(math.ceil(remaining - now))) if remaining else 0)
+        self._put("704.PFWInjRvrtRem", max(0, int(math.ceil(remaining - tick))) if remaining else 0)
+        self._last_timer = tick
         for n, power in enumerate(dc, start=1):
             self._put(f"160.module.{n}.DCW", int(round(power)))
             self._put(f"160.module.{n}.DCV", int(round(dc_v * 10)) if power else 0)
@@ -266,7 +274,7 @@ class SunSpecInverterSimulator:
     def _ramped(self, target: float, now: float) -> float:
         """Move the limit in force towards ``target`` at the ramp the controls ask for."""
         current = 100.0 if self._effective_pct is None else self._effective_pct
-        dt = 0.0 if self._last_update is None else max(0.0, now - self._last_update)
+        dt = 0.0 if self._last_timer is None else max(0.0, now - self._last_timer)
         ramp_s = self.get("123.WMaxLimPct_RmpTms") or 0
         rate = self.get("704.WRmp") or 0  # % of rating per second
         if ramp_s > 0:
@@ -373,7 +381,7 @@ class SunSpecInverterSimulator:
         written = {self.writable[address + k] for k in range(len(values))}
         for name in sorted(written):
             self.writes.append((name, self.get(name)))
-        self._arm(written, self.clock())
+        self._arm(written, self.timer_clock())
         self.update(self.clock()) if self.interval is not None else None
         registers[offset:offset + len(self.image)] = self.image
         return None
