@@ -57,7 +57,9 @@ Fleets: the same uplink to a broker cluster
 ===========================================
 
 Sites do not change: they publish to ``<prefix>/<site>/up/...`` on whatever broker their
-``sync.uplink.url`` names. Two ways to scale the cloud side:
+``sync.uplink.url`` names. The scale-out back end that runs and is tested is edgeplane-cloud's
+(``platform/cloud/README.md``): a NATS JetStream cluster whose MQTT listener the sites publish
+to, ingest workers on one durable pull consumer, PostgreSQL. Two more ways with other brokers:
 
 * **Mosquitto bridges**: each regional broker (or the one on a site gateway) bridges the trees
   to the central cluster, QoS 1, with a persistent bridge session so a cut bridge queues::
