@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CwruRecord", "load_cwru", "load_cmapss", "load_ims", "ImsRun", "shared_data", "CWRU_FS"]
+__all__ = ["CwruRecord", "load_cwru", "load_cmapss", "load_ims", "ImsRun", "bearing_of", "shared_data", "CWRU_FS"]
 
 CWRU_FS = 12_000.0
 NORMAL_FS = 48_000.0
@@ -88,7 +88,14 @@ def load_cmapss(path: Path) -> np.ndarray:
 
 
 _BEARING_COLUMN = re.compile(r"^\s*bearing[\s_-]*(?P<number>\d+)(?P<channel>.*)$", re.IGNORECASE)
-_IMS_TIME_FORMATS = ("%Y.%m.%d.%H.%M.%S",)  # the IMS archive's own file names; ISO 8601 is tried first
+_IMS_TIME_FORMATS = ("%Y.%m.%d.%H.%M.%S",)
+
+
+def bearing_of(name: str) -> tuple[str, str] | None:
+    """("Bearing 3", "C1") for a column or name such as "Bearing 3 C1" ("bearing_3", "Bearing 3" alike;
+    the channel part may be empty); None when it names no bearing."""
+    m = _BEARING_COLUMN.match(name)
+    return (f"Bearing {int(m['number'])}", m["channel"].strip()) if m else None  # the IMS archive's own file names; ISO 8601 is tried first
 
 
 @dataclass
@@ -153,11 +160,11 @@ def load_ims(path: Path) -> ImsRun:
                          f"channel named 'Bearing <n>' or 'Bearing <n> <channel>' (e.g. 'Bearing 3 C1')")
     bearings = []
     for name in header[1:]:
-        m = _BEARING_COLUMN.match(name)
-        if not m:
+        parsed = bearing_of(name)
+        if parsed is None:
             raise ValueError(f"{path}: unknown column layout: column {name!r} does not name a bearing; expected a time "
                              f"column, then columns 'Bearing <n>' or 'Bearing <n> <channel>' (e.g. 'Bearing 3 C1'): rename it")
-        bearings.append(f"Bearing {int(m['number'])}")
+        bearings.append(parsed[0])
     ts, values = [], []
     for i, r in enumerate(rows[1:], start=2):
         if len(r) != len(header):

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeplane_pdm.datasets import ImsRun
+from edgeplane_pdm.datasets import ImsRun, bearing_of
 from edgeplane_pdm.quality import trend_faults
 
 __all__ = ["OnsetRules", "BearingAlerts", "detect_onset", "evaluate_run", "match_bearings"]
@@ -97,7 +97,7 @@ def _hourly(hours: np.ndarray, x: np.ndarray, start: float, end: float) -> np.nd
     return np.array([np.median(values[bins == b]) for b in np.unique(bins)])
 
 
-def _episodes(hours: np.ndarray, flags: np.ndarray) -> list[tuple[int, int]]:
+def _episodes(flags: np.ndarray) -> list[tuple[int, int]]:
     """(first, last) sample indices of each run of True in ``flags``."""
     out, i = [], 0
     while i < len(flags):
@@ -131,7 +131,7 @@ def detect_onset(run: ImsRun, rules: OnsetRules = OnsetRules()) -> list[BearingA
         healthy = float(np.median(v[clean])) if clean.any() else None
         reasons = trend_faults(v, healthy)
         bad = reasons != ""
-        for i, j in _episodes(hours, bad):
+        for i, j in _episodes(bad):
             kinds = [r for r in reasons[i:j + 1] if r]
             reason = max(set(kinds), key=kinds.count)
             # one missing cell is a glitch; an episode is an alert when it lasts a few samples
@@ -211,16 +211,14 @@ def match_bearings(run: ImsRun, failed: list[str]) -> list[str]:
     """The bearings named by ``failed`` ("Bearing 3" matches its channels "Bearing 3 C1", "Bearing 3 C2").
 
     Raises ValueError naming what the file has when a name matches nothing."""
-    from edgeplane_pdm.datasets import _BEARING_COLUMN
-
     known = list(dict.fromkeys(run.bearings))
     out = []
     for name in failed:
-        m = _BEARING_COLUMN.match(name.strip())
-        bearing = f"Bearing {int(m['number'])}" if m else None
+        parsed = bearing_of(name.strip())
+        bearing = parsed[0] if parsed else None
         if bearing not in known:
             raise ValueError(f"--failed {name.strip()!r} matches no bearing of {run.path}: it has {', '.join(known)}")
-        if m and m["channel"].strip():
+        if parsed and parsed[1]:
             raise ValueError(f"--failed {name.strip()!r}: name the bearing ({bearing}), not one of its channels; "
                              f"a bearing name matches all of its channels")
         out.append(bearing)
