@@ -197,3 +197,20 @@ async def test_a_sensor_fault_raises_data_quality_never_degradation(edgeplane_ho
         await wait_for(lambda: solution.machines["m1"].windows == 8, timeout=30)
         assert solution.machines["m1"].alert.raised == 0  # no degradation alert, and the faulty windows fed nothing
         assert solution.machines["m1"].windows == 5 + 3
+
+
+async def test_break_in_windows_never_enter_the_baseline(edgeplane_host, plugins):
+    async with edgeplane_host(site(commissioning=3, break_in=2), plugins=plugins) as host:
+        solution = host.solution("pdm")
+        t0 = 1_700_000_000.0
+        # running in: twice the level; then three settled windows
+        levels = [2.0, 2.0, 1.0, 1.0, 1.0]
+        for i, level in enumerate(levels):
+            x = level * synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None, seed=40 + i)
+            await host.bus.publish(Batch.of("sensor/vib", t0 + i + np.arange(4096) / FS, x))
+            await wait_for(lambda n=i + 1: solution.machines["m1"].windows == n, timeout=30)
+            if i < 4:
+                assert not solution.status()["m1"]["commissioned"]
+        await wait_for(lambda: solution.status()["m1"]["commissioned"], timeout=30)
+        settled = np.log10(np.sqrt(np.mean(synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None, seed=44) ** 2)))
+        assert abs(float(solution.machines["m1"].baseline.center[0]) - settled) < 0.05  # log10 RMS of the settled level

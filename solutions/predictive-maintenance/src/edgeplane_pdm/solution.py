@@ -132,6 +132,8 @@ class PdmConfig(SolutionConfig):
     rul: RulConfig | None = Field(None, description="remaining useful life of assets with multivariate sensor histories")
     window: int = Field(4096, ge=256, le=1 << 20, description="samples per feature window")
     commissioning: int = Field(20, ge=3, description="windows that form each machine's healthy baseline")
+    break_in: int = Field(0, ge=0, description="windows skipped before commissioning starts: a new or re-greased bearing "
+                                              "runs in, and a baseline taken then would hide a later rise")
     alert: AlertConfig = Field(default_factory=AlertConfig)
     fault_model: str | None = Field("pdm-faults", description="classifier model name; null: off")
     anomaly_model: str = "pdm-anomaly"
@@ -340,6 +342,9 @@ class PdmSolution(Solution):
                               "probability": round(float(np.max(probs)), 3) if probs is not None else None}
         temp, slope = self._temperature_trend(state, ts)
         if state.baseline is None:
+            if state.windows <= self.config.break_in:
+                await self._publish(machine, ts, feats, None, slope)
+                return
             state.baseline_rows.append(vector)
             if len(state.baseline_rows) >= self.config.commissioning:
                 state.baseline = Baseline.fit(np.array(state.baseline_rows), floor=_SCALE_FLOOR)
