@@ -92,6 +92,8 @@ async def test_undecodable_and_wrong_type_input_goes_to_dead_letters_and_ingest_
     assert any("larger than" in r or "limit" in r or "cap" in r or "exceeds" in r for r in reasons), reasons
     assert query(dsn, "SELECT dead FROM sites WHERE site = 'bad-1'")[0][0] == len(hostile)
     assert worker.stats.dead == len(hostile)
+    assert worker.metrics.value("edgeplane_dropped_total", part="ingest", reason="dead_letter") == len(hostile)
+    assert worker.metrics.value("edgeplane_cloud_ingest_records_total", outcome="stored") == 1
 
     # status and the fleet view survive the wrong-type twin
     fl = Fleet(dsn)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from edgeplane.metrics import Metrics
 from edgeplane.sync.codec import EnvelopeError, decode_block, decode_envelope
 
 from edgeplane_cloud.broker import INGEST_CONSUMER, UPLINK_STREAM, StreamSettings, ensure_stream
@@ -137,6 +138,13 @@ class IngestWorker:
         self.stream = stream or StreamSettings(prefix=prefix)
         self.name = name or f"ingest-{os.getpid()}"
         self.stats = IngestStats()
+        self.metrics = Metrics()
+        self._m_messages = self.metrics.counter("edgeplane_cloud_ingest_messages_total", "Uplink messages taken from the stream")
+        self._m_records = self.metrics.counter("edgeplane_cloud_ingest_records_total",
+                                               "Uplink records by outcome (stored, duplicate)", ["outcome"])
+        self._m_readings = self.metrics.counter("edgeplane_cloud_ingest_readings_total", "Readings stored")
+        self._m_db_errors = self.metrics.counter("edgeplane_cloud_ingest_database_errors_total",
+                                                 "Batches returned to the stream because the database was unavailable")
         self._stop = asyncio.Event()
         self._store: PgStore | None = None
 
@@ -231,6 +239,7 @@ class IngestWorker:
                 result = await asyncio.to_thread(self._write, [(m.subject, m.data) for m in msgs])
             except psycopg.OperationalError as e:
                 self.stats.database_errors += 1
+                self._m_db_errors.inc()
                 log.warning("%s: database unavailable (%s); batch of %d returned, retry in %.1f s", self.name, e,
                             len(msgs), backoff)
                 await asyncio.to_thread(self._drop_store)
@@ -260,6 +269,12 @@ class IngestWorker:
             s.duplicates += result.duplicates
             s.dead += result.dead
             s.readings += result.readings
+            self._m_messages.inc(len(msgs))
+            self._m_records.labels("stored").inc(result.stored)
+            self._m_records.labels("duplicate").inc(result.duplicates)
+            self._m_readings.inc(result.readings)
+            if result.dead:
+                self.metrics.dropped.labels("ingest", "dead_letter").inc(result.dead)
         await nc.close()
         await asyncio.to_thread(self._drop_store)
 
@@ -274,16 +289,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=3, help="replicas of the uplink stream")
     parser.add_argument("--ack-wait", type=float, default=30.0, help="seconds before a dead worker's batch is redelivered")
     parser.add_argument("--max-ack-pending", type=int, default=2048, help="messages in flight across all workers")
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     args = parser.parse_args(argv)
-    run_worker(args.nats, args.dsn, batch=args.batch, prefix=args.prefix,
+    run_worker(args.nats, args.dsn, batch=args.batch, prefix=args.prefix, metrics_port=args.metrics_port,
                stream=StreamSettings(prefix=args.prefix, replicas=args.replicas, ack_wait_s=args.ack_wait,
                                      max_ack_pending=args.max_ack_pending))
     return 0
 
 
-def run_worker(nats_urls: list[str], dsn: str, **kwargs: Any) -> IngestStats:
+def run_worker(nats_urls: list[str], dsn: str, *, metrics_port: int | None = None, **kwargs: Any) -> IngestStats:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     worker = IngestWorker(nats_urls, dsn, **kwargs)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, registry=worker.metrics.registry)
 
     async def go() -> None:
         loop = asyncio.get_running_loop()
