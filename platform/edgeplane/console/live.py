@@ -19,6 +19,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from edgeplane.bus import Batch, Overflow, topic_matches
 
 if TYPE_CHECKING:
@@ -32,6 +34,31 @@ __all__ = ["LiveData"]
 _matches = functools.lru_cache(maxsize=4096)(topic_matches)
 _MAX_STREAMS = 64  # open pages; more are refused (503) rather than slowing the host
 _EVENTS_KEPT = 500
+
+
+_MAX_HISTORY_TOPICS = 10_000  # beyond this many numeric topics, new ones get no plot (counted)
+
+
+class _Ring:
+    """The last ``size`` (ts, value) samples of one topic in two fixed arrays: 16 bytes a sample."""
+
+    __slots__ = ("ts", "values", "count", "next")
+
+    def __init__(self, size: int):
+        self.ts = np.empty(size)
+        self.values = np.empty(size)
+        self.count = 0
+        self.next = 0
+
+    def append(self, ts: float, value: float) -> None:
+        self.ts[self.next] = ts
+        self.values[self.next] = value
+        self.next = (self.next + 1) % len(self.ts)
+        self.count = min(self.count + 1, len(self.ts))
+
+    def items(self) -> list[tuple[float, float]]:
+        order = np.roll(np.arange(len(self.ts)), -self.next)[-self.count:] if self.count else []
+        return list(zip(self.ts[order].tolist(), self.values[order].tolist()))
 
 
 def _number(value: Any) -> float | None:
@@ -60,7 +87,7 @@ class LiveData:
         self.host = host
         self.interval = interval
         self.history_points = history_points
-        self._history: dict[str, deque[tuple[float, float]]] = {}
+        self._history: dict[str, _Ring] = {}
         self._events: deque[dict[str, Any]] = deque(maxlen=_EVENTS_KEPT)
         self._seen_ts: dict[str, float] = {}
         self._streams: set[asyncio.Queue[bytes]] = set()
@@ -97,7 +124,8 @@ class LiveData:
     # -- what panels and pages read ----------------------------------------------------------
 
     def history(self, topic: str) -> list[tuple[float, float]]:
-        return list(self._history.get(topic, ()))
+        ring = self._history.get(topic)
+        return ring.items() if ring is not None else []
 
     def latest(self, topic: str) -> tuple[float, Any, int] | None:
         found = self.host.bus.latest(topic)
@@ -157,10 +185,13 @@ class LiveData:
             changed[topic] = [ts, _show(value), int(quality)]
             number = _number(value)
             if number is not None:
-                series = self._history.get(topic)
-                if series is None:
-                    series = self._history[topic] = deque(maxlen=keep)
-                series.append((ts, number))
+                ring = self._history.get(topic)
+                if ring is None:
+                    if len(self._history) >= _MAX_HISTORY_TOPICS:
+                        self.host.metrics.dropped.labels(part="console", reason="history_topics").inc()
+                        continue
+                    ring = self._history[topic] = _Ring(keep)
+                ring.append(ts, number)
         sync = self.host.sync
         if sync is not None and sync.envelopes_sent != self._acked:
             self._acked = sync.envelopes_sent
