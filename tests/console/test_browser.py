@@ -138,6 +138,7 @@ def test_a_viewers_write_is_refused(browser, solar_site, viewer):
     _login(browser, solar_site.base_url, viewer)
     _tab(browser, "devices")
     _wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-topic='plant/limit_pct'] button.write"))
+    assert browser.find_element(By.ID, "viewer-note").is_displayed()
     text = _write(browser, "plant/limit_pct", "50")
     assert "refused" in text and "viewer" in text, text
     # nothing reached the guarded path: no audit row carries the viewer (the dispatch solution's own

@@ -87,6 +87,7 @@ async function start() {
   state.me = r.data;
   $("login").hidden = true; $("tabs").hidden = false; $("logout").hidden = false;
   $("who").textContent = state.me.user + " (" + state.me.role + ")";
+  $("viewer-note").hidden = state.me.role !== "viewer";
   $("site-name").textContent = state.me.site;
   document.title = state.me.site + " · edgeplane console";
   if (state.me.timezone) state.tz = state.me.timezone;
