@@ -271,3 +271,13 @@ def test_hash_password_command():
     short = subprocess.run([sys.executable, "-m", "edgeplane.console", "hash-password"], input="short\n",
                            capture_output=True, text=True, timeout=30)
     assert short.returncode == 2 and "at least 8" in short.stderr
+
+
+async def test_without_a_console_section_the_port_serves_only_metrics_and_health(tmp_path):
+    site = {"site": {"id": "no-console"}, "devices": {"plant": {"connector": "memory", "points": POINTS}}}
+    async with run_host(site, store_dir=tmp_path, http_port=0) as host:
+        base = f"http://127.0.0.1:{host.http_address[1]}"
+        async with aiohttp.ClientSession() as s:
+            for path, status in (("/console/", 404), ("/console/api/login", 404), ("/healthz", 200), ("/metrics", 200)):
+                async with s.get(base + path) as r:
+                    assert r.status == status, path
