@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+
 from edgeplane.metrics import Metrics
-from edgeplane.sync.codec import EnvelopeError, decode_block, decode_envelope
+from edgeplane.sync.codec import decode_block, decode_envelope
 
 from edgeplane_cloud.broker import INGEST_CONSUMER, UPLINK_STREAM, StreamSettings, ensure_stream
-from edgeplane_cloud.pgstore import DeadLetter, PgStore, RecordRow, SiteCounts, finite_floats, json_text
+from edgeplane_cloud.pgstore import DeadLetter, PgStore, RecordRow, SiteCounts, json_text
 
 __all__ = ["IngestStats", "IngestWorker", "decode_uplink", "main"]
 
@@ -58,7 +60,10 @@ def _record_row(site: str, r: Any) -> RecordRow:
     block = decode_block(r.block)
     created = _created(r.created, what)
     if block["kind"] == "raw":
-        ts = finite_floats(block["ts"].tolist(), f"{what} timestamps")
+        ts_array = block["ts"]
+        if not np.isfinite(ts_array).all():
+            raise ValueError(f"{what} timestamps: not every timestamp is a finite number")
+        ts = ts_array.tolist()
         values = block["values"]
         quality = [int(q) for q in block["quality"].tolist()]
         if len(ts) != r.count or len(values) != r.count or len(quality) != r.count:
@@ -74,8 +79,9 @@ def _record_row(site: str, r: Any) -> RecordRow:
                          json_text({"values": values}))
     if block["kind"] == "aggregate":
         stats = {name: col.tolist() for name, col in block["stats"].items()}
-        return RecordRow(site, r.stream, r.seq, created, "aggregate", r.priority, r.count,
-                         finite_floats(block["ts"].tolist(), f"{what} window starts"), None, None,
+        if not np.isfinite(block["ts"]).all():
+            raise ValueError(f"{what} window starts: not every start is a finite number")
+        return RecordRow(site, r.stream, r.seq, created, "aggregate", r.priority, r.count, block["ts"].tolist(), None, None,
                          json_text({"window": block["window"], "stats": stats}))
     events = block["events"]
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
@@ -109,7 +115,7 @@ def decode_uplink(subject: str, payload: bytes, counts: dict[str, SiteCounts], p
             c.reported = json_text(state)
             return [], None
         raise ValueError(f"unknown uplink channel {parts[3]!r} (data or state)")
-    except (EnvelopeError, ValueError, TypeError, KeyError, OverflowError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever decoding raises, it is this message's fault: dead letter
         c.dead += 1
         return [], DeadLetter(subject, site, f"{type(e).__name__}: {e}"[:1000], payload)
 
@@ -187,7 +193,8 @@ class IngestWorker:
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as e:
-                site = subject.split(".")[1] if subject.count(".") >= 1 else None
+                parts = subject.split(".")
+                site = parts[1] if len(parts) > 1 and valid_site_id(parts[1]) else None
                 counts = {site: SiteCounts(dead=1)} if site else {}
                 result = self._store.write([], [DeadLetter(subject, site, f"database refused: {e}"[:1000], payload)], counts)
             if total is None:

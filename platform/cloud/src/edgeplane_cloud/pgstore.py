@@ -214,16 +214,6 @@ def _as_is(text: str) -> str:
     return text
 
 
-def finite_floats(values: Any, what: str) -> list[float]:
-    """``values`` as a list of floats; ValueError naming ``what`` when one is not a number."""
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{what}: {type(v).__name__} value {str(v)[:40]!r} where a number belongs")
-        out.append(float(v))
-    return out
-
-
 def json_text(value: Any) -> str:
     """JSON for a jsonb column; NaN/inf (which JSON has not) become null."""
     def clean(v: Any) -> Any:

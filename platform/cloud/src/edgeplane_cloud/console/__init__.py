@@ -45,7 +45,10 @@ class ConsoleServer:
         self.broker = broker
         self.signing_key = signing_key
         self.prefix = prefix
-        self._local = threading.local()
+        # one connection for the page's requests, used by one request at a time (psycopg
+        # connections are not for concurrent use); each running rollout has its own
+        self._fleet_obj: Any = None
+        self._fleet_lock = threading.Lock()
         self._publisher: Any = None
         self._publish_lock = threading.Lock()
         self._rollouts: list[threading.Thread] = []
@@ -78,6 +81,8 @@ class ConsoleServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        with self._fleet_lock:
+            self._drop_fleet()
         for t in self._rollouts:
             t.join(5)
         if self._publisher is not None:
@@ -88,11 +93,17 @@ class ConsoleServer:
     def _fleet(self) -> Any:
         from edgeplane_cloud.fleet import Fleet
 
-        fleet = getattr(self._local, "fleet", None)
-        if fleet is None or fleet.conn.closed:
-            fleet = self._local.fleet = Fleet(self.dsn, signing_key=self.signing_key, publish=self._publish,
-                                              prefix=self.prefix)
-        return fleet
+        if self._fleet_obj is None or self._fleet_obj.conn.closed:
+            self._fleet_obj = Fleet(self.dsn, signing_key=self.signing_key, publish=self._publish, prefix=self.prefix)
+        return self._fleet_obj
+
+    def _drop_fleet(self) -> None:
+        if self._fleet_obj is not None:
+            try:
+                self._fleet_obj.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+            self._fleet_obj = None
 
     def _publish(self, messages: list[tuple[str, bytes, bool]]) -> None:
         from edgeplane_cloud.broker import MqttPublisher
@@ -122,6 +133,10 @@ class ConsoleServer:
     # -- routes ----------------------------------------------------------------------------------
 
     def _get(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._fleet_lock:
+            self._get_locked(handler)
+
+    def _get_locked(self, handler: BaseHTTPRequestHandler) -> None:
         url = urlsplit(handler.path)
         args = {k: v[0] for k, v in parse_qs(url.query).items()}
         try:
@@ -146,10 +161,14 @@ class ConsoleServer:
             return self._json(handler, 404, {"error": f"no such page {url.path}"})
         except Exception as e:  # noqa: BLE001 - one failing request must not take the console down
             log.exception("console: GET %s failed", url.path)
-            self._local.fleet = None
+            self._drop_fleet()
             return self._json(handler, 500, {"error": f"{type(e).__name__}: {e}"})
 
     def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._fleet_lock:
+            self._post_locked(handler)
+
+    def _post_locked(self, handler: BaseHTTPRequestHandler) -> None:
         from edgeplane_cloud.fleet import FleetError
 
         url = urlsplit(handler.path)
@@ -178,7 +197,7 @@ class ConsoleServer:
             return self._json(handler, 400, {"error": str(e)})
         except Exception as e:  # noqa: BLE001
             log.exception("console: POST %s failed", url.path)
-            self._local.fleet = None
+            self._drop_fleet()
             return self._json(handler, 500, {"error": f"{type(e).__name__}: {e}"})
 
     def _start_rollout(self, fleet: Any, doc: dict[str, Any]) -> int:
