@@ -69,10 +69,14 @@ def edgeplane_register_solutions(register: Callable[[str, type[Solution]], None]
 
 @hookspec
 def edgeplane_register_transports(register: Callable[[str, type[Any]], None]) -> None:
-    """Register uplink transports for the sync layer: ``register(scheme, TransportClass)``.
+    """Register uplink transports for the sync layer: ``register(name, TransportClass)``.
 
-    Called when the registry is built. ``scheme`` is the URL scheme a site's
-    ``sync.uplink.transport`` selects (e.g. ``"mqtt"``). Returns nothing.
+    Called when the registry is built. ``name`` is what a site's ``sync.uplink.transport``
+    selects (``"mqtt"``, the default, is built in; ``"sparkplug"``, ``"thingsboard"``). The class
+    subclasses :class:`edgeplane.sync.Transport` and declares ``Config``, a subclass of
+    :class:`edgeplane.sync.UplinkConfig` that ``sync.uplink`` is validated by when it is chosen.
+    A transport that sends its own format sets ``native_envelope = False`` and implements
+    ``send_records``; the outbox in front of it is the same for every transport. Returns nothing.
     """
 
 

@@ -308,6 +308,18 @@ class Plugins:
                     raise RegistrationError(
                         f"plugin {plugin!r}: {cls.__name__}.Config must subclass edgeplane.{config_base.__name__}"
                     )
+            if kind == "transports":
+                from edgeplane.sync.settings import UplinkConfig
+                from edgeplane.sync.transport import Transport
+
+                # a subclass of Transport, or a class with its methods (the sync service's needs)
+                needed = ("connect", "publish", "subscribe", "close")
+                if not isinstance(cls, type) or not (issubclass(cls, Transport) or all(hasattr(cls, m) for m in needed)):
+                    raise RegistrationError(f"plugin {plugin!r}: transport {name!r} must subclass edgeplane.sync.Transport")
+                config_model = getattr(cls, "Config", UplinkConfig)
+                if not (isinstance(config_model, type) and issubclass(config_model, UplinkConfig)):
+                    raise RegistrationError(
+                        f"plugin {plugin!r}: {cls.__name__}.Config must subclass edgeplane.sync.UplinkConfig")
             registry._add(kind, name, cls, plugin)
             note(name)
 

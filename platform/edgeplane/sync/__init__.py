@@ -3,7 +3,10 @@
 How it fits
 ===========
 
-``bus -> policy (raw | aggregate | events) -> Outbox (SQLite WAL) -> transport (MQTT QoS 1) -> broker``
+``bus -> policy (raw | aggregate | events | exception) -> Outbox (SQLite WAL) -> transport (MQTT QoS 1) -> broker``
+
+The transport is a plugin (``sync.uplink.transport``): the native envelope over MQTT by default,
+or a foreign format behind the same outbox (``edgeplane-sparkplug``, ``edgeplane-thingsboard``).
 
 * A reading is stored (fsynced with ``durability: power``) before it counts as taken, and deleted
   only after the broker's PUBACK. The sync subscription on the bus uses the ``block`` overflow
@@ -99,16 +102,19 @@ __all__ = [
     "Outbox",
     "OutboxItem",
     "PolicyRule",
+    "Reading",
     "Record",
     "SyncConfig",
     "SyncService",
     "Transport",
     "TrustConfig",
     "UplinkConfig",
+    "UplinkSite",
     "decode_envelope",
     "deep_merge",
     "encode_envelope",
     "generate_keypair",
+    "record_readings",
     "sign",
     "verify",
     "with_last_good",
@@ -133,6 +139,9 @@ _LAZY = {
     "verify": "edgeplane.sync.signing",
     "MqttTransport": "edgeplane.sync.transport",
     "Transport": "edgeplane.sync.transport",
+    "Reading": "edgeplane.sync.transport",
+    "UplinkSite": "edgeplane.sync.transport",
+    "record_readings": "edgeplane.sync.transport",
 }
 
 
