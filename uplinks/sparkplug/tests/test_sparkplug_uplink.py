@@ -88,6 +88,16 @@ async def test_edge_node_session_against_an_independent_host(edgeplane_host, mqt
             assert again["seq"] == 0 and by_name(again)["bdSeq"]["value"] == bdseq
             await peer.wait(lambda m: m["type"] == "DBIRTH")
 
+            # static metadata read at run time: only what changed goes up, as Properties/<key> in DDATA
+            transport = host.sync.transport
+            await transport.set_attributes("inv1", {"model": "SE10K", "firmware": "4.14.0"})
+            changed = await peer.wait(lambda m: m["type"] == "DDATA" and "Properties/firmware" in by_name(m))
+            assert list(by_name(changed)) == ["Properties/firmware"]
+            assert by_name(changed)["Properties/firmware"]["value"] == "4.14.0"
+            sent = transport.bytes_sent
+            await transport.set_attributes("inv1", {"firmware": "4.14.0"})
+            assert transport.bytes_sent == sent
+
             # a write in limits goes through the guard to the device and comes back as data
             await peer.send(op="dcmd", group="solar", node="plant-7", device="inv1", name="WMaxLimPct",
                             datatype="FLOAT", value=50.0)
