@@ -74,6 +74,8 @@ def _shuffle(column: np.ndarray) -> bytes:
 
 
 def _unshuffle(raw: bytes, n: int) -> np.ndarray:
+    if n == 1:  # one value: the shuffle is the identity (the common case of a live, per-poll record)
+        return np.frombuffer(raw, dtype="<f8").copy()
     return np.frombuffer(raw, dtype=np.uint8).reshape(8, n).T.copy().view("<f8").reshape(n)
 
 
