@@ -43,11 +43,18 @@ async def test_forecasts_with_the_shipped_model_through_the_inference_service(ed
 
 
 async def test_without_inference_the_baselines_still_come(edgeplane_host, tmy):
+    """Also: inv3 is an IEEE 1547-2018 DER inverter (701-704), whose AC power is 701.W, not 103.W."""
     start = pd.Timestamp("2021-06-10 09:00", tz=TMY_LOCATION["timezone"]).timestamp()
-    async with running_plant(weather=tmy, start=start, speed=900) as (plant, ports):
-        async with edgeplane_host(plant_site(ports, poll="200ms"), plugins=PLUGINS) as host:
+    async with running_plant(weather=tmy, start=start, speed=900, families={"inv3": "der"}) as (plant, ports):
+        site = plant_site(ports, poll="200ms")
+        site["devices"]["inv3"]["sunspec"]["models"] = [1, 701, 702, 704, 160]
+        del site["solutions"]["diagnosis"]
+        async with edgeplane_host(site, plugins=PLUGINS) as host:
             forecast = host.solution("forecast")
             await wait_for(lambda: forecast.issued >= 2, timeout=30)
+            # five whole steps of all three inverters' power: complete inputs (never, without inv3's 701.W)
+            await wait_for(lambda: forecast.latest["complete_inputs"], timeout=30)
+            assert set(forecast.power) == {"inv1", "inv2", "inv3"}
             assert forecast.latest["model"] is None
             assert all("p50_w" not in h and "smart_persistence_w" in h for h in forecast.latest["horizons"])
 

@@ -68,6 +68,8 @@ class ForecastSolution(Solution):
     def subscriptions(self) -> list[str]:
         pts = self.config.plant.points
         topics = [f"{dev}/{pts.power}" for dev in self.config.plant.inverters]
+        if pts.power == "103.W":  # an IEEE 1547-2018 DER inverter reports its AC power in 701 instead
+            topics += [f"{dev}/701.W" for dev in self.config.plant.inverters]
         weather = self.config.plant.weather
         if weather is not None:
             topics += [t for t in (weather.ghi or weather.poa, weather.time) if t]
