@@ -6,10 +6,13 @@ connector, waits until it accepts TCP connections on its ``ready`` address, supe
 any other part (restart with backoff when it exits), logs its output, and stops it after the
 connectors (SIGTERM to its process group, SIGKILL after ``stop_timeout``).
 
-No simulator outlives its host: each runs in its own process group (so a stop reaches its
-children too) with a parent-death signal (Linux ``PR_SET_PDEATHSIG``: SIGTERM if the host dies,
-even by SIGKILL), and :func:`kill_all` (also run at interpreter exit) kills every group still
-running, for a host that must exit at once (a second Ctrl-C)::
+No simulator outlives its host. Each runs under a small guard process, in a process group of its
+own (so a stop reaches its children too). The guard holds a parent-death signal (Linux
+``PR_SET_PDEATHSIG``): when the host dies, even by SIGKILL, the guard terminates the whole group,
+and kills it after 5 s if something ignores SIGTERM. The guard is needed because the kernel
+clears a parent-death signal in a program that changes its user, as Mosquitto does when it drops
+root. :func:`kill_all` (also run at interpreter exit) kills every group still running, for a host
+that must exit at once (a second Ctrl-C)::
 
     simulators:
       inv1:
@@ -25,9 +28,8 @@ import asyncio
 import atexit
 import collections
 import contextlib
-import ctypes
-import functools
 import os
+import shutil
 import signal
 import sys
 from urllib.parse import urlsplit
@@ -37,31 +39,34 @@ from edgeplane.config import SimulatorConfig
 
 __all__ = ["SimulatorConfig", "SimulatorProcess", "kill_all"]
 
-_PR_SET_PDEATHSIG = 1
 _running_groups: set[int] = set()  # process groups of simulators started and not yet reaped
 
 
-def _libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
+# Runs with ``python -I -c`` (no site packages, nothing of edgeplane): argv is the host's pid,
+# then the simulator's command. It is the group leader; the simulator runs as its child.
+_GUARD = r"""
+import ctypes, os, signal, subprocess, sys
+host, argv = int(sys.argv[1]), sys.argv[2:]
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG: told when the host dies
+except (OSError, AttributeError):
+    pass
+if os.getppid() != host:
+    sys.exit(1)  # the host died before the line above: nothing would ever tell us
+def stop(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        return ctypes.CDLL(None, use_errno=True)
+        os.killpg(0, signal.SIGTERM)
     except OSError:
-        return None
-
-
-_LIBC = _libc()
-
-
-def _die_with(host_pid: int) -> None:
-    """Runs in the child between fork and exec: die with the host, whatever kills it."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    # the host may have died between fork and prctl: then nothing would ever signal us
-    if os.getppid() != host_pid:
-        os._exit(1)
-
-
+        pass
+    if os.getppid() != host:  # the host is gone: nobody else will escalate
+        signal.signal(signal.SIGALRM, lambda *a: os.killpg(0, signal.SIGKILL))
+        signal.alarm(5)
+signal.signal(signal.SIGTERM, stop)
+child = subprocess.Popen(argv)
+code = child.wait()
+sys.exit(code if code >= 0 else 128 - code)
+"""
 def kill_all(sig: int = signal.SIGKILL) -> int:
     """Signal every simulator process group still running (for an immediate exit); returns how many."""
     count = 0
@@ -94,11 +99,17 @@ class SimulatorProcess(_Supervised):
     async def start(self) -> None:
         argv = self.argv()
         cwd = self.context.site_dir / self.config.cwd if self.config.cwd else self.context.site_dir
+        env = {**os.environ, **self.config.env}
+        # found here, not by the guard: a wrong command is a clear error, not an early exit
+        program = shutil.which(argv[0], path=env.get("PATH")) if os.sep not in argv[0] else argv[0]
+        if program is None or not os.access(cwd / program if not os.path.isabs(program) else program, os.X_OK):
+            raise RuntimeError(f"simulator {self.name!r} cannot start {argv[0]!r}: not found or not executable; "
+                               f"check 'command:'")
         try:
             self.process = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=cwd,
-                env={**os.environ, **self.config.env}, start_new_session=True,  # its own group: stop reaches children
-                preexec_fn=functools.partial(_die_with, os.getpid()),
+                sys.executable, "-I", "-c", _GUARD, str(os.getpid()), *argv, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, cwd=cwd, env=env,
+                start_new_session=True,  # its own group: stop reaches children
             )
         except OSError as e:
             raise RuntimeError(f"simulator {self.name!r} cannot start {argv[0]!r}: {e.strerror}; check 'command:'") from None
