@@ -825,7 +825,18 @@ def parse_site(data: Any, registry: Registry, *, source: str | None = None, base
                              "use a profile made for this connector")
                 continue
             points.update({k: dict(v or {}) for k, v in profile.points.items()})
-        for point_name, spec in (entry.get("points") or {}).items():
+        own_points = entry.get("points") or {}
+        if not isinstance(own_points, dict):
+            problems.add(loc + ("points",), f"'points' must be a mapping of point names to settings, got "
+                         f"{type(own_points).__name__}", "write e.g. 'points: {power: {type: float32}}'")
+            continue
+        bad = [name for name, spec in own_points.items() if spec is not None and not isinstance(spec, dict)]
+        for point_name in bad:
+            problems.add(loc + ("points", point_name), f"point {str(point_name)[:60]!r} must be a mapping of settings, "
+                         f"got {type(own_points[point_name]).__name__}", "write e.g. '{type: float32, unit: W}'")
+        if bad:
+            continue
+        for point_name, spec in own_points.items():
             # a device's own entry for a point refines the profile's (e.g. a different scale)
             points[point_name] = {**points.get(point_name, {}), **(spec or {})}
         entry["points"] = points

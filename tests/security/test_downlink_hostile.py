@@ -86,6 +86,7 @@ async def test_a_flood_is_bounded_and_every_drop_counted(keys, tmp_path: Path):
 MALFORMED = {
     "a list payload": [1, 2, 3],
     "a string payload": "config please",
+    "no expiry key": {"id": "a", "site": "plant-1", "kind": "config", "revision": 1, "issued": 0, "body": {"overlay": {}}},
     "no id": {"site": "plant-1", "kind": "config", "revision": 1, "issued": 0, "expires": None, "body": {"overlay": {}}},
     "a string expiry": {"id": "a", "site": "plant-1", "kind": "config", "revision": 1, "issued": 0, "expires": "soon",
                         "body": {"overlay": {}}},

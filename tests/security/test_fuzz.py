@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 _spec = importlib.util.spec_from_file_location("fuzz_targets", Path(__file__).with_name("fuzz_targets.py"))
@@ -94,6 +94,8 @@ def test_downlink_verifier_on_arbitrary_and_damaged_messages(data: bytes):
                                                  "data": json_values, "sha256": json_values, "device": json_values,
                                                  "point": json_values, "value": json_values}) | json_values,
 }) | json_values)
+# found by benchmarks/fuzz_atheris.py: a payload without 'expires' raised KeyError past the shape check
+@example({"id": "a", "site": "plant-1", "kind": "config", "revision": 1, "issued": 0, "body": {"overlay": {}}})
 def test_downlink_handles_any_signed_payload(payload):
     targets.signed_downlink(json.dumps(payload).encode())
 
@@ -110,6 +112,9 @@ yaml_fragments = st.lists(st.sampled_from([
 
 @FUZZ
 @given(yaml_fragments | st.text(max_size=300))
+# found by benchmarks/fuzz_atheris.py: a point given as a list raised TypeError in validation
+@example("site: {id: s1}\ndevices:\n  m: {connector: memory, points: {x: [m/x], high: 1}}\n")
+@example("site: {id: s1}\ndevices:\n  m: {connector: memory, points: [x]}\n")
 def test_site_file_loader_on_arbitrary_text(text: str):
     targets.site_file(text.encode("utf-8", "surrogatepass"))
 

@@ -123,7 +123,7 @@ def _shape_problem(message: Any) -> str | None:
         problems.append(f"'revision' must be an integer from 0 to {MAX_REVISION}")
     if not _number(message.get("issued")):
         problems.append("'issued' must be a finite number (seconds since the epoch)")
-    if message.get("expires") is not None and not _number(message["expires"]):
+    if "expires" not in message or (message["expires"] is not None and not _number(message["expires"])):
         problems.append("'expires' must be null or a finite number (seconds since the epoch)")
     if not isinstance(message.get("body"), dict):
         problems.append("'body' must be an object")
