@@ -29,11 +29,14 @@ Topics (``prefix`` defaults to ``edgeplane``)::
     <prefix>/<site>/down/model   signed model version (file, sha256), retained
     <prefix>/<site>/down/command signed command with an expiry
 
-Downlink messages are signed with ed25519 (:mod:`edgeplane.sync.signing`); unsigned, forged,
-expired, wrong-site or invalid ones are refused, counted and reported in the twin. A desired
-config overlay is merged onto the site's own file and handed to ``apply_config`` (the host's
-validate-and-reload); on success it becomes the last-good overlay
-(:func:`with_last_good` merges it back in at the next start, with no network).
+Downlink messages are signed with ed25519 (:mod:`edgeplane.sync.signing`) and carry a revision
+per kind that only goes up; unsigned, forged, malformed, expired, wrong-site, replayed,
+oversized, not-allowed or invalid ones are refused, counted and reported in the twin. A desired
+config overlay may change only what :func:`~edgeplane.sync.downlink.overlay_problems` allows
+(limits, solution parameters, polls, uplink policies, model settings; see SECURITY.md); it is
+merged onto the site's own file and handed to ``apply_config`` (the host's validate-and-reload);
+on success it becomes the last-good overlay (:func:`with_last_good` merges it back in at the
+next start, with no network).
 
 Securing a broker (Mosquitto)
 =============================
