@@ -272,9 +272,9 @@ def prepare(power: Timed, weather: Timed | None, plant: PlantConfig, capacity_w:
     # power known at t: the latest value whose interval ended by t, not older than one step
     p_known, p_when = latest_known(power.values, times, features.STEP)
     p_known = p_known / capacity_w
-    p_rep = pd.DatetimeIndex(p_when).tz_localize("UTC") - power.interval / 2
-    p_rep = p_rep.fillna(times[0] if n else pd.Timestamp(0, tz="UTC")) if n else p_rep
-    cs_at_power = model.clearsky_ac(pd.DatetimeIndex(p_rep)) / capacity_w
+    # the clear-sky power of the interval each known value stands for (a gap: any time will do, its power is NaN)
+    p_rep = (pd.DatetimeIndex(p_when).tz_localize("UTC") - power.interval / 2).fillna(times[0]) if n else times
+    cs_at_power = model.clearsky_ac(p_rep) / capacity_w
     # clear-sky power of each step ending at t + h, at the step's middle
     mids = extended - features.STEP / 2
     cs_steps = model.clearsky_ac(mids) / capacity_w
