@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 import edgeplane_sparkplug
@@ -82,6 +83,24 @@ async def test_edge_node_session_against_an_independent_host(edgeplane_host, mqt
             live = await peer.wait(lambda m: m["type"] == "DDATA" and "temp" in by_name(m))
             assert by_name(live)["temp"]["value"] == pytest.approx(42.0) and not by_name(live)["temp"]["is_historical"]
 
+            # the primary host goes away: hold back and store; it comes back: a new birth, then the backlog
+            await peer.send(op="state", online=False)
+            for _ in range(200):
+                if host.sync.status()["link"] == "down":
+                    break
+                await asyncio.sleep(0.02)
+            assert host.sync.status()["link"] == "down"
+            await inv.set("W", 1700.0)
+            for _ in range(200):
+                if host.sync.outbox.backlog()["normal"]["readings"] >= 1:
+                    break
+                await asyncio.sleep(0.02)
+            assert host.sync.outbox.backlog()["normal"]["readings"] >= 1
+            await peer.send(op="state", online=True)
+            await peer.wait(lambda m: m["type"] == "NBIRTH")
+            held = await peer.wait(lambda m: m["type"] == "DDATA" and "W" in by_name(m))
+            assert by_name(held)["W"]["value"] == 1700.0 and by_name(held)["W"]["is_historical"]
+
             # rebirth on request
             await peer.send(op="rebirth", group="solar", node="plant-7")
             again = await peer.wait(lambda m: m["type"] == "NBIRTH")
@@ -118,6 +137,20 @@ async def test_edge_node_session_against_an_independent_host(edgeplane_host, mqt
                 outcome = json.loads(by_name(result)["Node Control/Command Result"]["value"])
                 assert outcome["status"] == "rejected" and reason in outcome["message"], outcome
             assert len(inv.writes) == 1
+            # hostile payloads never reach the guard: refused unread and counted
+            refused = host.metrics.value("edgeplane_errors_total", part="sparkplug", kind="command_refused")
+            intruder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="intruder")
+            intruder.connect(broker.host, broker.port)
+            intruder.loop_start()
+            intruder.publish("spBv1.0/solar/DCMD/plant-7/inv1", b"\xff\x00 not protobuf", qos=1).wait_for_publish(5)
+            intruder.publish("spBv1.0/solar/DCMD/plant-7/inv1", b"\x00" * 70_000, qos=1).wait_for_publish(5)
+            intruder.loop_stop()
+            intruder.disconnect()
+            for _ in range(200):
+                if host.metrics.value("edgeplane_errors_total", part="sparkplug", kind="command_refused") >= refused + 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert host.metrics.value("edgeplane_errors_total", part="sparkplug", kind="command_refused") == refused + 2
             audit = await host.store.audit(limit=10)
             assert sum(1 for row in audit if row["status"] == "rejected") == 4
             # sequence numbers of the node count every message, births included

@@ -41,6 +41,9 @@ state_topic = spb.Topic(message_type=spb.MessageType.STATE, sparkplug_host_id=ho
 
 
 def on_message(_client, message):
+    if isinstance(message, dict):
+        emit({"type": "undecodable", **message})
+        return
     payload = message.payload
     doc = {"topic": str(message.topic), "type": str(message.topic.message_type),
            "device": message.topic.device_id, "node": message.topic.edge_node_id,
@@ -64,7 +67,10 @@ _handle = client._handle_message
 
 def keep_raw(mqtt_message):
     raw_payloads[mqtt_message.topic] = mqtt_message.payload
-    return _handle(mqtt_message)
+    try:
+        return _handle(mqtt_message)
+    except Exception as e:  # a payload pysparkplug cannot decode must not end this host's network thread
+        return {"undecodable": mqtt_message.topic, "error": repr(e)}
 
 
 client._handle_message = keep_raw
