@@ -54,14 +54,15 @@ except (OSError, AttributeError):
 if os.getppid() != host:
     sys.exit(1)  # the host died before the line above: nothing would ever tell us
 def stop(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.getppid() == host:
+        return  # the host's own stop signalled the whole group: the simulator has it already
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the host is gone: end the group, escalate later
     try:
         os.killpg(0, signal.SIGTERM)
     except OSError:
         pass
-    if os.getppid() != host:  # the host is gone: nobody else will escalate
-        signal.signal(signal.SIGALRM, lambda *a: os.killpg(0, signal.SIGKILL))
-        signal.alarm(5)
+    signal.signal(signal.SIGALRM, lambda *a: os.killpg(0, signal.SIGKILL))
+    signal.alarm(5)
 signal.signal(signal.SIGTERM, stop)
 child = subprocess.Popen(argv)
 code = child.wait()
