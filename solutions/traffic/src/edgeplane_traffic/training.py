@@ -31,7 +31,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from edgeplane_traffic.control import IntersectionController, LaneReading
+from edgeplane_traffic.control import IntersectionController
 from edgeplane_traffic.demand import demand_seed, generate_demand
 from edgeplane_traffic.detectors import DetectorWindow, detector_layout, write_detectors
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net
@@ -276,6 +276,21 @@ def train(
         model.save(ckpt_dir / f"step{steps}.zip")
         saved.append((steps, ckpt_dir / f"step{steps}.zip"))
     train_seconds = round(time.time() - started, 1)
+    return select_and_export(spec, algo, out, saved, timing=timing, seed=seed, steps=steps, seconds=seconds,
+                             validation_patterns=validation_patterns, curve=curve, train_seconds=train_seconds,
+                             command=command, progress=progress)
+
+
+def select_and_export(spec: NetSpec, algo: str, out: Path, saved: list[tuple[int, Path]], *, timing: ShieldConfig, seed: int,
+                      steps: int, seconds: int, validation_patterns: int, curve: list[dict[str, float]],
+                      train_seconds: float, command: str | None, progress: bool = True, note: str | None = None) -> dict[str, Any]:
+    """Compare the checkpoints ``saved`` ((step, SB3 zip)) on validation demand; export the best."""
+    from stable_baselines3 import DQN, PPO
+
+    layout = layout_from_net(spec.net, spec.tls)
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
     # model selection on validation demand only
     cls = DQN if algo == "dqn" else PPO
     scores: list[dict[str, float]] = []
@@ -309,7 +324,7 @@ def train(
         "net": spec.name,
         "net_file": spec.net.name,
         "route_file": spec.route.name,
-        "demand": f"generated: train patterns {seed * 10_000}.. ({len(curve)} episodes), validation patterns 0..{validation_patterns - 1}",
+        "demand": f"generated: train patterns from {seed * 10_000} (one per episode), validation patterns 0..{validation_patterns - 1}",
         "begin": spec.begin,
         "episode_seconds": seconds,
         "reward": "-(halted on incoming lanes + waiting to enter) / (10 x lanes), mean over the decision period",
@@ -328,6 +343,7 @@ def train(
         "train_seconds": train_seconds,
         "command": command,
         "onnx_agreement": agreement,
+        "note": note,
     }
     (out / "metadata.json").write_text(json.dumps(metadata, indent=1))
     return metadata
