@@ -122,7 +122,7 @@ _Model = ConfigModel
 
 # the inference section imports Duration from here, so it comes after it
 from edgeplane.inference.settings import InferenceConfig  # noqa: E402
-from edgeplane.sync.settings import SyncConfig  # noqa: E402
+from edgeplane.sync.settings import SyncConfig, UplinkConfig  # noqa: E402
 from edgeplane.console.settings import ConsoleConfig  # noqa: E402
 
 
@@ -897,11 +897,16 @@ def site_json_schema(registry: Registry) -> dict[str, Any]:
 
     device_union = union([registry.device_model(k) for k in sorted(registry.connectors)], "connector", DeviceConfig)
     solution_union = union([registry.solution_model(k) for k in sorted(registry.solutions)], "type", SolutionConfig)
+    # sync.uplink: the settings of any registered transport (each validates its own)
+    uplink_models = list(dict.fromkeys(getattr(t, "Config", UplinkConfig) for t in registry.transports.values()))
+    uplink_union = Union[tuple(uplink_models)] if len(uplink_models) > 1 else (uplink_models or [UplinkConfig])[0]  # type: ignore[valid-type]
+    sync_model = create_model("SyncSection", __base__=SyncConfig, uplink=(uplink_union, ...))  # type: ignore[valid-type]
     schema_model = create_model(
         "EdgeplaneSite",
         __base__=CoreSite,
         devices=(dict[str, device_union], Field(default_factory=dict)),  # type: ignore[valid-type]
         solutions=(dict[str, solution_union], Field(default_factory=dict)),  # type: ignore[valid-type]
+        sync=(sync_model | None, Field(None, description="cloud sync: uplink policy, outbox, signed downlink; off when absent")),
     )
     schema = schema_model.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -60,3 +60,14 @@ def test_a_transport_whose_config_is_not_an_uplink_config_is_refused_at_registra
     plugins = Plugins.load(entry_points=False, extra=[BrokenTransports()])
     assert "broken" not in plugins.registry.transports
     assert "UplinkConfig" in str(plugins.registry.failed["broken"])
+
+
+def test_the_editor_schema_accepts_each_transport_settings_and_refuses_a_mix():
+    jsonschema = pytest.importorskip("jsonschema")
+    from edgeplane.config import site_json_schema
+
+    schema = site_json_schema(Plugins.load(entry_points=False, extra=[Transports()]).registry)
+    jsonschema.validate(_site(transport="pigeon", loft="north"), schema)
+    jsonschema.validate(_site(), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(_site(lofty="north"), schema)
