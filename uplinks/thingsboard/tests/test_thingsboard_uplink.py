@@ -78,6 +78,15 @@ async def test_gateway_api_against_a_checking_stand_in(edgeplane_host, mqtt_brok
             audit = await host.store.audit(limit=20)
             assert sum(1 for row in audit if row["status"] == "rejected") == 4  # the ones that reached the guard
             assert host.sync.transport.commands_refused == 6
+            # hostile payloads: refused unread, counted, no answer
+            refused = host.metrics.value("edgeplane_errors_total", part="thingsboard", kind="rpc_refused")
+            server.client.publish("v1/gateway/rpc", b"{not json", qos=1).wait_for_publish(5)
+            server.client.publish("v1/gateway/rpc", b" " * 70_000, qos=1).wait_for_publish(5)
+            for _ in range(200):
+                if host.metrics.value("edgeplane_errors_total", part="thingsboard", kind="rpc_refused") >= refused + 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert host.metrics.value("edgeplane_errors_total", part="thingsboard", kind="rpc_refused") == refused + 2
         await server.wait(lambda t, d: t == "v1/gateway/disconnect" and d == {"device": "plant-7.inv1"})
 
         # attributes go once: a restart with the same ones publishes none, a change publishes again
