@@ -19,6 +19,7 @@ mode 0700, out of that user's reach), with its socket in that folder too.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,10 +40,32 @@ class EngineError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that nothing uses right now, below the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` is in the ephemeral range, where any outgoing
+    connection on the machine may take it as its source port: a NATS node restarted on its old
+    port (its peers' routes name it) could then find it taken. Ports below the range are only
+    ever taken by a listener that asks for them.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded machine: fall back to any free port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def port_open(port: int) -> bool:
@@ -78,9 +101,12 @@ class NatsCluster:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.max_payload = max_payload
-        self.client_ports = [free_port() for _ in range(nodes)]
-        self.cluster_ports = [free_port() for _ in range(nodes)]
-        self.mqtt_ports = [free_port() for _ in range(nodes)]
+        ports: list[int] = []
+        while len(ports) < 3 * nodes:
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        self.client_ports, self.cluster_ports, self.mqtt_ports = ports[:nodes], ports[nodes:2 * nodes], ports[2 * nodes:]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
 
     @property
