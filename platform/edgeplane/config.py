@@ -807,6 +807,10 @@ def parse_site(data: Any, registry: Registry, *, source: str | None = None, base
                 problems.add(loc, "device has no 'connector:'",
                              f"add e.g. 'connector: {next(iter(registry.connectors), 'modbus')}'")
             continue
+        if not isinstance(kind, str):
+            problems.add(loc + ("connector",), f"'connector' must be the name of a connector type, got "
+                         f"{type(kind).__name__}", f"write e.g. 'connector: {next(iter(registry.connectors), 'modbus')}'")
+            continue
         connector_cls = registry.connectors.get(kind)
         if connector_cls is None:
             problems.add(loc + ("connector",), f"unknown connector type {kind!r}", registry.explain_missing("connector", kind))
@@ -857,6 +861,10 @@ def parse_site(data: Any, registry: Registry, *, source: str | None = None, base
             else:
                 problems.add(loc, "solution has no 'type:'",
                              f"add e.g. 'type: {next(iter(registry.solutions), 'threshold')}'")
+            continue
+        if not isinstance(kind, str):
+            problems.add(loc + ("type",), f"'type' must be the name of a solution type, got {type(kind).__name__}",
+                         f"write e.g. 'type: {next(iter(registry.solutions), 'threshold')}'")
             continue
         if kind not in registry.solutions:
             problems.add(loc + ("type",), f"unknown solution type {kind!r}", registry.explain_missing("solution", kind))

@@ -115,6 +115,7 @@ yaml_fragments = st.lists(st.sampled_from([
 # found by benchmarks/fuzz_atheris.py: a point given as a list raised TypeError in validation
 @example("site: {id: s1}\ndevices:\n  m: {connector: memory, points: {x: [m/x], high: 1}}\n")
 @example("site: {id: s1}\ndevices:\n  m: {connector: memory, points: [x]}\n")
+@example("site: {id: s1}\nsolutions: {t: {type: 1}}\ndevices: {m: {connector: [5]}}\n")
 def test_site_file_loader_on_arbitrary_text(text: str):
     targets.site_file(text.encode("utf-8", "surrogatepass"))
 
