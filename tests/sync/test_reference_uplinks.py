@@ -1,9 +1,12 @@
 """The reference deployments switch to a Sparkplug B or ThingsBoard uplink by their site file alone.
 
 Every shipped site validates with either uplink in place of its ``sync.uplink`` line, loading
-plugins the way ``edgeplane run`` does; the solar plant (SunSpec inverters over Modbus from its
-simulator, three solutions) then runs in each mode against an independent Sparkplug host
-application (pysparkplug) and against the ThingsBoard stand-in, both on a real Mosquitto.
+plugins the way ``edgeplane run`` does. Each then runs in each mode against an independent
+Sparkplug host application (pysparkplug) and against the ThingsBoard stand-in, both on a real
+Mosquitto: the solar plant (SunSpec inverters over Modbus, three solutions; guarded writes), the
+intersection (SUMO on the single-intersection net, through ``edgeplane traffic demo``) and the
+factory (the OPC UA line, through the pdm demo runner), the last two briefly, with their
+aggregates flushed at stop. Only the uplink line and the ports differ from the shipped files.
 """
 
 from __future__ import annotations
@@ -159,3 +162,123 @@ async def test_solar_plant_over_thingsboard(tmp_path, mqtt_broker):
     await server.wait(lambda t, d: t == "v1/gateway/disconnect")
     server.close()
     assert server.problems == []
+
+
+def _intersection_site(tmp_path: Path, uplink: str) -> Path:
+    """configs/intersection.yaml made short (the single-intersection net), its uplink line switched."""
+    port = _free_port()
+    text = (CONFIGS / "intersection.yaml").read_text().replace("18833", str(port))
+    text = text.replace("/tmp/edgeplane-intersection-cloud", str(tmp_path / "cloud"))
+    text = text.replace("/tmp/edgeplane-intersection-models", str(tmp_path / "models"))
+    site = yaml.safe_load(_switch(text, uplink))
+    for name in ("sumo", "fixed"):
+        site["devices"][name]["net"] = "single-intersection"
+    site["solutions"]["signal"]["net"] = "single-intersection"
+    site["solutions"]["signal"]["deadline"] = "2s"
+    site["inference"]["preload"] = ["traffic-single-intersection"]
+    site["store"] = {"path": str(tmp_path / "store")}
+    site["http"] = {"port": None}
+    path = tmp_path / "intersection.yaml"
+    path.write_text(yaml.safe_dump(site))
+    return path
+
+
+async def _traffic_demo(path: Path) -> dict[str, Any]:
+    import asyncio
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edgeplane.cli", "traffic", "demo", "--site", str(path), "--seconds", "300", "--speed", "0",
+        "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 200)
+    assert proc.returncode == 0, out.decode()[-3000:]
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+async def test_intersection_over_sparkplug(tmp_path, mqtt_broker):
+    broker = mqtt_broker()
+    peer = await PeerHost.start(broker, "scada")
+    try:
+        await peer.send(op="state", online=True)
+        summary = await _traffic_demo(_intersection_site(tmp_path, _uplinks(broker.url)["sparkplug"]))
+        assert summary["unsafe_transitions"] == 0 and summary["commands"] > 10
+        await peer.wait(lambda m: m["type"] == "NBIRTH" and m["node"] == "intersection-cologne1", timeout=5)
+        # the signal aggregates, flushed at stop, arrive named and typed after their device's birth
+        data = await peer.wait(lambda m: m["type"] == "DDATA" and m["device"] == "signal", timeout=5)
+        assert all(m["name"].rsplit("/", 1)[-1] in {"mean", "min", "max", "count", "last"} for m in data["metrics"])
+        assert any(m["type"] == "DBIRTH" and m["device"] == "signal" for m in peer.seen)
+        await peer.wait(lambda m: m["type"] == "NDEATH", timeout=5)
+    finally:
+        await peer.close()
+
+
+async def test_intersection_over_thingsboard(tmp_path, mqtt_broker):
+    broker = mqtt_broker(users={"gw": "gw-secret", "tb": "tb-secret"})
+    server = ThingsBoardStandIn(broker, "tb", "tb-secret")
+    try:
+        summary = await _traffic_demo(_intersection_site(tmp_path, _uplinks(broker.url)["thingsboard"]))
+        assert summary["unsafe_transitions"] == 0 and summary["commands"] > 10
+        _, doc = await server.wait(lambda t, d: t == "v1/gateway/telemetry" and "intersection-cologne1.signal" in d, timeout=5)
+        keys = {k for entry in doc["intersection-cologne1.signal"] for k in entry["values"]}
+        assert keys and all(k.rsplit("/", 1)[-1] in {"mean", "min", "max", "count", "last"} for k in keys)
+        await server.wait(lambda t, d: t == "v1/gateway/disconnect", timeout=5)
+        assert server.problems == []
+    finally:
+        server.close()
+
+
+def _factory_site(tmp_path: Path, uplink: str) -> Path:
+    """configs/factory.yaml on free ports with a short commissioning, its uplink line switched."""
+    raw = yaml.safe_load(_switch((CONFIGS / "factory.yaml").read_text(), uplink))
+    line = _free_port()
+    raw["simulators"]["line"]["command"] = ["{python}", "-m", "edgeplane_pdm.linesim", "--port", str(line),
+                                            "--period", "0.5"]
+    raw["simulators"]["line"]["ready"] = f"tcp://127.0.0.1:{line}"
+    for name in ("broker", "cloud"):  # the uplink goes to the test's broker: the site's own are not needed
+        raw["simulators"].pop(name, None)
+    raw["devices"]["line"]["url"] = f"opc.tcp://127.0.0.1:{line}/edgeplane/line/"
+    raw["solutions"]["pdm"]["commissioning"] = 4
+    raw["inference"]["models"] = str(tmp_path / "models")
+    raw["store"] = {"path": str(tmp_path / "store")}
+    raw.pop("http", None)
+    path = tmp_path / "factory.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+async def test_factory_over_sparkplug(tmp_path, mqtt_broker):
+    from edgeplane_pdm.demo import run_demo
+
+    broker = mqtt_broker()
+    peer = await PeerHost.start(broker, "scada")
+    try:
+        await peer.send(op="state", online=True)
+        result = await run_demo(_factory_site(tmp_path, _uplinks(broker.url)["sparkplug"]), duration=10,
+                                echo=lambda line: None, every=5)
+        assert result["bytes_read"] > 0
+        await peer.wait(lambda m: m["type"] == "NBIRTH" and m["node"] == "factory-line-1", timeout=5)
+        # the hourly machine aggregates, flushed at stop, go up as pdm metrics after their birth
+        data = await peer.wait(lambda m: m["type"] == "DDATA" and m["device"] == "pdm", timeout=5)
+        assert {m["name"].rsplit("/", 1)[-1] for m in data["metrics"]} <= {"mean", "min", "max", "last"}
+        await peer.wait(lambda m: m["type"] == "NDEATH", timeout=5)
+    finally:
+        await peer.close()
+
+
+async def test_factory_over_thingsboard(tmp_path, mqtt_broker):
+    from edgeplane_pdm.demo import run_demo
+
+    broker = mqtt_broker(users={"gw": "gw-secret", "tb": "tb-secret"})
+    server = ThingsBoardStandIn(broker, "tb", "tb-secret")
+    try:
+        result = await run_demo(_factory_site(tmp_path, _uplinks(broker.url)["thingsboard"]), duration=10,
+                                echo=lambda line: None, every=5)
+        assert result["bytes_read"] > 0
+        await server.wait(lambda t, d: t == "v1/gateway/connect" and d["device"] == "factory-line-1.line", timeout=5)
+        _, doc = await server.wait(lambda t, d: t == "v1/gateway/telemetry" and "factory-line-1.pdm" in d, timeout=5)
+        keys = {k for entry in doc["factory-line-1.pdm"] for k in entry["values"]}
+        assert keys and all(k.rsplit("/", 1)[-1] in {"mean", "min", "max", "last"} for k in keys)
+        await server.wait(lambda t, d: t == "v1/gateway/disconnect", timeout=5)
+        assert server.problems == []
+    finally:
+        server.close()
