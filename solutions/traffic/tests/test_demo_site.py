@@ -49,7 +49,9 @@ def test_demo_runs_the_whole_deployment_and_shows_the_fallback(tmp_path) -> None
     path = tmp_path / "intersection.yaml"
     path.write_text(yaml.safe_dump(site))
     done = subprocess.run(
-        [sys.executable, "-m", "edgeplane.cli", "traffic", "demo", "--site", str(path), "--seconds", "300", "--speed", "0",
+        # speed 20 (15 s wall), not 0: the cloud end has no readiness probe, and a 300 s run as fast as
+        # possible can be over before it has subscribed
+        [sys.executable, "-m", "edgeplane.cli", "traffic", "demo", "--site", str(path), "--seconds", "300", "--speed", "20",
          "--kill-model-at", "100", "--restore-at", "200", "--json"],
         capture_output=True, text=True, timeout=240, cwd=REPO,
     )
