@@ -118,3 +118,35 @@ def test_generated_demand_is_reproducible_split_apart_and_inside_the_window(tmp_
     assert stalled is not None and stalled.find("stop").get("lane") == incident.incident["lane"]
     with pytest.raises(ValueError, match="demand split"):
         demand_seed("test", 0)  # type: ignore[arg-type]
+
+
+def test_webster_from_given_counts_runs_its_plan_from_the_start() -> None:
+    spec = resolve("single-intersection", seconds=300)
+    layout = layout_from_net(spec.net)
+    counts = {lane: (300.0 if lane.startswith(("n_", "s_")) else 800.0) for lane in layout.lanes}
+    result = run_episode(spec, "webster", seed=1, counts=counts, record_states=True)
+    plan = result.plans["t"]
+    assert plan["from"] == "given counts"
+    expected = webster_plan(layout, counts, ShieldConfig())
+    assert plan["greens_s"] == expected.greens_s
+    # the green shown first lasts the plan's first green (rounded to whole seconds by the 1 s step)
+    first = next(k for k, state in enumerate(result.states) if "y" in state)
+    assert abs(first - expected.greens_s[0]) <= 1
+
+
+def test_the_demand_command_writes_a_pattern_and_rejects_a_bad_index(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeplane.cli import main as edgeplane_cli
+
+    out = tmp_path / "eval.rou.xml"
+    done = CliRunner().invoke(edgeplane_cli, ["traffic", "demand", "--net", "cologne1", "--split", "evaluation", "--index", "3",
+                                              "--out", str(out), "--json"])
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.output.strip().splitlines()[-1])
+    assert summary["seed"] == 2_000_003 and summary["begin"] == 25200 and out.is_file()
+    assert route_departures(out)[2] == summary["vehicles"] + (1 if summary["incident"] else 0)
+    bad = CliRunner().invoke(edgeplane_cli, ["traffic", "demand", "--net", "cologne1", "--index", "-1", "--out", str(out)])
+    assert bad.exit_code == 2 and "--index" in bad.output
