@@ -95,3 +95,52 @@ async def test_comms_lost_when_an_inverter_goes_silent(edgeplane_host):
             await plant.inverters["inv3"].stop()
             await wait_for(lambda: any(a["fault"] == "comms_lost" and a["device"] == "inv3" for a in diag.alerts),
                            timeout=15)
+
+
+@pytest.mark.parametrize("fault,weather,models", [
+    ("offline", SteadySun, [1, 701, 702, 704]),  # no 160 and no 714: the evidence says the DC side is missing
+    ("lost_string", SteadySun, [1, 701, 702, 704, 160]),
+    ("frozen_power", RampSun, [1, 701, 702, 704, 160]),
+])
+async def test_der_inverter_fault_is_diagnosed_on_its_701_points(edgeplane_host, fault, weather, models):
+    """inv2 is an IEEE 1547-2018 DER inverter (701/704, no 103): judged on 701.W, InvSt, Alrm and its DC side."""
+    async with running_plant(weather=weather(), families={"inv2": "der"}) as (plant, ports):
+        site = plant_site(ports, forecast=False)
+        site["devices"]["inv2"]["sunspec"]["models"] = models
+        site["limits"]["inv*/704.WMaxLimPct"] = {"min": 0, "max": 100}
+        async with edgeplane_host(site, plugins=PLUGINS) as host:
+            diag, dispatch = host.solution("diagnosis"), host.solution("dispatch")
+            await wait_for(lambda: len(diag.state) == 3 and all(s.get("state") == "ok" for s in diag.state.values()),
+                           timeout=20)
+            # the same choice as dispatch's, from what the scan published
+            assert diag.points_for("inv2").family == "der" and dispatch.controls_for("inv2").family == "der"
+            assert diag.points_for("inv1").family == "legacy" and dispatch.controls_for("inv1").family == "legacy"
+            assert diag.state["inv2"]["family"] == "der" and diag.state["inv2"]["power_w"] > 1000
+            await asyncio.sleep(1.0)
+            assert not [a for a in diag.alerts if a["active"]], diag.alerts
+            polls = host.bus.subscribe("inv2/701.W", name="test-polls", overflow="drop_oldest")
+            await wait_for_batch(polls, timeout=5)
+            if fault == "offline":
+                plant.inverters["inv2"].trip()
+            elif fault == "lost_string":
+                plant.inverters["inv2"].lose_string(2)
+            else:
+                plant.inverters["inv2"].freeze("701.W")
+            found = lambda: [a for a in diag.alerts if a["active"] and a["fault"] == fault and a["device"] == "inv2"]
+            counted = 0
+            while not found() and counted < 4:
+                await wait_for_batch(polls, timeout=5)
+                counted += 1
+                await asyncio.sleep(0.15)
+            assert found(), f"{fault} not raised after {counted} polls; alerts: {diag.alerts}"
+            assert counted <= 2, f"{fault} took {counted} polls"
+            evidence = found()[0]["evidence"]
+            assert evidence["family"] == "der"
+            if 160 in models:
+                assert evidence["dc_power_w"] > 0 and "missing" not in evidence
+                assert len(evidence["string_currents_a"]) == 2
+            else:
+                assert evidence["dc_power_w"] is None and evidence["status"] == 6  # 701.InvSt FAULT
+                assert any("714.DCW" in note for note in evidence["missing"]), evidence
+            others = [a for a in diag.alerts if a["active"] and (a["fault"], a["device"]) != (fault, "inv2")]
+            assert not others, f"only {fault} should be raised, also got {others}"

@@ -14,6 +14,16 @@ curtailed by a limit and not clipping at nameplate), ``frozen_power`` / ``frozen
 the plant's output moves by more than 3 %), ``implausible_sensor`` (station irradiance outside -20..1500 W/m2 or module
 temperature outside -40..95 degC: inverters are not judged against it), ``event`` (SunSpec Evt1 bits
 set), ``soiling`` (the slow average of the performance index drifting below ``soiling_pi``).
+
+Two point families, per inverter, chosen as dispatch chooses them (:func:`edgeplane_solar.controls.family_for`:
+``controls: auto`` takes what the scan published): a legacy inverter is judged on ``plant.points``
+(103 power, state and Evt1; 160 strings; 123 limit); an IEEE 1547-2018 DER inverter on its 701 points
+as pysunspec2's ``model_701.json`` defines them (``W``; ``InvSt`` FAULT or, in daylight, OFF, ``St``
+OFF or ``ConnSt`` DISCONNECTED: offline; ``InvSt`` THROTTLED: curtailed; ``Alrm`` bits: events), its
+704 limit, and its DC side from model 714 (``714.DCW``, strings ``714.Prt.{n}.DCA``) or, where the
+inverter serves no 714, from 160 (string currents, DC power as the sum of the strings' ``DCW``). When
+neither gives DC power the alert evidence says so (``missing``), and frozen AC power is judged
+against irradiance instead.
 """
 
 from __future__ import annotations
@@ -30,6 +40,9 @@ from pydantic import Field, model_validator
 from edgeplane import Batch, Quality, Solution, SolutionConfig
 from edgeplane.config import Duration
 
+from edgeplane_modbus.sunspec import model_definition
+
+from edgeplane_solar.controls import CONTROLS_DESCRIPTION, ControlsChoice, family_for, is_der_point
 from edgeplane_solar.plant import PlantConfig, PlantModel
 
 ST_OFF, ST_FAULT, ST_THROTTLED = 1, 7, 5
@@ -37,6 +50,70 @@ EVT1_BITS = {0: "GROUND_FAULT", 1: "DC_OVER_VOLT", 2: "AC_DISCONNECT", 3: "DC_DI
              5: "CABINET_OPEN", 6: "MANUAL_SHUTDOWN", 7: "OVER_TEMP", 8: "OVER_FREQUENCY", 9: "UNDER_FREQUENCY",
              10: "AC_OVER_VOLT", 11: "AC_UNDER_VOLT", 12: "BLOWN_STRING_FUSE", 13: "UNDER_TEMP",
              14: "MEMORY_LOSS", 15: "HW_TEST_FAILURE"}
+
+
+def _bit_names(model_id: int, point: str) -> dict[int, str]:
+    """The named bits of a bitfield point, as pysunspec2's definition of the model gives them."""
+    definition = model_definition(model_id) or {"group": {"points": []}}
+    for p in definition["group"]["points"]:
+        if p["name"] == point:
+            return {int(sym["value"]): sym["name"] for sym in p.get("symbols", [])}
+    raise LookupError(f"pysunspec2's model {model_id} has no point {point}: reinstall pysunspec2")
+
+
+@dataclass(frozen=True)
+class StateCodes:
+    """What a family's state point says: which values are a fault, off, or throttled."""
+
+    fault: frozenset[int]
+    off: frozenset[int]
+    throttled: frozenset[int]
+
+
+LEGACY_STATES = StateCodes(fault=frozenset({ST_FAULT}), off=frozenset({ST_OFF}), throttled=frozenset({ST_THROTTLED}))
+# 701.InvSt: OFF 0, SLEEPING 1, STARTING 2, RUNNING 3, THROTTLED 4, SHUTTING_DOWN 5, FAULT 6, STANDBY 7
+DER_STATES = StateCodes(fault=frozenset({6}), off=frozenset({0}), throttled=frozenset({4}))
+
+
+@dataclass(frozen=True)
+class DiagnosisPoints:
+    """The points diagnosis judges one inverter on. Templates with ``{n}`` run over its strings; of
+    several alternatives, the first the inverter publishes is used."""
+
+    family: str
+    power: str
+    status: str
+    states: StateCodes
+    events: str
+    event_bits: dict[int, str]
+    limit_enable: str
+    limit_pct: str
+    dc_power: tuple[str, ...]  # a template with {n} sums the strings
+    string_current: tuple[str, ...]
+    operating: str | None = None  # 0 = OFF (701.St)
+    connection: str | None = None  # 0 = DISCONNECTED (701.ConnSt)
+
+    def names(self, strings: int) -> list[str]:
+        single = [self.power, self.status, self.events, self.limit_enable, self.limit_pct, self.operating,
+                  self.connection]
+        templates = [*self.dc_power, *self.string_current]
+        return [p for p in single if p] + [t.format(n=n) for t in templates for n in range(1, strings + 1)
+                                          if "{n}" in t or n == 1]
+
+
+def legacy_points(plant: PlantConfig) -> DiagnosisPoints:
+    pts = plant.points
+    return DiagnosisPoints("legacy", pts.power, pts.status, LEGACY_STATES, pts.events, EVT1_BITS, pts.limit_enable,
+                           pts.limit_pct, (pts.dc_power,), (pts.string_current,))
+
+
+def der_points(plant: PlantConfig) -> DiagnosisPoints:
+    return DiagnosisPoints("der", "701.W", "701.InvSt", DER_STATES, "701.Alrm", _bit_names(701, "Alrm"),
+                           "704.WMaxLimPctEna", "704.WMaxLimPct", ("714.DCW", "160.module.{n}.DCW"),
+                           ("714.Prt.{n}.DCA", plant.points.string_current), operating="701.St",
+                           connection="701.ConnSt")
+
+
 SEVERITY = {"offline": "critical", "comms_lost": "critical", "lost_string": "warning", "derating": "warning",
             "frozen_power": "warning", "frozen_irradiance": "warning", "event": "warning", "soiling": "warning",
             "implausible_sensor": "warning"}
@@ -53,6 +130,7 @@ class DiagnosisConfig(SolutionConfig):
     stale_after: Duration = Field(5.0, description="no data from an inverter for this long: comms_lost")
     soiling_pi: float = Field(0.9, description="raise 'soiling' when the slow performance index falls below this")
     soiling_samples: int = Field(2000, ge=10, description="daylight polls the slow average spans")
+    controls: ControlsChoice = Field("auto", description=CONTROLS_DESCRIPTION)
 
     @model_validator(mode="after")
     def _needs_irradiance(self) -> DiagnosisConfig:
@@ -78,6 +156,11 @@ class Snapshot:
     poa: float
     module_temp: float | None
     dc_power_w: float | None = None
+    states: StateCodes = LEGACY_STATES
+    event_bits: dict[int, str] = field(default_factory=lambda: EVT1_BITS)
+    disconnected: bool = False  # 701: operating state OFF or grid connection DISCONNECTED
+    family: str = "legacy"
+    missing: list[str] = field(default_factory=list)  # what the inverter does not publish, for the evidence
 
 
 @dataclass
@@ -136,16 +219,21 @@ class InverterDiagnoser:
         sunny = s.poa >= cfg.min_irradiance and expected >= 0.1 * self.rating_w
         pi = s.power_w / expected if expected > 1 else math.nan
         limit_w = self.rating_w * (s.limit_pct or 100.0) / 100.0 if s.limit_enabled else self.rating_w
-        curtailed = (s.limit_enabled and s.power_w >= 0.95 * limit_w and limit_w < expected) or s.status == ST_THROTTLED
+        curtailed = (s.limit_enabled and s.power_w >= 0.95 * limit_w and limit_w < expected) or \
+            s.status in s.states.throttled
         clipping = expected >= 0.99 * self.rating_w and s.power_w >= 0.98 * self.rating_w  # expected is capped at nameplate
-        events = [name for bit, name in EVT1_BITS.items() if s.events and s.events & (1 << bit)]
+        events = [name for bit, name in s.event_bits.items() if s.events and s.events & (1 << bit)]
         evidence = {"ts": s.ts, "power_w": round(s.power_w, 1), "expected_w": round(expected, 1),
                     "performance_index": None if math.isnan(pi) else round(pi, 3), "poa_wm2": round(s.poa, 1),
                     "status": s.status, "events": events, "string_currents_a": [round(a, 2) for a in s.string_currents],
-                    "limit_pct": s.limit_pct if s.limit_enabled else None}
+                    "limit_pct": s.limit_pct if s.limit_enabled else None, "family": s.family,
+                    "dc_power_w": None if s.dc_power_w is None else round(s.dc_power_w, 1)}
+        if s.missing:
+            evidence["missing"] = list(s.missing)
         self.history.append((s.power_w, s.dc_power_w if s.dc_power_w is not None else s.poa))
         alerts: list[Alert | None] = []
-        offline = s.status == ST_FAULT or (sunny and (s.status == ST_OFF or s.power_w <= 0.01 * self.rating_w))
+        offline = s.status in s.states.fault or (sunny and (s.status in s.states.off or s.disconnected
+                                                            or s.power_w <= 0.01 * self.rating_w))
         alerts.append(self._step("offline", offline, not offline and (not sunny or pi > 0.5),
                                  f"{self.device} is offline (state {s.status}, {s.power_w:.0f} W, expected {expected:.0f} W)",
                                  evidence, raise_after=1))
@@ -218,6 +306,9 @@ class DiagnosisSolution(Solution):
             dev: InverterDiagnoser(dev, inv.ac_kw * 1000, inv.strings, self._expected_fn(dev), config)
             for dev, inv in config.plant.inverters.items()}
         self.alerts: list[dict[str, Any]] = []
+        self.legacy, self.der = legacy_points(config.plant), der_points(config.plant)
+        self.families: dict[str, str | None] = {dev: None for dev in config.plant.inverters}  # "der": it published 701
+        self.dc_w: dict[str, float] = {}  # each inverter's DC power at its last judged poll
         self._pending: dict[str, asyncio.Task[None]] = {}
         # the station's checks reuse the hysteresis of an InverterDiagnoser
         self._frozen_station = InverterDiagnoser("station", 1.0, 1, lambda *_: 1.0, config)
@@ -239,13 +330,17 @@ class DiagnosisSolution(Solution):
 
         return expected
 
+    def points_for(self, device: str) -> DiagnosisPoints:
+        """The points an inverter is judged on: the family dispatch would drive it through."""
+        return self.der if family_for(self.config.controls, self.families[device]) == "der" else self.legacy
+
     def subscriptions(self) -> list[str]:
-        pts = self.config.plant.points
         weather = self.config.plant.weather
         topics = [w for w in (weather.poa or weather.ghi, weather.module_temp) if w]
+        families = [self.legacy] if self.config.controls == "legacy" else \
+            [self.der] if self.config.controls == "der" else [self.legacy, self.der]
         for dev, inv in self.config.plant.inverters.items():
-            names = [pts.power, pts.dc_power, pts.status, pts.events, pts.limit_enable, pts.limit_pct]
-            names += [pts.string_current.format(n=n) for n in range(1, inv.strings + 1)]
+            names = dict.fromkeys(p for paths in families for p in paths.names(inv.strings))
             topics += [f"{dev}/{p}" for p in names]
         return topics
 
@@ -291,6 +386,8 @@ class DiagnosisSolution(Solution):
             return
         if device not in self.values:
             return
+        if is_der_point(point):
+            self.families[device] = "der"  # an IEEE 1547-2018 DER: judge it on 701
         self.values[device][point] = value
         self.seen[device] = self.context.clock.now()
         # a poll publishes all of a device's points at once: judge them together, once
@@ -305,22 +402,36 @@ class DiagnosisSolution(Solution):
             return
         temps = self.weather.get(weather.module_temp) if weather.module_temp else None
         v = self.values[device]
-        pts = self.config.plant.points
+        pts = self.points_for(device)
         inv = self.config.plant.inverters[device]
         if pts.power not in v:
             return
+        strings = range(1, inv.strings + 1)
+        missing = []
+        dc_power = _first_published(v, pts.dc_power, strings, sum)
+        if dc_power is None:
+            missing.append(f"DC power: {device} publishes none of {', '.join(pts.dc_power)} (for a DER inverter: "
+                           f"model 714); frozen AC power is judged against irradiance")
+        else:
+            self.dc_w[device] = dc_power
+        currents = _first_published(v, pts.string_current, strings, list)
+        if currents is None:
+            currents = [math.nan] * inv.strings
+            if inv.strings > 1:
+                missing.append(f"string currents: {device} publishes none of {', '.join(pts.string_current)}")
+        off = pts.operating is not None and v.get(pts.operating) == 0
+        disconnected = pts.connection is not None and v.get(pts.connection) == 0
         snap = Snapshot(ts=self.context.clock.now(), power_w=v[pts.power], status=_int(v.get(pts.status)),
                         events=_int(v.get(pts.events)), limit_enabled=v.get(pts.limit_enable) == 1,
-                        limit_pct=v.get(pts.limit_pct),
-                        string_currents=[v.get(pts.string_current.format(n=n), math.nan) for n in range(1, inv.strings + 1)],
-                        poa=irr[-1], module_temp=temps[-1] if temps else None, dc_power_w=v.get(pts.dc_power))
+                        limit_pct=v.get(pts.limit_pct), string_currents=currents, poa=irr[-1],
+                        module_temp=temps[-1] if temps else None, dc_power_w=dc_power, states=pts.states,
+                        event_bits=pts.event_bits, disconnected=off or disconnected, family=pts.family,
+                        missing=missing)
         await self._publish(self.diagnosers[device].observe(snap))
 
     async def _check_station(self, poa: float) -> None:
         """A station irradiance that stands still for 2 readings while every healthy inverter's DC power moves."""
-        pts = self.config.plant.points
-        healthy = {dev: v[pts.dc_power] for dev, v in self.values.items()
-                   if pts.dc_power in v and self.diagnosers[dev].last.get("state") == "ok"}
+        healthy = {dev: dc for dev, dc in self.dc_w.items() if self.diagnosers[dev].last.get("state") == "ok"}
         diag = self._frozen_station
         diag.history.append((poa, healthy))
         if len(diag.history) < 2:
@@ -352,6 +463,15 @@ class DiagnosisSolution(Solution):
                 self.log.info("cleared: %s %s", alert.device, alert.fault)
             await self.context.emit(f"alerts/{self.name}", "alarm" if alert.active else "clear", data,
                                     severity=SEVERITY.get(alert.fault, "warning") if alert.active else "info")
+
+
+def _first_published(values: dict[str, float], templates: tuple[str, ...], strings: range, combine: Any) -> Any:
+    """``combine`` of the first template whose every point (every string's, for ``{n}``) is published, or None."""
+    for template in templates:
+        names = [template.format(n=n) for n in strings] if "{n}" in template else [template]
+        if all(name in values for name in names):
+            return combine(values[name] for name in names)
+    return None
 
 
 def _int(value: float | None) -> int | None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -47,33 +47,9 @@ from pydantic import Field
 from edgeplane import Batch, Quality, Solution, SolutionConfig
 from edgeplane.config import Duration
 
+from edgeplane_solar.controls import (CONTROLS_DESCRIPTION, DER, ST_FAULT, ControlPoints, ControlsChoice, family_for,
+                                      is_der_point, legacy_controls)
 from edgeplane_solar.plant import PlantConfig, PlantModel
-
-ST_FAULT = 7  # 103.St
-INV_ST_FAULT = 6  # 701.InvSt
-
-
-@dataclass(frozen=True)
-class ControlPoints:
-    """The points one control path writes and reads."""
-
-    power: str
-    status: str
-    fault: int
-    limit_pct: str
-    limit_enable: str
-    limit_revert_s: str
-    pf: str
-    pf_enable: str
-    pf_revert_s: str
-    ramp: str  # 123: ramp time in s; 704: WRmp, % of rating per second
-    family: str
-
-
-DER = ControlPoints(power="701.W", status="701.InvSt", fault=INV_ST_FAULT, limit_pct="704.WMaxLimPct",
-                    limit_enable="704.WMaxLimPctEna", limit_revert_s="704.WMaxLimPctRvrtTms", pf="704.PFWInj.PF",
-                    pf_enable="704.PFWInjEna", pf_revert_s="704.PFWInjRvrtTms", ramp="704.WRmp", family="der")
-
 
 class DispatchConfig(SolutionConfig):
     plant: PlantConfig
@@ -96,8 +72,7 @@ class DispatchConfig(SolutionConfig):
                                 "power factor by itself when the host has not renewed it for this long")
     ramp_time: Duration = Field(0.0, ge=0, description="ramp time written with every limit, so the inverter moves to a "
                                                         "new limit (or back to full power) over it; 0: at once")
-    controls: Literal["auto", "legacy", "der"] = Field(
-        "auto", description="auto: 704/701 for inverters whose scan found the DER models (701), else 123/103")
+    controls: ControlsChoice = Field("auto", description=CONTROLS_DESCRIPTION)
 
 
 def share(limit_w: float, available_w: dict[str, float], rating_w: dict[str, float]) -> dict[str, float]:
@@ -157,11 +132,7 @@ class DispatchSolution(Solution):
         self._ramp_ts: float | None = None
         self.power_factor: tuple[float, float] | None = None  # (setpoint, expires at)
         self._lock = asyncio.Lock()
-        self.legacy = ControlPoints(
-            power=config.plant.points.power, status=config.plant.points.status, fault=ST_FAULT,
-            limit_pct=config.plant.points.limit_pct, limit_enable=config.plant.points.limit_enable,
-            limit_revert_s="123.WMaxLimPct_RvrtTms", pf=config.pf_setpoint, pf_enable=config.pf_enable,
-            pf_revert_s="123.OutPFSet_RvrtTms", ramp="123.WMaxLimPct_RmpTms", family="legacy")
+        self.legacy = legacy_controls(config.plant, config.pf_setpoint, config.pf_enable)
         self._pf_written_at = -math.inf
         self.command_failures = context.metrics.counter("edgeplane_solar_dispatch_command_failures_total",
                                                         "inverter setpoint writes that were not confirmed", ["device"])
@@ -184,9 +155,7 @@ class DispatchSolution(Solution):
 
     def controls_for(self, device: str) -> ControlPoints:
         """The control path of an inverter: forced by ``controls``, else what its scan published."""
-        if self.config.controls == "der" or (self.config.controls == "auto" and self.views[device].family == "der"):
-            return DER
-        return self.legacy
+        return DER if family_for(self.config.controls, self.views[device].family) == "der" else self.legacy
 
     async def on_batch(self, batch: Batch) -> None:
         good = batch.quality == Quality.GOOD
@@ -215,7 +184,7 @@ class DispatchSolution(Solution):
         view = self.views.get(device)
         if view is None:
             return
-        if point.startswith("701."):
+        if is_der_point(point):
             view.family = "der"  # an IEEE 1547-2018 DER: drive it through 704
         paths = self.controls_for(device)
         if point not in (paths.power, paths.status, paths.limit_pct, paths.limit_enable):
