@@ -102,3 +102,14 @@ async def test_a_signed_message_without_an_integer_revision_is_refused(signer, t
                        "sig": base64.b64encode(private.sign(payload)).decode()}).encode()
     assert await downlink.handle(data, 0.0) is None
     assert refused == ["malformed"] and applied == []
+
+
+@pytest.mark.parametrize("content", ['[1, 2]', '{"config": 5}', '{"config": {"revision": "9"}}', 'not json'])
+async def test_a_damaged_revisions_file_does_not_stop_the_downlink(signer, tmp_path: Path, content: str):
+    private, trusted = signer
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "revisions.json").write_text(content)
+    applied: list[dict] = []
+    downlink = make_downlink(tmp_path / "site", trusted, applied, [])
+    assert await downlink.handle(sign(private, site="plant-1", kind="config", body={"overlay": {}}, revision=1), 0.0)
+    assert json.loads((tmp_path / "site" / "revisions.json").read_text())["config"]["revision"] == 1

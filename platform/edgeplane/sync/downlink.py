@@ -315,7 +315,11 @@ class Downlink:
         for key, empty in (("config", {}), ("models", {}), ("commands", []), ("refused", {})):
             if not isinstance(self.twin.get(key), type(empty)):
                 self.twin[key] = empty
-        self.revisions: dict[str, dict[str, Any]] = self._load("revisions.json", {})
+        loaded = self._load("revisions.json", {})
+        # a damaged file must not stop the downlink; what it held that still parses is kept
+        self.revisions: dict[str, dict[str, Any]] = {
+            kind: entry for kind, entry in (loaded.items() if isinstance(loaded, dict) else ())
+            if isinstance(entry, dict) and type(entry.get("revision")) is int}
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued_bytes = 0
         self._arrived = asyncio.Event()
