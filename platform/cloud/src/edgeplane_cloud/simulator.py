@@ -153,10 +153,10 @@ class FleetSimulator:
         total = 0
         for i, site in enumerate(self.sites):
             payload, readings = self.envelope(site, round_)
+            with self._stats_lock:
+                self.stats.readings_published += readings
             self._conns[i % len(self._conns)].publish(f"{self.prefix}/{site}/up/data", payload, readings)
             total += readings
-        with self._stats_lock:
-            self.stats.readings_published += total
         return total
 
     def run(self, rounds: int, *, rate: float | None = None) -> None:
