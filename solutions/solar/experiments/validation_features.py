@@ -78,6 +78,8 @@ def main() -> None:
     train = training.mixed_delays(p, w, plant, cap, start, end, seed=0)
     # the latency mixed_delays drew for each row (same generator and seed), so extras follow the same latency
     pick = np.random.default_rng(0).integers(0, len(training.TRAIN_DELAYS), len(train.frame.times))
+    drawn = np.choose(pick, [by_delay[d].frame.x[:, features.WEATHER_INDEX_COLUMN] for d in training.TRAIN_DELAYS])
+    assert np.array_equal(drawn, train.frame.x[:, features.WEATHER_INDEX_COLUMN]), "mixed_delays draws differently now"
     held = training.validation_rows(train.frame.times, (4, 3))
     checks = {"on_time": by_delay["0min"], "1h_late": by_delay["1h"]}
     trials = [("none", 16, 15, (0, 1, 2)), ("k_3h_6h", 16, 15, (0,)), ("k_3h_6h", 32, 30, (0,)),
