@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeplane_cloud.broker import UPLINK_STREAM
+from edgeplane_cloud.broker import INGEST_CONSUMER, UPLINK_STREAM
 from edgeplane_cloud.simulator import FleetSimulator
 from edgeplane_cloud.testing import NatsCluster, Postgres
 
@@ -26,18 +26,65 @@ def start_worker(nats: NatsCluster, dsn: str, log: Path) -> subprocess.Popen[byt
     return subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
+def wait_for(predicate, timeout: float, what: str, explain=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{explain()}")
         time.sleep(0.2)
+
+
+def broker_state(nats: NatsCluster) -> str:
+    """The uplink stream's and the ingest consumer's state, as JetStream reports it now."""
+    import asyncio
+
+    import nats as nats_client
+
+    async def probe() -> str:
+        nc = await nats_client.connect(servers=nats.nats_urls, connect_timeout=2, max_reconnect_attempts=2)
+        try:
+            js = nc.jetstream(timeout=5)
+            si = await js.stream_info(UPLINK_STREAM)
+            ci = await js.consumer_info(UPLINK_STREAM, INGEST_CONSUMER)
+            return (f"stream: messages={si.state.messages} first_seq={si.state.first_seq} last_seq={si.state.last_seq} "
+                    f"leader={si.cluster.leader if si.cluster else None}; consumer: num_pending={ci.num_pending} "
+                    f"num_ack_pending={ci.num_ack_pending} num_redelivered={ci.num_redelivered} "
+                    f"num_waiting={ci.num_waiting} delivered={ci.delivered} ack_floor={ci.ack_floor} "
+                    f"leader={ci.cluster.leader if ci.cluster else None}")
+        finally:
+            await nc.close()
+
+    try:
+        return asyncio.run(probe())
+    except Exception as e:  # noqa: BLE001 - the diagnosis must not hide the failure it explains
+        return f"broker state unavailable: {e!r}"
+
+
+def diagnosis(nats: NatsCluster, dsn: str, workers: list[subprocess.Popen[bytes]], logs: list[Path], produced: int) -> str:
+    try:
+        stored = query(dsn, "SELECT coalesce(sum(count), 0) FROM records")[0][0]
+        dead = query(dsn, "SELECT count(*) FROM dead_letters")[0][0]
+        db = f"stored {stored} of {produced} readings (missing {produced - stored}), {dead} dead letters"
+    except Exception as e:  # noqa: BLE001
+        db = f"database unavailable: {e!r}"
+    parts = [db, broker_state(nats)]
+    for i, (w, log) in enumerate(zip(workers, logs)):
+        state = "running" if w.poll() is None else f"exited {w.returncode}"
+        tail = "\n    ".join(log.read_text(errors="replace").splitlines()[-12:]) if log.exists() else "(no log)"
+        parts.append(f"worker {i} ({state}):\n    {tail}")
+    for i in range(len(nats.procs)):
+        node_log = nats.folder / f"n{i}" / "nats.log"
+        lines = [ln for ln in node_log.read_text(errors="replace").splitlines() if "[ERR]" in ln or "[WRN]" in ln] \
+            if node_log.exists() else []
+        parts.append(f"nats n{i}: {len(lines)} warnings/errors, last:\n    " + "\n    ".join(lines[-6:]))
+    return "\n".join(parts)
 
 
 @pytest.mark.timeout(240)
 def test_nats_node_kill_worker_sigkill_and_postgres_restart_lose_nothing_and_duplicate_nothing(tmp_path: Path):
     with NatsCluster(tmp_path / "nats") as nats, Postgres() as pg:
-        workers = [start_worker(nats, pg.dsn, tmp_path / f"worker{i}.log") for i in range(3)]
+        logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+        workers = [start_worker(nats, pg.dsn, log) for log in logs]
         sim = FleetSimulator(nats.mqtt_urls, sites=60, points=20, record_readings=10, connections=6)
         try:
             sim.wait_connected()
@@ -62,7 +109,8 @@ def test_nats_node_kill_worker_sigkill_and_postgres_restart_lose_nothing_and_dup
             produced = sim.stats.readings_produced
             assert produced == sim.stats.readings_published == 60 * 20 * 10 * 40
             wait_for(lambda: query(pg.dsn, "SELECT coalesce(sum(count), 0) FROM records")[0][0] >= produced, 120,
-                     f"all {produced} acknowledged readings stored")
+                     f"all {produced} acknowledged readings stored",
+                     lambda: diagnosis(nats, pg.dsn, workers, logs, produced))
             stored = query(pg.dsn, "SELECT coalesce(sum(count), 0) FROM records")[0][0]
             rows, distinct = query(pg.dsn, "SELECT count(*), count(DISTINCT (site, stream, seq)) FROM records")[0]
             assert stored == produced, f"lost {produced - stored}"
