@@ -60,14 +60,17 @@ def broker_state(nats: NatsCluster) -> str:
         return f"broker state unavailable: {e!r}"
 
 
-def diagnosis(nats: NatsCluster, dsn: str, workers: list[subprocess.Popen[bytes]], logs: list[Path], produced: int) -> str:
+def diagnosis(nats: NatsCluster, dsn: str, workers: list[subprocess.Popen[bytes]], logs: list[Path], produced: int,
+              envelopes_acked: int) -> str:
     try:
         stored = query(dsn, "SELECT coalesce(sum(count), 0) FROM records")[0][0]
         dead = query(dsn, "SELECT count(*) FROM dead_letters")[0][0]
         db = f"stored {stored} of {produced} readings (missing {produced - stored}), {dead} dead letters"
     except Exception as e:  # noqa: BLE001
         db = f"database unavailable: {e!r}"
-    parts = [db, broker_state(nats)]
+    # the stream's last_seq below that count: the MQTT listener acknowledged messages the uplink
+    # stream never stored (nothing the workers can fetch)
+    parts = [db, f"MQTT listener acknowledged {envelopes_acked} uplink messages", broker_state(nats)]
     for i, (w, log) in enumerate(zip(workers, logs)):
         state = "running" if w.poll() is None else f"exited {w.returncode}"
         tail = "\n    ".join(log.read_text(errors="replace").splitlines()[-12:]) if log.exists() else "(no log)"
@@ -110,7 +113,7 @@ def test_nats_node_kill_worker_sigkill_and_postgres_restart_lose_nothing_and_dup
             assert produced == sim.stats.readings_published == 60 * 20 * 10 * 40
             wait_for(lambda: query(pg.dsn, "SELECT coalesce(sum(count), 0) FROM records")[0][0] >= produced, 120,
                      f"all {produced} acknowledged readings stored",
-                     lambda: diagnosis(nats, pg.dsn, workers, logs, produced))
+                     lambda: diagnosis(nats, pg.dsn, workers, logs, produced, sim.stats.envelopes_acked))
             stored = query(pg.dsn, "SELECT coalesce(sum(count), 0) FROM records")[0][0]
             rows, distinct = query(pg.dsn, "SELECT count(*), count(DISTINCT (site, stream, seq)) FROM records")[0]
             assert stored == produced, f"lost {produced - stored}"

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import psycopg
+import pytest
 import zstandard
 from click.testing import CliRunner
 
@@ -133,3 +134,71 @@ def test_daily_partitions_unique_key_and_retention_by_dropping_partitions(clean_
         dropped = drop_partitions_before(conn, now - timedelta(days=7))
     assert old_part in dropped and f"records_{now:%Y%m%d}" not in dropped
     assert query(dsn, "SELECT count(*) FROM records")[0][0] == 1
+
+
+def test_partition_created_by_two_workers_at_once_and_after_a_rolled_back_create(clean_store: str):
+    """Workers starting together all create the day's partition; one of them used to fail with
+    "relation records_<day> already exists" (seen in the fault test's worker logs). And a CREATE rolled
+    back with its batch must not be remembered as made, or every later row of that day has no partition."""
+    import threading
+
+    from edgeplane_cloud.ingest import decode_uplink
+    from edgeplane_cloud.pgstore import DeadLetter, SiteCounts, ensure_partitions
+
+    dsn = clean_store
+    day = (datetime.now(timezone.utc) - timedelta(days=20)).replace(hour=12, minute=0, second=0, microsecond=0)
+    part = f"records_{day:%Y%m%d}"
+
+    def rows(site: str, seq: int) -> tuple[list, dict[str, SiteCounts]]:
+        counts: dict[str, SiteCounts] = {}
+        got, dead = decode_uplink(f"edgeplane.{site}.up.data", good_envelope(site, seq, day.timestamp()), counts)
+        assert dead is None
+        return got, counts
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {part}")
+        conn.commit()
+    try:
+        # a batch whose transaction fails after creating the partition (a subject PostgreSQL refuses)
+        store = PgStore(dsn)
+        try:
+            got, counts = rows("part-a", 1)
+            with pytest.raises(psycopg.Error):
+                store.write(got, [DeadLetter("edgeplane.part-a.up.\x00", "part-a", "test", b"")], counts)
+            got, counts = rows("part-a", 1)
+            assert store.write(got, [], counts).stored == 1
+        finally:
+            store.close()
+        assert query(dsn, f"SELECT count(*) FROM {part} WHERE site = 'part-a'")[0][0] == 1
+        with psycopg.connect(dsn) as conn:
+            conn.execute(f"DROP TABLE {part}")
+            conn.commit()
+
+        # two workers creating the same partition: the second waits for the first instead of failing
+        first = psycopg.connect(dsn)
+        second = PgStore(dsn)
+        outcome: list[object] = []
+        try:
+            with first.transaction():
+                ensure_partitions(first.cursor(), [day.replace(hour=0)], set())
+                got, counts = rows("part-b", 1)
+                writer = threading.Thread(target=lambda: outcome.append(_try(second.write, got, [], counts)))
+                writer.start()
+                writer.join(1.0)
+                assert writer.is_alive(), "the second creator must wait for the first's commit"
+            writer.join(30)
+        finally:
+            first.close()
+            second.close()
+        assert len(outcome) == 1 and not isinstance(outcome[0], Exception), outcome
+        assert query(dsn, f"SELECT count(*) FROM {part} WHERE site = 'part-b'")[0][0] == 1
+    finally:
+        with psycopg.connect(dsn) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {part}")
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - the test asserts on it
+        return e

@@ -239,16 +239,20 @@ class IngestWorker:
             except NatsTimeout:
                 continue
             except Exception as e:  # noqa: BLE001 - a node went away mid-fetch; the client reconnects
-                log.warning("%s: fetch failed (%s); retrying", self.name, e)
+                log.warning("%s: fetch failed (%s: %s); retrying", self.name, type(e).__name__, e)
                 await asyncio.sleep(0.2)
                 continue
             try:
                 result = await asyncio.to_thread(self._write, [(m.subject, m.data) for m in msgs])
-            except psycopg.OperationalError as e:
+            except psycopg.Error as e:
+                # OperationalError: the database is away, restarting, or the transaction lost a
+                # deadlock or lock wait; anything else escaping _write (which dead-letters what
+                # the database refuses per message) is not the messages' fault either: the batch
+                # goes back to the stream, the worker goes on
                 self.stats.database_errors += 1
                 self._m_db_errors.inc()
-                log.warning("%s: database unavailable (%s); batch of %d returned, retry in %.1f s", self.name, e,
-                            len(msgs), backoff)
+                log.warning("%s: database unavailable (%s: %s); batch of %d returned, retry in %.1f s", self.name,
+                            type(e).__name__, e, len(msgs), backoff)
                 await asyncio.to_thread(self._drop_store)
                 for m in msgs:
                     try:

@@ -115,13 +115,23 @@ def _day(t: datetime) -> datetime:
     return t.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def ensure_partitions(cur: Any, days: Iterable[datetime], known: set[datetime]) -> None:
-    """Create the daily partitions of ``records`` that ``days`` need (idempotent; ``known`` caches)."""
-    for day in sorted(set(days) - known):
+def ensure_partitions(cur: Any, days: Iterable[datetime], known: set[datetime]) -> set[datetime]:
+    """Create the daily partitions of ``records`` that ``days`` need (idempotent); returns the days created.
+
+    ``known`` caches days whose partition is committed: the caller adds the returned days only once
+    its transaction commits (a rolled-back CREATE leaves no partition, and a cache that believed
+    in it would send every later row of that day to "no partition found"). Workers starting together
+    all create today's partition: ``CREATE TABLE IF NOT EXISTS`` is not safe against a concurrent
+    create (one of them fails with "already exists"), so creators take a transaction lock first.
+    """
+    new = sorted(set(days) - known)
+    if new:
+        cur.execute("SELECT pg_advisory_xact_lock(4243)")
+    for day in new:
         name = f"records_{day:%Y%m%d}"
         cur.execute(f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF records "
                     f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')")
-        known.add(day)
+    return set(new)
 
 
 def drop_partitions_before(conn: Any, cutoff: datetime) -> list[str]:
@@ -163,11 +173,12 @@ class PgStore:
         """COPY ``rows`` (duplicates dropped), the dead letters and the per-site counters in one transaction."""
         result = BatchResult(dead=len(dead))
         received = datetime.now(timezone.utc)
+        created: set[datetime] = set()
         with self.conn.transaction():
             cur = self.conn.cursor()
             stored_keys: set[tuple[str, str, int]] = set()
             if rows:
-                ensure_partitions(cur, (_day(r.created) for r in rows), self._partitions)
+                created = ensure_partitions(cur, (_day(r.created) for r in rows), self._partitions)
                 cur.execute(_STAGE)
                 with cur.copy(f"COPY stage ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)") as copy:
                     copy.set_types(_COPY_TYPES)
@@ -203,6 +214,7 @@ class PgStore:
                     "dead = sites.dead + excluded.dead, reported = coalesce(excluded.reported, sites.reported), "
                     "reported_at = coalesce(excluded.reported_at, sites.reported_at)",
                     [(*row, row[-1]) for row in site_rows])
+        self._partitions |= created  # committed now
         result.sites = counts
         return result
 
