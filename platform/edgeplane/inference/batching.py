@@ -92,6 +92,15 @@ def concatenate_inputs(model: LoadedModel, items: Sequence[Any]) -> tuple[dict[s
     """Check each of many requests and join them into one: (feeds, total rows, rows per item)."""
     if not model.batchable:
         raise InputError(f"{model.label} has a fixed first axis, so it cannot run many requests as one: call infer() per request")
+    if len(model.inputs) == 1 and len(items) > 1 and all(type(item) is np.ndarray and item.ndim >= 1 for item in items):
+        # the common case (many windows for a one-input model): join first, check the join once
+        try:
+            joined = np.concatenate(items, axis=0)
+        except ValueError:
+            joined = None  # shapes disagree: the item-by-item check below names the bad one
+        if joined is not None and all(item.dtype == joined.dtype for item in items):
+            feeds, rows = check_inputs(model, joined)
+            return feeds, rows, [len(item) for item in items]
     checked = [check_inputs(model, item) for item in items]
     splits = [rows for _, rows in checked]
     if len(checked) == 1:
