@@ -248,15 +248,27 @@ class MqttTransport(Transport):
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         if self._client is None or not self.connected:
             raise ConnectionError(f"uplink {self.config.url} is not connected")
+        await self._hand_to_paho(topic, payload, retain=retain)
+
+    def _hand_to_paho(self, topic: str, data: bytes, *, retain: bool = False) -> asyncio.Future[None]:
+        """Publish at QoS 1 now (wire order = call order); the future resolves on the broker's
+        acknowledgement. The caller checks that its link is up; ConnectionError if paho refuses."""
         import paho.mqtt.client as mqtt
 
-        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        info = self._client.publish(topic, data, qos=1, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"publish to {self.config.url} failed: {mqtt.error_string(info.rc)}")
         # on_publish for this mid is handed to the loop, so it cannot run before we register
         future = asyncio.get_running_loop().create_future()
         self._pending[info.mid] = future
-        await future
+        return future
+
+    @staticmethod
+    def _abandon(futures: list[asyncio.Future[None]]) -> None:
+        """Acknowledgements whose outcome no longer matters (their records stay in the outbox):
+        their exceptions are retrieved so asyncio does not report them as never retrieved."""
+        for future in futures:
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None:
         self._subscriptions[topic] = handler

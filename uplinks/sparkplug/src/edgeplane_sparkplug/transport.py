@@ -394,18 +394,12 @@ class SparkplugTransport(MqttTransport):
 
     def _publish_now(self, topic: str, payload: Any) -> asyncio.Future[None]:
         """Number the message and hand it to paho now, so that ``seq`` order is wire order."""
-        import paho.mqtt.client as mqtt
-
         if self._client is None or not self._mqtt_up:
             raise ConnectionError(f"Sparkplug uplink {self.config.url} is not connected")
         payload.seq = self._seq
         self._seq = (self._seq + 1) % 256
         data = payload.SerializeToString()
-        info = self._client.publish(topic, data, qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise ConnectionError(f"publish to {self.config.url} failed: {mqtt.error_string(info.rc)}")
-        future = asyncio.get_running_loop().create_future()
-        self._pending[info.mid] = future
+        future = self._hand_to_paho(topic, data)
         self.bytes_sent += len(data) + len(topic)
         return future
 
@@ -467,8 +461,7 @@ class SparkplugTransport(MqttTransport):
                 else:
                     futures.append(self._publish_now(topic, payload))
         except ConnectionError:
-            for future in futures:  # their outcome no longer matters: the records stay in the outbox
-                future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._abandon(futures)
             raise
         await asyncio.gather(*futures)
         return self.bytes_sent - before

@@ -204,16 +204,10 @@ class ThingsBoardTransport(MqttTransport):
     # -- data ---------------------------------------------------------------------------------
 
     def _publish_now(self, topic: str, doc: Any) -> asyncio.Future[None]:
-        import paho.mqtt.client as mqtt
-
         if self._client is None or not self._mqtt_up:
             raise ConnectionError(f"ThingsBoard uplink {self.config.url} is not connected")
         data = json.dumps(doc, separators=(",", ":"), default=str).encode()
-        info = self._client.publish(topic, data, qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise ConnectionError(f"publish to {self.config.url} failed: {mqtt.error_string(info.rc)}")
-        future = asyncio.get_running_loop().create_future()
-        self._pending[info.mid] = future
+        future = self._hand_to_paho(topic, data)
         self.bytes_sent += len(data) + len(topic)
         return future
 
@@ -264,8 +258,7 @@ class ThingsBoardTransport(MqttTransport):
             for topic, doc in self.format(records):
                 futures.append(self._publish_now(topic, doc))
         except ConnectionError:
-            for future in futures:
-                future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._abandon(futures)
             raise
         await asyncio.gather(*futures)
         return self.bytes_sent - before
