@@ -75,3 +75,29 @@ def test_train_day_ahead_smoke_writes_a_loadable_model(tmp_path):
     assert result.exit_code == 0, result.output
     assert str(folder) in result.output
     assert set(json.loads(result.output.strip().splitlines()[-1])) == {"day-ahead"}
+
+
+def test_day_ahead_selection_never_trains_on_validation_weeks(monkeypatch):
+    power, _ = reference.load_system50(weather=False)
+    described = reference.system50()
+    data = day_ahead.prepare(power.values, described.plant, described.capacity_w, "2011-05-01", "2011-07-01")
+    held = training.validation_rows(data.times, reference.VALIDATION_WEEKS)
+    assert held.any() and (~held).any()
+    fitted = []
+    real_fit = day_ahead.fit
+
+    def recording_fit(d, **kw):
+        fitted.append(d.times)
+        return real_fit(d, **{**kw, "epochs": 1})
+
+    monkeypatch.setattr(day_ahead, "fit", recording_fit)
+    monkeypatch.setattr(day_ahead, "CANDIDATES", ((4, 1), (8, 2)))
+    chosen, _, report = day_ahead.select_and_fit(data, log=lambda m: None)
+    assert len(fitted) == 3  # two candidates on the training weeks, then the choice on the whole span
+    for times in fitted[:2]:
+        assert not training.validation_rows(times, reference.VALIDATION_WEEKS).any()
+    assert len(fitted[2]) == len(data.times)
+    best = min(report, key=lambda r: r["val_nrmse"])
+    assert (chosen["hidden"], chosen["epochs"]) == (best["hidden"], best["epochs"])
+    assert all(r["val_n"] > 0 and np.isfinite(r["val_nrmse"]) for r in report)
+

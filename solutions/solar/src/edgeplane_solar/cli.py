@@ -224,7 +224,7 @@ def fit(power: Path | None, power_column: str | None, power_unit: str | None, po
               help="Plant description file (from 'edgeplane solar fit'). Default: system 50's.")
 @click.option("--start", default=reference.TRAIN[0], show_default=True)
 @click.option("--end", default=reference.TRAIN[1], show_default=True, help="Exclusive.")
-@click.option("--epochs", type=int, default=None, help="Fix the epochs (no selection). Day-ahead default: 30.")
+@click.option("--epochs", type=int, default=None, help="Fix the epochs (no selection).")
 @click.option("--hidden", type=int, default=None, help="Fix the hidden size (no selection).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -258,7 +258,7 @@ def train(power: Path | None, power_column: str | None, power_unit: str | None, 
                   "data": [f"{Path(p.source.split(':')[0]).name} [{start}, {end})"]
                   + ([f"{Path(w.source.split(':')[0]).name} [{start}, {end})"] if w is not None else [])}
     if day_ahead:
-        _train_day_ahead(p.values, plant, capacity, start, end, epochs or 30, seed, out, version, provenance)
+        _train_day_ahead(p.values, plant, capacity, start, end, epochs, hidden, seed, out, version, provenance)
         return
     try:
         chosen, net, report = training.select_and_fit(p, w, plant, capacity, start, end, seed=seed, epochs=epochs,
@@ -272,19 +272,21 @@ def train(power: Path | None, power_column: str | None, power_unit: str | None, 
     click.echo(f"model written to {folder}")
 
 
-def _train_day_ahead(p: Any, plant: Any, capacity: float, start: str, end: str, epochs: int, seed: int,
-                     out: Path | None, version: str, provenance: dict[str, Any]) -> None:
+def _train_day_ahead(p: Any, plant: Any, capacity: float, start: str, end: str, epochs: int | None,
+                     hidden: int | None, seed: int, out: Path | None, version: str, provenance: dict[str, Any]) -> None:
     from edgeplane_solar import day_ahead
 
     data = day_ahead.prepare(p, plant, capacity, start, end)
     try:
-        net = day_ahead.fit(data, epochs=epochs, seed=seed, log=lambda m: click.echo(m, err=True))
+        chosen, net, report = day_ahead.select_and_fit(data, seed=seed, epochs=epochs, hidden=hidden,
+                                                       log=lambda m: click.echo(m, err=True))
     except ValueError as e:
         _fail(str(e))
-    provenance = {**provenance, "epochs": epochs, "data": provenance["data"][:1],
+    provenance = {**provenance, **chosen, "selection": report, "data": provenance["data"][:1],
                   "inputs": "no weather forecast: clear-sky power and sun at the target, yesterday's power and clear-sky index"}
     folder = day_ahead.save(net, out or reference.shipped_models(), version, provenance)
     r = day_ahead.score(data, day_ahead.run_onnx(folder / "model.onnx", data.x))
+    click.echo(f"chosen on validation weeks: {chosen}" if report else f"fixed settings, no selection: {chosen}")
     click.echo(f"in-sample (training period), day-ahead: n {r['n']}  nRMSE {r['nrmse']:.2%}  nMAE {r['nmae']:.2%}  "
                f"P10-P90 {r['coverage_p10_p90']:.1%}")
     click.echo(f"model written to {folder}")

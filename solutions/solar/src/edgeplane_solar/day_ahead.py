@@ -32,6 +32,8 @@ N_FEATURES = 15
 BASELINE_COLUMN = 13  # yesterday's daily index x clear-sky power
 SMART_COLUMN = 14  # yesterday's index at the same time x clear-sky power
 CLEARSKY_COLUMN = 0
+#: the settings model selection chooses among (hidden units, epochs)
+CANDIDATES = ((4, 15), (4, 30), (8, 15), (8, 30), (16, 15), (16, 30))
 
 
 @dataclass
@@ -178,6 +180,53 @@ def fit(data: DayAheadData, *, epochs: int = 30, hidden: int = 8, seed: int = 0,
             log(f"day-ahead epoch {epoch + 1}/{epochs}: pinball {total / len(xt):.5f}")
     net.eval()
     return net
+
+
+def select_and_fit(data: DayAheadData, *, seed: int = 0, epochs: int | None = None, hidden: int | None = None,
+                   log: Any = print, weeks: tuple[int, int] = (4, 3)) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
+    """Choose (hidden, epochs) on the intraday model's validation weeks of the span, then train the choice on all of it.
+
+    The split is :func:`edgeplane_solar.training.validation_rows` on the target day (issued at its
+    00:00 UTC, so the issue time is in the same ISO week); the score is the P50's nRMSE on the
+    validation weeks' daylight rows; their targets are never trained on while choosing.
+    """
+    from edgeplane_solar import training
+
+    held = training.validation_rows(data.times, weeks)
+    candidates = [(hidden, epochs)] if hidden and epochs else \
+        [c for c in CANDIDATES if (hidden is None or c[0] == hidden) and (epochs is None or c[1] == epochs)] or \
+        [(hidden or 8, epochs or 30)]
+    report: list[dict[str, Any]] = []
+    if len(candidates) > 1:
+        check = _subset(data, held)
+        for h_units, n_epochs in candidates:
+            net = fit(_subset(data, ~held), epochs=n_epochs, hidden=h_units, seed=seed, log=log)
+            r = score(check, _predict(net, check.x))
+            entry = {"hidden": h_units, "epochs": n_epochs, "val_nrmse": round(r["nrmse"], 5),
+                     "val_nrmse_daily_index": round(r["nrmse_daily_index"], 5), "val_n": r["n"]}
+            log(f"candidate {entry}")
+            report.append(entry)
+        best = min(report, key=lambda r: r["val_nrmse"])
+        h_units, n_epochs = best["hidden"], best["epochs"]
+    else:
+        h_units, n_epochs = candidates[0]
+    net = fit(data, epochs=n_epochs, hidden=h_units, seed=seed, log=log)
+    chosen: dict[str, Any] = {"hidden": h_units, "epochs": n_epochs}
+    if report:
+        chosen["validation_weeks"] = f"ISO week % {weeks[0]} == {weeks[1]}"
+    return chosen, net, report
+
+
+def _subset(data: DayAheadData, rows: np.ndarray) -> DayAheadData:
+    return DayAheadData(data.times[rows], data.x[rows], data.target[rows], data.persistence[rows],
+                        data.smart_persistence[rows], data.baseline[rows], data.daylight[rows], data.valid[rows])
+
+
+def _predict(net: Any, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return net(torch.tensor(x, dtype=torch.float32)).numpy()
 
 
 def save(net: Any, registry_root: Path, version: str, provenance: dict[str, Any], replace: bool = True) -> Path:
