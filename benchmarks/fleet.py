@@ -3,8 +3,8 @@ into PostgreSQL, with faults, against raw COPY of the same rows; and a model rol
 
     python benchmarks/fleet.py [--json] [--sites 1000] [--points 100] [--rounds 6] [--workers 2]
 
-What runs (all on this machine, loopback): three ``nats-server`` nodes (JetStream, MQTT listener,
-uplink stream with 3 replicas), PostgreSQL 15, ``--workers`` ingest worker processes on one
+What runs (all on this machine, loopback): three ``nats-server`` nodes (JetStream, MQTT listener;
+the workers read NATS's own ``$MQTT_msgs`` stream, 3 replicas), PostgreSQL 15, ``--workers`` ingest worker processes on one
 durable pull consumer, and the fleet simulator (the real sync codec: each site sends, per round,
 one envelope holding one record of ``--record-readings`` 1 Hz readings per point, over MQTT QoS 1).
 
@@ -13,8 +13,9 @@ one envelope holding one record of ``--record-readings`` 1 Hz readings per point
 * ``ratio_vs_raw_copy``: that rate over the rate of psycopg binary COPY of the very same rows
   (read back from the store, Python objects ready) into an indexed table, in the same run.
 * ``lost`` = readings acknowledged by the broker - readings stored; ``duplicates`` = rows - distinct
-  (site, stream, seq). ``faults_survived``: faults injected mid-run (a NATS node SIGKILLed then
-  restarted, an ingest worker SIGKILLed, PostgreSQL crash-restarted) when lost and duplicates are 0.
+  (site, stream, seq). ``faults_survived``: faults injected mid-run (the NATS node leading the
+  uplink stream SIGKILLed then restarted, an ingest worker SIGKILLed, PostgreSQL crash-restarted)
+  when lost and duplicates are 0.
 * ``rollout_seconds``: from starting a model rollout to every site serving the new version
   (5 % canary, then batches of 250; the twins' reports come back through the stream and ingest).
 """
@@ -103,8 +104,8 @@ def main() -> None:
                              connections=args.connections, trusted_keys={key_id(public): public})
         faults: list[str] = []
         try:
-            nats.wait_stream(UPLINK_STREAM)
             sim.wait_connected()
+            nats.wait_consumer()  # what sites publish before the ingest consumer exists is not kept
             sim.start_twins(nats.mqtt_urls[1])
             expected = args.sites * args.points * args.record_readings * args.rounds
             log(f"fleet: {args.sites} sites x {args.points} points, {args.rounds} rounds of {args.record_readings} "
@@ -117,8 +118,15 @@ def main() -> None:
                     return
                 # a share of the readings published, then the fault; the killed node comes back after 3 s
                 # (the sites on it wait for it meanwhile, their messages in flight or queued)
-                steps = [(0.2, lambda: (nats.kill(2), faults.append("nats node SIGKILL"))),
-                         (0.0, lambda: (time.sleep(3), nats.start_node(2), faults.append("nats node restart"))),
+                killed: list[int] = []
+
+                def kill_leader() -> None:
+                    killed.append(nats.stream_leader(UPLINK_STREAM))  # the worst node to lose
+                    nats.kill(killed[0])
+                    faults.append(f"nats node SIGKILL (n{killed[0]}, leader of {UPLINK_STREAM})")
+
+                steps = [(0.2, kill_leader),
+                         (0.0, lambda: (time.sleep(3), nats.start_node(killed[0]), faults.append("nats node restart"))),
                          (0.45, lambda: (os.kill(workers[0].pid, signal.SIGKILL), workers[0].wait(),
                                          faults.append("ingest worker SIGKILL"))),
                          (0.5, lambda: workers.__setitem__(0, start_worker(nats, pg.dsn, folder / "worker0b.log"))),

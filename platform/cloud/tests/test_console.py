@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import nats
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -17,6 +16,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from edgeplane.sync.signing import generate_keypair, key_id, load_public_key
 
+from edgeplane_cloud.broker import MqttPublisher
 from edgeplane_cloud.console import ConsoleServer
 from edgeplane_cloud.fleet import Fleet
 from edgeplane_cloud.ingest import IngestWorker
@@ -56,15 +56,6 @@ class Ingest:
         self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self.worker.run(),), daemon=True)
         self.thread.start()
 
-    def publish(self, subject: str, payload: bytes) -> None:
-        async def go() -> None:
-            nc = await nats.connect(servers=self.worker.nats_urls)
-            try:
-                await nc.jetstream().publish(subject, payload)
-            finally:
-                await nc.close()
-        asyncio.run_coroutine_threadsafe(go(), self.loop).result(20)
-
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.worker.stop)
         self.thread.join(20)
@@ -77,7 +68,7 @@ def test_console_shows_the_fleet_and_runs_a_rollout_to_the_end(nats_cluster: Nat
     generate_keypair(key, pub)
     public = load_public_key(pub)
     ingest = Ingest(nats_cluster.nats_urls, dsn)
-    nats_cluster.wait_stream("EDGEPLANE_UP")
+    nats_cluster.wait_consumer()
     sim = FleetSimulator(nats_cluster.mqtt_urls, sites=6, points=3, record_readings=30, connections=1,
                          site_prefix="con", name="console", trusted_keys={key_id(public): public})
     console = ConsoleServer(dsn, port=0, broker=nats_cluster.mqtt_urls[2], signing_key=key)
@@ -88,7 +79,8 @@ def test_console_shows_the_fleet_and_runs_a_rollout_to_the_end(nats_cluster: Nat
         sim.publish_round(0)
         sim.publish_round(1)
         # a site whose reported state is JSON of the wrong shape: shown, never breaks the page
-        ingest.publish("edgeplane.con-weird.up.state", b'{"config": [1], "models": "x", "outbox": 5}')
+        with MqttPublisher(nats_cluster.mqtt_urls[1], "con-weird") as weird:
+            weird.publish("edgeplane/con-weird/up/state", b'{"config": [1], "models": "x", "outbox": 5}', retain=False)
         deadline = time.monotonic() + 30
         while query(dsn, "SELECT count(*) FROM sites")[0][0] < 7 and time.monotonic() < deadline:
             time.sleep(0.1)

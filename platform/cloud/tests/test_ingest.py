@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from edgeplane import Batch
 from edgeplane.sync.codec import RAW_JSON, Record, encode_batch, encode_envelope
 
+from edgeplane_cloud.broker import UPLINK_SUBJECT_PREFIX
 from edgeplane_cloud.cli import fleet
 from edgeplane_cloud.fleet import Fleet
 from edgeplane_cloud.ingest import IngestWorker
@@ -62,19 +63,14 @@ async def test_undecodable_and_wrong_type_input_goes_to_dead_letters_and_ingest_
     try:
         js = nc.jetstream()
         await wait_until(lambda: query(dsn, "SELECT to_regclass('dead_letters')")[0][0] is not None, what="schema")
-        for _ in range(200):
-            try:
-                if (await js.stream_info("EDGEPLANE_UP")).cluster.leader:
-                    break
-            except Exception:  # noqa: BLE001 - the worker creates it, then the replicas elect a leader
-                pass
-            await asyncio.sleep(0.1)
+        await asyncio.to_thread(nats_cluster.wait_consumer)
+        # into the stream the workers read, as NATS's MQTT layer stores a site's QoS 1 message
         for subject, payload in hostile:
-            await js.publish(subject, payload)
+            await js.publish(UPLINK_SUBJECT_PREFIX + subject, payload)
         # wrong types inside a reported state that is valid JSON: stored, and read as unknown
-        await js.publish("edgeplane.bad-1.up.state", json.dumps(
+        await js.publish(UPLINK_SUBJECT_PREFIX + "edgeplane.bad-1.up.state", json.dumps(
             {"config": "yes", "models": [1], "outbox": {"high": {"readings": "many"}}, "refused": {"x": {}}}).encode())
-        await js.publish("edgeplane.bad-1.up.data", good_envelope("bad-1", 9))
+        await js.publish(UPLINK_SUBJECT_PREFIX + "edgeplane.bad-1.up.data", good_envelope("bad-1", 9))
         await wait_until(lambda: query(dsn, "SELECT count(*) FROM records WHERE site = 'bad-1'")[0][0] == 1,
                          what="the good envelope after the bad ones")
         await wait_until(lambda: query(dsn, "SELECT count(*) FROM dead_letters")[0][0] == len(hostile),

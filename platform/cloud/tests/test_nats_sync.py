@@ -124,6 +124,8 @@ async def test_the_uplink_stream_is_replicated_three_times(nats_cluster: NatsClu
         assert len(info.cluster.replicas or []) == 2  # a leader and two followers
         consumer = await js.consumer_info(UPLINK_STREAM, "ingest")
         assert consumer.config.durable_name == "ingest" and consumer.config.max_ack_pending > 0
+        # the workers read what NATS's MQTT layer stored before it acknowledged the site
+        assert UPLINK_STREAM == "$MQTT_msgs" and consumer.config.filter_subject == "$MQTT.msgs.edgeplane.*.up.>"
     finally:
         await nc.close()
         worker.stop()

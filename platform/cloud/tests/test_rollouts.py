@@ -42,7 +42,7 @@ async def test_model_rollout_canary_batches_gate_and_rollback(nats_cluster: Nats
     public = load_public_key(cloud_pub)
     worker = IngestWorker(nats_cluster.nats_urls, dsn, batch=64)
     task = asyncio.create_task(worker.run())
-    await asyncio.to_thread(nats_cluster.wait_stream, "EDGEPLANE_UP")
+    await asyncio.to_thread(nats_cluster.wait_consumer)
     sim = FleetSimulator(nats_cluster.mqtt_urls, sites=20, points=1, record_readings=5, connections=2,
                          site_prefix="ro", name="rollouts", trusted_keys={key_id(public): public},
                          failing_models={("ro-00008", "2")})

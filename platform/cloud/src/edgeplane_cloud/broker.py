@@ -1,12 +1,22 @@
-"""The broker side of the scale-out back end: JetStream stream and consumer, and an MQTT publisher.
+"""The broker side of the scale-out back end: the uplink stream and its consumer, and an MQTT publisher.
 
 Sites publish MQTT 3.1.1 QoS 1 to any node's MQTT listener, exactly as to Mosquitto. NATS maps
-the MQTT topic ``edgeplane/<site>/up/data`` to the subject ``edgeplane.<site>.up.data``; the
-stream :data:`UPLINK_STREAM` captures ``<prefix>.*.up.>`` with three replicas (work-queue
-retention: a message leaves the stream when an ingest worker acknowledges it). Every ingest
-worker binds to the one durable pull consumer :data:`INGEST_CONSUMER`; ``max_ack_pending``
-bounds what is in flight across all workers, ``ack_wait`` is how soon a dead worker's
-messages go to the others.
+the MQTT topic ``edgeplane/<site>/up/data`` to the subject ``edgeplane.<site>.up.data``. For a QoS 1
+message, nats-server (2.9.10 as Debian packages it) does two things: a plain publish on that
+subject (no acknowledgement: a stream that captures it and has no leader at that moment never
+gets it), then a JetStream store request into its own stream :data:`UPLINK_STREAM`
+(``$MQTT_msgs``, subject ``$MQTT.msgs.edgeplane.<site>.up.data``), and it sends the site its PUBACK
+only once that store succeeded. So the workers read ``$MQTT_msgs`` itself: a message the site saw
+acknowledged is already in a replicated stream, and no copy step between the MQTT layer and the
+workers can drop it. ``mqtt { stream_replicas: 3 }`` on every node gives the stream its three
+replicas; :func:`ensure_stream` refuses a stream with fewer than the settings ask for.
+
+``$MQTT_msgs`` keeps a message while a consumer with interest in it has not acknowledged it
+(interest retention). Every ingest worker binds to the one durable pull consumer
+:data:`INGEST_CONSUMER`, filtered on ``$MQTT.msgs.<prefix>.*.up.>``; ``max_ack_pending`` bounds what
+is in flight across all workers, ``ack_wait`` is how soon a dead worker's messages go to the
+others. The consumer must exist before sites publish: a message nothing has interest in is not
+kept (the first worker creates it; :meth:`edgeplane_cloud.testing.NatsCluster.wait_consumer`).
 
 Downlink (desired config, models, commands) goes out through the same cluster over MQTT,
 retained, by :class:`MqttPublisher`.
@@ -20,11 +30,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["INGEST_CONSUMER", "UPLINK_STREAM", "MqttPublisher", "PublishError", "StreamSettings", "ensure_stream",
-           "mqtt_client"]
+__all__ = ["INGEST_CONSUMER", "UPLINK_STREAM", "UPLINK_SUBJECT_PREFIX", "BrokerConfigError", "MqttPublisher",
+           "PublishError", "StreamSettings", "ensure_stream", "mqtt_client", "stream_leader"]
 
-UPLINK_STREAM = "EDGEPLANE_UP"
+UPLINK_STREAM = "$MQTT_msgs"  # nats-server's own stream of QoS 1 MQTT messages
+UPLINK_SUBJECT_PREFIX = "$MQTT.msgs."  # what it puts before the NATS subject of the MQTT topic
 INGEST_CONSUMER = "ingest"
+
+
+class BrokerConfigError(RuntimeError):
+    """The NATS cluster is configured in a way that could lose acknowledged uplinks; the message says the fix."""
 
 
 class PublishError(ConnectionError):
@@ -33,36 +48,58 @@ class PublishError(ConnectionError):
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """What an operator sizes: replicas, how long unacknowledged data may wait, what is in flight."""
+    """What an operator sizes: replicas, what is in flight, how soon a dead worker's messages move on.
+
+    The stream's storage limit is the servers' JetStream ``max_file_store``: ``$MQTT_msgs`` holds
+    the backlog while the database is away, next to NATS's MQTT session streams.
+    """
 
     prefix: str = "edgeplane"
-    replicas: int = 3
-    # the backlog the cluster may hold while the database is away; -1: up to the servers' JetStream
-    # storage (max_file_store), which must then leave room for the MQTT session streams
-    max_bytes: int = -1
-    max_age_s: float = 7 * 86400
+    replicas: int = 3  # what ``mqtt { stream_replicas }`` must give $MQTT_msgs
     ack_wait_s: float = 30.0  # a dead worker's messages are redelivered after this
     max_ack_pending: int = 2048  # messages in flight across all workers
     max_deliver: int = -1  # never give up: what cannot be stored goes to dead letters, acknowledged
 
+    @property
+    def filter_subject(self) -> str:
+        return f"{UPLINK_SUBJECT_PREFIX}{self.prefix}.*.up.>"
+
 
 async def ensure_stream(js: Any, settings: StreamSettings = StreamSettings()) -> None:
-    """Create (or update) the uplink stream and the ingest consumer; safe to call from every worker."""
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
-    from nats.js.errors import NotFoundError
+    """Check ``$MQTT_msgs`` (create it as nats-server would if no MQTT client came yet) and create the
+    ingest consumer; safe to call from every worker. Raises :class:`BrokerConfigError` when the
+    stream has fewer replicas than ``settings.replicas``."""
+    from nats.js.api import (AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType,
+                             StreamConfig)
+    from nats.js.errors import BadRequestError, NotFoundError
 
-    config = StreamConfig(name=UPLINK_STREAM, subjects=[f"{settings.prefix}.*.up.>"], retention=RetentionPolicy.WORK_QUEUE,
-                          storage=StorageType.FILE, num_replicas=settings.replicas, max_bytes=settings.max_bytes,
-                          max_age=settings.max_age_s, duplicate_window=120.0)
     try:
-        await js.stream_info(UPLINK_STREAM)
-        await js.update_stream(config)
+        info = await js.stream_info(UPLINK_STREAM)
     except NotFoundError:
-        await js.add_stream(config)
+        # the same configuration nats-server 2.9's MQTT layer gives it (it accepts an existing one)
+        config = StreamConfig(name=UPLINK_STREAM, subjects=[f"{UPLINK_SUBJECT_PREFIX}>"], storage=StorageType.FILE,
+                              retention=RetentionPolicy.INTEREST, num_replicas=settings.replicas)
+        try:
+            info = await js.add_stream(config)
+        except BadRequestError:  # created meanwhile by the MQTT layer or another worker
+            info = await js.stream_info(UPLINK_STREAM)
+    replicas = info.config.num_replicas or 1
+    if replicas < settings.replicas:
+        raise BrokerConfigError(
+            f"NATS stream {UPLINK_STREAM} has {replicas} replica(s), the ingest settings ask for {settings.replicas}: "
+            f"set `mqtt {{ stream_replicas: {settings.replicas} }}` on every nats-server node and recreate the "
+            f"stream (nats stream edit {UPLINK_STREAM} --replicas {settings.replicas}), or pass --replicas {replicas} "
+            "to accept losing acknowledged uplinks with a node")
     await js.add_consumer(UPLINK_STREAM, ConsumerConfig(
         durable_name=INGEST_CONSUMER, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-        ack_wait=settings.ack_wait_s, max_ack_pending=settings.max_ack_pending, max_deliver=settings.max_deliver,
-        max_waiting=512))
+        filter_subject=settings.filter_subject, ack_wait=settings.ack_wait_s, max_ack_pending=settings.max_ack_pending,
+        max_deliver=settings.max_deliver, max_waiting=512))
+
+
+async def stream_leader(js: Any, stream: str = UPLINK_STREAM) -> str | None:
+    """The server name of ``stream``'s leader now, as the JetStream API reports it (None: no leader)."""
+    info = await js.stream_info(stream)
+    return info.cluster.leader if info.cluster else None
 
 
 def mqtt_client(url: str, client_id: str, *, clean: bool, ca: str | None = None, cert: str | None = None,

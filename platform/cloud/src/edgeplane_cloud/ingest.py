@@ -32,7 +32,8 @@ import numpy as np
 from edgeplane.metrics import Metrics
 from edgeplane.sync.codec import decode_block, decode_envelope
 
-from edgeplane_cloud.broker import INGEST_CONSUMER, UPLINK_STREAM, StreamSettings, ensure_stream
+from edgeplane_cloud.broker import (INGEST_CONSUMER, UPLINK_STREAM, UPLINK_SUBJECT_PREFIX, BrokerConfigError,
+                                    StreamSettings, ensure_stream)
 from edgeplane_cloud.pgstore import DeadLetter, PgStore, RecordRow, SiteCounts, json_text
 
 __all__ = ["IngestStats", "IngestWorker", "decode_uplink", "main"]
@@ -88,6 +89,11 @@ def _record_row(site: str, r: Any) -> RecordRow:
         raise ValueError(f"{what}: an events block must be a list of objects")
     return RecordRow(site, r.stream, r.seq, created, "events", r.priority, r.count, None, None, None,
                      json_text({"events": events}))
+
+
+def _nats_subject(stored: str) -> str:
+    """The uplink's own subject (``edgeplane.<site>.up.data``) from its subject in ``$MQTT_msgs``."""
+    return stored[len(UPLINK_SUBJECT_PREFIX):] if stored.startswith(UPLINK_SUBJECT_PREFIX) else stored
 
 
 def decode_uplink(subject: str, payload: bytes, counts: dict[str, SiteCounts], prefix: str = "edgeplane"
@@ -228,6 +234,9 @@ class IngestWorker:
                 await ensure_stream(js, self.stream)
                 sub = await js.pull_subscribe_bind(INGEST_CONSUMER, UPLINK_STREAM)
                 break
+            except BrokerConfigError:
+                await nc.close()
+                raise
             except Exception as e:  # noqa: BLE001 - the cluster is electing a leader: try again
                 log.warning("%s: stream not ready (%s); retrying", self.name, e)
                 await asyncio.sleep(0.5)
@@ -243,7 +252,7 @@ class IngestWorker:
                 await asyncio.sleep(0.2)
                 continue
             try:
-                result = await asyncio.to_thread(self._write, [(m.subject, m.data) for m in msgs])
+                result = await asyncio.to_thread(self._write, [(_nats_subject(m.subject), m.data) for m in msgs])
             except psycopg.Error as e:
                 # OperationalError: the database is away, restarting, or the transaction lost a
                 # deadlock or lock wait; anything else escaping _write (which dead-letters what
@@ -297,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", required=True, help="PostgreSQL connection string")
     parser.add_argument("--batch", type=int, default=256, help="messages fetched per transaction")
     parser.add_argument("--prefix", default="edgeplane")
-    parser.add_argument("--replicas", type=int, default=3, help="replicas of the uplink stream")
+    parser.add_argument("--replicas", type=int, default=3,
+                        help="replicas the uplink stream ($MQTT_msgs) must have (mqtt { stream_replicas } on the servers)")
     parser.add_argument("--ack-wait", type=float, default=30.0, help="seconds before a dead worker's batch is redelivered")
     parser.add_argument("--max-ack-pending", type=int, default=2048, help="messages in flight across all workers")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgeplane_cloud.broker import INGEST_CONSUMER, UPLINK_STREAM, stream_leader
+
 __all__ = ["EngineError", "NatsCluster", "Postgres", "free_port", "port_open"]
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/bin/nats-server"
@@ -183,9 +185,10 @@ class NatsCluster:
 
         asyncio.run(probe())
 
-    def wait_stream(self, stream: str, timeout: float = 30.0) -> None:
-        """Until ``stream`` exists and has a leader. Sites must not publish before: NATS's MQTT
-        listener acknowledges a QoS 1 message that no stream captures, and nothing keeps it."""
+    def wait_consumer(self, stream: str = UPLINK_STREAM, consumer: str = INGEST_CONSUMER, timeout: float = 30.0) -> None:
+        """Until ``stream`` has a leader and its durable ``consumer`` exists (the ingest workers make it).
+        Sites must not publish before: ``$MQTT_msgs`` keeps a message only while a consumer has
+        interest in it, so what NATS's MQTT listener acknowledges before that is not kept."""
         import asyncio
 
         import nats
@@ -193,21 +196,41 @@ class NatsCluster:
         async def probe() -> None:
             nc = await nats.connect(servers=self.nats_urls, connect_timeout=2)
             try:
-                js = nc.jetstream()
+                js = nc.jetstream(timeout=5)
                 deadline = time.monotonic() + timeout
                 while True:
                     try:
-                        if (await js.stream_info(stream)).cluster.leader:
+                        if (await js.stream_info(stream)).cluster.leader and \
+                                (await js.consumer_info(stream, consumer)).cluster.leader:
                             return
                     except Exception:  # noqa: BLE001 - not created yet, or no leader elected yet
                         pass
                     if time.monotonic() > deadline:
-                        raise EngineError(f"stream {stream} has no leader within {timeout} s")
+                        raise EngineError(f"stream {stream} with consumer {consumer} not ready within {timeout} s")
                     await asyncio.sleep(0.1)
             finally:
                 await nc.close()
 
         asyncio.run(probe())
+
+    def stream_leader(self, stream: str = UPLINK_STREAM) -> int:
+        """The index of the node that leads ``stream`` now, as the JetStream API reports it."""
+        import asyncio
+
+        import nats
+
+        async def probe() -> str | None:
+            nc = await nats.connect(servers=[u for i, u in enumerate(self.nats_urls) if self.procs[i] is not None],
+                                    connect_timeout=2, max_reconnect_attempts=2)
+            try:
+                return await stream_leader(nc.jetstream(timeout=5), stream)
+            finally:
+                await nc.close()
+
+        name = asyncio.run(probe())
+        if name is None or not name.startswith("n"):
+            raise EngineError(f"stream {stream} has no leader now")
+        return int(name[1:])
 
     def kill(self, i: int) -> None:
         """SIGKILL node ``i`` (no goodbye to its peers)."""
