@@ -1,8 +1,20 @@
 """The bus: columnar batches from publishers to subscribers by topic pattern.
 
-A :class:`Batch` carries many readings of one point (``<device>/<point>``) as numpy arrays,
-so a solution works on thousands of readings per call. Events (alerts, forecasts, diagnoses)
-travel on the same bus as :class:`Event` objects under topics such as ``alerts/<solution>``.
+A :class:`Batch` carries readings as numpy columns, so a solution works on thousands of readings
+per call. A single-point batch holds readings of one point (``<device>/<point>``); a multi-point
+batch holds readings of many points, with a point-id column (``point_ids``) beside the timestamps,
+values and quality that indexes a :class:`PointTable` of topics. A connector publishes one
+multi-point batch per block read or per drained group of MQTT messages, so the bus costs one
+call per batch, not one per point. Events (alerts, forecasts, diagnoses) travel on the same bus
+as :class:`Event` objects under topics such as ``alerts/<solution>``.
+
+Who receives what: a subscription made with ``multipoint=True`` receives each multi-point batch
+as published when every point in it matches its patterns, or the rows that match (one row
+selection per batch and subscription, never one copy per point). Every other subscription
+receives single-point batches as before: a multi-point batch is split once per publish into one
+single-point batch per point, whose arrays are views of the published columns, shared by every
+such subscriber. Routing of a multi-point batch is computed once per (table, set of
+subscriptions) and cached on the table, so connectors make one table per read plan and reuse it.
 
 Patterns match topics level by level (levels are separated by ``/``): ``+`` or ``*`` matches one
 whole level, a level with ``*``/``?``/``[...]`` in it is a glob (``inv*``), and a final ``#``
@@ -28,7 +40,7 @@ from typing import Any, AsyncIterator, Iterable
 
 import numpy as np
 
-__all__ = ["Batch", "Bus", "Event", "Overflow", "Quality", "Subscription", "topic_matches"]
+__all__ = ["Batch", "Bus", "Event", "Overflow", "PointTable", "Quality", "Subscription", "topic_matches"]
 
 
 class Quality(enum.IntEnum):
@@ -46,18 +58,54 @@ class Overflow(str, enum.Enum):
     DROP_OLDEST = "drop_oldest"
 
 
-_EMPTY_QUALITY = np.zeros(0, dtype=np.uint8)
+class PointTable:
+    """The points a multi-point :class:`Batch` can carry: point id ``i`` is ``topics[i]``.
+
+    Make one per read plan (a Modbus device's block, an MQTT device's known topics) and reuse it:
+    the bus caches which subscriptions want which points on the table, so routing a batch costs
+    one lookup, not one pattern match per point.
+    """
+
+    __slots__ = ("topics", "units", "_index", "_route")
+
+    def __init__(self, topics: Iterable[str], units: Iterable[str | None] | None = None):
+        self.topics: tuple[str, ...] = tuple(topics)
+        self.units: tuple[str | None, ...] = (None,) * len(self.topics) if units is None else tuple(units)
+        if len(self.units) != len(self.topics):
+            raise ValueError(f"point table: {len(self.topics)} topics but {len(self.units)} units; give one unit "
+                             f"(or None) per topic")
+        self._index = {topic: i for i, topic in enumerate(self.topics)}
+        if len(self._index) != len(self.topics):
+            twice = sorted({t for t in self.topics if self.topics.count(t) > 1})
+            raise ValueError(f"point table: topics listed twice: {', '.join(twice)}; a point has one id")
+        # (bus, bus generation, routes): see Bus._table_routes
+        self._route: tuple[Any, int, tuple[tuple[Subscription, np.ndarray | None], ...]] | None = None
+
+    def id_of(self, topic: str) -> int:
+        """The point id of ``topic``; KeyError if the table does not hold it."""
+        return self._index[topic]
+
+    def __contains__(self, topic: object) -> bool:
+        return topic in self._index
+
+    def __len__(self) -> int:
+        return len(self.topics)
+
+    def __repr__(self) -> str:
+        return f"PointTable({len(self.topics)} points)"
 
 
 class Batch:
-    """Readings of one point: parallel arrays of timestamps, values and quality.
+    """Readings as parallel columns: timestamps, values, quality; of one point or of many.
 
     ``ts`` is float64 seconds since the epoch, ``values`` any numpy array with the same first
     dimension (float64 for most points, object for strings), ``quality`` uint8 :class:`Quality`.
+    A multi-point batch (made with :meth:`rows`) adds ``point_ids``, an integer column of ids
+    into ``table``; a single-point batch has ``table`` and ``point_ids`` None and a ``topic``.
     Arrays are shared, not copied: treat a received batch as read-only.
     """
 
-    __slots__ = ("topic", "ts", "values", "quality", "unit")
+    __slots__ = ("_topic", "_unit", "table", "point_ids", "ts", "values", "quality", "_pieces")
 
     def __init__(
         self,
@@ -67,11 +115,14 @@ class Batch:
         quality: np.ndarray | None = None,
         unit: str | None = None,
     ):
-        self.topic = topic
+        self._topic = topic
+        self._unit = unit
+        self.table: PointTable | None = None
+        self.point_ids: np.ndarray | None = None
         self.ts = ts
         self.values = values
         self.quality = np.zeros(len(ts), dtype=np.uint8) if quality is None else quality
-        self.unit = unit
+        self._pieces: list[tuple[int, Batch]] | None = None
 
     @classmethod
     def of(
@@ -102,6 +153,77 @@ class Batch:
             )
         return cls(topic, ts_arr, val_arr, q_arr, unit)
 
+    @classmethod
+    def rows(
+        cls,
+        table: PointTable,
+        point_ids: np.ndarray | Iterable[int],
+        ts: np.ndarray | float,
+        values: np.ndarray,
+        quality: np.ndarray | int | None = None,
+    ) -> Batch:
+        """A multi-point batch: row ``i`` is a reading of ``table.topics[point_ids[i]]``.
+
+        ``ts`` may be one timestamp for every row (one poll), ``quality`` one quality for every
+        row. Checks lengths and that every point id is in the table.
+        """
+        ids = np.asarray(point_ids)
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"multi-point batch: point_ids must be integers, got dtype {ids.dtype}")
+        n = len(ids)
+        ts_arr = np.full(n, ts, dtype=np.float64) if np.ndim(ts) == 0 else np.asarray(ts, dtype=np.float64)
+        if quality is None:
+            q_arr = np.zeros(n, dtype=np.uint8)
+        elif np.ndim(quality) == 0:
+            q_arr = np.full(n, quality, dtype=np.uint8)
+        else:
+            q_arr = np.asarray(quality, dtype=np.uint8)
+        val_arr = np.asarray(values)
+        if not (len(ts_arr) == len(val_arr) == len(q_arr) == n):
+            raise ValueError(f"multi-point batch: point_ids, ts, values and quality differ in length "
+                             f"({n}, {len(ts_arr)}, {len(val_arr)}, {len(q_arr)})")
+        if n and (int(ids.min()) < 0 or int(ids.max()) >= len(table)):
+            raise ValueError(f"multi-point batch: point ids must lie in 0..{len(table) - 1} (the table's points), "
+                             f"got {int(ids.min())}..{int(ids.max())}")
+        return cls._make(table, ids, ts_arr, val_arr, q_arr)
+
+    @classmethod
+    def _make(cls, table: PointTable, ids: np.ndarray, ts: np.ndarray, values: np.ndarray,
+              quality: np.ndarray) -> Batch:
+        batch = cls.__new__(cls)
+        batch._topic = None
+        batch._unit = None
+        batch.table = table
+        batch.point_ids = ids
+        batch.ts = ts
+        batch.values = values
+        batch.quality = quality
+        batch._pieces = None
+        return batch
+
+    @property
+    def multipoint(self) -> bool:
+        """Whether this batch carries a point-id column (it may still hold rows of one point)."""
+        return self.table is not None
+
+    @property
+    def topic(self) -> str:
+        """The topic of a single-point batch. A multi-point batch has none: use :meth:`split`."""
+        if self.table is None:
+            return self._topic  # type: ignore[return-value]
+        if len(self.table) == 1:
+            return self.table.topics[0]
+        raise ValueError(f"a multi-point batch ({len(self.table)} points) has no single topic: iterate "
+                         f"batch.split() for single-point batches, or read batch.point_ids with batch.table")
+
+    @property
+    def unit(self) -> str | None:
+        if self.table is None:
+            return self._unit
+        if len(self.table) == 1:
+            return self.table.units[0]
+        raise ValueError("a multi-point batch has one unit per point: read batch.table.units[point_id]")
+
     @property
     def device(self) -> str:
         return self.topic.split("/", 1)[0]
@@ -110,18 +232,76 @@ class Batch:
     def point(self) -> str:
         return self.topic.split("/", 1)[1] if "/" in self.topic else ""
 
+    def topic_at(self, row: int) -> str:
+        """The topic of row ``row`` (for single- and multi-point batches alike)."""
+        if self.table is None:
+            return self._topic  # type: ignore[return-value]
+        return self.table.topics[int(self.point_ids[row])]  # type: ignore[index]
+
+    def select(self, rows: np.ndarray) -> Batch:
+        """The rows picked by a boolean mask or an index array, as a batch of the same kind."""
+        if self.table is None:
+            return Batch(self._topic, self.ts[rows], self.values[rows], self.quality[rows], self._unit)  # type: ignore[arg-type]
+        return Batch._make(self.table, self.point_ids[rows], self.ts[rows], self.values[rows],  # type: ignore[index]
+                           self.quality[rows])
+
+    def split(self) -> list[Batch]:
+        """One single-point batch per point present, in point-id order; a single-point batch
+        gives itself. Rows of a point keep their order. Computed once per batch; when rows are
+        grouped by point id in ascending order (as a connector publishes them) every piece's
+        arrays are views of this batch's, otherwise one reordering copy serves all pieces."""
+        return [piece for _, piece in self._split()]
+
+    def by_point(self) -> list[tuple[int, Batch]]:
+        """:meth:`split` with each piece's point id (0 for a single-point batch)."""
+        return list(self._split())
+
+    def _split(self) -> list[tuple[int, Batch]]:
+        pieces = self._pieces
+        if pieces is not None:
+            return pieces
+        if self.table is None:
+            pieces = [(0, self)]
+        else:
+            ids = self.point_ids
+            assert ids is not None
+            n = len(ids)
+            ts, values, quality = self.ts, self.values, self.quality
+            if n > 1 and not bool((ids[1:] >= ids[:-1]).all()):
+                order = np.argsort(ids, kind="stable")
+                ids, ts, values, quality = ids[order], ts[order], values[order], quality[order]
+            if n == 0:
+                bounds: list[int] = [0]
+            else:
+                bounds = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), n]
+            topics, units = self.table.topics, self.table.units
+            pieces = []
+            for s, e in zip(bounds, bounds[1:]):
+                pid = int(ids[s])
+                pieces.append((pid, Batch(topics[pid], ts[s:e], values[s:e], quality[s:e], units[pid])))
+        self._pieces = pieces
+        return pieces
+
     def __len__(self) -> int:
         return len(self.ts)
 
     def last(self) -> tuple[float, Any, Quality]:
-        """The newest reading as (timestamp, value, quality)."""
-        value = self.values[-1]
-        if isinstance(value, np.generic):
-            value = value.item()
-        return float(self.ts[-1]), value, Quality(int(self.quality[-1]))
+        """The newest reading as (timestamp, value, quality) (of a single-point batch)."""
+        if self.table is not None and len(self.table) > 1:
+            raise ValueError("a multi-point batch has no single newest reading: use Bus.latest(topic) or split()")
+        return _reading(self, len(self.ts) - 1)
 
     def __repr__(self) -> str:
-        return f"Batch({self.topic!r}, n={len(self.ts)})"
+        if self.table is None:
+            return f"Batch({self._topic!r}, n={len(self.ts)})"
+        return f"Batch(<{len(self.table)} points>, n={len(self.ts)})"
+
+
+def _reading(batch: Batch, row: int) -> tuple[float, Any, Quality]:
+    value = batch.values[row]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return float(batch.ts[row]), value, Quality(int(batch.quality[row]))
 
 
 @dataclass(slots=True)
@@ -199,7 +379,7 @@ class Subscription:
     """A bounded queue of messages for one subscriber. Iterate it with ``async for``."""
 
     def __init__(self, bus: Bus, name: str, patterns: tuple[str, ...], maxsize: int, overflow: Overflow,
-                 acknowledged: bool = False):
+                 acknowledged: bool = False, multipoint: bool = False):
         if maxsize < 1:
             raise ValueError(f"subscription {name!r}: maxsize must be at least 1, got {maxsize}")
         if acknowledged and Overflow(overflow) is not Overflow.BLOCK:
@@ -207,6 +387,8 @@ class Subscription:
         # acknowledged: a publisher's `await publish` returns only once this subscriber has called
         # acknowledge() for the message (the sync layer does, after the outbox has committed it)
         self.acknowledged = acknowledged
+        # multipoint: receives multi-point batches (the rows it matches); otherwise single-point ones
+        self.multipoint = multipoint
         self._acks: collections.deque[asyncio.Future[None]] = collections.deque()
         self.bus = bus
         self.name = name
@@ -322,7 +504,9 @@ class Bus:
     def __init__(self) -> None:
         self._subscriptions: list[Subscription] = []
         self._routes: dict[str, tuple[Subscription, ...]] = {}  # topic -> matching subscriptions
-        self._latest: dict[str, Batch] = {}
+        self._generation = 0  # changes with the set of subscriptions: invalidates PointTable routes
+        # topic -> (batch, row of its newest reading)
+        self._latest: dict[str, tuple[Batch, int]] = {}
         self.published_batches = 0
         self.published_points = 0
         self.published_events = 0
@@ -335,24 +519,32 @@ class Bus:
         maxsize: int = 1000,
         overflow: Overflow | str = Overflow.BLOCK,
         acknowledged: bool = False,
+        multipoint: bool = False,
     ) -> Subscription:
         """Subscribe to every topic matching any of ``patterns``.
 
         With ``acknowledged=True``, :meth:`publish` waits until the subscriber has called
         :meth:`Subscription.acknowledge` for the message: the sync layer uses it so that a
         reading is acknowledged to its producer only once it is stored durably.
+
+        With ``multipoint=True`` the subscriber receives multi-point batches as published (or the
+        rows of them it matches) and must handle ``batch.point_ids``; otherwise it receives
+        single-point batches only, whatever publishers send.
         """
         if isinstance(patterns, str):
             patterns = (patterns,)
-        subscription = Subscription(self, name, tuple(patterns), maxsize, Overflow(overflow), acknowledged)
+        subscription = Subscription(self, name, tuple(patterns), maxsize, Overflow(overflow), acknowledged,
+                                    multipoint)
         self._subscriptions.append(subscription)
         self._routes.clear()
+        self._generation += 1
         return subscription
 
     def _remove(self, subscription: Subscription) -> None:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
             self._routes.clear()
+            self._generation += 1
 
     def _route(self, topic: str) -> tuple[Subscription, ...]:
         route = self._routes.get(topic)
@@ -361,14 +553,55 @@ class Bus:
             self._routes[topic] = route
         return route
 
+    def _table_routes(self, table: PointTable) -> tuple[tuple[Subscription, np.ndarray | None], ...]:
+        """Per subscription that wants any point of ``table``: a boolean mask over point ids
+        (None: it wants them all). Cached on the table until the subscriptions change."""
+        cached = table._route
+        if cached is not None and cached[0] is self and cached[1] == self._generation:
+            return cached[2]
+        routes = []
+        for subscription in self._subscriptions:
+            member = np.fromiter((subscription.matches(t) for t in table.topics), dtype=bool, count=len(table))
+            if member.all():
+                routes.append((subscription, None))
+            elif member.any():
+                routes.append((subscription, member))
+        result = tuple(routes)
+        table._route = (self, self._generation, result)
+        return result
+
+    def _deliveries(self, message: Batch | Event) -> list[tuple[Subscription, Batch | Event]]:
+        """(subscription, what it gets) for one published message."""
+        if type(message) is not Batch or message.table is None:
+            return [(s, message) for s in self._route(message.topic)]
+        out: list[tuple[Subscription, Batch | Event]] = []
+        ids = message.point_ids
+        for subscription, member in self._table_routes(message.table):
+            if subscription.multipoint:
+                if member is None:
+                    out.append((subscription, message))
+                    continue
+                rows = member[ids]
+                if rows.all():
+                    out.append((subscription, message))
+                elif rows.any():
+                    out.append((subscription, message.select(rows)))
+            else:
+                # the single-point layer: pieces are made once per batch and shared
+                if member is None:
+                    out.extend((subscription, piece) for _, piece in message._split())
+                else:
+                    out.extend((subscription, piece) for pid, piece in message._split() if member[pid])
+        return out
+
     async def publish(self, message: Batch | Event) -> None:
         """Deliver to every matching subscription; waits on full ``block`` subscriptions, and
         until every ``acknowledged`` subscription has confirmed the message."""
         self._account(message)
         pending = None
-        for subscription in self._route(message.topic):
-            if not subscription._offer(message):
-                await subscription._put(message)
+        for subscription, delivered in self._deliveries(message):
+            if not subscription._offer(delivered):
+                await subscription._put(delivered)
             if subscription.acknowledged and not subscription._closed:
                 # _offer queued this message's ack last, and nothing ran since
                 pending = (pending or []) + [subscription._acks[-1]]
@@ -385,9 +618,9 @@ class Bus:
         pending = []
         for message in messages:
             self._account(message)
-            for subscription in self._route(message.topic):
-                if not subscription._offer(message):
-                    await subscription._put(message)
+            for subscription, delivered in self._deliveries(message):
+                if not subscription._offer(delivered):
+                    await subscription._put(delivered)
                 if subscription.acknowledged and not subscription._closed:
                     pending.append(subscription._acks[-1])
         for ack in pending:
@@ -397,38 +630,65 @@ class Bus:
         """Deliver without waiting. A full ``block`` subscription counts a drop instead.
 
         For callers that cannot wait (callbacks from other threads handed over to the loop);
-        returns how many subscriptions had to drop the message.
+        returns how many deliveries were refused (a multi-point batch split for a single-point
+        subscriber counts one per point).
         """
         self._account(message)
         refused = 0
-        for subscription in self._route(message.topic):
-            if not subscription._offer(message):
+        for subscription, delivered in self._deliveries(message):
+            if not subscription._offer(delivered):
                 subscription.dropped += 1
                 refused += 1
         return refused
 
     def _account(self, message: Batch | Event) -> None:
         if type(message) is Batch:
+            n = len(message.ts)
             self.published_batches += 1
-            self.published_points += len(message.ts)
-            if len(message.ts):
-                self._latest[message.topic] = message
+            self.published_points += n
+            if not n:
+                return
+            table = message.table
+            if table is None:
+                self._latest[message._topic] = (message, n - 1)  # type: ignore[index]
+                return
+            ids = message.point_ids
+            assert ids is not None
+            latest, topics = self._latest, table.topics
+            if n == 1 or bool((ids[1:] > ids[:-1]).all()):
+                # one row per point, in id order: what a poll of a block publishes
+                for row, pid in enumerate(ids.tolist()):
+                    latest[topics[pid]] = (message, row)
+                return
+            # the newest row of each point: the first occurrence in the reversed id column
+            present, first_from_end = np.unique(ids[::-1], return_index=True)
+            for pid, row in zip(present.tolist(), (n - 1 - first_from_end).tolist()):
+                latest[topics[pid]] = (message, row)
         else:
             self.published_events += 1
 
     def latest(self, topic: str) -> tuple[float, Any, Quality] | None:
         """The newest reading seen on ``topic`` as (timestamp, value, quality), or None."""
-        batch = self._latest.get(topic)
-        return batch.last() if batch is not None else None
+        found = self._latest.get(topic)
+        return _reading(*found) if found is not None else None
 
     def latest_batch(self, topic: str) -> Batch | None:
-        """The newest batch seen on ``topic`` (a whole waveform window, say), or None."""
-        return self._latest.get(topic)
+        """The newest single-point batch seen on ``topic`` (a whole waveform window, say), or None.
+
+        When the newest readings came in a multi-point batch, its rows of ``topic``."""
+        found = self._latest.get(topic)
+        if found is None:
+            return None
+        batch = found[0]
+        if batch.table is None:
+            return batch
+        pid = batch.table.id_of(topic)
+        return next(piece for p, piece in batch._split() if p == pid)
 
     def latest_matching(self, pattern: str) -> dict[str, tuple[float, Any, Quality]]:
         """The newest reading of every topic matching ``pattern``."""
         matcher = _compile(pattern)
-        return {t: b.last() for t, b in self._latest.items() if matcher(t)}
+        return {t: _reading(*found) for t, found in self._latest.items() if matcher(t)}
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:

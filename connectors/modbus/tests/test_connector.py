@@ -65,7 +65,7 @@ async def test_typed_map_is_decoded(edgeplane_host, pymodbus_server):
         assert values["name"] == "INV-01"
         assert np.isclose(values["volts"], 231.5) and np.isclose(values["temp"], 10.0)
         assert values["energy"] == 4000000000.0 and values["run"] == 1.0 and values["door"] == 1.0
-        assert host.bus.latest("d/volts") and host.bus._latest["d/volts"].unit == "V"
+        assert host.bus.latest("d/volts") and host.bus.latest_batch("d/volts").unit == "V"
         # holding 0..31 in one request, plus one each for input, coil and discrete
         assert len(host.device("d").blocks) == 4
 

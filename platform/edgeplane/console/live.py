@@ -104,7 +104,8 @@ class LiveData:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._subscription = self.host.bus.subscribe("#", name="console", maxsize=2000, overflow=Overflow.DROP_OLDEST)
+        self._subscription = self.host.bus.subscribe("#", name="console", maxsize=2000, overflow=Overflow.DROP_OLDEST,
+                                                     multipoint=True)  # it reads events; batches are skipped whole
         self._tasks = [asyncio.get_running_loop().create_task(self._sample_loop(), name="console:sample"),
                        asyncio.get_running_loop().create_task(self._event_loop(), name="console:events")]
 

@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeplane.bus import Batch, Event
+from edgeplane.bus import Batch, Event, PointTable
 from edgeplane.sync.codec import encode_aggregate, encode_batch, encode_events
 from edgeplane.sync.outbox import OutboxItem
 from edgeplane.sync.settings import PolicyRule, SyncConfig
 
 __all__ = ["Aggregator", "ExceptionFilter", "PolicyMapper"]
+
+_TABLE_CACHE = 1024  # point tables whose per-point rules are remembered
 
 
 @dataclass
@@ -149,6 +151,7 @@ class PolicyMapper:
     def __init__(self, config: SyncConfig):
         self.config = config
         self._rules: dict[str, PolicyRule | None] = {}
+        self._table_rules: dict[PointTable, list[PolicyRule | None]] = {}
         self.aggregators: dict[str, Aggregator] = {}
         self.exceptions: dict[str, ExceptionFilter] = {}
         self.filtered = 0  # readings on events-only topics, not sent by design
@@ -162,38 +165,36 @@ class PolicyMapper:
             rule = self._rules[topic] = self.config.rule_for(topic)
             return rule
 
+    def rules_of(self, table: PointTable) -> list[PolicyRule | None]:
+        """The rule of every point of a multi-point batch's table, by point id (cached)."""
+        rules = self._table_rules.get(table)
+        if rules is None:
+            if len(self._table_rules) >= _TABLE_CACHE:
+                self._table_rules.clear()  # tables made per message (MQTT) must not pile up
+            rules = self._table_rules[table] = [self.rule(t) for t in table.topics]
+        return rules
+
     def map(self, messages: list[Batch | Event], now: float) -> list[OutboxItem]:
+        """Outbox items for one ingest round. Multi-point batches are taken as they come: their
+        rows are grouped by point (views of the batch's columns) and each point's rows go through
+        its topic's rule exactly as a single-point batch's would."""
         raw: dict[str, list[Batch]] = defaultdict(list)
         events: dict[str, list[Event]] = defaultdict(list)
         for message in messages:
-            rule = self.rule(message.topic)
-            if rule is None:
-                continue
             if isinstance(message, Event):
-                events[message.topic].append(message)
+                if self.rule(message.topic) is not None:
+                    events[message.topic].append(message)
                 continue
-            self.read_readings += len(message.ts)
-            if rule.mode == "raw":
-                raw[message.topic].append(message)
-            elif rule.mode == "aggregate":
-                agg = self.aggregators.get(message.topic)
-                if agg is None:
-                    agg = self.aggregators[message.topic] = Aggregator(rule)
-                if message.values.dtype.kind in "fiub":
-                    agg.add(message.ts, message.values)
-            elif rule.mode == "exception":
-                flt = self.exceptions.get(message.topic)
-                if flt is None:
-                    flt = self.exceptions[message.topic] = ExceptionFilter(rule)
-                keep = flt.select(np.asarray(message.ts), message.values, np.asarray(message.quality))
-                self.suppressed += len(message.ts) - len(keep)
-                if len(keep) == len(message.ts):
-                    raw[message.topic].append(message)
-                elif len(keep):
-                    raw[message.topic].append(Batch(message.topic, np.asarray(message.ts)[keep], message.values[keep],
-                                                    np.asarray(message.quality)[keep], message.unit))
-            else:
-                self.filtered += len(message.ts)
+            if message.table is None:
+                rule = self.rule(message.topic)
+                if rule is not None:
+                    self._take(message, rule, raw)
+                continue
+            rules = self.rules_of(message.table)
+            for point_id, piece in message.by_point():
+                rule = rules[point_id]
+                if rule is not None:
+                    self._take(piece, rule, raw)
         items: list[OutboxItem] = []
         for topic, batches in raw.items():
             rule = self.rule(topic)
@@ -208,6 +209,32 @@ class PolicyMapper:
             items.append(OutboxItem(topic, rule.rank, "events", count, now, now + rule.ttl, block))
         items.extend(self.flush(now))
         return items
+
+    def _take(self, message: Batch, rule: PolicyRule, raw: dict[str, list[Batch]]) -> None:
+        """Apply ``rule`` to the readings of one point (a single-point batch)."""
+        topic = message.topic
+        self.read_readings += len(message.ts)
+        if rule.mode == "raw":
+            raw[topic].append(message)
+        elif rule.mode == "aggregate":
+            agg = self.aggregators.get(topic)
+            if agg is None:
+                agg = self.aggregators[topic] = Aggregator(rule)
+            if message.values.dtype.kind in "fiub":
+                agg.add(message.ts, message.values)
+        elif rule.mode == "exception":
+            flt = self.exceptions.get(topic)
+            if flt is None:
+                flt = self.exceptions[topic] = ExceptionFilter(rule)
+            keep = flt.select(np.asarray(message.ts), message.values, np.asarray(message.quality))
+            self.suppressed += len(message.ts) - len(keep)
+            if len(keep) == len(message.ts):
+                raw[topic].append(message)
+            elif len(keep):
+                raw[topic].append(Batch(topic, np.asarray(message.ts)[keep], message.values[keep],
+                                        np.asarray(message.quality)[keep], message.unit))
+        else:
+            self.filtered += len(message.ts)
 
     def flush(self, now: float, force: bool = False) -> list[OutboxItem]:
         """Aggregate windows that are over (all of them with ``force``, e.g. at stop)."""
