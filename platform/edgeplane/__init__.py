@@ -25,6 +25,7 @@ from edgeplane.config import (
 )
 from edgeplane.errors import (
     CommandError,
+    ConnectorError,
     EdgeplaneError,
     LifecycleError,
     PluginError,
@@ -48,6 +49,7 @@ __all__ = [
     "CommandResult",
     "CommandStatus",
     "Connector",
+    "ConnectorError",
     "Context",
     "DeviceConfig",
     "Duration",

@@ -1,5 +1,12 @@
 """Every error edgeplane raises on purpose, as one tree.
 
+Every public exception class of every edgeplane distribution (the core, connectors, uplinks,
+solutions, plugins, the cloud end) derives from :class:`EdgeplaneError`, so ``except
+EdgeplaneError`` catches whatever edgeplane raises on purpose. Where callers rely on a builtin
+base (``except ValueError``, ``except KeyError``, ``except ConnectionError``) the class keeps it
+as a second base. ``tests/test_errors.py`` imports every module and fails if a public error is
+outside this tree or missing from this drawing.
+
 ::
 
     EdgeplaneError                 anything edgeplane raises on purpose
@@ -7,12 +14,48 @@
     │                              .problems lists each one: file, line, key path, message, fix
     ├── PluginError                a plugin cannot be used
     │   ├── PluginLoadError        its entry point failed to import or its hooks raised
-    │   └── UnknownTypeError       the site names a connector/solution type nobody registered
+    │   ├── UnknownTypeError       the site names a connector/solution type nobody registered
+    │   └── InstallError           ``edgeplane plugin install`` refused or failed (kit.install)
+    ├── TemplateError              the plugin template cannot be found or rendered (kit.template)
     ├── RegistrationError          two plugins registered the same name, or a class is malformed
     ├── LifecycleError             an object was used in the wrong state ("cannot start a
     │                              stopped host")
     ├── CommandError               a write could not be carried out; .result says why
-    └── SecretError                a ${env:...} or ${file:...} reference cannot be resolved
+    ├── SecretError                a ${env:...} or ${file:...} reference cannot be resolved
+    ├── CommissioningError         the console cannot scan/browse/save (console.commissioning)
+    ├── InferenceError             the inference service (drawn whole in inference.errors)
+    │   ├── ModelNotFoundError     (also KeyError)
+    │   ├── ManifestError
+    │   ├── IntegrityError
+    │   ├── TrustError
+    │   ├── ModelLoadError
+    │   │   └── SwapError
+    │   ├── InputError             (also ValueError)
+    │   ├── QueueFullError
+    │   ├── ModelRunError
+    │   └── ServiceStoppedError
+    ├── EnvelopeError              an uplink envelope cannot be decoded (sync.codec; also ValueError)
+    ├── DownlinkRefused            a downlink message was refused; .reason is a metric label
+    │                              (sync.signing)
+    ├── OutboxFull                 the outbox is at its size limit (sync.outbox)
+    ├── ConnectorError             a connector's link, device or decoding failed
+    │   ├── NodeNotFound           OPC UA: no node at that address (also LookupError)
+    │   ├── ValueMismatch          OPC UA: a value does not fit the node's type (also ValueError)
+    │   ├── LinkLost               OPC UA: the session dropped (also ConnectionError)
+    │   ├── CertificateRejected    OPC UA: the server's certificate is not trusted
+    │   └── HttpJsonError          http-json: a request failed
+    │       └── AuthRefused        the endpoint refused the credentials
+    └── BadInput                   pdm CLI: bad command-line input (also click.ClickException)
+
+Still outside the tree (their modules belong to work in flight elsewhere; each needs only its
+base class changed to the one named, and ``tests/test_errors.py`` lists them as pending)::
+
+    ConnectorError <- ModbusError, LinkDown, RequestTimeout, DeviceException, SunSpecError
+                      (edgeplane_modbus), DecodeError (edgeplane_mqtt), NtcipError, NtcipTimeout,
+                      NtcipAuthError, NtcipNoSuchObject, NtcipRejected (edgeplane_ntcip, new)
+    EdgeplaneError <- MosquittoError (edgeplane_mqtt.testing), PublishError, BrokerConfigError, FleetError,
+                      EngineError (edgeplane_cloud), DataError, PlantFileError, TimeBaseError
+                      (edgeplane_solar; keep ValueError as a second base)
 
 Each message names the thing (plugin, device, point, config path) and the way out.
 """
@@ -102,3 +145,7 @@ class CommandError(EdgeplaneError):
 
 class SecretError(EdgeplaneError):
     """A secret reference cannot be resolved."""
+
+
+class ConnectorError(EdgeplaneError):
+    """A connector's link, device or decoding failed; the message names the device and what to check."""

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from edgeplane.errors import EdgeplaneError
+
 __all__ = ["CommissioningError", "modbus_scan", "opcua_browse", "save_profile"]
 
 _MAX_ROWS = 2000
@@ -22,7 +24,7 @@ _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _POINT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-class CommissioningError(Exception):
+class CommissioningError(EdgeplaneError):
     """A request the console cannot carry out; the message says why and what to do."""
 
 

@@ -26,10 +26,12 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from edgeplane.errors import PluginError
+
 __all__ = ["Conflict", "InstallError", "find_conflicts", "install_plugin", "plugin_requirements", "registered_by"]
 
 
-class InstallError(Exception):
+class InstallError(PluginError):
     """The plugin was not installed; the message says why and what to do."""
 
 

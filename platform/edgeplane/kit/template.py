@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeplane.errors import EdgeplaneError
+
 __all__ = ["KINDS", "TemplateError", "find_template", "names_for", "render"]
 
 KINDS = ("connector", "solution")
@@ -18,7 +20,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 _PLACEHOLDER_RE = re.compile(r"\{\{(\w+)\}\}")
 
 
-class TemplateError(Exception):
+class TemplateError(EdgeplaneError):
     """The template cannot be found or rendered; the message says how to fix it."""
 
 

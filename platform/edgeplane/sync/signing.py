@@ -31,6 +31,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edgeplane.errors import EdgeplaneError
+
 __all__ = ["MAX_REVISION", "DownlinkRefused", "generate_keypair", "key_id", "load_private_key", "load_public_key", "sign",
            "verify"]
 
@@ -39,7 +41,7 @@ _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _MAX_ID = 128
 
 
-class DownlinkRefused(Exception):
+class DownlinkRefused(EdgeplaneError):
     """A downlink message was refused. ``reason`` is a short metric label, the message says why."""
 
     def __init__(self, reason: str, message: str):

@@ -6,13 +6,15 @@ import re
 
 from asyncua import Client, Node, ua
 
+from edgeplane.errors import ConnectorError
+
 __all__ = ["NodeNotFound", "PathResolver", "is_node_id", "variant_type_of"]
 
 _NODE_ID_RE = re.compile(r"^(ns=\d+;|nsu=[^;]+;)?(i|s|g|b)=", re.IGNORECASE)
 _QUALIFIED_RE = re.compile(r"^(\d+):(.+)$")
 
 
-class NodeNotFound(LookupError):
+class NodeNotFound(ConnectorError, LookupError):
     """A browse path (or NodeId) names no node on this server."""
 
 

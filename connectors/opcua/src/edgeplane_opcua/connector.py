@@ -33,6 +33,7 @@ from asyncua import Client, Node, ua
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
 
 from edgeplane import Batch, Connector, HealthState, Quality, RateLimitedLog
+from edgeplane.errors import ConnectorError
 from edgeplane.reconnect import ReconnectPolicy
 
 from edgeplane_opcua.addressing import NodeNotFound, PathResolver, variant_type_of
@@ -57,7 +58,7 @@ _NOTIFICATION_QUEUE = 100_000
 _NAN = float("nan")
 
 
-class LinkLost(ConnectionError):
+class LinkLost(ConnectorError, ConnectionError):
     """The session or the socket to the server is gone."""
 
 

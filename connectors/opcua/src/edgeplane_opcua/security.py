@@ -16,6 +16,8 @@ from asyncua.crypto import security_policies
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from edgeplane.errors import ConnectorError
+
 from edgeplane_opcua.config import SecurityConfig
 
 __all__ = ["CertificateRejected", "ClientIdentity", "check_server_certificate", "first_certificate", "load_identity",
@@ -26,7 +28,7 @@ _MODES = {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecur
 _CERT_SUFFIXES = {".der", ".pem", ".crt", ".cer"}
 
 
-class CertificateRejected(Exception):
+class CertificateRejected(ConnectorError):
     """The server's certificate is not trusted, or this client's own certificate is unusable."""
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from asyncua import ua
 
 from edgeplane import Quality
+from edgeplane.errors import ConnectorError
 
 from edgeplane_opcua.config import OpcUaPoint
 
@@ -19,7 +20,7 @@ _GOOD_MASK = 0xC0000000
 _UNCERTAIN = 0x40000000
 
 
-class ValueMismatch(ValueError):
+class ValueMismatch(ConnectorError, ValueError):
     """A commanded value does not fit the node's data type."""
 
 

@@ -11,6 +11,8 @@ from urllib.parse import urljoin
 
 import aiohttp
 
+from edgeplane.errors import ConnectorError
+
 from edgeplane_http_json.config import ApiKeyAuth, BasicAuth, BearerAuth, CursorPagination, HttpJsonConfig, LinkPagination, PagePagination
 from edgeplane_http_json.jsonpath import MISSING, extract
 from edgeplane_http_json.ratelimit import RateLimiter
@@ -18,7 +20,7 @@ from edgeplane_http_json.ratelimit import RateLimiter
 __all__ = ["AuthRefused", "HttpJsonError", "PageFetcher", "retry_after_seconds"]
 
 
-class HttpJsonError(Exception):
+class HttpJsonError(ConnectorError):
     """A poll failed. ``reason`` is a short metric label (http_500, timeout, not_json, ...)."""
 
     def __init__(self, reason: str, message: str):

@@ -15,6 +15,8 @@ from typing import Any
 import click
 import numpy as np
 
+from edgeplane.errors import EdgeplaneError
+
 from edgeplane_pdm.datasets import shared_data
 from edgeplane_pdm.onset import OnsetRules
 
@@ -72,7 +74,7 @@ def _json(as_json: bool, obj: dict[str, Any]) -> None:
         click.echo(json.dumps(obj))
 
 
-class BadInput(click.ClickException):
+class BadInput(EdgeplaneError, click.ClickException):
     """Bad input data (a missing file, an unknown column layout, a name that matches nothing): exit status 2."""
 
     exit_code = 2
