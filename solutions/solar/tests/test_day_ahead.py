@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 from click.testing import CliRunner
 
 from edgeplane_solar import day_ahead, reference, training
 from edgeplane_solar.cli import solar
+from edgeplane_solar.plant import PlantModel
 
 
 def _shipped():
@@ -36,6 +38,36 @@ def test_the_shipped_day_ahead_model_loads_and_its_quantiles_are_ordered():
     # no power at night, some at noon
     night = data.x[:, day_ahead.CLEARSKY_COLUMN] == 0
     assert night.any() and (q[night] == 0).all() and q[:, 1].max() > 0.3
+
+
+def test_the_shipped_day_ahead_model_stays_under_its_caps_for_any_input():
+    """P50 <= cap_p50 x clear sky and P90 <= cap_p90 x clear sky hold in the graph itself: on real rows, on
+    steady days far from the training year, and on rows with every input pushed far out of range."""
+    import onnxruntime as ort
+
+    folder = _shipped()
+    prov = training.read_provenance(folder)
+    cap_p50, cap_p90 = prov["cap_p50"], prov["cap_p90"]
+    assert cap_p50 in day_ahead.CAPS_P50 and cap_p90 in day_ahead.CAPS_P90 and cap_p50 <= 1.0
+    power, _ = reference.load_system50(weather=False)
+    real = day_ahead.prepare(power.values, reference.system50().plant, prov["capacity_w"], "2012-06-01", "2012-06-08").x
+    steady = []
+    for k in (0.3, 0.6, 0.9, 1.2):  # yesterday (and the day before) a constant share of clear sky
+        times = pd.date_range("2012-12-19", periods=3 * day_ahead.DAY, freq="15min", tz="UTC")
+        model = PlantModel(reference.system50().plant)
+        cs = model.clearsky_ac(times) / prov["capacity_w"]
+        elevation = 90 - model.solar_position(times)["zenith"].to_numpy()
+        steady.append(day_ahead.build(times, k * cs, cs, elevation, -105.18).x)
+    rng = np.random.default_rng(0)
+    wild = real * rng.uniform(-3, 3, real.shape).astype(np.float32)
+    wild[:, day_ahead.CLEARSKY_COLUMN] = real[:, day_ahead.CLEARSKY_COLUMN]  # the sun stays where it is
+    x = np.concatenate([real, *steady, wild]).astype(np.float32)
+    q = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+        ["quantiles"], {"features": x})[0]
+    cs = x[:, day_ahead.CLEARSKY_COLUMN]
+    assert (q[:, 1] <= cap_p50 * cs + 1e-6).all() and (q[:, 2] <= cap_p90 * cs + 1e-6).all()
+    assert (q >= 0).all() and (q[:, 0] <= q[:, 1] + 1e-6).all() and (q[:, 1] <= q[:, 2] + 1e-6).all()
+    assert (q[:, 1] >= cap_p50 * cs - 1e-6).any(), "on some of these rows the cap is what holds the median down"
 
 
 def test_no_future_power_in_the_day_ahead_features():
@@ -92,12 +124,18 @@ def test_day_ahead_selection_never_trains_on_validation_weeks(monkeypatch):
 
     monkeypatch.setattr(day_ahead, "fit", recording_fit)
     monkeypatch.setattr(day_ahead, "CANDIDATES", ((4, 1), (8, 2)))
-    chosen, _, report = day_ahead.select_and_fit(data, log=lambda m: None)
+    chosen, net, report = day_ahead.select_and_fit(data, log=lambda m: None)
     assert len(fitted) == 3  # two candidates on the training weeks, then the choice on the whole span
     for times in fitted[:2]:
         assert not training.validation_rows(times, reference.VALIDATION_WEEKS).any()
     assert len(fitted[2]) == len(data.times)
     best = min(report, key=lambda r: r["val_nrmse"])
     assert (chosen["hidden"], chosen["epochs"]) == (best["hidden"], best["epochs"])
+    # each quantile's cap is the one with the lowest validation pinball loss, and the model carries the chosen caps
+    assert (chosen["cap_p50"], chosen["cap_p90"]) == (best["cap_p50"], best["cap_p90"])
+    for r in report:
+        for cap, losses in ((r["cap_p50"], r["caps"]["pinball_p50"]), (r["cap_p90"], r["caps"]["pinball_p90"])):
+            assert losses[str(cap)] == min(losses.values())
+    assert float(net.cap_p50) == np.float32(chosen["cap_p50"]) and float(net.cap_p90) == np.float32(chosen["cap_p90"])
     assert all(r["val_n"] > 0 and np.isfinite(r["val_nrmse"]) for r in report)
 

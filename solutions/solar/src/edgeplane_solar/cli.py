@@ -286,7 +286,7 @@ def _train_day_ahead(p: Any, plant: Any, capacity: float, start: str, end: str, 
                   "inputs": "no weather forecast: clear-sky power and sun at the target, yesterday's power and clear-sky index"}
     folder = day_ahead.save(net, out or reference.shipped_models(), version, provenance)
     r = day_ahead.score(data, day_ahead.run_onnx(folder / "model.onnx", data.x))
-    click.echo(f"chosen on validation weeks: {chosen}" if report else f"fixed settings, no selection: {chosen}")
+    click.echo(f"chosen on validation weeks: {chosen}")
     click.echo(f"in-sample (training period), day-ahead: n {r['n']}  nRMSE {r['nrmse']:.2%}  nMAE {r['nmae']:.2%}  "
                f"P10-P90 {r['coverage_p10_p90']:.1%}")
     click.echo(f"model written to {folder}")

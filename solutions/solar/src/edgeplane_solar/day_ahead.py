@@ -12,6 +12,15 @@ each times the target's clear-sky power).
 The ONNX model takes ``features`` (N, N_FEATURES) float32, one row per target step, and returns
 ``quantiles`` (N, 3) float32 (P10, P50, P90 of power over capacity, ordered by construction).
 Training (torch) is training-only, like :mod:`edgeplane_solar.training`.
+
+**Physical bounds are part of the model.** Its P50 and P90 are clear-sky indices capped in the
+graph: P50 <= ``cap_p50`` x clear-sky power and P90 <= ``cap_p90`` x clear-sky power, for any input.
+Without them a network extrapolates freely on days unlike its training year (a perfectly steady
+day at 60 % of clear sky, as a plant with a lost string or a standing curtailment makes, gave a noon
+median 108-121 % of clear sky). The caps come from short grids of physically sensible values
+(:data:`CAPS_P50`, :data:`CAPS_P90`) and are chosen on the validation weeks, each by its quantile's
+own proper score (the pinball loss at 0.5 and at 0.9), so a cap is never picked to shrink the
+median towards the mean for a better RMSE.
 """
 
 from __future__ import annotations
@@ -34,6 +43,14 @@ SMART_COLUMN = 14  # yesterday's index at the same time x clear-sky power
 CLEARSKY_COLUMN = 0
 #: the settings model selection chooses among (hidden units, epochs)
 CANDIDATES = ((4, 15), (4, 30), (8, 15), (8, 30), (16, 15), (16, 30))
+#: caps on the P50's clear-sky index chosen among: a 15-min median a little above clear sky is
+#: possible (the clear-sky model is not exact), far above it is not
+CAPS_P50 = (0.85, 0.9, 0.95, 1.0, 1.05, 1.1)
+#: caps on the P90's clear-sky index: cloud enhancement lifts 15-min means above clear sky (2011's
+#: 99.9th percentile of system 50's index at noon-ish sun is 1.24), rarely beyond
+CAPS_P90 = (1.0, 1.05, 1.1, 1.15, 1.2, 1.3)
+#: the caps while fitting: ten times clear sky bounds nothing (and stays finite, so 0 x cap is 0 at night)
+NO_CAP = 10.0
 
 
 @dataclass
@@ -134,6 +151,8 @@ def _network(mean: np.ndarray, std: np.ndarray, hidden: int) -> Any:
             super().__init__()
             self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
             self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+            self.register_buffer("cap_p50", torch.tensor(NO_CAP, dtype=torch.float32))
+            self.register_buffer("cap_p90", torch.tensor(NO_CAP, dtype=torch.float32))
             self.body = nn.Sequential(nn.Linear(N_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                       nn.Linear(hidden, 3))
 
@@ -141,9 +160,11 @@ def _network(mean: np.ndarray, std: np.ndarray, hidden: int) -> Any:
             out = self.body((x - self.mean) / self.std)
             clearsky = x[:, CLEARSKY_COLUMN:CLEARSKY_COLUMN + 1]
             # a clear-sky index in clear-sky units keeps the output in scale across seasons
-            p50 = clearsky * out[:, 1:2] + x[:, BASELINE_COLUMN:BASELINE_COLUMN + 1]
+            p50 = torch.minimum(clearsky * out[:, 1:2] + x[:, BASELINE_COLUMN:BASELINE_COLUMN + 1],
+                                self.cap_p50 * clearsky)
             p10 = p50 - clearsky * nn.functional.softplus(out[:, 0:1])
-            p90 = p50 + clearsky * nn.functional.softplus(out[:, 2:3])
+            # cap_p90 >= cap_p50 >= P50's index, so the cap keeps P50 <= P90
+            p90 = torch.minimum(p50 + clearsky * nn.functional.softplus(out[:, 2:3]), self.cap_p90 * clearsky)
             sun = (clearsky > 0).to(x.dtype)
             return torch.relu(torch.cat([p10, p50, p90], dim=1)) * sun
 
@@ -184,37 +205,71 @@ def fit(data: DayAheadData, *, epochs: int = 30, hidden: int = 8, seed: int = 0,
 
 def select_and_fit(data: DayAheadData, *, seed: int = 0, epochs: int | None = None, hidden: int | None = None,
                    log: Any = print, weeks: tuple[int, int] = (4, 3)) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
-    """Choose (hidden, epochs) on the intraday model's validation weeks of the span, then train the choice on all of it.
+    """Choose (hidden, epochs) and the caps on the intraday model's validation weeks of the span, then train
+    the chosen size on all of it and give it the chosen caps.
 
     The split is :func:`edgeplane_solar.training.validation_rows` on the target day (issued at its
-    00:00 UTC, so the issue time is in the same ISO week); the score is the P50's nRMSE on the
-    validation weeks' daylight rows; their targets are never trained on while choosing.
+    00:00 UTC, so the issue time is in the same ISO week). Each setting (or the one fixed by
+    ``hidden``/``epochs``) is trained on the other weeks; on the validation weeks' daylight rows
+    its caps are chosen (:func:`choose_caps`) and it is scored by the capped P50's nRMSE; the
+    lowest wins. Validation targets are never trained on while choosing.
     """
     from edgeplane_solar import training
 
     held = training.validation_rows(data.times, weeks)
+    check = _subset(data, held)
+    if not (check.valid & check.daylight & np.isfinite(check.target)).any():
+        raise ValueError(f"no usable validation rows (ISO week % {weeks[0]} == {weeks[1]}) in the span: the caps and "
+                         "the size are chosen on them; give a span of a month or more")
     candidates = [(hidden, epochs)] if hidden and epochs else \
         [c for c in CANDIDATES if (hidden is None or c[0] == hidden) and (epochs is None or c[1] == epochs)] or \
         [(hidden or 8, epochs or 30)]
     report: list[dict[str, Any]] = []
-    if len(candidates) > 1:
-        check = _subset(data, held)
-        for h_units, n_epochs in candidates:
-            net = fit(_subset(data, ~held), epochs=n_epochs, hidden=h_units, seed=seed, log=log)
-            r = score(check, _predict(net, check.x))
-            entry = {"hidden": h_units, "epochs": n_epochs, "val_nrmse": round(r["nrmse"], 5),
-                     "val_nrmse_daily_index": round(r["nrmse_daily_index"], 5), "val_n": r["n"]}
-            log(f"candidate {entry}")
-            report.append(entry)
-        best = min(report, key=lambda r: r["val_nrmse"])
-        h_units, n_epochs = best["hidden"], best["epochs"]
-    else:
-        h_units, n_epochs = candidates[0]
-    net = fit(data, epochs=n_epochs, hidden=h_units, seed=seed, log=log)
-    chosen: dict[str, Any] = {"hidden": h_units, "epochs": n_epochs}
-    if report:
-        chosen["validation_weeks"] = f"ISO week % {weeks[0]} == {weeks[1]}"
+    for h_units, n_epochs in candidates:
+        net = fit(_subset(data, ~held), epochs=n_epochs, hidden=h_units, seed=seed, log=log)
+        uncapped = score(check, _predict(net, check.x))["nrmse"]
+        cap_p50, cap_p90, cap_scores = choose_caps(net, check)
+        r = score(check, _predict(net, check.x))
+        entry = {"hidden": h_units, "epochs": n_epochs, "cap_p50": cap_p50, "cap_p90": cap_p90,
+                 "val_nrmse": round(r["nrmse"], 5), "val_nrmse_uncapped": round(uncapped, 5),
+                 "val_nmae": round(r["nmae"], 5), "val_coverage_p10_p90": round(r["coverage_p10_p90"], 4),
+                 "val_nrmse_daily_index": round(r["nrmse_daily_index"], 5), "val_n": r["n"], "caps": cap_scores}
+        log(f"candidate { {k: v for k, v in entry.items() if k != 'caps'} }")
+        report.append(entry)
+    best = min(report, key=lambda r: r["val_nrmse"])
+    net = fit(data, epochs=best["epochs"], hidden=best["hidden"], seed=seed, log=log)
+    set_caps(net, best["cap_p50"], best["cap_p90"])
+    chosen: dict[str, Any] = {"hidden": best["hidden"], "epochs": best["epochs"], "cap_p50": best["cap_p50"],
+                              "cap_p90": best["cap_p90"], "validation_weeks": f"ISO week % {weeks[0]} == {weeks[1]}"}
     return chosen, net, report
+
+
+def choose_caps(net: Any, data: DayAheadData) -> tuple[float, float, dict[str, dict[str, float]]]:
+    """Give ``net`` the P50 cap with the lowest pinball loss at 0.5 on ``data``'s daylight rows, then the
+    P90 cap with the lowest at 0.9; returns both caps and every cap's loss."""
+    rows = data.valid & data.daylight & np.isfinite(data.target)
+    x, y = data.x[rows], data.target[rows]
+
+    def pinball(cap_p50: float, cap_p90: float, column: int, tau: float) -> float:
+        set_caps(net, cap_p50, cap_p90)
+        e = y - _predict(net, x)[:, column]
+        return float(np.mean(np.maximum(tau * e, (tau - 1) * e)))
+
+    p50_loss = {c: pinball(c, NO_CAP, 1, 0.5) for c in CAPS_P50}
+    cap_p50 = min(p50_loss, key=lambda c: p50_loss[c])
+    p90_loss = {c: pinball(cap_p50, c, 2, 0.9) for c in CAPS_P90}
+    cap_p90 = min(p90_loss, key=lambda c: p90_loss[c])
+    set_caps(net, cap_p50, cap_p90)
+    return cap_p50, cap_p90, {"pinball_p50": {str(c): round(v, 6) for c, v in p50_loss.items()},
+                              "pinball_p90": {str(c): round(v, 6) for c, v in p90_loss.items()}}
+
+
+def set_caps(net: Any, cap_p50: float, cap_p90: float) -> None:
+    """Give a fitted network its caps (clear-sky indices); they become constants of its ONNX graph."""
+    if not 0 < cap_p50 <= cap_p90:
+        raise ValueError(f"caps P50 {cap_p50}, P90 {cap_p90}: need 0 < P50 cap <= P90 cap")
+    net.cap_p50.fill_(cap_p50)
+    net.cap_p90.fill_(cap_p90)
 
 
 def _subset(data: DayAheadData, rows: np.ndarray) -> DayAheadData:
