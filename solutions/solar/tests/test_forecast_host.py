@@ -55,6 +55,11 @@ async def test_without_inference_the_baselines_still_come(edgeplane_host, tmy):
             # five whole steps of all three inverters' power: complete inputs (never, without inv3's 701.W)
             await wait_for(lambda: forecast.latest["complete_inputs"], timeout=30)
             assert set(forecast.power) == {"inv1", "inv2", "inv3"}
+            # one family rule for every solution: the forecast reads power where dispatch would
+            dispatch = host.solution("dispatch")
+            for dev in ("inv1", "inv2", "inv3"):
+                assert forecast.power_point_for(dev) == dispatch.controls_for(dev).power
+            assert forecast.power_point_for("inv3") == "701.W" and forecast.power_point_for("inv1") == "103.W"
             assert forecast.latest["model"] is None
             assert all("p50_w" not in h and "smart_persistence_w" in h for h in forecast.latest["horizons"])
 

@@ -24,6 +24,7 @@ from pydantic import Field
 from edgeplane import Batch, Quality, Solution, SolutionConfig
 
 from edgeplane_solar import day_ahead, features
+from edgeplane_solar.controls import CONTROLS_DESCRIPTION, DER, ControlsChoice, family_for, is_der_point
 from edgeplane_solar.plant import PlantConfig, PlantModel
 
 STEP_S = features.STEP.total_seconds()
@@ -37,6 +38,8 @@ class ForecastConfig(SolutionConfig):
     report: list[str] = Field(default_factory=lambda: ["15min", "1h", "4h"], description="horizons in the log line")
     day_ahead_model: str | None = Field("solar-day-ahead", description="day-ahead model in the inference registry, "
                                         "run once a day at 00:00 UTC of plant time; null: no day-ahead forecast")
+    controls: ControlsChoice = Field("auto", description="which AC power point an inverter is read from; "
+                                     + CONTROLS_DESCRIPTION + " (set it as dispatch's and diagnosis' is set)")
 
 
 class ForecastSolution(Solution):
@@ -50,6 +53,8 @@ class ForecastSolution(Solution):
         self.model = PlantModel(config.plant)
         self.capacity_w = (config.capacity_kw or config.plant.ac_capacity_w / 1000.0) * 1000.0
         self.power: dict[str, float] = {}
+        # "der" once an inverter published a 701 point: its power is then read from 701.W, as dispatch does
+        self.families: dict[str, str | None] = {dev: None for dev in config.plant.inverters}
         # the latest irradiance reading and the plant time it was taken at
         self.irradiance: tuple[float, float] | None = None
         self.plant_now: float | None = None
@@ -68,8 +73,8 @@ class ForecastSolution(Solution):
     def subscriptions(self) -> list[str]:
         pts = self.config.plant.points
         topics = [f"{dev}/{pts.power}" for dev in self.config.plant.inverters]
-        if pts.power == "103.W":  # an IEEE 1547-2018 DER inverter reports its AC power in 701 instead
-            topics += [f"{dev}/701.W" for dev in self.config.plant.inverters]
+        if self.config.controls != "legacy":  # an IEEE 1547-2018 DER inverter reports its AC power in 701
+            topics += [f"{dev}/{DER.power}" for dev in self.config.plant.inverters]
         weather = self.config.plant.weather
         if weather is not None:
             topics += [t for t in (weather.ghi or weather.poa, weather.time) if t]
@@ -89,12 +94,24 @@ class ForecastSolution(Solution):
             taken = self.plant_now if weather.time and self.plant_now is not None else float(batch.ts[good][-1])
             self.irradiance = (value, taken)
             return
-        device = batch.topic.partition("/")[0]
+        device, _, point = batch.topic.partition("/")
+        if device not in self.families:
+            return
+        if is_der_point(point):
+            self.families[device] = "der"
+        if point != self.power_point_for(device):
+            return
         self.power[device] = value
         if weather is None or weather.time is None:
             await self._advance(float(batch.ts[good][-1]))
         if len(self.power) == len(self.config.plant.inverters):
             self.samples.append(sum(self.power.values()))
+
+    def power_point_for(self, device: str) -> str:
+        """The AC power point of an inverter, by the family rule dispatch and diagnosis use
+        (:func:`edgeplane_solar.controls.family_for`)."""
+        return DER.power if family_for(self.config.controls, self.families[device]) == "der" else \
+            self.config.plant.points.power
 
     async def _advance(self, now: float) -> None:
         """Plant time moved to ``now``: close finished 15-min steps."""
