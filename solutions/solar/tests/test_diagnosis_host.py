@@ -63,6 +63,8 @@ async def test_injected_fault_is_detected_within_two_polls(edgeplane_host, fault
             assert counted <= 2, f"{fault} took {counted} polls"
             alert = found()[0]
             assert alert["evidence"], "an alert carries its evidence"
+            if fault == "offline":  # the trip's alarm, named by pysunspec2's model 103 definition
+                assert alert["evidence"]["events"] == ["OVER_TEMP"], alert["evidence"]
             others = [a for a in diag.alerts if a["active"] and (a["fault"], a["device"]) != (fault, device)]
             assert not others, f"only {fault} should be raised, also got {others}"
 
@@ -100,11 +102,14 @@ async def test_comms_lost_when_an_inverter_goes_silent(edgeplane_host):
 @pytest.mark.parametrize("fault,weather,models", [
     ("offline", SteadySun, [1, 701, 702, 704]),  # no 160 and no 714: the evidence says the DC side is missing
     ("lost_string", SteadySun, [1, 701, 702, 704, 160]),
+    ("lost_string", SteadySun, [1, 701, 702, 704, 714]),  # its DC side in DER DC measurements (714), no 160
     ("frozen_power", RampSun, [1, 701, 702, 704, 160]),
 ])
 async def test_der_inverter_fault_is_diagnosed_on_its_701_points(edgeplane_host, fault, weather, models):
-    """inv2 is an IEEE 1547-2018 DER inverter (701/704, no 103): judged on 701.W, InvSt, Alrm and its DC side."""
-    async with running_plant(weather=weather(), families={"inv2": "der"}) as (plant, ports):
+    """inv2 is an IEEE 1547-2018 DER inverter (701/704, no 103): judged on 701.W, InvSt, Alrm and its DC side,
+    read from 160 or from model 714, served by pymodbus."""
+    family = "der714" if 714 in models else "der"
+    async with running_plant(weather=weather(), families={"inv2": family}) as (plant, ports):
         site = plant_site(ports, forecast=False)
         site["devices"]["inv2"]["sunspec"]["models"] = models
         site["limits"]["inv*/704.WMaxLimPct"] = {"min": 0, "max": 100}
@@ -136,11 +141,17 @@ async def test_der_inverter_fault_is_diagnosed_on_its_701_points(edgeplane_host,
             assert counted <= 2, f"{fault} took {counted} polls"
             evidence = found()[0]["evidence"]
             assert evidence["family"] == "der"
-            if 160 in models:
+            if 160 in models or 714 in models:
                 assert evidence["dc_power_w"] > 0 and "missing" not in evidence
                 assert len(evidence["string_currents_a"]) == 2
+                if 714 in models:  # read from 714's ports: string 2 dark, string 1 at the simulator's 4.4 kW / 600 V
+                    v = diag.values["inv2"]
+                    assert "714.DCW" in v and not any(k.startswith("160.") for k in v), sorted(v)
+                    assert evidence["string_currents_a"][1] == 0 and evidence["string_currents_a"][0] > 5
             else:
                 assert evidence["dc_power_w"] is None and evidence["status"] == 6  # 701.InvSt FAULT
+                # the same alarm as a legacy inverter's trip (103.Evt1), by model 701's own definition of Alrm
+                assert evidence["events"] == ["OVER_TEMP"], evidence
                 assert any("714.DCW" in note for note in evidence["missing"]), evidence
             others = [a for a in diag.alerts if a["active"] and (a["fault"], a["device"]) != (fault, "inv2")]
             assert not others, f"only {fault} should be raised, also got {others}"

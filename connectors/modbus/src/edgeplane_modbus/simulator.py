@@ -6,6 +6,8 @@ Models, laid out from pysunspec2's definitions, by ``family``:
   multiple MPPT (160, one module per string);
 * ``"der"``: the IEEE 1547-2018 DER models new inverters ship: common (1), DER AC measurement
   (701), DER capacity (702), DER AC controls (704), and 160;
+* ``"der714"``: the same DER with its DC side in DER DC measurement (714, one port per string)
+  instead of 160;
 * default: the legacy chain plus 704 (a legacy inverter with a DER control model bolted on).
 
 Its AC power follows irradiance (a constant, a series stepped per update, or a function of
@@ -46,11 +48,14 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from edgeplane_modbus import sunspec
 
 ST_OFF, ST_SLEEPING, ST_MPPT, ST_THROTTLED, ST_FAULT = 1, 2, 4, 5, 7
+#: the alarm a trip raises: OVER_TEMP, bit 7 alike in 103.Evt1 and 701.Alrm (pysunspec2's model_103/701.json)
+TRIP_ALARM_BIT = 7
 #: the model chain of each family (160 carries the strings in both)
 FAMILIES: dict[str | None, tuple[int, ...]] = {
     None: (1, 103, 120, 123, 160, 704),
     "legacy": (1, 103, 120, 123, 160),
     "der": (1, 701, 702, 704, 160),
+    "der714": (1, 701, 702, 704, 714),
 }
 #: registers after ID and L of each fixed-length model served
 MODEL_LENGTH = {1: 66, 103: 50, 120: 26, 123: 24, 701: 153, 702: 50, 704: 65}
@@ -104,7 +109,8 @@ class SunSpecInverterSimulator:
     def _build_image(self, serial: str) -> None:
         # 704 (DER AC controls, SunSpec's newer DER information model) after the legacy chain,
         # so a client may limit power through either model
-        lengths = {m: (8 + 20 * self.strings if m == 160 else MODEL_LENGTH[m]) for m in FAMILIES[self.family]}
+        lengths = {m: (8 + 20 * self.strings if m == 160 else 18 + 25 * self.strings if m == 714 else MODEL_LENGTH[m])
+                   for m in FAMILIES[self.family]}
         self.image = [0x5375, 0x6E53]
         self.points: dict[str, sunspec.SunSpecPoint] = {}
         address = self.base + 2
@@ -149,7 +155,8 @@ class SunSpecInverterSimulator:
                     "704.WMaxLimPct": 1000, "704.WMaxLimPctEna": 0, "704.WMaxLimPctRvrt": 1000,
                     "704.WMaxLimPctEnaRvrt": 0, "704.WMaxLimPctRvrtTms": 0, "704.WMaxLimPctRvrtRem": 0,
                     "704.PFWInjEna": 0, "704.PFWInjEnaRvrt": 0, "704.PFWInjRvrtTms": 0, "704.PFWInjRvrtRem": 0,
-                    "704.WRmp": 0, "701.ACType": 3, "160.N": self.strings}
+                    "704.WRmp": 0, "701.ACType": 3, "160.N": self.strings,
+                    "714.NPrt": self.strings, "714.DCA_SF": -2, "714.DCV_SF": -1, "714.DCW_SF": 0}
         for name, value in defaults.items():
             if name in self.points:
                 self._put(name, value, force=True)
@@ -157,6 +164,11 @@ class SunSpecInverterSimulator:
             for n in range(1, self.strings + 1):
                 self._put(f"160.module.{n}.ID", n, force=True)
                 self._put(f"160.module.{n}.IDStr", f"string {n}", force=True)
+        if "714.NPrt" in self.points:
+            for n in range(1, self.strings + 1):
+                self._put(f"714.Prt.{n}.PrtTyp", 0, force=True)  # PV
+                self._put(f"714.Prt.{n}.ID", n, force=True)
+                self._put(f"714.Prt.{n}.IDStr", f"string {n}", force=True)
 
     def _put(self, name: str, raw: Any, force: bool = False) -> None:
         if name in self.frozen and not force or name not in self.points:
@@ -238,7 +250,7 @@ class SunSpecInverterSimulator:
         self._put("103.DCA", int(round(sum(dc) / dc_v * 100)) if dc_v else 0)
         self._put("103.TmpCab", int(round((self.ambient_c + 15 * ac / self.rating_w) * 10)))
         self._put("103.St", state)
-        self._put("103.Evt1", 1 << 7 if self.tripped else 0)  # bit 7: over temperature, as a trip reason
+        self._put("103.Evt1", 1 << TRIP_ALARM_BIT if self.tripped else 0)
         self._put("701.W", int(round(ac)))
         self._put("701.VA", int(round(ac)))
         self._put("701.Var", 0)
@@ -251,7 +263,7 @@ class SunSpecInverterSimulator:
         # InvSt: 1 sleeping, 3 running, 4 throttled, 6 fault
         self._put("701.InvSt", 6 if self.tripped else 1 if self.irradiance < 5 else 4 if state == ST_THROTTLED else 3)
         self._put("701.ConnSt", 0 if self.tripped else 1)
-        self._put("701.Alrm", 1 if self.tripped else 0)
+        self._put("701.Alrm", 1 << TRIP_ALARM_BIT if self.tripped else 0)
         self._put("701.ThrotPct", int(round(100 * ac / self.rating_w)) if state == ST_THROTTLED else 0)
         remaining = self._deadline.get("704.limit")
         self._put("704.WMaxLimPctRvrtRem", max(0, int(math.ceil(remaining - tick))) if remaining else 0)
@@ -263,6 +275,11 @@ class SunSpecInverterSimulator:
             self._put(f"160.module.{n}.DCV", int(round(dc_v * 10)) if power else 0)
             self._put(f"160.module.{n}.DCA", int(round(power / dc_v * 100)) if dc_v and power else 0)
             self._put(f"160.module.{n}.DCSt", 4 if power else 1)
+            self._put(f"714.Prt.{n}.DCW", int(round(power)))
+            self._put(f"714.Prt.{n}.DCV", int(round(dc_v * 10)) if power else 0)
+            self._put(f"714.Prt.{n}.DCA", int(round(power / dc_v * 100)) if dc_v and power else 0)
+        self._put("714.DCW", int(round(sum(dc))))
+        self._put("714.DCA", int(round(sum(dc) / dc_v * 100)) if dc_v else 0)
 
     def _limit_setpoint(self) -> float | None:
         """The lowest enabled limit setpoint (% of rating), or None."""

@@ -144,7 +144,7 @@ def layout(model_id: int, address: int, length: int, prefix: str,
     """The points of a model instance whose ID register is at ``address``.
 
     ``registers`` (the model's registers from ID on) resolve repeating-group counts that refer
-    to a point; without them a count of 0 means "as many as fit in L".
+    to a point; without them such a count, like a count of 0, means "as many as fit in L".
     """
     definition = model_definition(model_id)
     if definition is None:
@@ -184,9 +184,9 @@ def layout(model_id: int, address: int, length: int, prefix: str,
             points.append(point)
         for sub in group.get("groups", []):
             count = sub.get("count", 1)
-            if isinstance(count, str):
+            if isinstance(count, str) and registers is not None:
                 count = values.get(count) or 0
-            elif count == 0:
+            elif isinstance(count, str) or count == 0:  # a count point with no registers to read it from: fill L
                 size = group_size(sub)
                 count = max(0, (end - offset) // size) if size else 0
             if count == 1 and "count" not in sub:

@@ -46,10 +46,6 @@ from edgeplane_solar.controls import CONTROLS_DESCRIPTION, ControlsChoice, famil
 from edgeplane_solar.plant import PlantConfig, PlantModel
 
 ST_OFF, ST_FAULT, ST_THROTTLED = 1, 7, 5
-EVT1_BITS = {0: "GROUND_FAULT", 1: "DC_OVER_VOLT", 2: "AC_DISCONNECT", 3: "DC_DISCONNECT", 4: "GRID_DISCONNECT",
-             5: "CABINET_OPEN", 6: "MANUAL_SHUTDOWN", 7: "OVER_TEMP", 8: "OVER_FREQUENCY", 9: "UNDER_FREQUENCY",
-             10: "AC_OVER_VOLT", 11: "AC_UNDER_VOLT", 12: "BLOWN_STRING_FUSE", 13: "UNDER_TEMP",
-             14: "MEMORY_LOSS", 15: "HW_TEST_FAILURE"}
 
 
 def _bit_names(model_id: int, point: str) -> dict[int, str]:
@@ -59,6 +55,9 @@ def _bit_names(model_id: int, point: str) -> dict[int, str]:
         if p["name"] == point:
             return {int(sym["value"]): sym["name"] for sym in p.get("symbols", [])}
     raise LookupError(f"pysunspec2's model {model_id} has no point {point}: reinstall pysunspec2")
+
+
+EVT1_BITS = _bit_names(103, "Evt1")
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ class InverterSpec:
     rating_w: float = 10_000.0
     strings: int = 2
     shade: float = 1.0  # fraction of the station's irradiance this array sees
-    family: str | None = None  # SunSpec models served: None (legacy + 704), "legacy" or "der" (701-704)
+    family: str | None = None  # SunSpec models served: None (legacy + 704), "legacy", "der" (701-704, 160) or "der714" (701-704, 714)
 
 
 class WeatherStation:
