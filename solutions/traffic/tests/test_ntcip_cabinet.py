@@ -1,0 +1,62 @@
+"""The traffic-signal solution controls a SUMO intersection through NTCIP 1202 end to end:
+SUMO <-> controller simulator (own timing, conflict monitor) <-> SNMP on the loopback <-> ntcip
+connector <-> traffic-signal solution (RL through the inference service, shield) <-> guarded commands."""
+
+from __future__ import annotations
+
+import edgeplane_ntcip.plugin as ntcip_plugin
+import edgeplane_traffic.plugin as plugin
+from edgeplane import Quality, SimulatedClock
+from edgeplane.testing import wait_for
+from edgeplane_ntcip.testing import SIM_START
+from edgeplane_traffic.cabinet import SumoCabinet
+from edgeplane_traffic.layout import point_name
+from edgeplane_traffic.shield import unsafe_transitions
+
+SECONDS = 90
+SPEED = 6.0  # simulated seconds per wall second: each poll of ~25 objects fits well inside a period
+
+
+async def test_rl_controls_a_sumo_intersection_through_ntcip(edgeplane_host, tmp_path) -> None:
+    cabinet = SumoCabinet("single-intersection", seconds=SECONDS, speed=SPEED, seed=3, start_time=SIM_START)
+    await cabinet.start()
+    try:
+        layout = cabinet.layout
+        site = {
+            "site": {"id": "cabinet"},
+            "inference": {"providers": ["cpu"], "models": str(tmp_path / "models"), "preload": ["traffic-single-intersection"]},
+            "devices": {"ctl": cabinet.device_config()},
+            "solutions": {"signal": {"type": "traffic-signal", "device": "ctl", "net": "single-intersection",
+                                     "controller": "rl", "fallback": "fixed", "deadline": 1.0, "command_timeout": 3.0}},
+        }
+        async with edgeplane_host(site, plugins=[plugin, ntcip_plugin], clock=SimulatedClock(SIM_START)) as host:
+            await wait_for(cabinet.finished.is_set, timeout=SECONDS / SPEED + 30)
+            solution = host.solution("signal")
+            audit = [a for a in await host.store.audit(10_000) if a["point"] == f"{point_name(layout.tls)}.phase"]
+            det = f"ctl/det.{point_name(layout.lanes[0])}.advance_count"
+            latest_det = host.bus.latest(det)
+        model = cabinet.model
+        # the solution decided with the policy, from detector readings that came over SNMP
+        assert solution.controller.decisions["rl"] >= SECONDS // 10 and solution.controller.fallbacks == {}
+        assert latest_det is not None and latest_det[2] == Quality.GOOD
+        # it changed the green through NTCIP phase control: the solution commands the yellow (a force-off and a
+        # call), the controller times its own yellow and red clearance and brings the new green, which the
+        # shield then sees arrive (so it commands no all-red or green itself)
+        commanded = [int(a["value"]) for a in audit]
+        assert commanded and all(layout.phase_kind(c) == "yellow" for c in commanded), (audit, cabinet.model.intervals())
+        assert all(a["status"] == "ok" and a["readback"] == a["value"] for a in audit), audit
+        assert cabinet.agent.sets > 0
+        # the controller kept its own timing and the conflict monitor saw nothing wrong
+        assert model.monitor.faults == [] and not model.flashing
+        finished = model.intervals()
+        greens = [s for i, s, _ in finished if i == "G"]
+        assert len(greens) >= 2 and greens[1] != 0, finished
+        for interval, stage, seconds in finished:
+            minimum = {"G": 5.0, "Y": 3.0, "R": 2.0}[interval] if (interval, stage) != ("G", 0) else 0.0
+            assert seconds >= minimum, finished
+        # and SUMO showed exactly the controller's states: its yellows and all-reds, nothing else
+        shown = [layout.phase_states.index(state) for _, state in cabinet.shown]
+        assert unsafe_transitions(layout, shown, all_red=True) == [] and layout.all_red_phase in shown
+        assert cabinet.arrived > 0
+    finally:
+        await cabinet.stop()
