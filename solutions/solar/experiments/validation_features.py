@@ -7,6 +7,7 @@ clear-sky power from the last columns). Every extra input is known at issue time
 rows at or before the row's own time, under that row's weather latency.
 
     python solutions/solar/experiments/validation_features.py        # about 5 min on 2 busy cores
+    python solutions/solar/experiments/validation_features.py --paired-seeds 3 4 5 6   # none vs the 30-min change
 
 Prints one JSON line per trial. Nothing here is shipped: the shipped model changes only when a
 trial beats it on validation by more than the spread between seeds.
@@ -14,6 +15,7 @@ trial beats it on validation by more than the spread between seeds.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import time
@@ -67,6 +69,10 @@ def n_features(n: int) -> Iterator[None]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paired-seeds", type=int, nargs="*", default=None,
+                        help="only the shipped inputs and the station's 30-min change, on these seeds")
+    args = parser.parse_args()
     t0 = time.time()
     described = reference.system50()
     p, w = _load_inputs(described, None, None, None, None, None, None, None, False)
@@ -84,6 +90,9 @@ def main() -> None:
     checks = {"on_time": by_delay["0min"], "1h_late": by_delay["1h"]}
     trials = [("none", 16, 15, (0, 1, 2)), ("k_3h_6h", 16, 15, (0,)), ("k_3h_6h", 32, 30, (0,)),
               ("k_3h", 16, 15, (0, 1, 2)), ("weather_change_30min", 16, 15, (0, 1, 2))]
+    if args.paired_seeds:
+        seeds = tuple(args.paired_seeds)
+        trials = [("none", 16, 15, seeds), ("weather_change_30min", 16, 15, seeds)]
     for extra, hidden, epochs, seeds in trials:
         make = EXTRAS[extra]
         cols = np.choose(pick[:, None], [make(by_delay[d].frame) for d in training.TRAIN_DELAYS]) \
