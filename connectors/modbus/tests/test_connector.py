@@ -187,3 +187,42 @@ async def test_slow_device_does_not_delay_others(edgeplane_host, pymodbus_server
             assert host.bus.latest("fast2/v")[1:] == (5.0, Quality.GOOD)
     finally:
         await silent.stop()
+
+
+async def test_one_multipoint_batch_per_block_read(edgeplane_host, pymodbus_server):
+    server = await pymodbus_server(fill)
+    async with edgeplane_host(site({"d": device(server.port, POINTS, poll="1h")}), plugins=PLUGINS) as host:
+        await wait_for(lambda: host.bus.latest("d/energy") is not None, 10)  # the first poll is over
+        rows = host.bus.subscribe("d/#", multipoint=True, maxsize=100)
+        points = host.bus.subscribe("d/#", maxsize=100)
+        dev = host.device("d")
+        before = host.bus.published_batches
+        await dev.poll_once()
+        batches = []
+        while (got := rows.get_nowait()) is not None:
+            batches.append(got)
+        # four blocks (holding, input, coil, discrete): four multi-point batches, plus the text point's own
+        assert host.bus.published_batches - before == 5
+        multi = [b for b in batches if b.multipoint]
+        assert len(multi) == 4 and sum(len(b) for b in multi) == len(POINTS) - 1
+        holding = next(b for b in multi if "d/f32" in b.table)
+        assert holding.table.topics[:3] == ("d/f32", "d/i32", "d/i16")  # address order
+        assert holding.values[holding.table.id_of("d/i32")] == -123456
+        assert (holding.quality == 0).all()
+        # single-point subscribers see one batch per point, as before
+        seen = {}
+        while (got := points.get_nowait()) is not None:
+            seen[got.topic] = got.last()[1]
+        assert seen["d/name"] == "INV-01" and seen["d/f32"] == 1.5 and len(seen) == len(POINTS)
+
+
+async def test_a_failed_block_read_publishes_one_bad_batch(edgeplane_host, pymodbus_server):
+    server = await pymodbus_server(fill)
+    points = {"a": {"address": 0, "type": "float32"}, "b": {"address": 2, "type": "int32"}}
+    async with edgeplane_host(site({"d": device(server.port, points, poll="1h", unit=9)}), plugins=PLUGINS) as host:
+        rows = host.bus.subscribe("d/#", multipoint=True, maxsize=100)
+        await host.device("d").poll_once()  # unit 9 does not exist: the server answers with an exception
+        await wait_for(lambda: rows.depth > 0, 10)
+        bad = rows.get_nowait()
+        assert bad.table.topics == ("d/a", "d/b") and bad.quality.tolist() == [2, 2]
+        assert np.isnan(bad.values).all()

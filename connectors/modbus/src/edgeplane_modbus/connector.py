@@ -5,8 +5,14 @@ port) share one client (:mod:`edgeplane_modbus.link`); each polls on its own tas
 dead device never delays devices on other links, and on a shared line costs the others at
 most its own timeout.
 
+Each block read is decoded at once with numpy (:func:`edgeplane_modbus.codec.decode_many`, one
+vector operation per data type and byte/word order in the block) and published as one
+multi-point batch whose point table is made once per read plan; strings and SunSpec points,
+which have per-value rules (text, "not implemented" markers, scale-factor points), are decoded
+one by one into the same batch (strings as single-point batches beside it).
+
 Failures: a read that times out or gets a Modbus exception publishes its points with quality
-BAD, counts ``edgeplane_modbus_request_errors_total{device, reason}``, and is logged once when
+BAD (one multi-point batch of NaN), counts ``edgeplane_modbus_request_errors_total{device, reason}``, and is logged once when
 its state changes (ok -> failing, one failure -> another, failing -> recovered), never per poll.
 """
 
@@ -20,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeplane import Batch, Connector, HealthState, Quality
+from edgeplane.bus import PointTable
 from edgeplane_modbus import codec, sunspec
 from edgeplane_modbus.config import BIT_TABLES, ModbusConfig, ModbusPoint
 from edgeplane_modbus.link import ModbusError, ModbusLink, Timing, acquire_link, release_link
@@ -45,6 +52,77 @@ class _Compiled:
     is_text: bool = False
     sf: str | int | None = None  # SunSpec scale-factor point name or fixed exponent
     publish: bool = True  # scale-factor points are read, applied, not published
+    type_: str | None = None  # plain numeric points: decoded in vectors; None: one by one through ``decode``
+    byte_order: str = "big"
+    word_order: str = "big"
+    bit: int | None = None
+
+
+@dataclass
+class _Vector:
+    """Points of one block decoded by one numpy operation: same table kind, type and order."""
+
+    ids: np.ndarray  # their point ids in the block's table
+    offsets: np.ndarray  # register (or bit) offsets in the block
+    type_: str  # a codec numeric type, "bool" (a bit of a register) or "bit" (coil/discrete input)
+    byte_order: str
+    word_order: str
+    bits: np.ndarray | None  # for "bool": the bit of each point
+    scale: np.ndarray
+    offset: np.ndarray
+
+    def decode(self, registers: np.ndarray) -> np.ndarray:
+        if self.type_ == "bit":
+            raw: np.ndarray = registers[self.offsets]
+        elif self.type_ == "bool":
+            raw = (registers[self.offsets] >> self.bits) & 1
+        else:
+            raw = codec.decode_many(registers, self.offsets, self.type_, self.byte_order,  # type: ignore[arg-type]
+                                    self.word_order)  # type: ignore[arg-type]
+        return raw * self.scale + self.offset
+
+
+class _BlockDecoder:
+    """Turns one read block's answer into one multi-point batch (plus single-point text batches).
+
+    The point table lists every published point of the block, in address order; a poll
+    publishes one row per point that decoded (SunSpec "not implemented" values are left out).
+    """
+
+    def __init__(self, table_kind: str, points: list[_Compiled], start: int):
+        self.points = [p for p in points if p.publish]
+        self.bits = table_kind in BIT_TABLES
+        self.table = PointTable([p.topic for p in self.points], [p.unit for p in self.points]) if self.points else None
+        n = len(self.points)
+        self.all_ids = np.arange(n)
+        self.nan = np.full(n, np.nan)
+        groups: dict[tuple[str, str, str], list[int]] = {}
+        self.singles: list[tuple[int, _Compiled]] = []  # numeric, decoded one by one (SunSpec)
+        self.texts: list[_Compiled] = []
+        for pid, point in enumerate(self.points):
+            if point.is_text:
+                self.texts.append(point)
+            elif self.bits:
+                groups.setdefault(("bit", "big", "big"), []).append(pid)
+            elif point.type_ is not None:
+                groups.setdefault((point.type_, point.byte_order, point.word_order), []).append(pid)
+            else:
+                self.singles.append((pid, point))
+        self.vectors = []
+        for (type_, byte_order, word_order), ids in groups.items():
+            members = [self.points[i] for i in ids]
+            self.vectors.append(_Vector(
+                np.array(ids), np.array([m.span.address - start for m in members]), type_, byte_order, word_order,
+                np.array([m.bit or 0 for m in members]) if type_ == "bool" else None,
+                np.array([m.scale for m in members]), np.array([m.offset for m in members])))
+        text_ids = {self.points.index(t) for t in self.texts}
+        self.numeric_ids = np.array([i for i in range(n) if i not in text_ids], dtype=np.intp)
+        self.start = start
+
+    def bad(self, ts: float) -> Batch | None:
+        if self.table is None:
+            return None
+        return Batch.rows(self.table, self.all_ids, ts, self.nan, Quality.BAD)
 
 
 class ModbusConnector(Connector):
@@ -66,6 +144,7 @@ class ModbusConnector(Connector):
         self.sunspec_base: int | None = None
         self._by_name: dict[str, _Compiled] = {}
         self._block_points: list[list[_Compiled]] = []
+        self._decoders: list[_BlockDecoder] = []
         self._block_state: list[str | None] = []
         self._sf: dict[str, int] = {}
         self._aliases: dict[str, str] = {}  # listed point name -> SunSpec full name
@@ -135,7 +214,6 @@ class ModbusConnector(Connector):
             return
         self._polls += 1
         ts = self.context.clock.now()
-        ts_arr = np.array([ts])
         deferred = bool(self.models)  # SunSpec values need scale factors from any block
         results: list[Any] = []
         # the next request is on the wire while this block is decoded and published
@@ -147,12 +225,12 @@ class ModbusConnector(Connector):
             if deferred:
                 results.append(result)
             else:
-                await self._handle(i, result, ts, ts_arr)
+                await self._handle(i, result, ts)
         if deferred:
             for i, result in enumerate(results):
                 self._note_sf(i, result)
             for i, result in enumerate(results):
-                await self._handle(i, result, ts, ts_arr)
+                await self._handle(i, result, ts)
         self._update_health()
 
     def _note_sf(self, index: int, result: Any) -> None:
@@ -166,35 +244,48 @@ class ModbusConnector(Connector):
                 if raw is not None:
                     self._sf[point.name] = raw
 
-    async def _handle(self, index: int, result: Any, ts: float, ts_arr: np.ndarray) -> None:
-        block = self.blocks[index]
-        members = self._block_points[index]
+    async def _handle(self, index: int, result: Any, ts: float) -> None:
+        decoder = self._decoders[index]
+        bus = self.context.bus
         if isinstance(result, ModbusError):
             self._set_state(index, result)
-            for point in members:
-                if point.publish:
-                    await self.publish_bad(point.name, ts)
+            bad = decoder.bad(ts)
+            if bad is not None:
+                await bus.publish(bad)
             return
         self._set_state(index, None)
-        data = result if block.table in BIT_TABLES else codec.registers_to_bytes(result)
-        start = block.start
-        batches = []
-        for point in members:
-            if not point.publish:
-                continue
-            raw = point.decode(data, point.span.address - start)
-            if raw is None:
-                continue
-            if point.is_text:
-                values = np.array([raw], dtype=object)
-            else:
-                value = self._engineering(point, raw)
-                if value is None:
-                    continue
-                values = np.array([value], dtype=np.float64)
-            batches.append(Batch(point.topic, ts_arr, values, _GOOD, point.unit))
-        # one bus call per block read: the per-reading cost is what bounds this connector
-        await self.context.bus.publish_many(batches)
+        if decoder.table is None:
+            return
+        n = len(decoder.points)
+        values = np.empty(n)
+        registers = np.asarray(result, dtype=np.bool_ if decoder.bits else np.uint16)
+        for vector in decoder.vectors:
+            values[vector.ids] = vector.decode(registers)
+        ids = decoder.numeric_ids
+        texts: list[Batch] = []
+        if decoder.singles or decoder.texts:
+            data = codec.registers_to_bytes(result)
+            keep = None
+            for pid, point in decoder.singles:
+                raw = point.decode(data, point.span.address - decoder.start)
+                value = None if raw is None else self._engineering(point, raw)
+                if value is None:  # not implemented by the device, or its scale factor is not: not published
+                    keep = np.ones(n, dtype=bool) if keep is None else keep
+                    keep[pid] = False
+                else:
+                    values[pid] = value
+            if keep is not None:
+                ids = ids[keep[ids]]
+            for point in decoder.texts:
+                raw = point.decode(data, point.span.address - decoder.start)
+                if raw is not None:
+                    texts.append(Batch(point.topic, np.array([ts]), np.array([raw], dtype=object), _GOOD, point.unit))
+        batch = Batch.rows(decoder.table, ids, ts, values if len(ids) == n else values[ids], Quality.GOOD)
+        if texts:
+            await bus.publish_many([batch, *texts])
+        else:
+            # one bus call per block read: one multi-point batch
+            await bus.publish(batch)
 
     def _engineering(self, point: _Compiled, raw: Any) -> float | None:
         if point.sf is not None:
@@ -249,8 +340,10 @@ class ModbusConnector(Connector):
                 decode = _string_decoder(spec.register_count, byte_order, spec.encoding)
             else:
                 decode = codec.make_decoder(spec.type, byte_order, word_order, spec.bit)
+            vector = spec.table not in BIT_TABLES and spec.type != "string"
             compiled.append(_Compiled(name, self.topic(name), span, decode, spec.scale, spec.offset, spec.unit,
-                                      is_text=spec.type == "string"))
+                                      is_text=spec.type == "string", type_=spec.type if vector else None,
+                                      byte_order=byte_order, word_order=word_order, bit=spec.bit))
         compiled += self._compile_sunspec()
         self.points = compiled
         self._by_name = {p.name: p for p in compiled}
@@ -263,6 +356,10 @@ class ModbusConnector(Connector):
         self._block_points = [[] for _ in self.blocks]
         for point in compiled:
             self._block_points[owner[point.name]].append(point)
+        for members in self._block_points:
+            members.sort(key=lambda p: p.span.address)
+        self._decoders = [_BlockDecoder(block.table, members, block.start)
+                          for block, members in zip(self.blocks, self._block_points)]
         self._block_state = [None] * len(self.blocks)
 
     # -- SunSpec ----------------------------------------------------------------------------

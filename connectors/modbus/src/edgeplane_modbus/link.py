@@ -154,7 +154,10 @@ class ModbusLink:
             client = self.client
             # the client's timeout is per connection; set it per request to the device's own
             client.ctx.comm_params.timeout_connect = timing.timeout
-            what = f"{method}({', '.join(map(str, args))}) on {self.address} unit {kwargs.get('device_id')}"
+            # named only in errors: formatting it per request would cost more than decoding a block
+            def what() -> str:
+                return f"{method}({', '.join(map(str, args))}) on {self.address} unit {kwargs.get('device_id')}"
+
             for attempt in range(timing.retries + 1):
                 self.requests += 1
                 try:
@@ -167,19 +170,19 @@ class ModbusLink:
                     self._silent += 1
                     if self._silent >= self.MAX_SILENT:
                         self._drop(f"{self._silent} requests in a row unanswered")
-                        raise RequestTimeout(f"{what}: no answer; reopening the connection") from None
+                        raise RequestTimeout(f"{what()}: no answer; reopening the connection") from None
                     if not self.connected:
                         self._drop("connection lost")
-                        raise LinkDown(f"{what}: connection lost") from None
+                        raise LinkDown(f"{what()}: connection lost") from None
                     continue
                 except (ConnectionException, OSError) as e:
                     self._drop(f"{type(e).__name__}: {e}")
-                    raise LinkDown(f"{what}: {e}") from None
+                    raise LinkDown(f"{what()}: {e}") from None
                 self._silent = 0
                 if response.isError():
-                    raise DeviceException(getattr(response, "exception_code", 0), what)
+                    raise DeviceException(getattr(response, "exception_code", 0), what())
                 return response
-            raise RequestTimeout(f"{what}: no answer within {timing.timeout:g} s ({timing.retries + 1} tries)")
+            raise RequestTimeout(f"{what()}: no answer within {timing.timeout:g} s ({timing.retries + 1} tries)")
 
     def _drop(self, why: str) -> None:
         log.info("closing %s: %s", self.address, why)
