@@ -113,6 +113,31 @@ async def test_bandwidth_cap(link: Link):
     assert await link.healed_and_complete() == (2 * link.produced, 2 * link.produced)
 
 
+async def test_a_link_slower_than_one_envelope_keeps_moving(link: Link):
+    """A backlog gathered during an outage meets a 1.2 kB/s link, on which one of the fixture's 20 kB
+    envelopes (about 10 kB compressed) takes longer to cross than two 2 s keepalives: the uplink paces
+    itself to the measured rate (smaller envelopes, a smaller window) and delivers everything over the
+    slow link without the session being dropped. Without pacing the keepalive ping waited behind the
+    envelope, the session dropped every few seconds and the backlog never moved."""
+    link.proxy.black_hole = True
+    await link.produce(0.6, per_second=2000, noisy=True)
+    link.proxy.black_hole = False
+    link.proxy.reset_all()  # the silent session ends now rather than at its keepalive
+    link.proxy.bandwidth = 1_200
+    expected = 2 * link.produced
+    deadline = time.monotonic() + 60
+    while cloud_counts(link.cloud)[0] < expected:  # the link stays slow all along
+        assert time.monotonic() < deadline, (
+            f"{cloud_counts(link.cloud)[0]} of {expected} readings over a 1.2 kB/s link in 60 s; "
+            f"{link.service.status()['link_drops']} link drops, rate {link.service.status()['link_rate_bytes_s']}")
+        await asyncio.sleep(0.2)
+    drops = link.service.status()["link_drops"]
+    await asyncio.sleep(0.3)
+    assert cloud_counts(link.cloud) == (expected, expected)
+    assert 600 < link.service.status()["link_rate_bytes_s"] < 2_400  # the link's rate, not a burst's
+    assert drops <= 3  # the black hole's session, and the first envelopes sent before the rate was known
+
+
 async def test_stalls_of_a_few_seconds(link: Link):
     await asyncio.gather(link.produce(5), _stalls(link.proxy))
     assert await link.healed_and_complete() == (2 * link.produced, 2 * link.produced)
@@ -143,10 +168,8 @@ async def test_black_hole(link: Link):
 async def test_a_backlog_drains_through_a_slow_link_after_an_outage(link: Link):
     """A backlog of incompressible readings gathered during an outage drains through a 16 kB/s link
     whose in-flight window (8 envelopes) takes longer to cross than the 2 s keepalive. The link is
-    never healed here: everything must go through it.
-
-    Known limit (not covered): an envelope that alone takes longer than the keepalive to cross (below
-    about 6 kB/s with the default 256 kB envelopes and 30 s keepalive) drops the session each time."""
+    never healed here: everything must go through it. (A link too slow for even one envelope: the
+    next test.)"""
     link.proxy.black_hole = True  # an outage first, so a backlog waits when the slow link comes up
     await link.produce(3, noisy=True)
     link.proxy.black_hole = False

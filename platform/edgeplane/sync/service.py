@@ -20,6 +20,7 @@ from edgeplane.plugins import Plugins
 from edgeplane.sync.codec import Record, encode_envelope
 from edgeplane.sync.downlink import Downlink
 from edgeplane.sync.outbox import PRIORITY_NAMES, Outbox, OutboxFull
+from edgeplane.sync.pacing import LinkPacer
 from edgeplane.sync.policy import PolicyMapper
 from edgeplane.sync.settings import SyncConfig
 from edgeplane.sync.signing import load_public_key, key_id
@@ -108,11 +109,13 @@ class SyncService:
         self._work = asyncio.Event()
         self._link = asyncio.Event()
         self._window = asyncio.Semaphore(config.uplink.inflight)
+        self.pacer = LinkPacer(keepalive=config.uplink.keepalive, max_envelope_bytes=config.uplink.max_envelope_bytes)
         self._tokens = float(config.uplink.backlog_rate or 0)
         self._tokens_at = time.monotonic()
         self._reported: dict[str, int] = {}
         self.bytes_sent = 0
         self.envelopes_sent = 0
+        self.link_drops = 0
         self._store_problem: str | None = None  # why the outbox last refused records; None: it stores
         self.state = "created"
         self._metrics()
@@ -127,6 +130,7 @@ class SyncService:
         self._m_refused = m.counter("edgeplane_sync_downlink_refused_total", "Downlink messages refused", ["reason"])
         self._m_backlog = m.gauge("edgeplane_sync_backlog_readings", "Readings waiting in the outbox", ["priority"])
         self._m_link = m.gauge("edgeplane_sync_link_up", "1 while the uplink is connected")
+        self._m_drops = m.counter("edgeplane_sync_link_drops_total", "Times a connected uplink went down")
 
     def _sync_counters(self) -> None:
         """Move the outbox's persistent counters into the metrics (by difference)."""
@@ -232,7 +236,8 @@ class SyncService:
         return {"link": "up" if self.transport.connected else "down", "url": self.config.uplink.url,
                 "last_error": self.transport.last_error, "outbox_bytes": self.outbox.size, "quota": self.outbox.quota,
                 "counters": dict(self.outbox.counters), "filtered_readings": self.mapper.filtered,
-                "envelopes_sent": self.envelopes_sent, "bytes_sent": self.bytes_sent, "twin": self.downlink.twin,
+                "envelopes_sent": self.envelopes_sent, "bytes_sent": self.bytes_sent,
+                "link_drops": self.link_drops, "link_rate_bytes_s": self.pacer.rate, "twin": self.downlink.twin,
                 "outbox_recovered": self.outbox.recovered}
 
     # -- uplink ---------------------------------------------------------------------------------
@@ -244,6 +249,9 @@ class SyncService:
             self.health.set(HealthState.OK, f"connected to {self.config.uplink.url}")
             asyncio.get_running_loop().create_task(self._link_came_up())
         else:
+            if self._link.is_set():
+                self.link_drops += 1
+                self._m_drops.inc()
             self._link.clear()
             self.health.set(HealthState.DEGRADED, f"uplink down ({self.transport.last_error}); storing in the outbox")
 
@@ -305,8 +313,8 @@ class SyncService:
         self._tokens_at = now
         return int(self._tokens)
 
-    def _take_envelope(self, budget: int | None, now: float) -> tuple[list[Record], bytes | None]:
-        records = self.outbox.take(self.config.uplink.max_envelope_bytes, backlog_readings=budget, now=now)
+    def _take_envelope(self, max_bytes: int, budget: int | None, now: float) -> tuple[list[Record], bytes | None]:
+        records = self.outbox.take(max_bytes, backlog_readings=budget, now=now)
         if not records or not self._native:
             return records, None  # a foreign-format transport formats the records itself
         return records, encode_envelope(self.site_id, now, records, self.config.compression)
@@ -315,8 +323,10 @@ class SyncService:
         while True:
             await self._link.wait()
             await self._window.acquire()
+            await self.pacer.wait_for_room()
             budget = self._backlog_budget()
-            records, payload = await self.outbox.call(self._take_envelope, budget, self.clock.now())
+            records, payload = await self.outbox.call(self._take_envelope, self.pacer.envelope_body_limit(), budget,
+                                                      self.clock.now())
             if not records:
                 self._window.release()
                 self._work.clear()
@@ -329,23 +339,30 @@ class SyncService:
             if budget is not None:
                 watermark = self.outbox._watermark
                 self._tokens -= sum(r.count for r in records if r.seq <= watermark)
-            task = asyncio.create_task(self._send(records, payload))
+            body = sum(len(r.block) for r in records)
+            wire = len(payload) if payload is not None else body
+            self.pacer.sent(wire, body)
+            task = asyncio.create_task(self._send(records, payload, wire))
             self._senders.add(task)
             task.add_done_callback(self._senders.discard)
 
-    async def _send(self, records: list[Record], payload: bytes | None) -> None:
+    async def _send(self, records: list[Record], payload: bytes | None, wire: int) -> None:
         try:
             if payload is None:
                 sent = await self.transport.send_records(records, self.clock.now())
             else:
                 await self.transport.publish(self.topic_data, payload)
                 sent = len(payload)
-        except (ConnectionError, OSError) as e:
+        except BaseException as e:
+            self.pacer.lost(wire)
+            if not isinstance(e, (ConnectionError, OSError)):
+                raise
             await self.outbox.call(self.outbox.rewind, [r.seq for r in records])
             log.debug("sync: %d records not acknowledged (%s); they stay in the outbox", len(records), e)
             return
         finally:
             self._window.release()
+        self.pacer.acknowledged(wire)
         await self.outbox.call(self.outbox.acknowledge, records)
         self.bytes_sent += sent
         self.envelopes_sent += 1

@@ -21,7 +21,7 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from edgeplane.sync.settings import UplinkConfig
@@ -221,11 +221,32 @@ class MqttTransport(Transport):
         self.connected = up
         if not up:
             pending, self._pending = self._pending, {}
+            self._forget_in_paho(pending)
             for future in pending.values():
                 if not future.done():
                     future.set_exception(ConnectionError(error or "link down"))
         if up != was and self._on_link is not None:
             self._on_link(up)
+
+    def _forget_in_paho(self, mids: Iterable[int]) -> None:
+        """Drop messages whose acknowledgement was given up from paho's resend queue.
+
+        paho resends every unacknowledged QoS 1 message on reconnect; the caller of a failed
+        publish sends its data again itself (the sync service rewinds its outbox and takes
+        envelopes sized to the link as now measured). Left in paho, the old messages go first after
+        every reconnect: twice the bytes, and on a link too slow for them within the keepalive the
+        session drops again before anything new is acknowledged, forever. paho has no public way to
+        drop them; where its internals differ (another version) they are left, which only costs
+        duplicates the cloud end removes.
+        """
+        client = self._client
+        lock = getattr(client, "_out_message_mutex", None)
+        messages = getattr(client, "_out_messages", None)
+        if lock is None or not isinstance(messages, dict):
+            return
+        with lock:
+            for mid in mids:
+                messages.pop(mid, None)
 
     def _acked(self, mid: int, error: str | None) -> None:
         future = self._pending.pop(mid, None)
