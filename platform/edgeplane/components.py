@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 from edgeplane.bus import Batch, Bus, Event, Overflow, Quality
-from edgeplane.config import DeviceConfig, PointSpec, SolutionConfig
+from edgeplane.config.base import DeviceConfig, PointSpec, SolutionConfig
 
 if TYPE_CHECKING:
     from edgeplane.clock import Clock

@@ -25,7 +25,7 @@ import yaml
 from pydantic import ValidationError, create_model
 
 from edgeplane import hookspecs
-from edgeplane.config import DeviceConfig, Profile, SolutionConfig
+from edgeplane.config.base import DeviceConfig, Profile, SolutionConfig
 from edgeplane.errors import PluginLoadError, RegistrationError, UnknownTypeError
 
 log = logging.getLogger(__name__)

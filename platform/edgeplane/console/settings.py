@@ -22,7 +22,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from edgeplane.config import ConfigModel, Duration
+from edgeplane.config.base import ConfigModel
+from edgeplane.config.units import Duration
 
 __all__ = ["ConsoleConfig", "ConsoleTls", "ConsoleUser", "is_loopback"]
 

@@ -5,13 +5,12 @@ Public surface::
     from edgeplane.inference import InferenceConfig, InferenceService, ModelRegistry
 
 Importing this package does not import onnxruntime (host start time matters): that happens
-when the service starts. ``InferenceConfig`` (the site file's ``inference:`` section) is light
-and may be imported by the core's config.
+when the service starts. ``InferenceConfig`` (the site file's ``inference:`` section) imports
+only the bottom of :mod:`edgeplane.config`, which imports it for the site model.
 """
 
 from __future__ import annotations
 
-from edgeplane.lazy import lazy_attributes
 from edgeplane.inference.errors import (
     InferenceError,
     InputError,
@@ -25,7 +24,11 @@ from edgeplane.inference.errors import (
     SwapError,
     TrustError,
 )
+from edgeplane.inference.manifest import ModelManifest, Provenance
+from edgeplane.inference.registry import ModelRegistry
+from edgeplane.inference.service import InferenceClient, InferenceService
 from edgeplane.inference.settings import BatchingConfig, InferenceConfig, ModelSettings, TrustConfig
+from edgeplane.inference.trust import TrustPolicy
 
 __all__ = [
     "BatchingConfig",
@@ -50,16 +53,3 @@ __all__ = [
     "TrustError",
     "TrustPolicy",
 ]
-
-# name -> module; resolved on first use so that `import edgeplane.inference` stays light
-_LAZY = {
-    "InferenceClient": "edgeplane.inference.service",
-    "InferenceService": "edgeplane.inference.service",
-    "ModelRegistry": "edgeplane.inference.registry",
-    "ModelManifest": "edgeplane.inference.manifest",
-    "Provenance": "edgeplane.inference.manifest",
-    "TrustPolicy": "edgeplane.inference.trust",
-}
-
-
-__getattr__, __dir__ = lazy_attributes("edgeplane.inference", globals(), _LAZY)

@@ -12,7 +12,7 @@
         policy: {version: "3", max_batch: 8, max_delay: 0ms}
       trust: {keys: [keys/models.pub], required: true}
 
-This module imports nothing heavy (no onnxruntime), so the core's config can import it.
+It imports only the bottom of the config package (units, base), so the site model can import it.
 """
 
 from __future__ import annotations
@@ -20,20 +20,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from edgeplane.config import Duration
+from edgeplane.config.base import ConfigModel
+from edgeplane.config.units import Duration
 
 __all__ = ["BatchingConfig", "InferenceConfig", "ModelSettings", "TrustConfig"]
 
 ProviderName = Literal["cuda", "cpu"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BatchingConfig(_Model):
+class BatchingConfig(ConfigModel):
     """How requests to one model are coalesced into batches."""
 
     max_batch: int = Field(64, ge=1, le=65536, description="most rows (samples) in one session.run")
@@ -51,7 +48,7 @@ class BatchingConfig(_Model):
     concurrency: int = Field(2, ge=1, le=16, description="batches of one class that may run at once (overlaps a run with batching the next)")
 
 
-class ModelSettings(_Model):
+class ModelSettings(ConfigModel):
     """Settings for one model by name; unset batching fields come from ``inference.batching``."""
 
     version: str | None = Field(None, description="pin this version (default: the newest in the registry)")
@@ -70,7 +67,7 @@ class ModelSettings(_Model):
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
-class TrustConfig(_Model):
+class TrustConfig(ConfigModel):
     """Which ed25519 keys may sign model manifests, and whether a signature is required."""
 
     keys: list[str] = Field(default_factory=list, description="public key files (PEM, OpenSSH or raw base64), relative to the site file")
@@ -84,7 +81,7 @@ class TrustConfig(_Model):
         return value
 
 
-class InferenceConfig(_Model):
+class InferenceConfig(ConfigModel):
     """The shared inference service: providers, model registry, batching, trust."""
 
     providers: list[ProviderName] = Field(

@@ -94,8 +94,13 @@ not acknowledged is sent again and the cloud end drops the duplicates.
 
 from __future__ import annotations
 
-from edgeplane.lazy import lazy_attributes
+from edgeplane.sync.codec import Envelope, EnvelopeError, Record, decode_envelope, encode_envelope
+from edgeplane.sync.downlink import deep_merge, with_last_good
+from edgeplane.sync.outbox import Outbox, OutboxItem
+from edgeplane.sync.service import SyncService
 from edgeplane.sync.settings import PolicyRule, SyncConfig, TrustConfig, UplinkConfig
+from edgeplane.sync.signing import DownlinkRefused, generate_keypair, sign, verify
+from edgeplane.sync.transport import MqttTransport, Reading, Transport, UplinkSite, record_readings
 
 __all__ = [
     "DownlinkRefused",
@@ -122,30 +127,3 @@ __all__ = [
     "verify",
     "with_last_good",
 ]
-
-# name -> module, imported on first use: the site file's config imports this package, and a
-# host without a sync section must not pay for paho, zstandard and lz4
-_LAZY = {
-    "Envelope": "edgeplane.sync.codec",
-    "EnvelopeError": "edgeplane.sync.codec",
-    "Record": "edgeplane.sync.codec",
-    "decode_envelope": "edgeplane.sync.codec",
-    "encode_envelope": "edgeplane.sync.codec",
-    "deep_merge": "edgeplane.sync.downlink",
-    "with_last_good": "edgeplane.sync.downlink",
-    "Outbox": "edgeplane.sync.outbox",
-    "OutboxItem": "edgeplane.sync.outbox",
-    "SyncService": "edgeplane.sync.service",
-    "DownlinkRefused": "edgeplane.sync.signing",
-    "generate_keypair": "edgeplane.sync.signing",
-    "sign": "edgeplane.sync.signing",
-    "verify": "edgeplane.sync.signing",
-    "MqttTransport": "edgeplane.sync.transport",
-    "Transport": "edgeplane.sync.transport",
-    "Reading": "edgeplane.sync.transport",
-    "UplinkSite": "edgeplane.sync.transport",
-    "record_readings": "edgeplane.sync.transport",
-}
-
-
-__getattr__, __dir__ = lazy_attributes("edgeplane.sync", globals(), _LAZY)

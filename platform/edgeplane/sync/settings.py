@@ -17,15 +17,15 @@ Example::
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (BeforeValidator, Field, PlainSerializer, SecretStr, ValidationInfo, field_validator,
+                      model_validator)
 
 from edgeplane.bus import topic_matches
-from edgeplane.config import Duration, Rate
+from edgeplane.config.base import ConfigModel
+from edgeplane.config.units import Duration, Rate, Size, parse_size
 
 __all__ = ["PRIORITIES", "Deadband", "PolicyRule", "SyncConfig", "TrustConfig", "UplinkConfig", "parse_size"]
 
@@ -33,27 +33,6 @@ PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
 """Priority class name -> drain rank (0 drains first)."""
 
 STATS = ("mean", "min", "max", "count", "sum", "last", "first", "std")
-
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_size(value: Any) -> int:
-    """``512MB``, ``2GiB``, ``100kB`` or a number of bytes, as bytes."""
-    if isinstance(value, bool):
-        raise ValueError("a size is a number of bytes or a string such as '512MB' or '2GiB'")
-    if isinstance(value, (int, float)):
-        size = float(value)
-    elif isinstance(value, str) and (m := _SIZE_RE.match(value)) and m.group(2).lower() in _SIZE_UNITS:
-        size = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
-    else:
-        raise ValueError(f"{value!r} is not a size: write a number of bytes or e.g. '512MB', '2GiB'")
-    if size <= 0:
-        raise ValueError(f"a size must be positive (got {value!r})")
-    return int(size)
-
-
-Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 class Deadband(NamedTuple):
@@ -87,11 +66,7 @@ Deadband_ = Annotated[Deadband, BeforeValidator(parse_deadband),
                       PlainSerializer(lambda d: f"{d.amount:g}%" if d.percent else d.amount, return_type=Any)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class UplinkConfig(_Model):
+class UplinkConfig(ConfigModel):
     """How the site reaches the cloud broker."""
 
     transport: str = Field("mqtt", description="uplink transport plugin (edgeplane_register_transports)")
@@ -125,7 +100,7 @@ class UplinkConfig(_Model):
         return self
 
 
-class PolicyRule(_Model):
+class PolicyRule(ConfigModel):
     """What goes up for the topics a pattern matches. The first matching rule wins."""
 
     topics: str = Field(description="bus topic pattern, e.g. 'alerts/#', '*/ac_power', 'inv*/#'")
@@ -168,11 +143,11 @@ class PolicyRule(_Model):
         return PRIORITIES[self.priority]
 
 
-class TrustConfig(_Model):
+class TrustConfig(ConfigModel):
     keys: list[str] = Field(default_factory=list, description="ed25519 public key files (PEM or raw 32-byte hex) of the cloud")
 
 
-class SyncConfig(_Model):
+class SyncConfig(ConfigModel):
     """The ``sync:`` section: uplink, per-topic policy, disk quota, compression, trusted keys."""
 
     uplink: UplinkConfig

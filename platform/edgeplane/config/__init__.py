@@ -1,0 +1,89 @@
+"""Site files: value types, config models, secret references, bounded YAML, validation, schema.
+
+A site file is YAML. It is validated completely before anything starts: the core sections by
+the models here, each device by its connector's config and point models, each solution by its
+solution's config model (all :class:`ConfigModel`, ``extra="forbid"``). Every problem is reported
+at once, with the file, line, key path and a fix (:class:`~edgeplane.errors.SiteError`).
+
+Secrets are written by reference, ``${env:NAME}`` or ``${file:PATH}``, resolved at load time and
+redacted from every log line, error and report (:class:`SecretRedactor`).
+
+The modules import one way, each only from those above it in this list (a test keeps it so)::
+
+    units        Duration, Rate, Size and their parsers             (nothing from edgeplane)
+    base         ConfigModel, the one base; PointSpec, DeviceConfig, SolutionConfig, Profile
+    redaction    ${env:..}/${file:..} references, SecretRedactor, RedactingFilter
+    yamlfile     bounded YAML reading with the line of every key
+    sections     the core sections and CoreSite (with inference/sync/console settings)
+    site_model   Site, parse_site, load_site: the site validated against the plugins
+    schema       site_json_schema
+
+Settings modules elsewhere (``edgeplane.inference.settings``, ``edgeplane.sync.settings``,
+``edgeplane.console.settings``, plugins' config modules) import ``units`` and ``base``;
+``sections`` imports them. Everything is re-exported here: ``from edgeplane.config import X``.
+"""
+
+# Order matters only in that it follows the layers: units and base are complete before
+# sections imports the service packages' settings modules, which import them.
+from edgeplane.config.units import Duration, Rate, Size, parse_duration, parse_rate, parse_size
+from edgeplane.config.base import (
+    ConfigModel,
+    DeviceConfig,
+    PointLimits,
+    PointSpec,
+    PointType,
+    Profile,
+    SolutionConfig,
+)
+from edgeplane.config.redaction import RedactingFilter, SecretRedactor, resolve_secrets
+from edgeplane.config.yamlfile import MAX_SITE_FILE_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, LineMap, read_yaml_file
+from edgeplane.config.sections import (
+    ClockConfig,
+    CoreSite,
+    HttpConfig,
+    Location,
+    LogConfig,
+    SimulatorConfig,
+    SiteInfo,
+    StoreConfig,
+    SupervisionConfig,
+)
+from edgeplane.config.site_model import Site, _fields_at, load_site, parse_site
+from edgeplane.config.schema import site_json_schema
+
+__all__ = [
+    "MAX_SITE_FILE_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
+    "ClockConfig",
+    "ConfigModel",
+    "CoreSite",
+    "DeviceConfig",
+    "Duration",
+    "HttpConfig",
+    "LineMap",
+    "Location",
+    "LogConfig",
+    "PointLimits",
+    "PointSpec",
+    "PointType",
+    "Profile",
+    "Rate",
+    "RedactingFilter",
+    "SecretRedactor",
+    "SimulatorConfig",
+    "Site",
+    "SiteInfo",
+    "Size",
+    "SolutionConfig",
+    "StoreConfig",
+    "SupervisionConfig",
+    "load_site",
+    "parse_duration",
+    "parse_rate",
+    "parse_site",
+    "parse_size",
+    "read_yaml_file",
+    "resolve_secrets",
+    "site_json_schema",
+]
