@@ -273,3 +273,39 @@ async def test_wrong_password_fails_start_with_the_brokers_reason(edgeplane_host
             assert health["state"] == "failed"
             assert "refused" in health["detail"] and "no MQTT connection" in health["detail"]
             assert "wrong" not in health["detail"]
+
+
+async def test_a_burst_becomes_multipoint_batches_with_every_reading_in_order(edgeplane_host, broker, publisher):
+    site = mqtt_site(broker.url, coalesce="300ms", qos=1,
+                     subscribe=[{"topic": "m/{machine}/{point}", "point": "{machine}.{point}", "decoder": "number"}],
+                     points={"status": {"topic": "m/status", "decoder": "text"}, "m1.p0": {"unit": "bar"}})
+    async with edgeplane_host(site, plugins=[plugin]) as host:
+        rows = host.bus.subscribe("plant/#", multipoint=True, maxsize=1000)
+        points = host.bus.subscribe("plant/#", maxsize=1000)
+        sent: dict[str, list[float]] = {}
+        for i in range(5):
+            for machine in range(3):
+                for p in range(4):
+                    value = float(i * 100 + machine * 10 + p)
+                    publisher.client.publish(f"m/m{machine}/p{p}", str(value), qos=1)
+                    sent.setdefault(f"plant/m{machine}.p{p}", []).append(value)
+        publisher.send("m/status", "running")
+        await wait_for(lambda: host.bus.latest("plant/status") is not None, 10)
+        got: dict[str, list[float]] = {}
+        batches = []
+        while (batch := rows.get_nowait()) is not None:
+            batches.append(batch)
+            if batch.multipoint:
+                for row, value in enumerate(batch.values.tolist()):
+                    got.setdefault(batch.topic_at(row), []).append(value)
+        assert got == sent  # every reading, in the order sent per point
+        multi = [b for b in batches if b.multipoint]
+        assert len(multi) < 60 and max(len(b) for b in multi) > 1  # many messages per batch
+        assert multi[0].table.units[multi[0].table.id_of("plant/m1.p0")] == "bar"
+        assert [b.values.tolist() for b in batches if not b.multipoint] == [["running"]]
+        # single-point subscribers see the same readings, one batch per point
+        legacy: dict[str, list] = {}
+        while (batch := points.get_nowait()) is not None:
+            legacy.setdefault(batch.topic, []).extend(batch.values.tolist())
+        assert legacy == {**sent, "plant/status": ["running"]}
+        assert host.bus.latest_batch("plant/m1.p0").unit == "bar"

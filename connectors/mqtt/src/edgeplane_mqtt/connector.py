@@ -6,8 +6,10 @@
   (``reconnect_min`` .. ``reconnect_max``) and this connector subscribes again on every
   CONNACK, so data resumes after a broker restart without restarting the host. The device's
   health says ``degraded: link down`` meanwhile.
-* ``run()`` takes messages from the :class:`~edgeplane_mqtt.inbox.Inbox` in chunks, maps each
-  topic to a point, decodes, and publishes one columnar batch per point and chunk.
+* paho's callback only queues the raw payload (:class:`~edgeplane_mqtt.inbox.Inbox`); ``run()``,
+  on the event loop, takes messages in chunks of up to 5,000, maps each topic to a point,
+  decodes, and publishes the chunk's numbers as one multi-point batch (a point-id column over
+  the device's point table, rows in arrival order) plus one single-point batch per text point.
 * A QoS 1/2 message is acknowledged to the broker (paho's manual acknowledgement) only after
   the bus has taken its chunk, and the bus returns only once the sync outbox has committed what
   it syncs: a host killed in between gets the message again from the broker (with a persistent
@@ -37,6 +39,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgeplane import Batch, Connector, HealthState, Quality, RateLimitedLog
+from edgeplane.bus import PointTable
 from edgeplane.reconnect import ReconnectPolicy
 from edgeplane_mqtt.config import MqttConfig, MqttPoint
 from edgeplane_mqtt.decoders import DecodeError, Decoder, make_decoder
@@ -49,9 +52,23 @@ __all__ = ["MqttConnector"]
 
 _CHUNK = 5000  # messages taken from the inbox per round; bounds the time between two awaits
 _ROUTE_CACHE = 50_000  # distinct topics whose route is remembered
+_TABLE_LIMIT = 10_000  # points in a device's table before it starts afresh (wildcards can mint points forever)
 _OVERSIZE = object()
 _SPARKPLUG = object()
 _NUMERIC_TYPES = {"int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bool"}
+
+
+class _Rows:
+    """The readings of one chunk: numbers as the columns of one multi-point batch, text per point."""
+
+    __slots__ = ("ids", "ts", "values", "quality", "texts")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.ts: list[float] = []
+        self.values: list[float] = []
+        self.quality: list[int] = []
+        self.texts: dict[str, tuple[list[float], list[Any], list[int]]] = {}
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,10 @@ class MqttConnector(Connector):
         self._sparkplug_point = PointNameTemplate.parse(sp.point, ("group", "node", "device", "metric")) if sp else None
         self._sparkplug_points: dict[str, tuple[str, str, str, str]] = {}  # point -> (group, node, device, metric)
         self._routes: dict[str, Any] = {}
+        # the device's point table: ids are handed out as points are first seen; the table object
+        # is remade only when points were added, so the bus's routing cache holds between chunks
+        self._point_ids: dict[str, int] = {}
+        self._table: PointTable | None = None
         self._client: paho.Client | None = None
         self._inbox: Inbox | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -364,7 +385,9 @@ class MqttConnector(Connector):
     async def _process(self, items: list[tuple[str, Any, float, tuple[int, int] | None]]) -> None:
         self.received += len(items)
         self._messages_metric.inc(len(items))
-        columns: dict[str, tuple[list[float], list[Any], list[int]]] = {}
+        if len(self._point_ids) > _TABLE_LIMIT:
+            self._point_ids, self._table = {}, None
+        columns = _Rows()
         specs = self.config.points
         for topic, payload, arrived, _ack in items:
             if payload is _OVERSIZE:
@@ -410,38 +433,54 @@ class MqttConnector(Connector):
             if ack is not None:
                 client.ack(*ack)  # queues the PUBACK for paho's thread; never blocks
 
-    def _add(self, columns: dict[str, tuple[list[float], list[Any], list[int]]], point: str, spec: MqttPoint | None,
-             ts: float, value: Any, quality: int) -> None:
-        if spec is not None and (spec.scale != 1.0 or spec.offset != 0.0) and type(value) is float:
-            value = value * spec.scale + spec.offset
-        column = columns.get(point)
+    def _add(self, rows: _Rows, point: str, spec: MqttPoint | None, ts: float, value: Any, quality: int) -> None:
+        if type(value) is float and (spec is None or spec.type != "string"):
+            if spec is not None and (spec.scale != 1.0 or spec.offset != 0.0):
+                value = value * spec.scale + spec.offset
+            point_id = self._point_ids.get(point)
+            if point_id is None:
+                point_id = self._point_ids[point] = len(self._point_ids)
+                self._table = None
+            rows.ids.append(point_id)
+            rows.ts.append(ts)
+            rows.values.append(value)
+            rows.quality.append(quality)
+            return
+        column = rows.texts.get(point)
         if column is None:
-            column = columns[point] = ([], [], [])
+            column = rows.texts[point] = ([], [], [])
         column[0].append(ts)
         column[1].append(value)
         column[2].append(quality)
 
-    async def _publish_columns(self, columns: dict[str, tuple[list[float], list[Any], list[int]]]) -> None:
+    def _point_table(self) -> PointTable:
+        if self._table is None:
+            specs = self.config.points
+            units = [specs[p].unit if p in specs else None for p in self._point_ids]
+            self._table = PointTable([self.topic(p) for p in self._point_ids], units)
+        return self._table
+
+    async def _publish_columns(self, rows: _Rows) -> None:
         specs = self.config.points
-        bus = self.context.bus
-        count = 0
-        for point, (ts, values, quality) in columns.items():
-            if all(type(v) is float for v in values):
-                value_array = np.array(values, dtype=np.float64)
-            else:
-                value_array = np.empty(len(values), dtype=object)
-                value_array[:] = values
+        batches = []
+        if rows.ids:
+            batches.append(Batch.rows(self._point_table(), np.array(rows.ids, dtype=np.intp),
+                                      np.array(rows.ts, dtype=np.float64), np.array(rows.values, dtype=np.float64),
+                                      np.array(rows.quality, dtype=np.uint8)))
+        for point, (ts, values, quality) in rows.texts.items():
+            value_array = np.empty(len(values), dtype=object)
+            value_array[:] = values
             spec = specs.get(point)
-            count += len(ts)
-            await bus.publish(Batch(self.topic(point), np.array(ts, dtype=np.float64), value_array,
-                                    np.array(quality, dtype=np.uint8), spec.unit if spec else None))
-        if count:
-            self._readings_metric.inc(count)
+            batches.append(Batch(self.topic(point), np.array(ts, dtype=np.float64), value_array,
+                                 np.array(quality, dtype=np.uint8), spec.unit if spec else None))
+        if batches:
+            # one bus call per chunk: one multi-point batch for every number in it
+            await self.context.bus.publish_many(batches)
+            self._readings_metric.inc(sum(len(b) for b in batches))
 
     # -- Sparkplug B --------------------------------------------------------------------------------
 
-    def _sparkplug_message(self, topic: str, payload: bytes, arrived: float,
-                                 columns: dict[str, tuple[list[float], list[Any], list[int]]]) -> None:
+    def _sparkplug_message(self, topic: str, payload: bytes, arrived: float, columns: _Rows) -> None:
         assert self.sparkplug is not None and self._sparkplug_point is not None
         try:
             outcome = self.sparkplug.handle(topic, payload, arrived)
