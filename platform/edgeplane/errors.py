@@ -22,6 +22,8 @@ outside this tree or missing from this drawing.
     │                              stopped host")
     ├── CommandError               a write could not be carried out; .result says why
     ├── SecretError                a ${env:...} or ${file:...} reference cannot be resolved
+    ├── KeyFileError               an ed25519 key file is unreadable or not such a key (keys;
+    │                              also ValueError)
     ├── CommissioningError         the console cannot scan/browse/save (console.commissioning)
     ├── InferenceError             the inference service (drawn whole in inference.errors)
     │   ├── ModelNotFoundError     (also KeyError)

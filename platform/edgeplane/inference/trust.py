@@ -1,89 +1,22 @@
 """ed25519 signing and verification of model manifests.
 
 A site trusts the public keys listed in ``inference.trust.keys``. A manifest's signature is
-checked against the key whose id it names. Key files may be PEM (``-----BEGIN PUBLIC KEY``),
-OpenSSH (``ssh-ed25519 AAAA...``) or the raw 32 bytes in base64.
+checked against the key whose id it names. Key files are read by :mod:`edgeplane.keys` (PEM,
+OpenSSH, base64 or hex); its functions are re-exported here.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from edgeplane.inference.errors import TrustError
 from edgeplane.inference.manifest import ModelManifest, Signature
+from edgeplane.keys import KeyFileError, generate_keypair, key_id, load_private_key, load_public_key
 
 __all__ = ["TrustPolicy", "generate_keypair", "key_id", "load_private_key", "load_public_key", "sign_manifest"]
-
-
-def _raw_public(key: Any) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def key_id(public_key: Any) -> str:
-    """A short id of a public key: the first 16 hex digits of the sha256 of its raw bytes."""
-    return hashlib.sha256(_raw_public(public_key)).hexdigest()[:16]
-
-
-def load_public_key(path: Path) -> Any:
-    """An ``Ed25519PublicKey`` from a PEM, OpenSSH or raw-base64 file."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    try:
-        data = Path(path).read_bytes().strip()
-    except OSError as e:
-        raise TrustError(f"cannot read trusted key file {path}: {e.strerror}; fix inference.trust.keys") from None
-    try:
-        if data.startswith(b"-----BEGIN"):
-            key = serialization.load_pem_public_key(data)
-        elif data.startswith(b"ssh-ed25519"):
-            key = serialization.load_ssh_public_key(data)
-        else:
-            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(data, validate=True))
-    except (ValueError, TypeError) as e:
-        raise TrustError(f"{path} is not an ed25519 public key ({e}); use a PEM, OpenSSH or base64 ed25519 key") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise TrustError(f"{path} holds a {type(key).__name__}, not an ed25519 public key")
-    return key
-
-
-def load_private_key(path: Path) -> Any:
-    """An ``Ed25519PrivateKey`` from an unencrypted PEM (PKCS#8) or OpenSSH private key file."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    data = Path(path).read_bytes()
-    try:
-        if b"OPENSSH PRIVATE KEY" in data:
-            key = serialization.load_ssh_private_key(data, password=None)
-        else:
-            key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as e:
-        raise TrustError(f"{path} is not an unencrypted ed25519 private key: {e}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise TrustError(f"{path} holds a {type(key).__name__}, not an ed25519 private key")
-    return key
-
-
-def generate_keypair(private_path: Path, public_path: Path) -> None:
-    """Write a new ed25519 key pair as PEM files (the private one readable by its owner only)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    private_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    private_path.chmod(0o600)
-    public_path.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
 
 
 def sign_manifest(manifest: ModelManifest, private_key: Any) -> ModelManifest:
@@ -104,7 +37,10 @@ class TrustPolicy:
     def from_files(cls, files: Iterable[Path], required: bool = False) -> TrustPolicy:
         keys = {}
         for path in files:
-            key = load_public_key(path)
+            try:
+                key = load_public_key(path, what="trusted key")
+            except KeyFileError as e:
+                raise TrustError(f"{e}; fix inference.trust.keys") from None
             keys[key_id(key)] = key
         if required and not keys:
             raise TrustError("signatures are required but no trusted key is configured: list inference.trust.keys")

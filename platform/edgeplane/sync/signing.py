@@ -18,20 +18,18 @@ key id only when it has the shape of one.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import math
 import re
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgeplane.errors import EdgeplaneError
+from edgeplane.keys import generate_keypair, key_id, load_private_key, load_public_key
 
 __all__ = ["MAX_REVISION", "DownlinkRefused", "generate_keypair", "key_id", "load_private_key", "load_public_key", "sign",
            "verify"]
@@ -47,45 +45,6 @@ class DownlinkRefused(EdgeplaneError):
     def __init__(self, reason: str, message: str):
         self.reason = reason
         super().__init__(message)
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def load_public_key(path: str | Path) -> Ed25519PublicKey:
-    """An ed25519 public key from a PEM file or a file holding 64 hex digits."""
-    data = Path(path).read_bytes()
-    try:
-        if b"BEGIN" in data:
-            key = serialization.load_pem_public_key(data)
-        else:
-            key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(data.decode().strip()))
-    except ValueError as e:
-        raise ValueError(f"{path}: not an ed25519 public key (PEM or 64 hex digits): {e}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path}: is a {type(key).__name__}, the sync layer trusts ed25519 keys only")
-    return key
-
-
-def load_private_key(path: str | Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path}: not an ed25519 private key")
-    return key
-
-
-def generate_keypair(private_path: str | Path, public_path: str | Path) -> str:
-    """Write a new key pair (PEM; the private file mode 0600); returns the key id."""
-    key = Ed25519PrivateKey.generate()
-    private_path, public_path = Path(private_path), Path(public_path)
-    private_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-    private_path.chmod(0o600)
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
-    return key_id(key.public_key())
 
 
 def sign(private_key: Ed25519PrivateKey, *, site: str, kind: str, body: dict[str, Any], revision: int,
