@@ -56,6 +56,73 @@ def start_worker(nats: NatsCluster, dsn: str, log: Path) -> subprocess.Popen[byt
     return subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` used so far (0 for one that is gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def postgres_pids(pg: Postgres) -> list[int]:
+    """The postmaster and its children (backends, checkpointer, WAL writer ...)."""
+    try:
+        master = int((pg.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    pids = [master]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master:
+                pids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds per part of the run (simulator, ingest workers, NATS nodes, PostgreSQL), sampled
+    every 0.5 s so that processes that die or restart mid-run are counted up to their end."""
+
+    def __init__(self, nats: NatsCluster, pg: Postgres, workers: list[subprocess.Popen[bytes]]):
+        self.nats, self.pg, self.workers = nats, pg, workers
+        self.seen: dict[tuple[str, int], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        groups = {"simulator (this process)": [os.getpid()], "ingest workers": [w.pid for w in self.workers],
+                  "nats-server x3": [p.pid for p in self.nats.procs if p is not None], "postgresql": postgres_pids(self.pg)}
+        for group, pids in groups.items():
+            for pid in pids:
+                used = cpu_seconds([pid])
+                if used:
+                    self.seen[(group, pid)] = used
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._sample()
+
+    def start(self) -> None:
+        self._sample()
+        self.base = dict(self.seen)
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        out: dict[str, float] = {}
+        for (group, pid), used in self.seen.items():
+            out[group] = out.get(group, 0.0) + used - self.base.get((group, pid), 0.0)
+        return {k: round(v, 1) for k, v in sorted(out.items())}
+
+
 def raw_copy_rate(dsn: str) -> tuple[float, int]:
     """Readings/s of psycopg binary COPY of the stored rows into an indexed table (rows ready in memory)."""
     from edgeplane_cloud.pgstore import _COPY_COLUMNS, _COPY_TYPES
@@ -90,10 +157,17 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=6)
     parser.add_argument("--no-faults", action="store_true")
     parser.add_argument("--deadline", type=float, default=600, help="seconds before a stuck run is reported as failed")
+    parser.add_argument("--encode-live", action="store_true",
+                        help="encode envelopes while publishing, on the cloud end's CPUs (default: before the clock "
+                             "starts, as sites encode on their own hardware)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="record each ingest worker with py-spy into this folder (collapsed stacks, no faults)")
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
 
     folder = Path(tempfile.mkdtemp(prefix="edgeplane-fleet-bench-"))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     results: dict[str, object] = {}
     with NatsCluster(folder / "nats") as nats, Postgres() as pg:
         workers = [start_worker(nats, pg.dsn, folder / f"worker{i}.log") for i in range(args.workers)]
@@ -110,11 +184,33 @@ def main() -> None:
             expected = args.sites * args.points * args.record_readings * args.rounds
             log(f"fleet: {args.sites} sites x {args.points} points, {args.rounds} rounds of {args.record_readings} "
                 f"readings per record = {expected:,} readings; {args.workers} ingest workers")
+            if not args.encode_live:
+                log(f"envelopes encoded beforehand: {sim.prepare(args.rounds) / 1e6:.1f} MB")
+            py_spy = str(Path(sys.executable).parent / "py-spy")
+            spies = [subprocess.Popen([py_spy, "record", "--pid", str(w.pid), "--format", "raw", "--rate", "50",
+                                       "--output", str(args.profile / f"worker{i}.txt")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for i, w in enumerate(workers)] if args.profile else []
+            meter = CpuMeter(nats, pg, workers)
+            meter.start()
+            timeline: list[tuple[float, int, int]] = []  # (s, readings acknowledged by the broker, stored)
+
+            def sample() -> None:
+                while (not timeline or timeline[-1][2] < expected) and time.monotonic() - started < args.deadline:
+                    time.sleep(1.0)
+                    try:
+                        stored_now = q(pg.dsn, "SELECT coalesce(sum(readings), 0) FROM sites")[0][0]
+                    except psycopg.Error:  # PostgreSQL is restarting (a fault)
+                        stored_now = timeline[-1][2] if timeline else 0
+                    timeline.append((round(time.monotonic() - started, 1), sim.stats.readings_produced, stored_now))
+
+            sampler = threading.Thread(target=sample, daemon=True)
             started = time.monotonic()
             sim.run(args.rounds)
+            sampler.start()
 
             def inject() -> None:
-                if args.no_faults:
+                if args.no_faults or args.profile:
                     return
                 # a share of the readings published, then the fault; the killed node comes back after 3 s
                 # (the sites on it wait for it meanwhile, their messages in flight or queued)
@@ -139,7 +235,7 @@ def main() -> None:
             injector = threading.Thread(target=inject, daemon=True)
             injector.start()
             sim.join(args.deadline)
-            if sim._thread is not None and sim._thread.is_alive():
+            if sim.producing:
                 # the broker stopped taking messages (seen once: NATS 2.9.10's MQTT session streams
                 # timing out after a node restart); report it rather than hang
                 raise SystemExit(f"fleet benchmark FAILED: the producer was still blocked after {args.deadline} s "
@@ -151,16 +247,26 @@ def main() -> None:
             deadline = time.monotonic() + 600
             stored = 0
             while time.monotonic() < deadline:
-                stored = q(pg.dsn, "SELECT coalesce(sum(count), 0) FROM records")[0][0]
-                if stored >= produced:
-                    break
-                time.sleep(0.2)
+                try:  # the per-site counters move in the same transaction as the rows, and cost less to read
+                    if q(pg.dsn, "SELECT coalesce(sum(readings), 0) FROM sites")[0][0] >= produced:
+                        break
+                except psycopg.Error:
+                    pass
+                time.sleep(0.1)
             ingest_seconds = time.monotonic() - started
+            stored = q(pg.dsn, "SELECT coalesce(sum(count), 0) FROM records")[0][0]
+            cpu = meter.stop()
+            log("timeline (s, acknowledged, stored): " + " ".join(f"{t}:{a // 1000}k/{st // 1000}k"
+                                                                  for t, a, st in timeline))
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
             rows, distinct = q(pg.dsn, "SELECT count(*), count(DISTINCT (site, stream, seq)) FROM records")[0]
             dead = q(pg.dsn, "SELECT count(*) FROM dead_letters")[0][0]
             rate = stored / ingest_seconds
             raw_rate, raw_readings = raw_copy_rate(pg.dsn)
-            log(f"ingest: {stored:,} readings in {ingest_seconds:.1f} s; raw COPY {raw_rate:,.0f}/s")
+            log(f"ingest: {stored:,} readings in {ingest_seconds:.1f} s; raw COPY {raw_rate:,.0f}/s; "
+                f"CPU seconds meanwhile: {cpu}")
 
             # rollout: one model version to every site
             fleet = Fleet(pg.dsn, signing_key=key)
@@ -198,6 +304,7 @@ def main() -> None:
                 "faults_injected": len(faults), "faults_survived": len(faults) if ok else 0, "faults": faults,
                 "rollout_seconds": round(rollout_seconds, 2), "rollout_outcome": outcome,
                 "rollout_sites_serving": serving, "broker_nodes": 3, "ingest_workers": args.workers,
+                "cpu_seconds_during_ingest": cpu, "encoding": "live" if args.encode_live else "beforehand", "load_average_1min": round(os.getloadavg()[0], 1),
                 "store": "postgresql-15 (daily partitions, binary COPY via staging, PK site/stream/seq/created)",
             }
         finally:

@@ -198,3 +198,49 @@ def _try(fn, *args):
         return fn(*args)
     except Exception as e:  # noqa: BLE001 - the test asserts on it
         return e
+
+
+def test_the_binary_copy_stores_every_kind_of_record_as_written(clean_store: str):
+    """The COPY stream the store builds itself (numpy arrays to PostgreSQL's binary layout) reads back
+    exactly: readings, NaN, quality, empty and JSON blocks, aggregates, events, and the key's created
+    time to the microsecond as ``datetime.fromtimestamp`` rounds it."""
+    from edgeplane.sync.codec import encode_aggregate, encode_events
+    from edgeplane.bus import Event
+
+    from edgeplane_cloud.ingest import decode_uplink
+    from edgeplane_cloud.pgstore import SiteCounts
+
+    dsn = clean_store
+    created = datetime.now(timezone.utc).timestamp() - 3600.1234567
+    ts = 1.7e9 + np.arange(5) * 0.5
+    values = np.array([1.5, -2.0, np.nan, 1e300, 0.0])
+    raw, n = encode_batch(Batch("dev/x", ts, values, np.array([0, 1, 2, 3, 255], dtype=np.uint8)))
+    empty, _ = encode_batch(Batch("dev/e", np.zeros(0), np.zeros(0)))
+    text, _ = encode_batch(Batch("dev/t", ts[:2], np.array(["on", "off"], dtype=object)))
+    agg, na = encode_aggregate(60.0, ts[:2], {"mean": np.array([1.0, 2.0]), "max": np.array([3.0, 4.0])})
+    events, ne = encode_events([Event(topic="alerts/x", kind="alert", ts=1.7e9, source="pdm", severity="high",
+                                      data={"score": 0.9})])
+    records = [Record("dev/x", 1, "raw", 2, n, created, raw), Record("dev/e", 2, "raw", 1, 0, created, empty),
+               Record("dev/t", 3, "raw", 1, 2, created, text), Record("agg", 4, "aggregate", 1, na, created, agg),
+               Record("ev", 5, "events", 0, ne, created, events)]
+    counts: dict[str, SiteCounts] = {}
+    rows, dead = decode_uplink("edgeplane.copy-1.up.data", encode_envelope("copy-1", created, records, "zstd"), counts)
+    assert dead is None and len(rows) == 5
+    store = PgStore(dsn)
+    try:
+        result = store.write(rows, [], counts)
+    finally:
+        store.close()
+    assert result.stored == 5 and result.readings == n + 0 + 2 + na + ne
+    got = {r[0]: r[1:] for r in query(dsn, "SELECT stream, seq, created, kind, priority, count, ts, vals, quality, other "
+                                          "FROM records WHERE site = 'copy-1'")}
+    seq, at, kind, priority, count, g_ts, g_vals, g_quality, other = got["dev/x"]
+    assert (seq, kind, priority, count) == (1, "raw", 2, 5)
+    assert at == datetime.fromtimestamp(created, timezone.utc)
+    assert g_ts == ts.tolist() and g_quality == [0, 1, 2, 3, 255] and other is None
+    assert g_vals[:2] == [1.5, -2.0] and np.isnan(g_vals[2]) and g_vals[3:] == [1e300, 0.0]
+    assert got["dev/e"][5:8] == ([], [], [])
+    assert got["dev/t"][6:] == (None, [0, 0], {"values": ["on", "off"]})
+    assert got["agg"][5] == ts[:2].tolist() and got["agg"][8] == {"window": 60.0, "stats": {"mean": [1.0, 2.0],
+                                                                                             "max": [3.0, 4.0]}}
+    assert got["ev"][5:8] == (None, None, None) and got["ev"][8]["events"][0]["data"] == {"score": 0.9}

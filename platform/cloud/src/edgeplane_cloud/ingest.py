@@ -1,10 +1,11 @@
-"""Ingest workers: JetStream pull consumer -> decode -> PostgreSQL COPY -> commit -> ack.
+"""Ingest workers: JetStream pull consumer (on ``$MQTT_msgs``) -> decode -> PostgreSQL COPY -> commit -> ack.
 
 Run as many worker processes as the database keeps up with (``edgeplane cloud ingest``, one
 worker per process); they all bind to the one durable consumer, so JetStream spreads messages
 over them. A worker fetches at most ``batch`` messages, decodes them with the sync codec (whose
 bounds refuse bombs and truncated blocks), writes the whole batch in one transaction and only
-then acknowledges. If it dies before the acknowledgement, JetStream redelivers the batch to
+then acknowledges. Fetching and decoding the next batch overlaps the database's work on the
+current one (two stages, one decoded batch waiting at most). If it dies before the acknowledgement, JetStream redelivers the batch to
 another worker after ``ack_wait``, and the primary key drops what was already committed. If the
 database is away, the batch is negatively acknowledged (redelivered after a delay) and the
 worker reconnects with backoff; the stream holds the backlog meanwhile.
@@ -22,6 +23,8 @@ import logging
 import math
 import os
 import signal
+import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +44,10 @@ __all__ = ["IngestStats", "IngestWorker", "decode_uplink", "main"]
 log = logging.getLogger(__name__)
 
 _EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()
+# the sync codec decompresses with one module-wide zstandard decompressor, which must not be used by
+# two threads at once (it crashes the process): a worker decodes on one thread, but the fallback
+# after a refused batch and several workers in one process (tests) would overlap
+_CODEC_LOCK = threading.Lock()
 _FUTURE_SLACK_S = 2 * 86400
 
 
@@ -48,29 +55,32 @@ def valid_site_id(site: str) -> bool:
     return 0 < len(site) <= 128 and site.replace("-", "").replace("_", "").isalnum()
 
 
-def _created(value: float, what: str) -> datetime:
+def _created(value: float, what: str) -> float:
     if not math.isfinite(value) or not _EARLIEST <= value <= time.time() + _FUTURE_SLACK_S:
         raise ValueError(f"{what}: created time {value!r} is not a plausible UNIX time (2000 .. now + 2 days)")
-    return datetime.fromtimestamp(value, timezone.utc)
+    return float(value)
 
 
 def _record_row(site: str, r: Any) -> RecordRow:
+    """One record of an envelope as a row; readings stay the codec's numpy arrays (no Python float per reading)."""
     what = f"site {site} stream {r.stream!r} seq {r.seq}"
     if not isinstance(r.stream, str) or not r.stream or len(r.stream) > 512:
         raise ValueError(f"{what}: the stream must be a non-empty string of at most 512 characters")
+    r.stream.encode()  # a lone surrogate cannot be stored as text: this message's fault, a dead letter
+    if not (0 <= r.seq < 2**63 and -2**15 <= r.priority < 2**15 and 0 <= r.count < 2**31):
+        raise ValueError(f"{what}: seq, priority or count out of range (seq and count >= 0, priority a 16-bit integer)")
     block = decode_block(r.block)
     created = _created(r.created, what)
     if block["kind"] == "raw":
-        ts_array = block["ts"]
-        if not np.isfinite(ts_array).all():
+        ts = block["ts"]
+        if not np.isfinite(ts).all():
             raise ValueError(f"{what} timestamps: not every timestamp is a finite number")
-        ts = ts_array.tolist()
         values = block["values"]
-        quality = [int(q) for q in block["quality"].tolist()]
+        quality = block["quality"]
         if len(ts) != r.count or len(values) != r.count or len(quality) != r.count:
             raise ValueError(f"{what}: the index says {r.count} readings, the block holds {len(ts)}")
-        if hasattr(values, "tolist"):
-            return RecordRow(site, r.stream, r.seq, created, "raw", r.priority, r.count, ts, values.tolist(), quality, None)
+        if isinstance(values, np.ndarray):
+            return RecordRow(site, r.stream, r.seq, created, "raw", r.priority, r.count, ts, values, quality, None)
         # a JSON block: scalars (text, booleans) are kept as JSON; a mapping or list is not a reading
         for v in values:
             if isinstance(v, (dict, list)):
@@ -82,7 +92,7 @@ def _record_row(site: str, r: Any) -> RecordRow:
         stats = {name: col.tolist() for name, col in block["stats"].items()}
         if not np.isfinite(block["ts"]).all():
             raise ValueError(f"{what} window starts: not every start is a finite number")
-        return RecordRow(site, r.stream, r.seq, created, "aggregate", r.priority, r.count, block["ts"].tolist(), None, None,
+        return RecordRow(site, r.stream, r.seq, created, "aggregate", r.priority, r.count, block["ts"], None, None,
                          json_text({"window": block["window"], "stats": stats}))
     events = block["events"]
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
@@ -127,6 +137,14 @@ def decode_uplink(subject: str, payload: bytes, counts: dict[str, SiteCounts], p
 
 
 @dataclass
+class _Decoded:
+    messages: list[tuple[str, bytes]]
+    rows: list[RecordRow] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    counts: dict[str, SiteCounts] = field(default_factory=dict)
+
+
+@dataclass
 class IngestStats:
     batches: int = 0
     messages: int = 0
@@ -163,25 +181,29 @@ class IngestWorker:
     def stop(self) -> None:
         self._stop.set()
 
-    def _write(self, messages: list[tuple[str, bytes]]) -> Any:
-        """Runs in a thread: decode and store a batch in one transaction."""
+    def _decode(self, messages: list[tuple[str, bytes]]) -> _Decoded:
+        """Runs in a thread: a batch's messages as rows, dead letters and per-site counts."""
+        decoded = _Decoded(messages)
+        for subject, payload in messages:
+            with _CODEC_LOCK:
+                got, letter = decode_uplink(subject, payload, decoded.counts, self.prefix)
+            decoded.rows += got
+            if letter is not None:
+                decoded.dead.append(letter)
+        return decoded
+
+    def _write(self, decoded: _Decoded) -> Any:
+        """Runs in a thread: store a decoded batch in one transaction."""
         import psycopg
 
         if self._store is None:
             self._store = PgStore(self.dsn)
-        counts: dict[str, SiteCounts] = {}
-        rows: list[RecordRow] = []
-        dead: list[DeadLetter] = []
-        for subject, payload in messages:
-            got, letter = decode_uplink(subject, payload, counts, self.prefix)
-            rows += got
-            if letter is not None:
-                dead.append(letter)
+        messages = decoded.messages
         try:
-            return self._store.write(rows, dead, counts)
+            return self._store.write(decoded.rows, decoded.dead, decoded.counts)
         except psycopg.OperationalError:
             raise
-        except psycopg.Error as e:
+        except (psycopg.Error, struct.error, ValueError) as e:
             # a row the database refuses: store the batch message by message, dead-lettering the bad ones
             log.warning("%s: batch refused by the database (%s); storing message by message", self.name, e)
             return self._write_one_by_one(messages)
@@ -193,12 +215,13 @@ class IngestWorker:
         total = None
         for subject, payload in messages:
             counts: dict[str, SiteCounts] = {}
-            rows, letter = decode_uplink(subject, payload, counts, self.prefix)
+            with _CODEC_LOCK:
+                rows, letter = decode_uplink(subject, payload, counts, self.prefix)
             try:
                 result = self._store.write(rows, [letter] if letter else [], counts)
             except psycopg.OperationalError:
                 raise
-            except psycopg.Error as e:
+            except (psycopg.Error, struct.error, ValueError) as e:
                 parts = subject.split(".")
                 site = parts[1] if len(parts) > 1 and valid_site_id(parts[1]) else None
                 counts = {site: SiteCounts(dead=1)} if site else {}
@@ -220,28 +243,9 @@ class IngestWorker:
                 pass
             self._store = None
 
-    async def run(self) -> None:
-        import nats
-        import psycopg
+    async def _fetch(self, sub: Any, ready: asyncio.Queue[tuple[list[Any], _Decoded] | None]) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
-        nc = await nats.connect(servers=self.nats_urls, name=self.name, max_reconnect_attempts=-1,
-                                reconnect_time_wait=0.25, connect_timeout=2, ping_interval=5, max_outstanding_pings=2)
-        js = nc.jetstream(timeout=10)
-        await asyncio.to_thread(PgStore.create_schema, self.dsn)
-        while True:
-            try:
-                await ensure_stream(js, self.stream)
-                sub = await js.pull_subscribe_bind(INGEST_CONSUMER, UPLINK_STREAM)
-                break
-            except BrokerConfigError:
-                await nc.close()
-                raise
-            except Exception as e:  # noqa: BLE001 - the cluster is electing a leader: try again
-                log.warning("%s: stream not ready (%s); retrying", self.name, e)
-                await asyncio.sleep(0.5)
-        log.info("%s: consuming %s/%s into %s", self.name, UPLINK_STREAM, INGEST_CONSUMER, self.dsn.split("@")[-1])
-        backoff = 0.2
         while not self._stop.is_set():
             try:
                 msgs = await sub.fetch(self.batch, timeout=1.0)
@@ -251,8 +255,18 @@ class IngestWorker:
                 log.warning("%s: fetch failed (%s: %s); retrying", self.name, type(e).__name__, e)
                 await asyncio.sleep(0.2)
                 continue
+            decoded = await asyncio.to_thread(self._decode, [(_nats_subject(m.subject), m.data) for m in msgs])
+            await ready.put((msgs, decoded))
+        await ready.put(None)
+
+    async def _store_batches(self, nc: Any, ready: asyncio.Queue[tuple[list[Any], _Decoded] | None]) -> None:
+        import psycopg
+
+        backoff = 0.2
+        while (item := await ready.get()) is not None:
+            msgs, decoded = item
             try:
-                result = await asyncio.to_thread(self._write, [(_nats_subject(m.subject), m.data) for m in msgs])
+                result = await asyncio.to_thread(self._write, decoded)
             except psycopg.Error as e:
                 # OperationalError: the database is away, restarting, or the transaction lost a
                 # deadlock or lock wait; anything else escaping _write (which dead-letters what
@@ -295,6 +309,38 @@ class IngestWorker:
             self._m_readings.inc(result.readings)
             if result.dead:
                 self.metrics.dropped.labels("ingest", "dead_letter").inc(result.dead)
+
+    async def run(self) -> None:
+        import nats
+
+        nc = await nats.connect(servers=self.nats_urls, name=self.name, max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.25, connect_timeout=2, ping_interval=5, max_outstanding_pings=2)
+        js = nc.jetstream(timeout=10)
+        await asyncio.to_thread(PgStore.create_schema, self.dsn)
+        while True:
+            try:
+                await ensure_stream(js, self.stream)
+                sub = await js.pull_subscribe_bind(INGEST_CONSUMER, UPLINK_STREAM)
+                break
+            except BrokerConfigError:
+                await nc.close()
+                raise
+            except Exception as e:  # noqa: BLE001 - the cluster is electing a leader: try again
+                log.warning("%s: stream not ready (%s); retrying", self.name, e)
+                await asyncio.sleep(0.5)
+        log.info("%s: consuming %s/%s into %s", self.name, UPLINK_STREAM, INGEST_CONSUMER, self.dsn.split("@")[-1])
+        # two stages: while one batch is in the database (the GIL released, waiting on libpq), the
+        # next one is fetched and decoded; one decoded batch waits at most (bounded in flight)
+        ready: asyncio.Queue[tuple[list[Any], _Decoded] | None] = asyncio.Queue(maxsize=1)
+        fetcher = asyncio.create_task(self._fetch(sub, ready))
+        try:
+            await self._store_batches(nc, ready)
+        finally:
+            fetcher.cancel()
+            try:
+                await fetcher
+            except asyncio.CancelledError:
+                pass
         await nc.close()
         await asyncio.to_thread(self._drop_store)
 

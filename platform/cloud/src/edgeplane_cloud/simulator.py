@@ -6,6 +6,11 @@ stream, with the outbox's identity ``(stream, seq)`` and creation time. Sites sh
 connections (QoS 1, persistent sessions, spread over the broker nodes): a real site has its own,
 but thousands of paho clients in one process would measure threads, not the cloud end.
 
+Each connection has its own producer thread: sites are independent, so the sites on a broker node
+that died wait for it while the others go on. :meth:`FleetSimulator.prepare` encodes every envelope
+beforehand: in the field each site compresses on its own CPU, and a benchmark of the cloud end on
+one machine should not charge the fleet's encoding to it.
+
 A reading counts as **produced** only when the broker acknowledged its envelope (PUBACK), which
 is when a real site's outbox deletes it; paho resends what was in flight after a reconnect, as
 the outbox does. ``produced == stored`` and no duplicate rows is the end-to-end check.
@@ -35,6 +40,10 @@ from edgeplane.sync.signing import DownlinkRefused, verify
 from edgeplane_cloud.broker import mqtt_client
 
 __all__ = ["FleetSimulator", "SimulatorStats"]
+
+# the sync codec compresses with one module-wide zstandard compressor, which must not be used by two
+# threads at once (it crashes the process): the producer threads take turns encoding
+_CODEC_LOCK = threading.Lock()
 
 
 @dataclass
@@ -119,7 +128,8 @@ class FleetSimulator:
         self._down: Any = None
         self._down_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._prepared: dict[tuple[str, int], tuple[bytes, int]] = {}
         self.streams = [f"dev{p // 10}/p{p % 10}" for p in range(points)]
 
     def _count_acked(self, readings: int) -> None:
@@ -146,39 +156,59 @@ class FleetSimulator:
             values = np.round(20.0 + 5.0 * np.sin(ts / 60.0 + phase + p), 3)
             block, count = encode_batch(Batch(stream, ts, values))
             records.append(Record(stream, round_, "raw", 1, count, start + n, block))
-        return encode_envelope(site, time.time(), records, "zstd"), n * len(self.streams)
+        with _CODEC_LOCK:
+            return encode_envelope(site, time.time(), records, "zstd"), n * len(self.streams)
+
+    def prepare(self, rounds: int) -> int:
+        """Encode every site's envelopes for ``rounds`` rounds now (:meth:`run` then only publishes); returns bytes."""
+        for r in range(rounds):
+            for site in self.sites:
+                self._prepared[(site, r)] = self.envelope(site, r)
+        return sum(len(payload) for payload, _ in self._prepared.values())
+
+    def _publish(self, connection: int, site: str, round_: int) -> int:
+        payload, readings = self._prepared.pop((site, round_), None) or self.envelope(site, round_)
+        with self._stats_lock:
+            self.stats.readings_published += readings
+        self._conns[connection].publish(f"{self.prefix}/{site}/up/data", payload, readings)
+        return readings
 
     def publish_round(self, round_: int) -> int:
         """Every site sends its envelope for ``round_``; returns readings handed to MQTT."""
-        total = 0
-        for i, site in enumerate(self.sites):
-            payload, readings = self.envelope(site, round_)
-            with self._stats_lock:
-                self.stats.readings_published += readings
-            self._conns[i % len(self._conns)].publish(f"{self.prefix}/{site}/up/data", payload, readings)
-            total += readings
-        return total
+        return sum(self._publish(i % len(self._conns), site, round_) for i, site in enumerate(self.sites))
 
     def run(self, rounds: int, *, rate: float | None = None) -> None:
-        """``rounds`` rounds in a background thread, paced to ``rate`` readings/s if given (:meth:`join`)."""
-        def loop() -> None:
+        """``rounds`` rounds in background threads, one per connection, together paced to ``rate``
+        readings/s if given (:meth:`join`)."""
+        def loop(connection: int) -> None:
+            mine = self.sites[connection::len(self._conns)]
+            share = rate * len(mine) / len(self.sites) if rate else None
             started = time.monotonic()
             sent = 0
             for r in range(rounds):
-                if self._stop.is_set():
-                    return
-                sent += self.publish_round(r)
-                if rate:
-                    ahead = sent / rate - (time.monotonic() - started)
+                for site in mine:
+                    if self._stop.is_set():
+                        return
+                    sent += self._publish(connection, site, r)
+                if share:
+                    ahead = sent / share - (time.monotonic() - started)
                     if ahead > 0:
                         time.sleep(ahead)
 
-        self._thread = threading.Thread(target=loop, name=f"{self.name}-producer", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=loop, args=(c,), name=f"{self.name}-producer-{c}", daemon=True)
+                         for c in range(len(self._conns))]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def producing(self) -> bool:
+        """Whether a producer thread of :meth:`run` is still publishing."""
+        return any(t.is_alive() for t in self._threads)
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def wait_acked(self, timeout: float = 120.0) -> None:
         """Until the broker acknowledged everything published (what a site's outbox waits for)."""
