@@ -113,3 +113,29 @@ async def test_a_damaged_revisions_file_does_not_stop_the_downlink(signer, tmp_p
     downlink = make_downlink(tmp_path / "site", trusted, applied, [])
     assert await downlink.handle(sign(private, site="plant-1", kind="config", body={"overlay": {}}, revision=1), 0.0)
     assert json.loads((tmp_path / "site" / "revisions.json").read_text())["config"]["revision"] == 1
+
+
+@pytest.mark.parametrize("damage", ["not json", "deleted", '{"config": {"revision": "9"}}'])
+async def test_a_lost_revisions_file_does_not_reopen_replay(signer, tmp_path: Path, damage: str):
+    """The twin and the last-good config record the revisions they applied: losing revisions.json
+    (a disk error, an operator's rm) must not let an old signed config or command roll the site back."""
+    private, trusted = signer
+    store = tmp_path / "site"
+    first = make_downlink(store, trusted, [], [])
+    old = sign(private, site="plant-1", kind="config", body={"overlay": {"limits": {"a/b": {"max": 1}}}}, revision=3)
+    current = sign(private, site="plant-1", kind="config", body={"overlay": {"limits": {"a/b": {"max": 2}}}}, revision=5)
+    assert await first.handle(old, 0.0) and await first.handle(current, 0.0)
+    if damage == "deleted":
+        (store / "revisions.json").unlink()
+    else:
+        (store / "revisions.json").write_text(damage)
+    applied: list[dict] = []
+    refused: list[str] = []
+    again = make_downlink(store, trusted, applied, refused)
+    assert await again.handle(old, 0.0) is None
+    assert refused == ["replayed"]
+    assert await again.handle(current, 0.0) is None  # the retained current one, delivered again: no refusal
+    assert refused == ["replayed"] and applied == []
+    newer = sign(private, site="plant-1", kind="config", body={"overlay": {}}, revision=6)
+    assert await again.handle(newer, 0.0) is not None
+    assert len(applied) == 1

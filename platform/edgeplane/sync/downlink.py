@@ -13,7 +13,8 @@ Files in the sync store folder:
 * ``revisions.json``: per kind (config, model, command) the highest revision accepted and that
   message's id. A message whose revision is not above it is refused as ``replayed`` (an old
   signed message cannot roll a site back, however many came since); the same message delivered
-  again (a retained config at every reconnect) is ignored without a refusal.
+  again (a retained config at every reconnect) is ignored without a refusal. Lost or damaged,
+  it is rebuilt from the revisions the twin and ``last-good.json`` record: never lower.
 
 What a desired config may change
 ================================
@@ -320,11 +321,37 @@ class Downlink:
         self.revisions: dict[str, dict[str, Any]] = {
             kind: entry for kind, entry in (loaded.items() if isinstance(loaded, dict) else ())
             if isinstance(entry, dict) and type(entry.get("revision")) is int}
+        self._raise_to_recorded_revisions()
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued_bytes = 0
         self._arrived = asyncio.Event()
         self._dirty = False
         self.verified = 0  # messages whose signature verified: what changed the twin for real
+
+    def _raise_to_recorded_revisions(self) -> None:
+        """Never below a revision the twin or the last-good config records as accepted.
+
+        ``revisions.json`` is written atomically, but a disk can still lose it or an operator can
+        delete it; read alone, that would reopen every old signed message to replay. The twin
+        (config, each model, the recent commands) and ``last-good.json`` record the revisions they
+        applied, so the floor is the highest any of them holds (an entry whose revision is not an
+        integer is ignored, as a damaged ``revisions.json`` entry is).
+        """
+        recorded: list[tuple[str, Any]] = [("config", self.twin["config"])]
+        recorded += [("config", self._load("last-good.json", {}))]
+        recorded += [("model", state) for state in self.twin["models"].values()]
+        recorded += [("command", result) for result in self.twin["commands"]]
+        raised = []
+        for kind, state in recorded:
+            if not isinstance(state, dict) or type(state.get("revision")) is not int:
+                continue
+            if state["revision"] > (self.revisions.get(kind) or {"revision": -1})["revision"]:
+                self.revisions[kind] = {"revision": state["revision"], "id": state.get("id") or state.get("desired")}
+                raised.append(kind)
+        if raised:
+            log.warning("sync: revisions.json in %s was missing or behind the twin for %s; the highest revisions the "
+                        "twin and last-good config record are kept, so no older message can be replayed",
+                        self.store_dir, ", ".join(sorted(set(raised))))
 
     def _load(self, name: str, default: Any) -> Any:
         try:
