@@ -297,6 +297,12 @@ class Batch:
         return f"Batch(<{len(self.table)} points>, n={len(self.ts)})"
 
 
+def _newest(found: Batch | tuple[Batch, int]) -> tuple[float, Any, Quality]:
+    if type(found) is Batch:
+        return _reading(found, len(found.ts) - 1)
+    return _reading(*found)  # type: ignore[misc]
+
+
 def _reading(batch: Batch, row: int) -> tuple[float, Any, Quality]:
     value = batch.values[row]
     if isinstance(value, np.generic):
@@ -505,8 +511,8 @@ class Bus:
         self._subscriptions: list[Subscription] = []
         self._routes: dict[str, tuple[Subscription, ...]] = {}  # topic -> matching subscriptions
         self._generation = 0  # changes with the set of subscriptions: invalidates PointTable routes
-        # topic -> (batch, row of its newest reading)
-        self._latest: dict[str, tuple[Batch, int]] = {}
+        # topic -> a single-point batch (its last row is the newest), or (multi-point batch, row)
+        self._latest: dict[str, Batch | tuple[Batch, int]] = {}
         self.published_batches = 0
         self.published_points = 0
         self.published_events = 0
@@ -599,12 +605,20 @@ class Bus:
         until every ``acknowledged`` subscription has confirmed the message."""
         self._account(message)
         pending = None
-        for subscription, delivered in self._deliveries(message):
-            if not subscription._offer(delivered):
-                await subscription._put(delivered)
-            if subscription.acknowledged and not subscription._closed:
-                # _offer queued this message's ack last, and nothing ran since
-                pending = (pending or []) + [subscription._acks[-1]]
+        if type(message) is Batch and message.table is not None:
+            for subscription, delivered in self._deliveries(message):
+                if not subscription._offer(delivered):
+                    await subscription._put(delivered)
+                if subscription.acknowledged and not subscription._closed:
+                    pending = (pending or []) + [subscription._acks[-1]]
+        else:
+            # single-point batches and events: the hot path of per-point publishers, kept lean
+            for subscription in self._route(message._topic if type(message) is Batch else message.topic):  # type: ignore[union-attr,arg-type]
+                if not subscription._offer(message):
+                    await subscription._put(message)
+                if subscription.acknowledged and not subscription._closed:
+                    # _offer queued this message's ack last, and nothing ran since
+                    pending = (pending or []) + [subscription._acks[-1]]
         if pending:
             for ack in pending:
                 await ack
@@ -650,7 +664,7 @@ class Bus:
                 return
             table = message.table
             if table is None:
-                self._latest[message._topic] = (message, n - 1)  # type: ignore[index]
+                self._latest[message._topic] = message  # type: ignore[index]
                 return
             ids = message.point_ids
             assert ids is not None
@@ -670,7 +684,7 @@ class Bus:
     def latest(self, topic: str) -> tuple[float, Any, Quality] | None:
         """The newest reading seen on ``topic`` as (timestamp, value, quality), or None."""
         found = self._latest.get(topic)
-        return _reading(*found) if found is not None else None
+        return None if found is None else _newest(found)
 
     def latest_batch(self, topic: str) -> Batch | None:
         """The newest single-point batch seen on ``topic`` (a whole waveform window, say), or None.
@@ -679,16 +693,16 @@ class Bus:
         found = self._latest.get(topic)
         if found is None:
             return None
+        if type(found) is Batch:
+            return found
         batch = found[0]
-        if batch.table is None:
-            return batch
         pid = batch.table.id_of(topic)
         return next(piece for p, piece in batch._split() if p == pid)
 
     def latest_matching(self, pattern: str) -> dict[str, tuple[float, Any, Quality]]:
         """The newest reading of every topic matching ``pattern``."""
         matcher = _compile(pattern)
-        return {t: _reading(*found) for t, found in self._latest.items() if matcher(t)}
+        return {t: _newest(found) for t, found in self._latest.items() if matcher(t)}
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
