@@ -6,14 +6,12 @@ SQLite calls run on one dedicated thread, never on the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeplane.errors import LifecycleError
+from edgeplane.dbthread import DatabaseThread
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -47,18 +45,16 @@ class LocalStore:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.path = self.folder / "edgeplane.db"
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread = DatabaseThread(f"local store {str(self.path)!r}", thread_name="edgeplane-store")
         self._db: sqlite3.Connection | None = None
 
     async def _call(self, func: Callable[..., Any], *args: Any) -> Any:
-        if self._executor is None:
-            raise LifecycleError(f"local store {str(self.path)!r} is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+        return await self._thread.run(func, *args)
 
     async def open(self) -> None:
-        if self._executor is not None:
+        if self._thread.running:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeplane-store")
+        self._thread.start()
         await self._call(self._open)
 
     def _open(self) -> None:
@@ -70,11 +66,10 @@ class LocalStore:
         self._db = db
 
     async def close(self) -> None:
-        if self._executor is None:
+        if not self._thread.running:
             return
         await self._call(self._close)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        self._thread.stop(wait=True)
 
     def _close(self) -> None:
         if self._db is not None:

@@ -27,17 +27,16 @@ outbox's own thread, for asyncio code).
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import shutil
 import sqlite3
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from edgeplane.dbthread import DatabaseThread
 from edgeplane.errors import EdgeplaneError
 from edgeplane.sync.codec import Record
 
@@ -95,7 +94,7 @@ class Outbox:
         self.disk_reserve = disk_reserve
         self.durability = durability
         self._db: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread = DatabaseThread(f"outbox {str(self.path)!r}", thread_name="edgeplane-outbox")
         self.size = 0  # payload bytes stored
         self._inflight: set[int] = set()
         self._acked: dict[int, Record] = {}  # acknowledged, but the deletion could not be written yet
@@ -155,15 +154,12 @@ class Outbox:
         if self._db is not None:
             self._db.close()
             self._db = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        self._thread.stop(wait=False)
 
     async def call(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func(*args)`` (a method of this outbox) on the outbox's own thread."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeplane-outbox")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+        self._thread.start()
+        return await self._thread.run(func, *args)
 
     @property
     def db(self) -> sqlite3.Connection:
