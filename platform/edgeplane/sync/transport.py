@@ -153,6 +153,7 @@ class MqttTransport(Transport):
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self._on_link: Callable[[bool], None] | None = None
+        self.bytes_sent = 0  # bytes handed to paho by send_records (a foreign format)
 
     def _path(self, value: str | None) -> str | None:
         return None if value is None else str((self.base_dir / value).expanduser())
@@ -283,6 +284,29 @@ class MqttTransport(Transport):
         future = asyncio.get_running_loop().create_future()
         self._pending[info.mid] = future
         return future
+
+    async def send_records(self, records: list[Record], now: float) -> int:
+        """For an MQTT transport with a foreign format: each ``(topic, message)`` of :meth:`format`
+        goes to :meth:`_publish_formatted` in order; returns once the broker acknowledged them all."""
+        before = self.bytes_sent
+        futures: list[asyncio.Future[None]] = []
+        try:
+            for topic, message in self.format(records):
+                futures.extend(self._publish_formatted(topic, message))
+        except ConnectionError:
+            self._abandon(futures)
+            raise
+        await asyncio.gather(*futures)
+        return self.bytes_sent - before
+
+    def format(self, records: list[Record]) -> list[tuple[str, Any]]:
+        """The messages that carry ``records`` in this transport's format: ``(topic, message)``."""
+        raise NotImplementedError(f"{type(self).__name__} sends native envelopes; it formats no records")
+
+    def _publish_formatted(self, topic: str, message: Any) -> list[asyncio.Future[None]]:
+        """Hand one message of :meth:`format` to paho (count its bytes in ``bytes_sent``); the
+        futures resolve on the broker's acknowledgements."""
+        raise NotImplementedError(f"{type(self).__name__} sends native envelopes; it formats no records")
 
     @staticmethod
     def _abandon(futures: list[asyncio.Future[None]]) -> None:

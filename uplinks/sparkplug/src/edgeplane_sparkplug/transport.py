@@ -155,7 +155,6 @@ class SparkplugTransport(MqttTransport):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.rebirths = 0
         self.commands_refused = 0
-        self.bytes_sent = 0
 
     # -- topics -----------------------------------------------------------------------------
 
@@ -451,20 +450,8 @@ class SparkplugTransport(MqttTransport):
                 out.append((topic, payload))
         return out
 
-    async def send_records(self, records: list[Record], now: float) -> int:
-        before = self.bytes_sent
-        futures: list[asyncio.Future[None]] = []
-        try:
-            for topic, payload in self.format(records):
-                if payload is None:
-                    futures.extend(self._births())
-                else:
-                    futures.append(self._publish_now(topic, payload))
-        except ConnectionError:
-            self._abandon(futures)
-            raise
-        await asyncio.gather(*futures)
-        return self.bytes_sent - before
+    def _publish_formatted(self, topic: str, message: Any) -> list[asyncio.Future[None]]:
+        return self._births() if message is None else [self._publish_now(topic, message)]
 
     # -- commands -----------------------------------------------------------------------------
 

@@ -88,7 +88,6 @@ class ThingsBoardTransport(MqttTransport):
         self._opening: asyncio.Task[None] | None = None
         self._connected_devices: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.bytes_sent = 0
         self.dropped_readings = 0
         self.commands_refused = 0
 
@@ -251,17 +250,8 @@ class ThingsBoardTransport(MqttTransport):
             out.append(("v1/gateway/telemetry", doc))
         return out
 
-    async def send_records(self, records: list[Record], now: float) -> int:
-        before = self.bytes_sent
-        futures: list[asyncio.Future[None]] = []
-        try:
-            for topic, doc in self.format(records):
-                futures.append(self._publish_now(topic, doc))
-        except ConnectionError:
-            self._abandon(futures)
-            raise
-        await asyncio.gather(*futures)
-        return self.bytes_sent - before
+    def _publish_formatted(self, topic: str, message: Any) -> list[asyncio.Future[None]]:
+        return [self._publish_now(topic, message)]
 
     # -- RPC ----------------------------------------------------------------------------------
 
