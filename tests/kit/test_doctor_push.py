@@ -1,4 +1,4 @@
-"""site doctor and site push against a real Mosquitto with mutual TLS on loopback, and a running site."""
+"""site doctor and cloud push-site against a real Mosquitto with mutual TLS on loopback, and a running site."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import aiohttp
 import pytest
 import yaml
 
+from edgeplane_cloud.cli import cloud as cloud_group
 from edgeplane_cloud.embedded import CloudServer
 from edgeplane.testing import run_host, wait_for
 
-from .conftest import SntpServer, TlsBroker, free_port, issue_pair, new_ca, site_cmd
+from .conftest import SntpServer, TlsBroker, free_port, invoke, issue_pair, new_ca, site_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -124,7 +125,7 @@ async def test_init_certs_run_push_monitor_a_site_end_to_end(tmp_path: Path):
             # what the cloud may change (issue 14): a solution parameter; devices and files stay local
             edit(folder, lambda doc: doc["solutions"]["spillback"].update(high=30, clear=20))
             out = (await asyncio.to_thread(
-                site_cmd, "push", folder, "--cloud", broker.url, "--ca", tls["ca"], "--cert", tls["cert"],
+                invoke, cloud_group, "push-site", folder, "--cloud", broker.url, "--ca", tls["ca"], "--cert", tls["cert"],
                 "--key", tls["key"], "--data", tmp_path / "cloud")).output
             assert "pushed desired config" in out and "crossing-1" in out
             assert "not sent" in out and "store" in out  # the local-only sections are named, not pushed
@@ -134,7 +135,7 @@ async def test_init_certs_run_push_monitor_a_site_end_to_end(tmp_path: Path):
 
             # a parameter removed from the site file and pushed again is removed on the site (back to its default)
             edit(folder, lambda doc: doc["solutions"]["spillback"].pop("clear"))
-            await asyncio.to_thread(site_cmd, "push", folder, "--cloud", broker.url, "--ca", tls["ca"], "--cert", tls["cert"],
+            await asyncio.to_thread(invoke, cloud_group, "push-site", folder, "--cloud", broker.url, "--ca", tls["ca"], "--cert", tls["cert"],
                                     "--key", tls["key"])
             await wait_for(lambda: "solution:spillback" in host.parts and host.solution("spillback").config.clear is None,
                            timeout=30)

@@ -154,5 +154,5 @@ def test_the_groups_the_cli_registers_are_named_plugin_and_site():
     assert isinstance(plugin_group, click.Group) and plugin_group.name == "plugin"
     assert isinstance(site_group, click.Group) and site_group.name == "site"
     assert set(plugin_group.commands) == {"new", "install", "check"}
-    assert set(site_group.commands) == {"init", "certs", "revoke", "render", "push", "doctor"}
+    assert set(site_group.commands) == {"init", "certs", "revoke", "render", "doctor"}
     assert not {"plugin", "site"} & set(main.commands), "a core command already has that name"

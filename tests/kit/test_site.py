@@ -202,7 +202,7 @@ def test_render_refuses_an_invalid_site_file(tmp_path: Path):
 
 
 def test_push_overlay_deletes_what_was_removed_since_the_last_push():
-    from edgeplane.kit.site_cli import with_deletions
+    from edgeplane_cloud.cli import with_deletions
     from edgeplane.sync.downlink import deep_merge
 
     before = {"site": {"id": "s"}, "devices": {"a": {"connector": "memory"}, "b": {"connector": "memory", "poll": 1}}}

@@ -33,14 +33,14 @@ def test_the_edge_host_carries_no_cloud_code():
         for line in path.read_text().splitlines():
             if re.match(r"\s*(from|import) edgeplane_cloud\b", line):
                 importers.append(path.relative_to(REPO).as_posix())
-    # `edgeplane site push` publishes desired state, a cloud job: a guarded import with a clear error
-    assert importers == ["platform/edgeplane/kit/site_cli.py"]
+    # pushing a site file's desired state is the cloud's job: `edgeplane cloud push-site`
+    assert importers == []
 
 
 def test_cloud_and_fleet_commands_come_through_the_plugin_hook():
     result = CliRunner().invoke(main, ["cloud", "--help"])
     assert result.exit_code == 0
-    for command in ("serve", "push", "status", "keygen", "ingest"):
+    for command in ("serve", "push", "push-site", "status", "keygen", "ingest"):
         assert re.search(rf"^\s+{command}\s", result.output, re.M), command
     result = CliRunner().invoke(main, ["fleet", "--help"])
     assert result.exit_code == 0 and "rollout" in result.output and "rollback" in result.output

@@ -229,7 +229,7 @@ def provision_certs(folder: Path, site_id: str, *, ca_cert: Path | None = None, 
         os.chmod(signing, 0o600)
         trust_target.write_bytes(public.read_bytes())
         result.written.append(trust_target)
-        result.notes.append(f"the lab downlink signing key is {signing} (the operator's side): 'edgeplane site push' "
+        result.notes.append(f"the lab downlink signing key is {signing} (the operator's side): 'edgeplane cloud push-site' "
                             "signs with it; in the field, pass --trust-key with the cloud's public key instead")
     return result
 

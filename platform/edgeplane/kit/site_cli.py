@@ -1,4 +1,8 @@
-"""``edgeplane site init|certs|revoke|render|push|doctor``: commission a site folder.
+"""``edgeplane site init|certs|revoke|render|doctor``: commission a site folder.
+
+Pushing a site file's remote part as signed desired state is the cloud end's job:
+``edgeplane cloud push-site`` (the ``edgeplane-cloud`` distribution) uses :func:`read_site` and
+:func:`validate_site` from here.
 
 A site folder holds ``site.yaml``, its profiles, ``certs/``, ``keys/`` and ``deploy/``.
 Exit codes: 0 ok, 1 a check or action failed, 2 usage or an invalid site file.
@@ -12,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
-__all__ = ["site_group"]
+__all__ = ["read_site", "site_group", "validate_site"]
 
 _folder = click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 
 
-def _read_site(folder: Path) -> dict[str, Any]:
+def read_site(folder: Path) -> dict[str, Any]:
     from edgeplane.config import read_yaml_file
     from edgeplane.errors import SiteError
 
@@ -41,7 +44,7 @@ def _is_secret_problem(problem: Any) -> bool:
         or problem.message.startswith("cannot read secret file")
 
 
-def _validate(folder: Path, raw: dict[str, Any], *, secrets_needed: bool = True) -> None:
+def validate_site(folder: Path, raw: dict[str, Any], *, secrets_needed: bool = True) -> None:
     """Exit 2 with the problems if the site file is invalid.
 
     With ``secrets_needed=False`` (rendering deployment files on a workstation) unresolvable
@@ -105,7 +108,7 @@ def certs(folder: Path, ca_cert: Path | None, ca_key: Path | None, trust_key: Pa
     """Site key (0600) and certificate (CN = site id), a CSR for an external CA, and the downlink trust key."""
     from edgeplane.kit.certs import provision_certs
 
-    raw = _read_site(folder)
+    raw = read_site(folder)
     site_id = str(raw["site"]["id"])
     try:
         result = provision_certs(folder, site_id, ca_cert=ca_cert, ca_key=ca_key, trust_key=trust_key, days=days,
@@ -183,8 +186,8 @@ def render(folder: Path, target: str, output: Path | None, image: str, namespace
     """Render Kubernetes/K3s manifests or a hardened systemd unit for the site in FOLDER."""
     from edgeplane.kit.render import K8sOptions, render_k8s, render_systemd
 
-    raw = _read_site(folder)
-    _validate(folder, raw, secrets_needed=False)
+    raw = read_site(folder)
+    validate_site(folder, raw, secrets_needed=False)
     if target == "k8s":
         rendered = render_k8s(folder, raw, K8sOptions(image=image, namespace=namespace, gpu=gpu, cpu_limit=cpu_limit,
                                                       memory_limit=memory_limit, storage=storage))
@@ -199,73 +202,6 @@ def render(folder: Path, target: str, output: Path | None, image: str, namespace
         click.echo(f"note: {note}")
 
 
-@site_group.command("push")
-@_folder
-@click.option("--cloud", "broker", required=True, help="The cloud broker, mqtt://HOST:1883 or mqtts://HOST:8883.")
-@click.option("--signing-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="ed25519 private key the site trusts (default: the operator folder's cloud-signing.key, "
-                   "$EDGEPLANE_OPERATOR_DIR or ~/.config/edgeplane/operator).")
-@click.option("--prefix", default="edgeplane", show_default=True, help="Topic tree root.")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
-              help="The cloud end's data folder, to record the desired state for 'edgeplane cloud status'.")
-@click.option("--ca", default=None, help="CA file of the broker.")
-@click.option("--cert", default=None, help="Client certificate of the cloud operator.")
-@click.option("--key", "tls_key", default=None, help="Its private key.")
-@click.option("--username", default=None)
-@click.option("--password", default=None, envvar="EDGEPLANE_CLOUD_PASSWORD")
-def push(folder: Path, broker: str, signing_key: Path | None, prefix: str, data_dir: str | None, ca: str | None,
-         cert: str | None, tls_key: str | None, username: str | None, password: str | None) -> None:
-    """Publish what of the site file the cloud may change (limits, solution parameters, polls, uplink
-    policies, model settings) as signed desired state (retained), applied without a restart.
-    Everything else (devices, commands, files, the broker, trusted keys) changes only on the site."""
-    from edgeplane.kit.certs import operator_folder
-    try:  # the cloud end's code is its own distribution; the edge host does not carry it
-        from edgeplane_cloud.embedded import CloudStore, push_message
-    except ImportError:
-        raise click.ClickException("pushing desired state is the cloud end's job: pip install edgeplane-cloud "
-                                   "(platform/cloud in this repository)") from None
-    from edgeplane.sync.downlink import allowed_only, remote_part
-
-    raw = _read_site(folder)
-    _validate(folder, raw, secrets_needed=False)
-    key = signing_key or operator_folder() / "cloud-signing.key"
-    if not key.is_file():
-        raise click.ClickException(f"no signing key {key}: pass --signing-key (the key whose public half is in sync.trust.keys)")
-    # the site merges an overlay onto its own file, where null deletes a key: what was pushed
-    # before and is gone now is sent as null, so the site ends up with exactly this file
-    last_pushed = folder / ".edgeplane" / "pushed.yaml"
-    previous = yaml.safe_load(last_pushed.read_text()) if last_pushed.is_file() else None
-    part, local_only = remote_part(raw)
-    overlay, _ = allowed_only(with_deletions(remote_part(previous)[0] if isinstance(previous, dict) else {}, part), raw)
-    if local_only:
-        click.echo(f"note: not sent (changed only on the site itself, then restart or SIGHUP it): {', '.join(local_only)}")
-    store = CloudStore(data_dir) if data_dir else None
-    try:
-        # secrets stay references (${env:...}); the site resolves them itself
-        message = push_message(broker, str(raw["site"]["id"]), "config", {"overlay": overlay}, key, prefix=prefix,
-                               store=store, ca=ca, cert=cert, key=tls_key, username=username, password=password)
-    except (OSError, ValueError) as e:
-        raise click.ClickException(f"cannot push to {broker}: {e}") from None
-    finally:
-        if store is not None:
-            store.close()
-    last_pushed.parent.mkdir(exist_ok=True)
-    last_pushed.write_text(yaml.safe_dump(raw, sort_keys=False))
-    click.echo(f"pushed desired config {message['id']} for site {raw['site']['id']!r} to {broker} "
-               f"({prefix}/{raw['site']['id']}/down/config, retained)")
-
-
-def with_deletions(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
-    """``current``, plus ``None`` for every mapping key that ``previous`` had and ``current`` lacks."""
-    out: dict[str, Any] = dict(current)
-    for key, old in previous.items():
-        if key not in current:
-            out[key] = None
-        elif isinstance(old, dict) and isinstance(current[key], dict):
-            out[key] = with_deletions(old, current[key])
-    return out
-
-
 @site_group.command("doctor")
 @_folder
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds each network check may take.")
@@ -276,7 +212,7 @@ def doctor(folder: Path, timeout: float, ntp: str, max_skew: float, warn_days: i
     """Preflight checks with a PASS/FAIL line each: site file, devices, broker, clock, disk, certificates."""
     from edgeplane.kit.doctor import run_doctor
 
-    _read_site(folder)
+    read_site(folder)
     checks = asyncio.run(run_doctor(folder, timeout=timeout, ntp=ntp or None, max_skew=max_skew, warn_days=warn_days))
     for check in checks:
         click.echo(check.line())

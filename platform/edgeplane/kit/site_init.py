@@ -86,7 +86,7 @@ def _readme(result: InitResult, vertical: str, data: dict[str, Any]) -> str:
         "edgeplane site render . k8s         # or: systemd; deployment files in deploy/",
     ]
     if has_sync:
-        steps.append("edgeplane site push . --cloud mqtts://BROKER:8883 --ca CA --cert CERT --key KEY   # signed desired state")
+        steps.append("edgeplane cloud push-site . --cloud mqtts://BROKER:8883 --ca CA --cert CERT --key KEY   # signed desired state")
     lines = "\n".join(steps)
     return f"""# Site {result.site_id}
 
@@ -108,11 +108,11 @@ Devices: {devices or 'none'}.
    lab CA and the downlink signing key go to the operator folder (`--operator-dir`, default
    `~/.config/edgeplane/operator`), never into this folder.
 3. `edgeplane site doctor .` prints one PASS/FAIL line per check; fix every FAIL before going live.
-4. `edgeplane site push` sends what of this file the cloud may change (limits, solution
-   parameters, polls, uplink policies, model settings), signed, as the site's desired state; the
-   running site applies it without a restart. Devices, commands, files and keys change only on the
-   site itself. `.edgeplane/pushed.yaml` remembers what was pushed last, so a parameter you delete
-   here is deleted on the site at the next push.
+4. `edgeplane cloud push-site .` (from edgeplane-cloud) sends what of this file the cloud may
+   change (limits, solution parameters, polls, uplink policies, model settings), signed, as the
+   site's desired state; the running site applies it without a restart. Devices, commands, files
+   and keys change only on the site itself. `.edgeplane/pushed.yaml` remembers what was pushed
+   last, so a parameter you delete here is deleted on the site at the next push.
 5. Monitoring: import `configs/grafana-dashboard.json` from the edgeplane repository into
    Grafana, with Prometheus scraping the host's `/metrics`.
 """

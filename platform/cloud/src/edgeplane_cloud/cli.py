@@ -1,7 +1,9 @@
-"""The CLI of edgeplane-cloud: ``edgeplane cloud serve|push|status|keygen|ingest`` and ``edgeplane fleet ...``.
+"""The CLI of edgeplane-cloud: ``edgeplane cloud serve|push|push-site|status|keygen|ingest`` and ``edgeplane fleet ...``.
 
 ``cloud serve|push|status`` are the embedded back end (one process, SQLite), unchanged from when
-they lived in the edge host. ``cloud ingest`` is one scale-out ingest worker (NATS JetStream ->
+they lived in the edge host. ``cloud push-site FOLDER`` publishes what of a site folder's file the
+cloud may change (it was ``edgeplane site push``: pushing is the cloud's job, so the edge host
+carries none of it). ``cloud ingest`` is one scale-out ingest worker (NATS JetStream ->
 PostgreSQL). ``fleet`` works on the PostgreSQL store: labels, models, rollouts, the console.
 Every ``fleet`` command takes ``--json``; bad input exits 2 with what to fix.
 """
@@ -23,7 +25,7 @@ from edgeplane.sync.signing import generate_keypair
 
 from edgeplane_cloud.embedded import CloudServer, CloudStore, push_message
 
-__all__ = ["cloud", "fleet"]
+__all__ = ["cloud", "fleet", "with_deletions"]
 
 _broker = click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help="mqtt:// or mqtts:// URL")
 _data = click.option("--data", "data_dir", type=click.Path(file_okay=False), default="cloud-data", show_default=True,
@@ -110,6 +112,71 @@ def push(site: str, kind: str, args: tuple[str, ...], signing_key: str, ttl: str
                            ca=ca, cert=cert, key=tls_key, username=username, password=password)
     store.close()
     click.echo(f"pushed {kind} {message['id']} to {site}")
+
+
+@cloud.command("push-site")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--cloud", "broker", required=True, help="The cloud broker, mqtt://HOST:1883 or mqtts://HOST:8883.")
+@click.option("--signing-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="ed25519 private key the site trusts (default: the operator folder's cloud-signing.key, "
+                   "$EDGEPLANE_OPERATOR_DIR or ~/.config/edgeplane/operator).")
+@click.option("--prefix", default="edgeplane", show_default=True, help="Topic tree root.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="The cloud end's data folder, to record the desired state for 'edgeplane cloud status'.")
+@click.option("--ca", default=None, help="CA file of the broker.")
+@click.option("--cert", default=None, help="Client certificate of the cloud operator.")
+@click.option("--key", "tls_key", default=None, help="Its private key.")
+@click.option("--username", default=None)
+@click.option("--password", default=None, envvar="EDGEPLANE_CLOUD_PASSWORD")
+def push_site(folder: Path, broker: str, signing_key: Path | None, prefix: str, data_dir: str | None, ca: str | None,
+              cert: str | None, tls_key: str | None, username: str | None, password: str | None) -> None:
+    """Publish what of the site file in FOLDER the cloud may change (limits, solution parameters, polls, uplink
+    policies, model settings) as signed desired state (retained), applied without a restart.
+    Everything else (devices, commands, files, the broker, trusted keys) changes only on the site."""
+    import yaml
+
+    from edgeplane.kit.certs import operator_folder
+    from edgeplane.kit.site_cli import read_site, validate_site
+    from edgeplane.sync.downlink import allowed_only, remote_part
+
+    raw = read_site(folder)
+    validate_site(folder, raw, secrets_needed=False)
+    key = signing_key or operator_folder() / "cloud-signing.key"
+    if not key.is_file():
+        raise click.ClickException(f"no signing key {key}: pass --signing-key (the key whose public half is in sync.trust.keys)")
+    # the site merges an overlay onto its own file, where null deletes a key: what was pushed
+    # before and is gone now is sent as null, so the site ends up with exactly this file
+    last_pushed = folder / ".edgeplane" / "pushed.yaml"
+    previous = yaml.safe_load(last_pushed.read_text()) if last_pushed.is_file() else None
+    part, local_only = remote_part(raw)
+    overlay, _ = allowed_only(with_deletions(remote_part(previous)[0] if isinstance(previous, dict) else {}, part), raw)
+    if local_only:
+        click.echo(f"note: not sent (changed only on the site itself, then restart or SIGHUP it): {', '.join(local_only)}")
+    store = CloudStore(data_dir) if data_dir else None
+    try:
+        # secrets stay references (${env:...}); the site resolves them itself
+        message = push_message(broker, str(raw["site"]["id"]), "config", {"overlay": overlay}, key, prefix=prefix,
+                               store=store, ca=ca, cert=cert, key=tls_key, username=username, password=password)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"cannot push to {broker}: {e}") from None
+    finally:
+        if store is not None:
+            store.close()
+    last_pushed.parent.mkdir(exist_ok=True)
+    last_pushed.write_text(yaml.safe_dump(raw, sort_keys=False))
+    click.echo(f"pushed desired config {message['id']} for site {raw['site']['id']!r} to {broker} "
+               f"({prefix}/{raw['site']['id']}/down/config, retained)")
+
+
+def with_deletions(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """``current``, plus ``None`` for every mapping key that ``previous`` had and ``current`` lacks."""
+    out: dict[str, Any] = dict(current)
+    for key, old in previous.items():
+        if key not in current:
+            out[key] = None
+        elif isinstance(old, dict) and isinstance(current[key], dict):
+            out[key] = with_deletions(old, current[key])
+    return out
 
 
 @cloud.command()
