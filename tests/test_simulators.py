@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from edgeplane import SiteError
-from edgeplane.testing import wait_for
+from edgeplane.testing import free_port, wait_for
 
 SERVER = (
     "import socket, sys, time\n"
@@ -19,12 +19,6 @@ SERVER = (
     "while True:\n"
     "    c, _ = s.accept(); c.close()\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def site_with(simulators, **extra):

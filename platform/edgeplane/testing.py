@@ -20,6 +20,8 @@ Installed with edgeplane, so a plugin's tests can use these fixtures without any
   :class:`~edgeplane.config.Site` (or raise :class:`~edgeplane.errors.SiteError`);
 * the in-memory connector (``connector: memory``) is always available; get the running object
   with ``host.device(name)`` and drive it with ``await dev.set(point, value)``;
+* :func:`free_port`: a loopback port nothing listens on, for a server a test starts (the one
+  helper for this: import it rather than writing another);
 * :class:`~edgeplane.netfaults.FaultProxy`: a TCP proxy that puts latency, jitter, a bandwidth
   cap, stalls, resets or a black hole between a host and its broker or device.
 
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import socket
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
 
@@ -42,7 +46,36 @@ from edgeplane.host import Host
 from edgeplane.netfaults import FaultProxy
 from edgeplane.plugins import Plugins
 
-__all__ = ["FaultProxy", "make_site", "run_host", "wait_for", "wait_for_batch"]
+__all__ = ["FaultProxy", "free_port", "make_site", "run_host", "wait_for", "wait_for_batch"]
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that nothing uses right now (TCP, or UDP with ``socket.SOCK_DGRAM``).
+
+    It is picked below the kernel's ephemeral range: a port that ``bind(0)`` hands out is one any
+    outgoing connection on the machine may take as its source port next, so a server restarted on
+    its old port (a broker in a fault test) could find it taken. Ports below the range are only
+    ever taken by a listener that asks for them.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, kind) as s:  # a crowded machine: any free port will do
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def make_site(site: dict[str, Any] | str | Path | Site, plugins: Plugins, store_dir: Path | None = None) -> Site:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgeplane.testing import free_port
+
 # a device simulator that has a child of its own (as a shell script or a broker wrapper would)
 SIMULATOR = """
 import os, signal, socket, subprocess, sys, time
@@ -29,12 +31,6 @@ s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
 while True:
     c, _ = s.accept(); c.close()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def alive(pid: int) -> bool:

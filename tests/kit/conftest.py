@@ -20,14 +20,9 @@ from cryptography.x509 import load_pem_x509_certificate
 from edgeplane.kit.certs import issue_certificate, make_ca, write_private
 from edgeplane.kit.plugin_cli import plugin_group
 from edgeplane.kit.site_cli import site_group
+from edgeplane.testing import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def invoke(group, *args: str, ok: bool = True):

@@ -23,6 +23,7 @@ import yaml
 from edgeplane.config import load_site
 from edgeplane.host import Host
 from edgeplane.plugins import Plugins
+from edgeplane.testing import free_port
 from edgeplane_sparkplug import SparkplugConfig
 from edgeplane_sparkplug.testing import PeerHost, by_name
 from edgeplane_thingsboard import ThingsBoardConfig
@@ -64,12 +65,6 @@ def test_each_reference_site_validates_with_either_uplink(tmp_path, name, mode, 
         r.model_dump(mode="json") for r in load_site(CONFIGS / name, Plugins.load_for_site(original).registry).core.sync.policy]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -83,7 +78,7 @@ def _solar_site(tmp_path: Path, uplink: str) -> Path:
     """configs/solar-plant.yaml on free ports, its uplink line switched; nothing else changes."""
     text = (CONFIGS / "solar-plant.yaml").read_text()
     while True:  # the simulator takes consecutive inverter ports from --base-port
-        station, broker, http, base = (_free_port() for _ in range(4))
+        station, broker, http, base = (free_port() for _ in range(4))
         if all(_port_free(base + i) for i in range(3)):
             break
     text = text.replace('"15021"', f'"{base}"').replace('"15020"', f'"{station}"')
@@ -166,7 +161,7 @@ async def test_solar_plant_over_thingsboard(tmp_path, mqtt_broker):
 
 def _intersection_site(tmp_path: Path, uplink: str) -> Path:
     """configs/intersection.yaml made short (the single-intersection net), its uplink line switched."""
-    port = _free_port()
+    port = free_port()
     text = (CONFIGS / "intersection.yaml").read_text().replace("18833", str(port))
     text = text.replace("/tmp/edgeplane-intersection-cloud", str(tmp_path / "cloud"))
     text = text.replace("/tmp/edgeplane-intersection-models", str(tmp_path / "models"))
@@ -230,7 +225,7 @@ async def test_intersection_over_thingsboard(tmp_path, mqtt_broker):
 def _factory_site(tmp_path: Path, uplink: str) -> Path:
     """configs/factory.yaml on free ports with a short commissioning, its uplink line switched."""
     raw = yaml.safe_load(_switch((CONFIGS / "factory.yaml").read_text(), uplink))
-    line = _free_port()
+    line = free_port()
     raw["simulators"]["line"]["command"] = ["{python}", "-m", "edgeplane_pdm.linesim", "--port", str(line),
                                             "--period", "0.5"]
     raw["simulators"]["line"]["ready"] = f"tcp://127.0.0.1:{line}"

@@ -28,15 +28,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edgeplane.testing import free_port
+
 HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE / "node"
 USER, PASSWORD = "operator", "s3cret-pw"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_certificate(folder: Path, name: str, uri: str, *, server: bool) -> tuple[Path, Path]:

@@ -17,20 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from edgeplane.testing import free_port
+
 from edgeplane_opcua.simulator import animate, build
 
 __all__ = ["FaultyMachine", "opcua_machine"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FaultyMachine:
@@ -39,7 +34,7 @@ class FaultyMachine:
     def __init__(self, period: float = 0.05, **options: Any):
         self.options = options
         self.period = period
-        self.port = _free_port()
+        self.port = free_port()
         self.server: Any = None
         self.nodes: dict[str, Any] = {}
         self._animation: asyncio.Task[None] | None = None

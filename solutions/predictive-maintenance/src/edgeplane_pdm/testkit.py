@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from typing import Any
+
+from edgeplane.testing import free_port
 
 from edgeplane_pdm.features import CWRU_DRIVE_END
 
 __all__ = ["free_port", "line_server", "line_site"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.asynccontextmanager
