@@ -3,6 +3,7 @@ the commands reach the edgeplane CLI through the plugin hook, and the edge host 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import re
@@ -12,7 +13,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as paho
 from click.testing import CliRunner
 
 from edgeplane import Batch, Bus, WallClock
@@ -20,6 +20,8 @@ from edgeplane.cli import main
 from edgeplane.metrics import Metrics
 from edgeplane.sync import SyncConfig, SyncService
 from edgeplane_mqtt.testing import Mosquitto
+
+from edgeplane_cloud.testing import free_port, port_open
 
 from .conftest import wait_until
 
@@ -48,6 +50,16 @@ def test_cloud_and_fleet_commands_come_through_the_plugin_hook():
     assert result.exit_code == 2 and "--dsn" in result.output
 
 
+def wait_until_listening(port: int, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not port_open(port):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"`edgeplane cloud serve` opened no port {port} within {timeout} s")
+        time.sleep(0.05)
+
+
 def cloud_db_has(data: Path, sql: str) -> bool:
     path = data / "cloud.db"
     if not path.exists():
@@ -62,34 +74,42 @@ def cloud_db_has(data: Path, sql: str) -> bool:
 
 async def test_cloud_serve_as_the_reference_deployments_run_it(tmp_path: Path):
     data = tmp_path / "cloud-data"
-    with Mosquitto(tmp_path) as broker:
-        # configs/*.yaml start the cloud end exactly like this
-        serve = subprocess.Popen([sys.executable, "-m", "edgeplane.cli", "cloud", "serve", "--broker", broker.url,
-                                  "--data", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        probe = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="probe", protocol=paho.MQTTv311)
-        probe.connect("127.0.0.1", int(broker.url.rsplit(":", 1)[1]))
-        probe.loop_start()
-        bus = Bus()
-        config = SyncConfig.model_validate({"uplink": {"url": broker.url}, "policy": [{"topics": "dev/#"}],
-                                            "durability": "process", "report_interval": 1})
-        service = SyncService(config, site_id="ref-1", bus=bus, clock=WallClock(), metrics=Metrics(),
-                              store_dir=tmp_path / "site")
-        try:
-            # until the cloud end has subscribed (a site's data before that would find no subscriber)
-            def subscribed() -> bool:
-                probe.publish("edgeplane/probe-1/up/state", b"{}", qos=1)
-                return cloud_db_has(data, "SELECT count(*) FROM sites WHERE site = 'probe-1'")
-            await wait_until(subscribed, timeout=90, interval=0.5, what="`edgeplane cloud serve` subscribed")
+    broker = Mosquitto(tmp_path)
+    http_port = free_port()
+    ready_url = f"http://127.0.0.1:{http_port}/readyz"
+    # configs/*.yaml start the cloud end exactly like this (plus the readiness probe)
+    serve = subprocess.Popen([sys.executable, "-m", "edgeplane.cli", "cloud", "serve", "--broker", broker.url,
+                              "--data", str(data), "--http-port", str(http_port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    service = None
+    try:
+        # up but not ready while its broker is away: the probe says which check fails
+        await asyncio.to_thread(wait_until_listening, http_port)
+        not_ready = CliRunner().invoke(main, ["cloud", "ready", "--url", ready_url])
+        assert not_ready.exit_code == 1 and "broker: not connected to " + broker.url in not_ready.output
+        with broker:
+            # ready once subscribed (a site's data before that would find no subscriber): no sleeping
+            done = await asyncio.to_thread(CliRunner().invoke, main,
+                                           ["cloud", "ready", "--url", ready_url, "--wait", "60", "--json"])
+            assert done.exit_code == 0, done.output
+            assert json.loads(done.output) == {"ready": True, "checks": {"broker": "ok", "store": "ok"}}
+            bus = Bus()
+            config = SyncConfig.model_validate({"uplink": {"url": broker.url}, "policy": [{"topics": "dev/#"}],
+                                                "durability": "process", "report_interval": 1})
+            service = SyncService(config, site_id="ref-1", bus=bus, clock=WallClock(), metrics=Metrics(),
+                                  store_dir=tmp_path / "site")
             await service.start()
             ts = np.arange(100, dtype=float) + 1.7e9
             await bus.publish(Batch.of("dev/x", ts, ts % 7))
             await wait_until(lambda: cloud_db_has(data, "SELECT readings = 100 FROM sites WHERE site = 'ref-1'"),
                              timeout=60, what="the readings stored")
-        finally:
             await service.stop()
-            probe.loop_stop()
-            serve.terminate()
-            serve.wait(15)
+            service = None
+    finally:
+        if service is not None:
+            await service.stop()
+        serve.terminate()
+        serve.wait(15)
     out = subprocess.run([sys.executable, "-m", "edgeplane.cli", "cloud", "status", "--data", str(data), "--json"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,4 @@
-"""The CLI of edgeplane-cloud: ``edgeplane cloud serve|push|push-site|status|keygen|ingest`` and ``edgeplane fleet ...``.
+"""The CLI of edgeplane-cloud: ``edgeplane cloud serve|ready|push|push-site|status|keygen|ingest``, ``edgeplane fleet``.
 
 ``cloud serve|push|status`` are the embedded back end (one process, SQLite), unchanged from when
 they lived in the edge host. ``cloud push-site FOLDER`` publishes what of a site folder's file the
@@ -50,20 +50,47 @@ def cloud() -> None:
 @_broker
 @_data
 @click.option("--prefix", default="edgeplane", show_default=True)
+@click.option("--http-port", type=int, default=None,
+              help="serve /healthz and /readyz (broker subscription, store) on this port of 127.0.0.1; 0: any free port")
+@click.option("--http-host", default="127.0.0.1", show_default=True, help="address for --http-port")
 @_with_tls
-def serve(broker: str, data_dir: str, prefix: str, ca: str | None, cert: str | None, tls_key: str | None,
-          username: str | None, password: str | None) -> None:
+def serve(broker: str, data_dir: str, prefix: str, http_port: int | None, http_host: str, ca: str | None,
+          cert: str | None, tls_key: str | None, username: str | None, password: str | None) -> None:
     """Receive every site's uplink into SQLite until interrupted."""
+    from edgeplane_cloud.health import HealthServer
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = CloudServer(broker, data_dir, prefix=prefix, ca=ca, cert=cert, key=tls_key, username=username, password=password)
+    health = HealthServer(server.ready_checks(), http_port, http_host).start() if http_port is not None else None
     server.start()
     click.echo(f"cloud: receiving {prefix}/+/up/# from {broker} into {data_dir}", err=True)
+    if health is not None:
+        click.echo(f"cloud: readiness on {health.url} (liveness /healthz)", err=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
+        if health is not None:
+            health.stop()
         server.stop()
+
+
+@cloud.command()
+@click.option("--url", required=True, help="the /readyz URL of `cloud serve --http-port` or `cloud ingest --health-port`")
+@click.option("--wait", "wait_s", type=float, default=0.0, show_default=True,
+              help="seconds to keep asking while it is not ready (0: ask once)")
+@click.option("--json", "as_json", is_flag=True, help="print the readiness report as JSON")
+def ready(url: str, wait_s: float, as_json: bool) -> None:
+    """Exit 0 once the cloud process at URL reports ready (broker and store reachable), else 1 with why."""
+    from edgeplane_cloud.health import NotReady, wait_ready
+
+    try:
+        report = wait_ready(url, wait_s)
+    except NotReady as e:
+        click.echo(str(e), err=True)
+        raise SystemExit(1) from None
+    click.echo(json.dumps(report) if as_json else "ready: " + ", ".join(f"{k} {v}" for k, v in report["checks"].items()))
 
 
 @cloud.command()

@@ -185,6 +185,15 @@ class CloudStore:
                 return db.execute("SELECT stream, seq, ts, value, quality FROM readings ORDER BY stream, ts").fetchall()
             return db.execute("SELECT stream, seq, ts, value, quality FROM readings WHERE stream=? ORDER BY ts", (stream,)).fetchall()
 
+    def ping(self) -> str | None:
+        """A readiness check: None when the store answers a query, else why not."""
+        try:
+            with self._lock:
+                self.db.execute("SELECT count(*) FROM sites").fetchone()
+        except sqlite3.Error as e:
+            return f"SQLite store {self.folder / 'cloud.db'}: {e}"
+        return None
+
     def close(self) -> None:
         with self._lock:
             for db in self._sites.values():
@@ -201,13 +210,36 @@ class CloudServer:
                  password: str | None = None):
         self.store = CloudStore(folder)
         self.prefix = prefix
+        self.broker = broker
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker granted the uplink subscription (SUBACK)
         self.rejected = 0
         self.client, self._host, self._port = mqtt_client(broker, client_id, clean=False, ca=ca, cert=cert, key=key,
                                                            username=username, password=password)
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+
+    def _on_disconnect(self, *args: Any) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        if all(not code.is_failure for code in reason_codes):
+            self.subscribed.set()
+        else:
+            log.error("cloud: broker refused the subscription to %s/+/up/#: %s", self.prefix, reason_codes)
+
+    def ready_checks(self) -> dict[str, Any]:
+        """What ``/readyz`` checks (:class:`edgeplane_cloud.health.HealthServer`): subscribed at the broker, store answering."""
+        def broker() -> str | None:
+            if self.subscribed.is_set():
+                return None
+            state = "connected, subscription not granted" if self.connected.is_set() else "not connected"
+            return f"{state} to {self.broker} ({self.prefix}/+/up/#)"
+
+        return {"broker": broker, "store": self.store.ping}
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
