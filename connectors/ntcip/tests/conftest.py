@@ -18,9 +18,9 @@ async def controller():
     agents: list[ControllerAgent] = []
     tasks: list[asyncio.Task] = []
 
-    async def factory(stages=([1], [2], [3], [4]), tick: float | None = None, port: int = 0, **kwargs) -> ControllerAgent:
-        model = SignalControllerModel(stages, PhaseTiming(min_green=5, max_green=50, yellow=3, red_clear=2),
-                                      {1: [2], 2: [3]}, start_time=START, **kwargs)
+    async def factory(stages=([1], [2], [3], [4]), tick: float | None = None, port: int = 0, timing=None, **kwargs) -> ControllerAgent:
+        timing = timing or PhaseTiming(min_green=5, max_green=50, yellow=3, red_clear=2)
+        model = SignalControllerModel(stages, timing, {1: [2], 2: [3]}, start_time=START, **kwargs)
         agent = ControllerAgent(model, port=port, community="rw-secret", users=[USER])
         await agent.start()
         agents.append(agent)

@@ -167,7 +167,12 @@ class NtcipConnector(Connector):
 
     async def run(self) -> None:
         backoff = self.reconnect.backoff()
+        task = asyncio.current_task()
         while True:
+            # asyncio.wait_for on Python 3.11 can swallow a cancellation that lands as an answer
+            # arrives (the session's backstop uses it): honour the host's stop anyway
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             began = time.monotonic()
             try:
                 await self.poll_once()
