@@ -83,9 +83,12 @@ def evaluate(nets: list[str], patterns: int, seconds: int, controllers: list[str
             ids = signals(spec)
             multi = len(ids) > 1
             policies = {}
+            shared = shipped_policy(net) if multi else None
+            if shared is not None and PolicyFiles(shared).metadata.get("shared"):
+                policies = {tls: PolicyFiles(shared) for tls in ids}  # one policy at every signal (train --shared)
             for tls in ids:
                 folder = shipped_policy(net if not multi else f"{net}-{tls}")
-                if folder is not None:
+                if folder is not None and tls not in policies:
                     policies[tls] = PolicyFiles(folder)
             for i in range(patterns):
                 route = pattern(spec, "evaluation", i, Path(tmp))
@@ -94,7 +97,8 @@ def evaluate(nets: list[str], patterns: int, seconds: int, controllers: list[str
                     if controller == "rl":
                         if set(policies) != set(ids):
                             continue
-                        kwargs["infer_for"] = {tls: onnx_infer(p.onnx) for tls, p in policies.items()}
+                        sessions = {p.onnx: onnx_infer(p.onnx) for p in policies.values()}  # one session per policy file
+                        kwargs["infer_for"] = {tls: sessions[p.onnx] for tls, p in policies.items()}
                         kwargs["observation"] = next(iter(policies.values())).metadata.get("observation_kind", "lanes")
                     if controller == "max-pressure":
                         kwargs["decision_period"] = tuned_max_pressure_period(net)

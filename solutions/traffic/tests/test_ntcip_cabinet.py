@@ -13,7 +13,7 @@ from edgeplane_traffic.cabinet import SumoCabinet
 from edgeplane_traffic.layout import point_name
 from edgeplane_traffic.shield import unsafe_transitions
 
-SECONDS = 90
+SECONDS = 70
 SPEED = 6.0  # simulated seconds per wall second: each poll of ~25 objects fits well inside a period
 
 

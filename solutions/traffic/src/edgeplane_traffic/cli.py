@@ -57,10 +57,11 @@ def _timing(yellow: float, all_red: float, min_green: float, max_green: float): 
 @click.option("--episode-seconds", type=int, default=None, help="simulated seconds per training episode (default: the scenario's)")
 @click.option("--checkpoints", type=int, default=4, show_default=True, help="checkpoints compared on validation demand")
 @click.option("--validation-patterns", type=int, default=2, show_default=True, help="validation demand patterns per checkpoint")
+@click.option("--shared", is_flag=True, help="multi-signal nets: one PPO policy for every signal (steps count all signals' decisions)")
 @_timing_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def train_command(net: str, route: str | None, algo: str, steps: int, out: Path, seed: int, episode_seconds: int | None,
-                  checkpoints: int, validation_patterns: int, yellow: float, all_red: float, min_green: float,
+                  checkpoints: int, validation_patterns: int, shared: bool, yellow: float, all_red: float, min_green: float,
                   max_green: float, as_json: bool) -> None:
     """Train a policy on generated demand, select it on validation demand, export ONNX plus metadata."""
     try:
@@ -70,9 +71,21 @@ def train_command(net: str, route: str | None, algo: str, steps: int, out: Path,
     spec = _resolve(net, route)
     timing = _timing(yellow, all_red, min_green, max_green)
     command = "edgeplane traffic train " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else None
-    meta = train(spec, algo, steps, out, seed=seed, timing=timing, episode_seconds=episode_seconds, checkpoints=checkpoints,
-                 validation_patterns=validation_patterns, command=command)
-    curve = meta["training_curve"]
+    if shared:
+        from edgeplane_traffic.training_shared import train_shared
+
+        if algo != "ppo":
+            raise click.BadParameter("a shared policy is trained with PPO: add --algo ppo", param_hint="--algo")
+        try:
+            meta = train_shared(spec, steps, out, seed=seed, timing=timing, episode_seconds=episode_seconds,
+                                checkpoints=checkpoints, validation_patterns=validation_patterns, command=command)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--net") from None
+        curve = [{"return": row["mean_return"]} for row in meta["training_curve"]]
+    else:
+        meta = train(spec, algo, steps, out, seed=seed, timing=timing, episode_seconds=episode_seconds, checkpoints=checkpoints,
+                     validation_patterns=validation_patterns, command=command)
+        curve = meta["training_curve"]
     click.echo(f"{'net':<22}{meta['net']}")
     click.echo(f"{'algo / steps / seed':<22}{algo} / {steps} / {seed}")
     click.echo(f"{'episodes':<22}{len(curve)}")

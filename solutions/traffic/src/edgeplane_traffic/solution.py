@@ -168,7 +168,9 @@ class TrafficSignalSolution(Solution):
         """Refuse a shipped policy trained for another layout (its observation would mean something else)."""
         meta = self._shipped_metadata()
         if meta:
-            if meta.get("layout_fingerprint") != self.layout.fingerprint():
+            # a shared policy (train --shared) lists every signal layout it was trained to serve
+            serves = {meta.get("layout_fingerprint"), *(meta.get("layout_fingerprints") or {}).values()}
+            if self.layout.fingerprint() not in serves:
                 raise ValueError(f"solution {self.name!r}: model {self.model_name} was trained on another layout than "
                                  f"signal {self.layout.tls!r} of {self.config.net}: set model: to a policy trained for this net")
 
