@@ -100,6 +100,17 @@ class SnmpSession:
         self._target: UdpTransportTarget | None = None
         self._auth = credentials.auth_data()
         self._context = ContextData()
+        # pysnmp resolves an ObjectIdentity on first use and keeps the result: reuse them (a fresh one per poll
+        # costs more CPU than the request itself)
+        self._identities: dict[str, ObjectType] = {}
+
+    def _object(self, oid: str) -> ObjectType:
+        found = self._identities.get(oid)
+        if found is None:
+            if len(self._identities) > 10_000:  # bounded: OIDs come from the site file, this is a guard
+                self._identities.clear()
+            found = self._identities[oid] = ObjectType(ObjectIdentity(oid))
+        return found
 
     @property
     def address(self) -> str:
@@ -130,7 +141,7 @@ class SnmpSession:
         missing: list[str] = []
         for i in range(0, len(oids), self.max_varbinds):
             chunk = oids[i:i + self.max_varbinds]
-            var_binds = await self._request(get_cmd, [ObjectType(ObjectIdentity(o)) for o in chunk], "GET")
+            var_binds = await self._request(get_cmd, [self._object(o) for o in chunk], "GET")
             if len(var_binds) != len(chunk):
                 raise NtcipError(f"device {self.device!r} ({self.address}) answered {len(var_binds)} values to a GET "
                                  f"of {len(chunk)}: lower max_varbinds")

@@ -1,0 +1,148 @@
+"""NTCIP connector: poll cost and command round trip, against raw pysnmp in the same run.
+
+The controller simulator (an SNMP agent over the phase sequencer) runs in its own process, as a
+cabinet would, with ``--detectors`` loops. The host side polls a single-intersection-sized map
+(volume and occupancy of every loop, the phase status groups, volumeOccupancySequence, globalTime):
+
+1. raw: pysnmp's asyncio ``get_cmd`` for the same OIDs, back to back (no decoding, no bus);
+2. connector: the ``ntcip`` device in a host, polling back to back (``poll: 0``), every value
+   scaled, stamped and published (one publication per period, so most polls are "unchanged");
+3. commands: a guarded write of ``phaseControlGroupHold`` (SET + GET read-back through the host's
+   command path, audit included, polling at 1 s meanwhile) against a raw SET + GET.
+
+    python benchmarks/ntcip.py [--seconds 5] [--detectors 16] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+AGENT = """
+import asyncio, sys
+from edgeplane_ntcip.simulator import ControllerAgent, SignalControllerModel
+async def main():
+    n = int(sys.argv[1])
+    model = SignalControllerModel([[1], [2]], detector_phases={d: [1 + d % 2] for d in range(1, n + 1)})
+    agent = ControllerAgent(model, community="bench")
+    await agent.start()
+    print(agent.port, flush=True)
+    while True:
+        await asyncio.sleep(1.0)
+        model.step({})
+asyncio.run(main())
+"""
+
+
+def oids(detectors: int) -> list[str]:
+    from edgeplane_ntcip.mib import OBJECTS
+
+    out = [OBJECTS[n].instance(d) for d in range(1, detectors + 1) for n in ("detectorVolume", "detectorOccupancy")]
+    out += [OBJECTS[n].instance(1) for n in ("phaseStatusGroupGreens", "phaseStatusGroupYellows", "phaseStatusGroupPhaseNexts")]
+    return out + [OBJECTS["volumeOccupancySequence"].instance(), OBJECTS["globalTime"].instance()]
+
+
+async def raw_polls(port: int, names: list[str], seconds: float) -> tuple[int, float, float]:
+    from pysnmp.hlapi.v3arch.asyncio import CommunityData, ContextData, ObjectIdentity, ObjectType, SnmpEngine, UdpTransportTarget, get_cmd
+
+    engine = SnmpEngine()
+    target = await UdpTransportTarget.create(("127.0.0.1", port), timeout=1, retries=0)
+    binds = [ObjectType(ObjectIdentity(o)) for o in names]
+    count, cpu0, wall0 = 0, time.process_time(), time.monotonic()
+    while time.monotonic() - wall0 < seconds:
+        error, status, _, _ = await get_cmd(engine, CommunityData("bench"), target, ContextData(), *binds, lookupMib=False)
+        assert not error and not int(status), error
+        count += 1
+    engine.close_dispatcher()
+    return count, time.monotonic() - wall0, time.process_time() - cpu0
+
+
+async def raw_commands(port: int, rounds: int) -> list[float]:
+    from edgeplane_ntcip.mib import OBJECTS
+    from edgeplane_ntcip.session import SnmpCredentials, SnmpSession
+
+    session = SnmpSession("raw", "127.0.0.1", port, SnmpCredentials(community="bench"), 1.0, 0)
+    hold = OBJECTS["phaseControlGroupHold"].instance(1)
+    out = []
+    for k in range(rounds):
+        began = time.perf_counter()
+        await session.set({hold: k % 2})
+        await session.get([hold])
+        out.append(time.perf_counter() - began)
+    session.close()
+    return out
+
+
+async def connector(port: int, detectors: int, seconds: float, rounds: int) -> tuple[int, float, float, list[float]]:
+    import edgeplane_ntcip.plugin as plugin
+    from edgeplane.testing import run_host
+
+    points = {f"d{d}_{m}": {"object": obj, "index": d, **({"scale": 0.5} if m == "occ" else {})}
+              for d in range(1, detectors + 1) for m, obj in (("count", "detectorVolume"), ("occ", "detectorOccupancy"))}
+    points["hold"] = {"object": "phaseControlGroupHold", "index": 1, "access": "rw"}
+    site = {"site": {"id": "bench"}, "devices": {"ctl": {
+        "connector": "ntcip", "host": "127.0.0.1", "port": port, "community": "bench", "poll": 0, "max_varbinds": 60,
+        "signal": {"name": "t", "stages": [[1], [2]]}, "points": points}}}
+    async with run_host(site, plugins=[plugin]) as host:
+        await asyncio.sleep(0.5)
+        polls = lambda: sum(host.metrics.value("edgeplane_ntcip_polls_total", device="ctl", result=r)  # noqa: E731
+                            for r in ("published", "unchanged"))
+        before, cpu0, wall0 = polls(), time.process_time(), time.monotonic()
+        await asyncio.sleep(seconds)
+        count, wall, cpu = polls() - before, time.monotonic() - wall0, time.process_time() - cpu0
+    site["devices"]["ctl"]["poll"] = 1.0  # commands measured with the connector polling as in the field
+    async with run_host(site, plugins=[plugin]) as host:
+        await asyncio.sleep(0.5)
+        latencies = []
+        for k in range(rounds):
+            began = time.perf_counter()
+            result = await host.commands.execute("ctl", "hold", k % 2, source="bench", timeout=5)
+            assert result.ok, result.message
+            latencies.append(time.perf_counter() - began)
+    return count, wall, cpu, latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--detectors", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, str(args.detectors)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(agent.stdout.readline())  # type: ignore[union-attr]
+        names = oids(args.detectors)
+        raw_n, raw_wall, raw_cpu = asyncio.run(raw_polls(port, names, args.seconds))
+        raw_cmd = asyncio.run(raw_commands(port, args.rounds))
+        con_n, con_wall, con_cpu, con_cmd = asyncio.run(connector(port, args.detectors, args.seconds, args.rounds))
+    finally:
+        agent.terminate()
+        agent.wait()
+    result = {
+        "objects_per_poll": len(names),
+        "raw_polls_per_s": round(raw_n / raw_wall, 1), "connector_polls_per_s": round(con_n / con_wall, 1),
+        "raw_cpu_ms_per_poll": round(raw_cpu / raw_n * 1000, 3), "connector_cpu_ms_per_poll": round(con_cpu / max(1, con_n) * 1000, 3),
+        "raw_set_get_p50_ms": round(pct(raw_cmd, 50), 3), "raw_set_get_p99_ms": round(pct(raw_cmd, 99), 3),
+        "connector_command_p50_ms": round(pct(con_cmd, 50), 3), "connector_command_p99_ms": round(pct(con_cmd, 99), 3),
+    }
+    print(f"{'figure':<36}{'raw pysnmp':>12}{'connector':>12}")
+    print(f"{'polls/s (' + str(len(names)) + ' objects each)':<36}{result['raw_polls_per_s']:>12}{result['connector_polls_per_s']:>12}")
+    print(f"{'CPU ms per poll (host process)':<36}{result['raw_cpu_ms_per_poll']:>12}{result['connector_cpu_ms_per_poll']:>12}")
+    print(f"{'command p50 ms (SET + read-back)':<36}{result['raw_set_get_p50_ms']:>12}{result['connector_command_p50_ms']:>12}")
+    print(f"{'command p99 ms':<36}{result['raw_set_get_p99_ms']:>12}{result['connector_command_p99_ms']:>12}")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
