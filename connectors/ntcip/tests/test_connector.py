@@ -54,6 +54,15 @@ async def test_v2c_and_v3_read_the_controller_and_bad_credentials_say_what_to_ch
         await v2c.set({OBJECTS["phaseControlGroupHold"].instance(1): 300})
     for session in (v2c, v3, wrong_community, wrong_key):
         session.close()
+    # GETNEXT walks the agent in OID order (snmpwalk works against the simulator)
+    from pysnmp.hlapi.v3arch.asyncio import CommunityData, ContextData, ObjectIdentity, ObjectType, SnmpEngine, UdpTransportTarget, next_cmd
+
+    engine = SnmpEngine()
+    target = await UdpTransportTarget.create(("127.0.0.1", agent.port), timeout=0.5, retries=0)
+    _, status, _, answer = await next_cmd(engine, CommunityData("rw-secret"), target, ContextData(),
+                                          ObjectType(ObjectIdentity(OBJECTS["phaseStatusGroupReds"].oid)), lookupMib=False)
+    engine.close_dispatcher()
+    assert not int(status) and str(answer[0][0]) == OBJECTS["phaseStatusGroupReds"].instance(1) and int(answer[0][1]) == 0b1110
 
 
 def test_config_errors_name_the_field_and_the_fix() -> None:
