@@ -30,6 +30,7 @@ import numpy as np
 from edgeplane.errors import LifecycleError
 from edgeplane.inference.batching import ModelServer, Priority
 from edgeplane.inference.errors import InferenceError, ServiceStoppedError, SwapError
+from edgeplane.inference.manifest import ModelManifest
 from edgeplane.inference.registry import ModelRegistry
 from edgeplane.inference.runtime import LoadedModel, ProviderReport, choose_providers, load_model, usable_cpus
 from edgeplane.inference.settings import InferenceConfig
@@ -61,6 +62,12 @@ class InferenceClient:
     async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *,
                          priority: Priority = "bulk") -> list[dict[str, np.ndarray]]:
         return await self.service.infer_many(model, requests, priority=priority, caller=self.caller)
+
+    async def manifest(self, model: str) -> ModelManifest:
+        """The manifest of the version of ``model`` served now (loaded if it is not yet): its inputs,
+        outputs and provenance, e.g. the feature windows it was trained with. Ask again after a
+        swap (a fleet rollout changes the version in use); when loaded, this costs a lock."""
+        return (await self.service._server(model)).current.manifest
 
 
 class InferenceService:

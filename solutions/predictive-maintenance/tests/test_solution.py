@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +215,40 @@ async def test_break_in_windows_never_enter_the_baseline(edgeplane_host, plugins
         await wait_for(lambda: solution.status()["m1"]["commissioned"], timeout=30)
         settled = np.log10(np.sqrt(np.mean(synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None, seed=44) ** 2)))
         assert abs(float(solution.machines["m1"].baseline.center[0]) - settled) < 0.05  # log10 RMS of the settled level
+
+
+def _rul_model_with_windows(models: Path, windows: list[int]) -> None:
+    """The shipped pdm-rul model as version 99, its manifest naming other feature windows."""
+    import json
+    import shutil
+
+    import edgeplane_pdm
+
+    shipped = Path(edgeplane_pdm.__file__).parent / "models" / "pdm-rul" / "2"
+    target = models / "pdm-rul" / "99"
+    shutil.copytree(shipped, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest.update(version="99")
+    manifest["provenance"]["windows"] = windows
+    manifest.pop("signature", None)
+    (target / "manifest.json").write_text(json.dumps(manifest))
+
+
+async def test_rul_features_follow_the_served_models_manifest(edgeplane_host, plugins, tmp_path):
+    _rul_model_with_windows(tmp_path / "models", [10, 30, 60])
+    s = rul_site()
+    s["inference"]["models"] = str(tmp_path / "models")
+    async with edgeplane_host(s, plugins=plugins) as host:
+        solution = host.solution("pdm")
+        assert solution._rul_windows == (10, 30, 60)  # version 99, the newest, is served
+
+
+async def test_rul_windows_that_contradict_the_models_manifest_are_refused(edgeplane_host, plugins):
+    s = rul_site()
+    s["solutions"]["pdm"]["rul"]["windows"] = [10, 20, 30]
+    async with edgeplane_host(s, plugins=plugins) as host:
+        # the host runs on; the solution does not, and its health says why and what to do
+        await wait_for(lambda: "rul.windows" in str(host.health()["solution:pdm"].get("detail")), timeout=10)
+        detail = host.health()["solution:pdm"]["detail"]
+        assert "[10, 45, 90]" in detail and "fix: remove rul.windows" in detail
+        assert not host.ready

@@ -48,6 +48,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgeplane import Batch, Quality, Solution, SolutionConfig
+from edgeplane.errors import SiteError, SiteProblem
 from edgeplane_pdm.anomaly import AlertState, Baseline
 from edgeplane_pdm.features import FEATURE_NAMES, BearingGeometry, WindowFeatures, window_and_fault_features
 from edgeplane_pdm.quality import window_fault
@@ -112,8 +113,9 @@ class RulAsset(_Model):
 
 class RulConfig(_Model):
     model: str = "pdm-rul"
-    windows: list[int] = Field(default_factory=lambda: list(RUL_WINDOWS), min_length=1,
-                               description="feature windows (cycles) the model was trained with: its manifest's provenance.windows")
+    windows: list[int] | None = Field(None, min_length=1,
+                                      description="feature windows (cycles) of a model whose manifest does not name them "
+                                                  "(provenance.windows); default: the served model's own")
     warning: float = Field(50.0, gt=0, description="alert (warning) when the predicted RUL stays below this many cycles")
     critical: float = Field(20.0, gt=0, description="severity critical below this many cycles")
     clear_margin: float = Field(10.0, ge=0, description="clear when the prediction climbs back above warning + this")
@@ -197,16 +199,16 @@ class PdmSolution(Solution):
             if c.temperature:
                 self._by_topic[c.temperature] = (m, "temperature")
         self.rul_assets: dict[str, _RulState] = {}
-        # the shipped model's windows (a test holds rul.WINDOWS to its manifest); a site that
-        # loads a model trained with another history names its windows in rul.windows
-        self._rul_windows: tuple[int, ...] = tuple(config.rul.windows) if config.rul is not None else RUL_WINDOWS
+        # the served model's windows, read from its manifest before each prediction (a rollout may
+        # swap in a model trained with another history); until then the shipped model's
+        self._rul_windows: tuple[int, ...] = RUL_WINDOWS
         if config.rul is not None:
             r = config.rul
             for asset, c in config.rul.assets.items():
                 # scores are negated RUL so that "higher is worse", as AlertState expects
                 self.rul_assets[asset] = _RulState(c, AlertState(high=-r.warning, clear=-(r.warning + r.clear_margin),
                                                                  critical=-r.critical, persist=r.persist),
-                                                   history=collections.deque(maxlen=max(r.windows)))
+                                                   history=collections.deque(maxlen=RUL_HISTORY))
                 self._by_topic[c.cycle] = (asset, "rul_cycle")
                 for sensor, topic in c.sensors.items():
                     self._by_topic[topic] = (asset, f"rul_sensor:{sensor}")
@@ -224,7 +226,10 @@ class PdmSolution(Solution):
         return f"pdm/{self.name}/{machine}/baseline"
 
     async def start(self) -> None:
-        """Restore each machine's commissioning baseline from the site's store, if it has one."""
+        """Check the RUL model's feature windows; restore each machine's commissioning baseline
+        from the site's store, if it has one."""
+        if self.config.rul is not None:
+            await self._follow_rul_model()
         if self.context.store is None:
             return
         for machine, state in self.machines.items():
@@ -383,6 +388,7 @@ class PdmSolution(Solution):
                 continue
             state.history.append([state.latest[f"s{i}"] for i in SENSORS])
             state.cycles += 1
+            await self._follow_rul_model()
             x = features_at(np.array(state.history), float(cycle), RAW_MEAN, RAW_STD, self._rul_windows)
             out = await self.context.inference.infer(self.config.rul.model, {"features": x[None]})
             rul = float(np.clip(np.asarray(next(iter(out.values()))).ravel()[0], 0, None))
@@ -402,6 +408,27 @@ class PdmSolution(Solution):
                 self.log.warning("asset %s: predicted RUL %.0f cycles (%s)", asset, rul, state.alert.severity)
                 await self.context.emit(topic, "rul_alert" if change == "raise" else "rul_escalate", data,
                                         severity=state.alert.severity)
+
+    async def _follow_rul_model(self) -> None:
+        """Use the feature windows of the RUL model served now (its manifest's provenance.windows)."""
+        from edgeplane_pdm.rul import model_windows
+
+        assert self.config.rul is not None
+        manifest = await self.context.inference.manifest(self.config.rul.model)
+        named = (manifest.provenance.model_extra or {}).get("windows")
+        configured = self.config.rul.windows
+        if named and configured and tuple(configured) != tuple(int(w) for w in named):
+            raise SiteError([SiteProblem(
+                f"solutions.{self.name}.rul.windows",
+                f"{configured}, but model {manifest.name!r} version {manifest.version!r} was trained with windows "
+                f"{list(named)}", fix="remove rul.windows: the served model's own windows are used")])
+        windows = tuple(configured) if configured else model_windows(manifest.provenance.model_extra or {})
+        if windows != self._rul_windows:
+            self.log.info("RUL feature windows %s (model %s version %s)", list(windows), manifest.name, manifest.version)
+            self._rul_windows = windows
+        for state in self.rul_assets.values():
+            if state.history.maxlen is None or state.history.maxlen < max(windows):
+                state.history = collections.deque(state.history, maxlen=max(windows))
 
     async def _publish(self, machine: str, ts: float, feats: WindowFeatures, score: float | None, slope: float | None) -> None:
         state = self.machines[machine]
