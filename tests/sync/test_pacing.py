@@ -66,3 +66,16 @@ async def test_the_window_halves_on_each_drop_down_to_one_small_envelope():
     assert pacer.envelope_body_limit() == 1_000
     assert pacer.in_flight == 0
     await pacer.wait_for_room()  # nothing in flight: one envelope may always go
+
+
+def test_the_largest_envelope_a_site_may_configure_is_one_the_cloud_accepts():
+    import pytest
+    from pydantic import ValidationError
+
+    from edgeplane.sync.codec import MAX_ENVELOPE_BYTES
+    from edgeplane.sync.settings import UplinkConfig
+
+    bounds = [m.le for m in UplinkConfig.model_fields["max_envelope_bytes"].metadata if hasattr(m, "le")]
+    assert bounds == [MAX_ENVELOPE_BYTES]
+    with pytest.raises(ValidationError, match="max_envelope_bytes"):
+        UplinkConfig(url="mqtt://broker:1883", max_envelope_bytes=MAX_ENVELOPE_BYTES + 1)

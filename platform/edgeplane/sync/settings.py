@@ -79,11 +79,16 @@ class UplinkConfig(ConfigModel):
     client_id: str | None = Field(None, description="MQTT client id; default edgeplane-<site id>")
     topic_prefix: str = Field("edgeplane", description="topic tree root: <prefix>/<site>/up/..., <prefix>/<site>/down/...")
     inflight: int = Field(16, ge=1, le=1000, description="envelopes sent and not yet acknowledged by the broker")
-    max_envelope_bytes: int = Field(256_000, ge=1_000, description="largest uncompressed envelope body")
+    # le: sync.codec.MAX_ENVELOPE_BYTES, what the cloud end accepts (tests/sync/test_pacing.py holds them equal)
+    max_envelope_bytes: int = Field(256_000, ge=1_000, le=16_000_000,
+                                    description="largest uncompressed envelope body (the cloud end refuses over 16 MB); "
+                                                "on a slow link the site sends smaller ones, paced to the link")
     backlog_rate: Rate | None = Field(
         None, description="readings per second for data queued before the link came back; live data is not limited"
     )
     keepalive: Duration = 30.0
+    reconnect_initial: Duration = Field(0.2, gt=0, description="first wait before reconnecting; doubles up to reconnect_max")
+    reconnect_max: Duration = Field(5.0, gt=0, description="longest wait between reconnect attempts")
 
     @field_validator("url")
     @classmethod

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterable, Mapping
 from urllib.parse import urlsplit
 
+from edgeplane.reconnect import ReconnectPolicy
 from edgeplane.sync.settings import UplinkConfig
 
 if TYPE_CHECKING:
@@ -169,7 +170,8 @@ class MqttTransport(Transport):
                              protocol=mqtt.MQTTv311)
         client.max_inflight_messages_set(self.config.inflight)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(0.2, 5)
+        policy = ReconnectPolicy.of(self.config.reconnect_initial, self.config.reconnect_max)
+        client.reconnect_delay_set(policy.initial, policy.maximum)  # paho doubles from one to the other
         if tls:
             client.tls_set(ca_certs=self._path(self.config.ca), certfile=self._path(self.config.cert),
                            keyfile=self._path(self.config.key), cert_reqs=ssl.CERT_REQUIRED)
