@@ -66,7 +66,7 @@ class PointTable:
     one lookup, not one pattern match per point.
     """
 
-    __slots__ = ("topics", "units", "_index", "_route")
+    __slots__ = ("topics", "units", "all_ids", "_index", "_route")
 
     def __init__(self, topics: Iterable[str], units: Iterable[str | None] | None = None):
         self.topics: tuple[str, ...] = tuple(topics)
@@ -74,6 +74,10 @@ class PointTable:
         if len(self.units) != len(self.topics):
             raise ValueError(f"point table: {len(self.topics)} topics but {len(self.units)} units; give one unit "
                              f"(or None) per topic")
+        # one row per point in id order, the shape of a full poll: pass it as ``point_ids`` and the
+        # bus skips the checks and searches such a batch needs otherwise
+        self.all_ids = np.arange(len(self.topics))
+        self.all_ids.flags.writeable = False
         self._index = {topic: i for i, topic in enumerate(self.topics)}
         if len(self._index) != len(self.topics):
             twice = sorted({t for t in self.topics if self.topics.count(t) > 1})
@@ -165,24 +169,30 @@ class Batch:
         """A multi-point batch: row ``i`` is a reading of ``table.topics[point_ids[i]]``.
 
         ``ts`` may be one timestamp for every row (one poll), ``quality`` one quality for every
-        row. Checks lengths and that every point id is in the table.
+        row. Checks lengths and that every point id is in the table (``table.all_ids``, one row
+        per point, needs no check).
         """
-        ids = np.asarray(point_ids)
+        ids = point_ids if point_ids is table.all_ids else np.asarray(point_ids)
         if ids.dtype.kind not in "iu":
             raise ValueError(f"multi-point batch: point_ids must be integers, got dtype {ids.dtype}")
         n = len(ids)
-        ts_arr = np.full(n, ts, dtype=np.float64) if np.ndim(ts) == 0 else np.asarray(ts, dtype=np.float64)
-        if quality is None:
+        if isinstance(ts, np.ndarray):
+            ts_arr = ts if ts.dtype == np.float64 else ts.astype(np.float64)
+        else:
+            ts_arr = np.full(n, ts, dtype=np.float64) if np.ndim(ts) == 0 else np.asarray(ts, dtype=np.float64)
+        if isinstance(quality, np.ndarray) and quality.dtype == np.uint8:
+            q_arr = quality
+        elif quality is None:
             q_arr = np.zeros(n, dtype=np.uint8)
         elif np.ndim(quality) == 0:
             q_arr = np.full(n, quality, dtype=np.uint8)
         else:
             q_arr = np.asarray(quality, dtype=np.uint8)
-        val_arr = np.asarray(values)
+        val_arr = values if isinstance(values, np.ndarray) else np.asarray(values)
         if not (len(ts_arr) == len(val_arr) == len(q_arr) == n):
             raise ValueError(f"multi-point batch: point_ids, ts, values and quality differ in length "
                              f"({n}, {len(ts_arr)}, {len(val_arr)}, {len(q_arr)})")
-        if n and (int(ids.min()) < 0 or int(ids.max()) >= len(table)):
+        if n and ids is not table.all_ids and (int(ids.min()) < 0 or int(ids.max()) >= len(table)):
             raise ValueError(f"multi-point batch: point ids must lie in 0..{len(table) - 1} (the table's points), "
                              f"got {int(ids.min())}..{int(ids.max())}")
         return cls._make(table, ids, ts_arr, val_arr, q_arr)
@@ -297,10 +307,15 @@ class Batch:
         return f"Batch(<{len(self.table)} points>, n={len(self.ts)})"
 
 
-def _newest(found: Batch | tuple[Batch, int]) -> tuple[float, Any, Quality]:
-    if type(found) is Batch:
-        return _reading(found, len(found.ts) - 1)
-    return _reading(*found)  # type: ignore[misc]
+def _newest(batch: Batch, topic: str) -> tuple[float, Any, Quality]:
+    """The newest reading of ``topic`` in a batch that holds it."""
+    table = batch.table
+    if table is None:
+        return _reading(batch, len(batch.ts) - 1)
+    pid = table.id_of(topic)
+    if batch.point_ids is table.all_ids:
+        return _reading(batch, pid)
+    return _reading(batch, int(np.flatnonzero(batch.point_ids == pid)[-1]))
 
 
 def _reading(batch: Batch, row: int) -> tuple[float, Any, Quality]:
@@ -511,8 +526,8 @@ class Bus:
         self._subscriptions: list[Subscription] = []
         self._routes: dict[str, tuple[Subscription, ...]] = {}  # topic -> matching subscriptions
         self._generation = 0  # changes with the set of subscriptions: invalidates PointTable routes
-        # topic -> a single-point batch (its last row is the newest), or (multi-point batch, row)
-        self._latest: dict[str, Batch | tuple[Batch, int]] = {}
+        # topic -> the newest batch holding it (for a multi-point batch, its last row of the topic)
+        self._latest: dict[str, Batch] = {}
         self.published_batches = 0
         self.published_points = 0
         self.published_events = 0
@@ -667,42 +682,33 @@ class Bus:
                 self._latest[message._topic] = message  # type: ignore[index]
                 return
             ids = message.point_ids
-            assert ids is not None
-            latest, topics = self._latest, table.topics
-            if n == 1 or bool((ids[1:] > ids[:-1]).all()):
-                # one row per point, in id order: what a poll of a block publishes
-                for row, pid in enumerate(ids.tolist()):
-                    latest[topics[pid]] = (message, row)
-                return
-            # the newest row of each point: the first occurrence in the reversed id column
-            present, first_from_end = np.unique(ids[::-1], return_index=True)
-            for pid, row in zip(present.tolist(), (n - 1 - first_from_end).tolist()):
-                latest[topics[pid]] = (message, row)
+            if ids is table.all_ids:
+                self._latest.update(dict.fromkeys(table.topics, message))
+            else:
+                topics = table.topics
+                self._latest.update(dict.fromkeys([topics[i] for i in np.unique(ids).tolist()], message))
         else:
             self.published_events += 1
 
     def latest(self, topic: str) -> tuple[float, Any, Quality] | None:
         """The newest reading seen on ``topic`` as (timestamp, value, quality), or None."""
         found = self._latest.get(topic)
-        return None if found is None else _newest(found)
+        return None if found is None else _newest(found, topic)
 
     def latest_batch(self, topic: str) -> Batch | None:
         """The newest single-point batch seen on ``topic`` (a whole waveform window, say), or None.
 
         When the newest readings came in a multi-point batch, its rows of ``topic``."""
-        found = self._latest.get(topic)
-        if found is None:
-            return None
-        if type(found) is Batch:
-            return found
-        batch = found[0]
+        batch = self._latest.get(topic)
+        if batch is None or batch.table is None:
+            return batch
         pid = batch.table.id_of(topic)
         return next(piece for p, piece in batch._split() if p == pid)
 
     def latest_matching(self, pattern: str) -> dict[str, tuple[float, Any, Quality]]:
         """The newest reading of every topic matching ``pattern``."""
         matcher = _compile(pattern)
-        return {t: _newest(found) for t, found in self._latest.items() if matcher(t)}
+        return {t: _newest(found, t) for t, found in self._latest.items() if matcher(t)}
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:

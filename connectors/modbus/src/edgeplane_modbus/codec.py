@@ -133,24 +133,33 @@ NUMPY_TYPES: dict[str, str] = {
 }
 
 
-def decode_many(registers: np.ndarray, offsets: np.ndarray, type_: str, byte_order: Order = "big",
+def decode_many(registers: Any, offsets: np.ndarray, type_: str, byte_order: Order = "big",
                 word_order: Order = "big") -> np.ndarray:
     """Raw values of many points of one numeric type and order inside one read block, at once.
 
-    ``registers`` is the block as an unsigned 16-bit array (register values, as pymodbus gives
-    them), ``offsets`` the register offset of each point in the block. Gives what :func:`decode`
-    gives point by point, as a native-endian numpy array of the type (no scale applied).
+    ``registers`` is the block's register values (a list as pymodbus gives them, or an array),
+    ``offsets`` the register offset of each point in the block. Gives what :func:`decode` gives
+    point by point, as a native-endian numpy array of the type (no scale applied).
     """
-    width = REGISTERS[type_]
+    return decode_gathered(wire_registers(registers)[gather_index(offsets, type_)], type_, byte_order, word_order)
+
+
+def wire_registers(registers: Any) -> np.ndarray:
+    """Register values as big-endian 16-bit words: the block's bytes exactly as on the wire."""
+    return np.asarray(registers, dtype=">u2")
+
+
+def gather_index(offsets: np.ndarray, type_: str) -> np.ndarray:
+    """Index into a block's registers giving one row of registers per point (compute it once)."""
     offsets = np.asarray(offsets, dtype=np.intp)
-    if width == 1:
-        regs = registers[offsets]
-    else:
-        regs = registers[offsets[:, None] + np.arange(width)]  # one row of registers per point
-        if word_order == "little":
-            regs = regs[:, ::-1]
+    return offsets[:, None] + np.arange(REGISTERS[type_])
+
+
+def decode_gathered(rows: np.ndarray, type_: str, byte_order: Order = "big", word_order: Order = "big") -> np.ndarray:
+    """Decode ``rows`` (big-endian words, one row of registers per point) as ``type_``."""
+    if word_order == "little":
+        rows = rows[:, ::-1]
     if byte_order == "little":
-        regs = regs.byteswap()
-    # register values laid out big-endian are the value's bytes, most significant first
-    wire = np.ascontiguousarray(regs, dtype=">u2")
-    return wire.view(NUMPY_TYPES[type_]).reshape(len(offsets)).astype(NUMPY_TYPES[type_][1:])
+        rows = rows.byteswap()  # each register's two bytes swapped back into value order
+    # the words laid end to end are the value's bytes, most significant first
+    return np.ascontiguousarray(rows).view(NUMPY_TYPES[type_]).reshape(len(rows)).astype(NUMPY_TYPES[type_][1:])

@@ -70,16 +70,23 @@ class _Vector:
     bits: np.ndarray | None  # for "bool": the bit of each point
     scale: np.ndarray
     offset: np.ndarray
+    index: np.ndarray | None = None  # numeric types: the registers of each point, one row per point
+    plain: bool = False  # every scale 1 and offset 0: the raw values are the values
+
+    def __post_init__(self) -> None:
+        if self.type_ in codec.NUMPY_TYPES:
+            self.index = codec.gather_index(self.offsets, self.type_)
+        self.plain = bool((self.scale == 1.0).all() and (self.offset == 0.0).all())
 
     def decode(self, registers: np.ndarray) -> np.ndarray:
-        if self.type_ == "bit":
-            raw: np.ndarray = registers[self.offsets]
-        elif self.type_ == "bool":
+        if self.index is not None:
+            raw: np.ndarray = codec.decode_gathered(registers[self.index], self.type_, self.byte_order,  # type: ignore[arg-type]
+                                                    self.word_order)  # type: ignore[arg-type]
+        elif self.type_ == "bit":
+            raw = registers[self.offsets]
+        else:  # "bool": one bit of a register
             raw = (registers[self.offsets] >> self.bits) & 1
-        else:
-            raw = codec.decode_many(registers, self.offsets, self.type_, self.byte_order,  # type: ignore[arg-type]
-                                    self.word_order)  # type: ignore[arg-type]
-        return raw * self.scale + self.offset
+        return raw.astype(np.float64) if self.plain else raw * self.scale + self.offset
 
 
 class _BlockDecoder:
@@ -94,8 +101,10 @@ class _BlockDecoder:
         self.bits = table_kind in BIT_TABLES
         self.table = PointTable([p.topic for p in self.points], [p.unit for p in self.points]) if self.points else None
         n = len(self.points)
-        self.all_ids = np.arange(n)
+        self.all_ids = self.table.all_ids if self.table is not None else np.arange(0)
         self.nan = np.full(n, np.nan)
+        self.good = np.zeros(n, dtype=np.uint8)  # shared by every poll's batch: batches are read-only
+        self.good.flags.writeable = False
         groups: dict[tuple[str, str, str], list[int]] = {}
         self.singles: list[tuple[int, _Compiled]] = []  # numeric, decoded one by one (SunSpec)
         self.texts: list[_Compiled] = []
@@ -115,8 +124,12 @@ class _BlockDecoder:
                 np.array(ids), np.array([m.span.address - start for m in members]), type_, byte_order, word_order,
                 np.array([m.bit or 0 for m in members]) if type_ == "bool" else None,
                 np.array([m.scale for m in members]), np.array([m.offset for m in members])))
+        # the common map: one type and order for the whole block, nothing decoded one by one
+        self.whole = (len(self.vectors) == 1 and not self.singles and not self.texts
+                      and np.array_equal(self.vectors[0].ids, np.arange(n)))
         text_ids = {self.points.index(t) for t in self.texts}
-        self.numeric_ids = np.array([i for i in range(n) if i not in text_ids], dtype=np.intp)
+        self.numeric_ids = (self.all_ids if not text_ids else
+                            np.array([i for i in range(n) if i not in text_ids], dtype=np.intp))
         self.start = start
 
     def bad(self, ts: float) -> Batch | None:
@@ -152,6 +165,7 @@ class ModbusConnector(Connector):
         self._errors = context.metrics.counter("edgeplane_modbus_request_errors_total",
                                                "Modbus requests that failed, by device and reason", labels)
         self._requests = context.metrics.counter("edgeplane_modbus_requests_total", "Modbus read requests", ["device"])
+        self._request_count = self._requests.labels(device=name)
         self._polls = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -202,7 +216,7 @@ class ModbusConnector(Connector):
 
     async def _read(self, block: ReadBlock) -> Any:
         try:
-            self._requests.labels(device=self.name).inc()
+            self._request_count.inc()
             return await self.read_block(block.table, block.start, block.count)
         except ModbusError as e:
             return e
@@ -216,12 +230,10 @@ class ModbusConnector(Connector):
         ts = self.context.clock.now()
         deferred = bool(self.models)  # SunSpec values need scale factors from any block
         results: list[Any] = []
-        # the next request is on the wire while this block is decoded and published
-        pending = asyncio.ensure_future(self._read(blocks[0]))
-        for i in range(len(blocks)):
-            result = await pending
-            if i + 1 < len(blocks):
-                pending = asyncio.ensure_future(self._read(blocks[i + 1]))
+        # one request after the other: the link serialises them anyway, and a task per request to
+        # overlap decoding with the next round trip cost more CPU than decoding a block now does
+        for i, block in enumerate(blocks):
+            result = await self._read(block)
             if deferred:
                 results.append(result)
             else:
@@ -257,10 +269,13 @@ class ModbusConnector(Connector):
         if decoder.table is None:
             return
         n = len(decoder.points)
-        values = np.empty(n)
-        registers = np.asarray(result, dtype=np.bool_ if decoder.bits else np.uint16)
-        for vector in decoder.vectors:
-            values[vector.ids] = vector.decode(registers)
+        registers = np.asarray(result, dtype=np.bool_) if decoder.bits else codec.wire_registers(result)
+        if decoder.whole:
+            values = decoder.vectors[0].decode(registers)
+        else:
+            values = np.empty(n)
+            for vector in decoder.vectors:
+                values[vector.ids] = vector.decode(registers)
         ids = decoder.numeric_ids
         texts: list[Batch] = []
         if decoder.singles or decoder.texts:
@@ -280,7 +295,10 @@ class ModbusConnector(Connector):
                 raw = point.decode(data, point.span.address - decoder.start)
                 if raw is not None:
                     texts.append(Batch(point.topic, np.array([ts]), np.array([raw], dtype=object), _GOOD, point.unit))
-        batch = Batch.rows(decoder.table, ids, ts, values if len(ids) == n else values[ids], Quality.GOOD)
+        if len(ids) == n:
+            batch = Batch.rows(decoder.table, ids, ts, values, decoder.good)
+        else:
+            batch = Batch.rows(decoder.table, ids, ts, values[ids], Quality.GOOD)
         if texts:
             await bus.publish_many([batch, *texts])
         else:
