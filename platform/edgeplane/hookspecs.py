@@ -15,6 +15,11 @@ A plugin is a module (or object) with functions named after these hooks, each de
     def edgeplane_register_connectors(register):
         register("modbus", ModbusConnector)
 
+A registration hook receives ``register``, a registrar object bound to the plugin
+(:class:`edgeplane.plugins.ConnectorRegistrar` and its siblings, as tox hands its plugins a
+registry): calling it registers one thing, which edgeplane checks and records under the
+plugin's name.
+
 Hooks are synchronous and declarative: they hand edgeplane classes and descriptions, and the
 objects made from those classes do the async work (``start``, ``run``, ``write``, ``on_batch``,
 ``stop``). No reading, batch or command ever travels through a hook. A plugin implements only
@@ -26,19 +31,21 @@ plugins were loaded; a hook that raises marks its plugin as failed, and the othe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    import click
-
-    from edgeplane.components import Connector, Solution
-    from edgeplane.config import Profile
     from edgeplane.console.panels import Panel
     from edgeplane.host import Host
+    from edgeplane.plugins import (
+        CommandRegistrar,
+        ConnectorRegistrar,
+        ModelRegistrar,
+        ProfileRegistrar,
+        SolutionRegistrar,
+        TransportRegistrar,
+    )
 
 PROJECT = "edgeplane"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -46,7 +53,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def edgeplane_register_connectors(register: Callable[[str, type[Connector]], None]) -> None:
+def edgeplane_register_connectors(register: ConnectorRegistrar) -> None:
     """Register connector types: ``register(name, ConnectorClass)``.
 
     Called when the registry is built, before any site file is validated. ``name`` is what a
@@ -58,7 +65,7 @@ def edgeplane_register_connectors(register: Callable[[str, type[Connector]], Non
 
 
 @hookspec
-def edgeplane_register_solutions(register: Callable[[str, type[Solution]], None]) -> None:
+def edgeplane_register_solutions(register: SolutionRegistrar) -> None:
     """Register solution types: ``register(name, SolutionClass)``.
 
     Called when the registry is built. ``name`` is what a solution's ``type:`` key names
@@ -68,7 +75,7 @@ def edgeplane_register_solutions(register: Callable[[str, type[Solution]], None]
 
 
 @hookspec
-def edgeplane_register_transports(register: Callable[[str, type[Any]], None]) -> None:
+def edgeplane_register_transports(register: TransportRegistrar) -> None:
     """Register uplink transports for the sync layer: ``register(name, TransportClass)``.
 
     Called when the registry is built. ``name`` is what a site's ``sync.uplink.transport``
@@ -81,7 +88,7 @@ def edgeplane_register_transports(register: Callable[[str, type[Any]], None]) ->
 
 
 @hookspec
-def edgeplane_register_profiles(register: Callable[[Profile | str | Path], None]) -> None:
+def edgeplane_register_profiles(register: ProfileRegistrar) -> None:
     """Register device profiles shipped with the plugin: ``register(profile_or_yaml_path)``.
 
     Called when the registry is built. A profile is a reusable point map (see
@@ -91,7 +98,7 @@ def edgeplane_register_profiles(register: Callable[[Profile | str | Path], None]
 
 
 @hookspec
-def edgeplane_register_commands(register: Callable[[click.Command], None]) -> None:
+def edgeplane_register_commands(register: CommandRegistrar) -> None:
     """Register CLI commands: ``register(click_command_or_group)``.
 
     Called when the ``edgeplane`` CLI starts. Each command or group becomes a subcommand
@@ -101,7 +108,7 @@ def edgeplane_register_commands(register: Callable[[click.Command], None]) -> No
 
 
 @hookspec
-def edgeplane_register_models(register: Callable[[Path], None]) -> None:
+def edgeplane_register_models(register: ModelRegistrar) -> None:
     """Register model folders shipped with the plugin: ``register(path)``.
 
     Called when the registry is built. ``path`` is a folder of models the inference service can

@@ -18,7 +18,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar
 
 import pluggy
 import yaml
@@ -26,22 +26,22 @@ from pydantic import ValidationError, create_model
 
 from edgeplane import hookspecs
 from edgeplane.config.base import DeviceConfig, Profile, SolutionConfig
+from edgeplane.components import Connector, Solution
 from edgeplane.errors import PluginLoadError, RegistrationError, UnknownTypeError
+
+if TYPE_CHECKING:
+    import click
+
+    from edgeplane.console.panels import Panel
+    from edgeplane.host import Host
+    from edgeplane.sync.transport import Transport
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "edgeplane"
 BUILTIN = "builtin"
 
-_REGISTER_HOOKS = {
-    "connectors": "edgeplane_register_connectors",
-    "solutions": "edgeplane_register_solutions",
-    "transports": "edgeplane_register_transports",
-    "profiles": "edgeplane_register_profiles",
-    "commands": "edgeplane_register_commands",
-    "models": "edgeplane_register_models",
-}
-
+V = TypeVar("V")
 
 @dataclass
 class PluginInfo:
@@ -63,31 +63,87 @@ class PluginInfo:
         }
 
 
+class Table(Generic[V]):
+    """One kind of registered thing: name -> value, and the plugin that registered each name.
+
+    ``kind`` is the singular noun used in messages ("connector").
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.entries: dict[str, V] = {}
+        self.owners: dict[str, str] = {}
+
+    def add(self, name: str, value: V, plugin: str) -> None:
+        owner = self.owners.get(name)
+        if owner is not None:
+            raise RegistrationError(
+                f"plugin {plugin!r} registers {self.kind} {name!r}, which plugin {owner!r} already registered: "
+                f"uninstall one of them or block one with EDGEPLANE_DISABLE_PLUGINS"
+            )
+        self.entries[name] = value
+        self.owners[name] = plugin
+
+    def forget(self, plugin: str) -> None:
+        """Drop everything ``plugin`` registered here."""
+        for name, owner in list(self.owners.items()):
+            if owner == plugin:
+                del self.owners[name]
+                self.entries.pop(name, None)
+
+
 class Registry:
-    """Everything the loaded plugins registered, by kind and name."""
+    """Everything the loaded plugins registered, by kind and name.
+
+    Each kind is a typed :class:`Table`; ``connectors``, ``solutions``, ``transports``,
+    ``profiles`` and ``commands`` are their name -> value mappings.
+    """
 
     def __init__(self) -> None:
-        self.connectors: dict[str, type] = {}
-        self.solutions: dict[str, type] = {}
-        self.transports: dict[str, type] = {}
-        self.profiles: dict[str, Profile] = {}
-        self.commands: dict[str, Any] = {}
+        self.connector_table: Table[type[Connector]] = Table("connector")
+        self.solution_table: Table[type[Solution]] = Table("solution")
+        self.transport_table: Table[type[Transport]] = Table("transport")
+        self.profile_table: Table[Profile] = Table("profile")
+        self.command_table: Table[click.Command] = Table("command")
         self.models: list[Path] = []
-        self.owners: dict[tuple[str, str], str] = {}
         self.failed: dict[str, PluginLoadError] = {}
         self._device_models: dict[str, type[DeviceConfig]] = {}
         self._solution_models: dict[str, type[SolutionConfig]] = {}
 
-    def _add(self, kind: str, name: str, value: Any, plugin: str) -> None:
-        table = getattr(self, kind)
-        owner = self.owners.get((kind, name))
-        if owner is not None:
-            raise RegistrationError(
-                f"plugin {plugin!r} registers {kind[:-1]} {name!r}, which plugin {owner!r} already registered: "
-                f"uninstall one of them or block one with EDGEPLANE_DISABLE_PLUGINS"
-            )
-        table[name] = value
-        self.owners[(kind, name)] = plugin
+    @property
+    def connectors(self) -> dict[str, type[Connector]]:
+        return self.connector_table.entries
+
+    @property
+    def solutions(self) -> dict[str, type[Solution]]:
+        return self.solution_table.entries
+
+    @property
+    def transports(self) -> dict[str, type[Transport]]:
+        return self.transport_table.entries
+
+    @property
+    def profiles(self) -> dict[str, Profile]:
+        return self.profile_table.entries
+
+    @property
+    def commands(self) -> dict[str, click.Command]:
+        return self.command_table.entries
+
+    def tables(self) -> dict[str, Table[Any]]:
+        """Every table by its plural name ("connectors", ...), as ``edgeplane plugins list`` shows them."""
+        return {"connectors": self.connector_table, "solutions": self.solution_table,
+                "transports": self.transport_table, "profiles": self.profile_table, "commands": self.command_table}
+
+    @property
+    def owners(self) -> dict[tuple[str, str], str]:
+        """(plural kind, name) -> the plugin that registered it."""
+        return {(kind, name): owner for kind, table in self.tables().items() for name, owner in table.owners.items()}
+
+    def forget(self, plugin: str) -> None:
+        """Drop everything ``plugin`` registered (it failed part way)."""
+        for table in self.tables().values():
+            table.forget(plugin)
 
     def device_model(self, kind: str) -> type[DeviceConfig]:
         """The pydantic model a device entry of connector type ``kind`` is validated by."""
@@ -130,11 +186,142 @@ class Registry:
         hint = f"install the plugin that provides it (pip install edgeplane-{name.split('.')[0]})"
         return f"{hint}; installed {kind} types: {', '.join(known) or 'none'}"
 
-    def require(self, kind: str, name: str) -> type:
-        table = self.connectors if kind == "connector" else self.solutions
+    def require(self, kind: str, name: str) -> type[Connector] | type[Solution]:
+        table: dict[str, type[Connector]] | dict[str, type[Solution]] = (
+            self.connectors if kind == "connector" else self.solutions)
         if name not in table:
             raise UnknownTypeError(f"unknown {kind} type {name!r}: {self.explain_missing(kind, name)}")
         return table[name]
+
+
+class Registrar:
+    """What a registration hook receives as ``register``: a callable bound to one plugin.
+
+    Plugins call it as before (``register("modbus", ModbusConnector)``); edgeplane checks what is
+    registered and records it under the plugin's name.
+    """
+
+    def __init__(self, plugin: str, info: PluginInfo, kind: str) -> None:
+        self.plugin = plugin
+        self._info = info
+        self._kind = kind
+
+    def _note(self, name: str) -> None:
+        self._info.registered.setdefault(self._kind, []).append(name)
+
+    def _check_name(self, name: object, what: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise RegistrationError(f"plugin {self.plugin!r}: a {what} name must be a non-empty string, got {name!r}")
+
+
+class ConnectorRegistrar(Registrar):
+    """``register(name, ConnectorClass)`` for :func:`~edgeplane.hookspecs.edgeplane_register_connectors`."""
+
+    def __init__(self, table: Table[type[Connector]], plugin: str, info: PluginInfo) -> None:
+        super().__init__(plugin, info, "connectors")
+        self._table = table
+
+    def __call__(self, name: str, cls: type[Connector]) -> None:
+        self._check_name(name, "connector")
+        _check_component(self.plugin, "connector", name, cls, Connector, DeviceConfig)
+        self._table.add(name, cls, self.plugin)
+        self._note(name)
+
+
+class SolutionRegistrar(Registrar):
+    """``register(name, SolutionClass)`` for :func:`~edgeplane.hookspecs.edgeplane_register_solutions`."""
+
+    def __init__(self, table: Table[type[Solution]], plugin: str, info: PluginInfo) -> None:
+        super().__init__(plugin, info, "solutions")
+        self._table = table
+
+    def __call__(self, name: str, cls: type[Solution]) -> None:
+        self._check_name(name, "solution")
+        _check_component(self.plugin, "solution", name, cls, Solution, SolutionConfig)
+        self._table.add(name, cls, self.plugin)
+        self._note(name)
+
+
+class TransportRegistrar(Registrar):
+    """``register(name, TransportClass)`` for :func:`~edgeplane.hookspecs.edgeplane_register_transports`."""
+
+    def __init__(self, table: Table[type[Transport]], plugin: str, info: PluginInfo) -> None:
+        super().__init__(plugin, info, "transports")
+        self._table = table
+
+    def __call__(self, name: str, cls: type[Transport]) -> None:
+        from edgeplane.sync.settings import UplinkConfig
+        from edgeplane.sync.transport import Transport
+
+        self._check_name(name, "transport")
+        # a subclass of Transport, or a class with its methods (the sync service's needs)
+        needed = ("connect", "publish", "subscribe", "close")
+        if not isinstance(cls, type) or not (issubclass(cls, Transport) or all(hasattr(cls, m) for m in needed)):
+            raise RegistrationError(f"plugin {self.plugin!r}: transport {name!r} must subclass edgeplane.sync.Transport")
+        config_model = getattr(cls, "Config", UplinkConfig)
+        if not (isinstance(config_model, type) and issubclass(config_model, UplinkConfig)):
+            raise RegistrationError(
+                f"plugin {self.plugin!r}: {cls.__name__}.Config must subclass edgeplane.sync.UplinkConfig")
+        self._table.add(name, cls, self.plugin)
+        self._note(name)
+
+
+class ProfileRegistrar(Registrar):
+    """``register(profile_or_yaml_path)`` for :func:`~edgeplane.hookspecs.edgeplane_register_profiles`."""
+
+    def __init__(self, table: Table[Profile], plugin: str, info: PluginInfo) -> None:
+        super().__init__(plugin, info, "profiles")
+        self._table = table
+
+    def __call__(self, profile: Profile | str | Path) -> None:
+        if not isinstance(profile, Profile):
+            path = Path(profile)
+            docs = yaml.safe_load(path.read_text())
+            for doc in docs if isinstance(docs, list) else [docs]:
+                try:
+                    item = Profile.model_validate(doc)
+                except ValidationError as e:
+                    raise RegistrationError(f"plugin {self.plugin!r}: profile file {str(path)!r} is invalid: {e}") from e
+                item.source = str(path)
+                self(item)
+            return
+        self._table.add(profile.profile, profile, self.plugin)
+        self._note(profile.profile)
+
+
+class CommandRegistrar(Registrar):
+    """``register(click_command_or_group)`` for :func:`~edgeplane.hookspecs.edgeplane_register_commands`."""
+
+    def __init__(self, table: Table[click.Command], plugin: str, info: PluginInfo) -> None:
+        super().__init__(plugin, info, "commands")
+        self._table = table
+
+    def __call__(self, command: click.Command) -> None:
+        name = command.name
+        self._check_name(name, "command")
+        assert name is not None  # checked above
+        self._table.add(name, command, self.plugin)
+        self._note(name)
+
+
+class ModelRegistrar(Registrar):
+    """``register(path)`` for :func:`~edgeplane.hookspecs.edgeplane_register_models`."""
+
+    def __init__(self, models: list[Path], plugin: str, info: PluginInfo) -> None:
+        super().__init__(plugin, info, "models")
+        self._models = models
+
+    def __call__(self, path: str | Path) -> None:
+        self._models.append(Path(path))
+        self._note(str(path))
+
+
+def _check_component(plugin: str, kind: str, name: str, cls: object, base: type, config_base: type) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise RegistrationError(f"plugin {plugin!r}: {kind} {name!r} must subclass edgeplane.{base.__name__}")
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, config_base)):
+        raise RegistrationError(f"plugin {plugin!r}: {cls.__name__}.Config must subclass edgeplane.{config_base.__name__}")
 
 
 def _distribution_of(entry_point: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]:
@@ -257,128 +444,84 @@ class Plugins:
 
     def _build_registry(self) -> Registry:
         registry = Registry()
-        for kind, hook_name in _REGISTER_HOOKS.items():
-            caller = getattr(self.pm.hook, hook_name)
-            # call each plugin's implementation on its own: one failing plugin must not take
-            # the others' registrations with it (pluggy would abort the whole call)
-            for impl in caller.get_hookimpls():  # in load order: the built-in plugin first
-                plugin = impl.plugin_name
-                info = self.infos.get(plugin)
-                if info is not None and info.error is not None:
-                    continue
-                register = self._registrar(registry, kind, plugin)
-                kwargs = {"register": register}
-                try:
-                    impl.function(*[kwargs[a] for a in impl.argnames])
-                except Exception as e:  # noqa: BLE001
-                    self._fail(plugin, info.distribution if info else None, info.version if info else None, e)
-                    self._forget(registry, plugin)
+        self.register_connectors(registry)
+        self.register_solutions(registry)
+        self.register_transports(registry)
+        self.register_profiles(registry)
+        self.register_commands(registry)
+        self.register_models(registry)
         registry.failed = {name: info.error for name, info in self.infos.items() if info.error is not None}
         return registry
 
-    def _forget(self, registry: Registry, plugin: str) -> None:
-        """Drop everything a plugin registered before it failed."""
-        for (kind, name), owner in list(registry.owners.items()):
-            if owner == plugin:
-                table = getattr(registry, kind)
-                if isinstance(table, dict):
-                    table.pop(name, None)
-                del registry.owners[(kind, name)]
-        info = self.infos.get(plugin)
-        if info is not None:
-            info.registered.clear()
+    # the typed facade over pm.hook: one method per registration hook
+    def register_connectors(self, registry: Registry) -> None:
+        self._register_each(self.pm.hook.edgeplane_register_connectors, registry,
+                            lambda plugin, info: ConnectorRegistrar(registry.connector_table, plugin, info))
 
-    def _registrar(self, registry: Registry, kind: str, plugin: str) -> Callable[..., None]:
-        info = self.infos.setdefault(plugin, PluginInfo(plugin, None, None))
+    def register_solutions(self, registry: Registry) -> None:
+        self._register_each(self.pm.hook.edgeplane_register_solutions, registry,
+                            lambda plugin, info: SolutionRegistrar(registry.solution_table, plugin, info))
 
-        def note(name: str) -> None:
-            info.registered.setdefault(kind, []).append(name)
+    def register_transports(self, registry: Registry) -> None:
+        self._register_each(self.pm.hook.edgeplane_register_transports, registry,
+                            lambda plugin, info: TransportRegistrar(registry.transport_table, plugin, info))
 
-        def register_type(name: str, cls: type) -> None:
-            from edgeplane.components import Connector, Solution
+    def register_profiles(self, registry: Registry) -> None:
+        self._register_each(self.pm.hook.edgeplane_register_profiles, registry,
+                            lambda plugin, info: ProfileRegistrar(registry.profile_table, plugin, info))
 
-            base = {"connectors": Connector, "solutions": Solution}.get(kind)
-            if not isinstance(name, str) or not name:
-                raise RegistrationError(f"plugin {plugin!r}: a {kind[:-1]} name must be a non-empty string, got {name!r}")
-            if base is not None:
-                if not (isinstance(cls, type) and issubclass(cls, base)):
-                    raise RegistrationError(f"plugin {plugin!r}: {kind[:-1]} {name!r} must subclass edgeplane.{base.__name__}")
-                config_base = DeviceConfig if base is Connector else SolutionConfig
-                if not (isinstance(cls.Config, type) and issubclass(cls.Config, config_base)):
-                    raise RegistrationError(
-                        f"plugin {plugin!r}: {cls.__name__}.Config must subclass edgeplane.{config_base.__name__}"
-                    )
-            if kind == "transports":
-                from edgeplane.sync.settings import UplinkConfig
-                from edgeplane.sync.transport import Transport
+    def register_commands(self, registry: Registry) -> None:
+        self._register_each(self.pm.hook.edgeplane_register_commands, registry,
+                            lambda plugin, info: CommandRegistrar(registry.command_table, plugin, info))
 
-                # a subclass of Transport, or a class with its methods (the sync service's needs)
-                needed = ("connect", "publish", "subscribe", "close")
-                if not isinstance(cls, type) or not (issubclass(cls, Transport) or all(hasattr(cls, m) for m in needed)):
-                    raise RegistrationError(f"plugin {plugin!r}: transport {name!r} must subclass edgeplane.sync.Transport")
-                config_model = getattr(cls, "Config", UplinkConfig)
-                if not (isinstance(config_model, type) and issubclass(config_model, UplinkConfig)):
-                    raise RegistrationError(
-                        f"plugin {plugin!r}: {cls.__name__}.Config must subclass edgeplane.sync.UplinkConfig")
-            registry._add(kind, name, cls, plugin)
-            note(name)
+    def register_models(self, registry: Registry) -> None:
+        self._register_each(self.pm.hook.edgeplane_register_models, registry,
+                            lambda plugin, info: ModelRegistrar(registry.models, plugin, info))
 
-        def register_profile(profile: Profile | str | Path) -> None:
-            if not isinstance(profile, Profile):
-                path = Path(profile)
-                docs = yaml.safe_load(path.read_text())
-                for doc in docs if isinstance(docs, list) else [docs]:
-                    try:
-                        item = Profile.model_validate(doc)
-                    except ValidationError as e:
-                        raise RegistrationError(f"plugin {plugin!r}: profile file {str(path)!r} is invalid: {e}") from e
-                    item.source = str(path)
-                    register_profile(item)
-                return
-            registry._add("profiles", profile.profile, profile, plugin)
-            note(profile.profile)
-
-        def register_command(command: Any) -> None:
-            name = command.name
-            registry._add("commands", name, command, plugin)
-            note(name)
-
-        def register_model(path: str | Path) -> None:
-            registry.models.append(Path(path))
-            note(str(path))
-
-        return {
-            "connectors": register_type,
-            "solutions": register_type,
-            "transports": register_type,
-            "profiles": register_profile,
-            "commands": register_command,
-            "models": register_model,
-        }[kind]
+    def _register_each(self, hook: pluggy.HookCaller, registry: Registry,
+                       registrar: Callable[[str, PluginInfo], Registrar]) -> None:
+        """Call ``hook`` through pluggy once per plugin, each with its own registrar: one failing plugin
+        must not take the others' registrations with it (one pluggy call would stop at the first error)."""
+        plugins = self.pm.get_plugins()
+        for impl in hook.get_hookimpls():  # in load order: the built-in plugin first
+            plugin = impl.plugin_name
+            info = self.infos.get(plugin)
+            if info is not None and info.error is not None:
+                continue
+            info = self.infos.setdefault(plugin, PluginInfo(plugin, None, None))
+            only_this = self.pm.subset_hook_caller(hook.name, [p for p in plugins if p is not impl.plugin])
+            try:
+                only_this(register=registrar(plugin, info))
+            except Exception as e:  # noqa: BLE001 - whatever a plugin raises marks that plugin failed
+                self._fail(plugin, info.distribution, info.version, e)
+                registry.forget(plugin)
+                info.registered.clear()
 
     def describe(self) -> list[PluginInfo]:
         """Every plugin seen, loaded or failed, with what it registered."""
         return sorted(self.infos.values(), key=lambda i: (i.name != BUILTIN, i.name))
 
-    # typed facade over pm.hook for the lifecycle hooks
-    def host_started(self, host: Any) -> None:
-        self._call_each("edgeplane_host_started", host=host)
+    # the typed facade over pm.hook for the lifecycle hooks
+    def host_started(self, host: Host) -> None:
+        self._call_each(self.pm.hook.edgeplane_host_started, host=host)
 
-    def host_stopping(self, host: Any) -> None:
-        self._call_each("edgeplane_host_stopping", host=host)
+    def host_stopping(self, host: Host) -> None:
+        self._call_each(self.pm.hook.edgeplane_host_stopping, host=host)
 
-    def console_panels(self) -> list[Any]:
+    def console_panels(self) -> list[Panel]:
         """Every console panel the plugins register (a plugin that raises is logged and skipped)."""
-        panels: list[Any] = []
-        self._call_each("edgeplane_register_console_panels", register=panels.append)
+        panels: list[Panel] = []
+        self._call_each(self.pm.hook.edgeplane_register_console_panels, register=panels.append)
         return panels
 
-    def _call_each(self, hook_name: str, **kwargs: Any) -> None:
-        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+    def _call_each(self, hook: pluggy.HookCaller, **kwargs: Any) -> None:
+        """Call ``hook`` through pluggy once per plugin: one that raises is logged, the others still run."""
+        plugins = self.pm.get_plugins()
+        for impl in hook.get_hookimpls():
             try:
-                impl.function(*[kwargs[a] for a in impl.argnames])
+                self.pm.subset_hook_caller(hook.name, [p for p in plugins if p is not impl.plugin])(**kwargs)
             except Exception:  # noqa: BLE001 - a plugin's lifecycle hook must not stop the host
-                log.exception("plugin %r raised in %s; the host goes on", impl.plugin_name, hook_name)
+                log.exception("plugin %r raised in %s; the host goes on", impl.plugin_name, hook.name)
 
 
 def _core_version() -> str:

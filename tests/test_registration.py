@@ -1,0 +1,81 @@
+"""Typed registration: registrar objects per hook, one facade method per hook, typed tables."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+
+import pytest
+
+from edgeplane import DeviceConfig, PointSpec, hookimpl, hookspecs
+from edgeplane.builtin.memory import MemoryConnector
+from edgeplane.components import Connector
+from edgeplane.errors import RegistrationError
+from edgeplane.plugins import ConnectorRegistrar, PluginInfo, Plugins, Registry, Table
+
+
+class ThermoConnector(Connector):
+    Config = DeviceConfig
+    Point = PointSpec
+
+
+class _Good:
+    __name__ = "good"
+
+    @hookimpl
+    def edgeplane_register_connectors(self, register):
+        assert isinstance(register, ConnectorRegistrar) and register.plugin == "good"
+        register("thermo", ThermoConnector)
+
+
+class _HalfBroken:
+    __name__ = "halfbroken"
+
+    @hookimpl
+    def edgeplane_register_connectors(self, register):
+        register("half", ThermoConnector)
+        raise RuntimeError("boom after one registration")
+
+
+class _Squatter:
+    __name__ = "squatter"
+
+    @hookimpl
+    def edgeplane_register_connectors(self, register):
+        register("memory", MemoryConnector)
+
+
+def test_every_registration_hook_has_a_typed_registrar_and_a_facade_method():
+    specs = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)
+             if name.startswith("edgeplane_register_") and name != "edgeplane_register_console_panels"]
+    assert len(specs) == 6
+    for name in specs:
+        kind = name.removeprefix("edgeplane_register_")
+        assert callable(getattr(Plugins, f"register_{kind}")), f"Plugins.register_{kind} is missing"
+        hints = typing.get_type_hints(getattr(hookspecs, name), vars(__import__("edgeplane.plugins").plugins))
+        registrar = hints["register"]
+        assert inspect.isclass(registrar) and registrar.__name__.endswith("Registrar"), (name, registrar)
+
+
+def test_a_failing_plugin_loses_only_its_own_registrations_and_duplicates_name_the_kind():
+    plugins = Plugins.load(extra=[_Good(), _HalfBroken(), _Squatter()], entry_points=False)
+    registry = plugins.registry
+    assert registry.connectors["thermo"] is ThermoConnector
+    assert "half" not in registry.connectors and "boom" in str(registry.failed["halfbroken"])
+    assert registry.connectors["memory"] is MemoryConnector  # the built-in one stays
+    assert "registers connector 'memory', which plugin 'builtin' already registered" in str(registry.failed["squatter"])
+    assert registry.owners[("connectors", "thermo")] == "good"
+    assert plugins.infos["good"].registered == {"connectors": ["thermo"]}
+
+
+def test_registrars_check_what_they_are_given():
+    table: Table[type[Connector]] = Table("connector")
+    register = ConnectorRegistrar(table, "p", PluginInfo("p", None, None))
+    with pytest.raises(RegistrationError, match="connector 'x' must subclass edgeplane.Connector"):
+        register("x", dict)  # type: ignore[arg-type]  # the wrong thing, on purpose
+    with pytest.raises(RegistrationError, match="name must be a non-empty string"):
+        register("", ThermoConnector)
+    register("x", ThermoConnector)
+    assert table.entries == {"x": ThermoConnector} and table.owners == {"x": "p"}
+    registry = Registry()
+    assert registry.connectors is registry.connector_table.entries
