@@ -55,7 +55,7 @@ base class changed to the one named, and ``tests/test_errors.py`` lists them as 
     ConnectorError <- ModbusError, LinkDown, RequestTimeout, DeviceException, SunSpecError
                       (edgeplane_modbus), DecodeError (edgeplane_mqtt), NtcipError, NtcipTimeout,
                       NtcipAuthError, NtcipNoSuchObject, NtcipRejected (edgeplane_ntcip, new)
-    EdgeplaneError <- MosquittoError (edgeplane_mqtt.testing), PublishError, BrokerConfigError, FleetError,
+    EdgeplaneError <- MosquittoError (edgeplane_mqtt.testing), PublishError, BrokerConfigError, FleetError, NotReady,
                       EngineError (edgeplane_cloud), DataError, PlantFileError, TimeBaseError
                       (edgeplane_solar; keep ValueError as a second base)
 
