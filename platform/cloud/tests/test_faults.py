@@ -21,13 +21,15 @@ import pytest
 
 from edgeplane_cloud.broker import INGEST_CONSUMER, UPLINK_STREAM
 from edgeplane_cloud.simulator import FleetSimulator
-from edgeplane_cloud.testing import NatsCluster, Postgres
+from edgeplane_cloud.health import NotReady, wait_ready
+from edgeplane_cloud.testing import NatsCluster, Postgres, free_port
 
 from .conftest import query
 
 
-def start_worker(nats: NatsCluster, dsn: str, log: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "edgeplane_cloud.ingest", "--dsn", dsn, "--batch", "64", "--ack-wait", "3"]
+def start_worker(nats: NatsCluster, dsn: str, log: Path, health_port: int) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "edgeplane_cloud.ingest", "--dsn", dsn, "--batch", "64", "--ack-wait", "3",
+            "--health-port", str(health_port)]
     for url in nats.nats_urls:
         args += ["--nats", url]
     return subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
@@ -109,11 +111,15 @@ def diagnosis(nats: NatsCluster, dsn: str, workers: list[subprocess.Popen[bytes]
 def test_nats_node_kill_worker_sigkill_and_postgres_restart_lose_nothing_and_duplicate_nothing(tmp_path: Path):
     with NatsCluster(tmp_path / "nats") as nats, Postgres() as pg:
         logs = [tmp_path / f"worker{i}.log" for i in range(3)]
-        workers = [start_worker(nats, pg.dsn, log) for log in logs]
+        ports = [free_port() for _ in logs]
+        workers = [start_worker(nats, pg.dsn, log, port) for log, port in zip(logs, ports)]
         sim = FleetSimulator(nats.mqtt_urls, sites=60, points=20, record_readings=10, connections=6)
         try:
             sim.wait_connected()
-            nats.wait_consumer()  # the workers make it; what sites publish before it exists is not kept
+            # every worker ready (NATS, the consumer it made, PostgreSQL): what sites publish from now on is kept
+            for port in ports:
+                assert wait_ready(f"http://127.0.0.1:{port}/readyz", 60)["checks"] == \
+                    {"nats": "ok", "consumer": "ok", "database": "ok"}
             sim.run(rounds=40, rate=25_000)
             faults = []
             time.sleep(2)
@@ -128,7 +134,11 @@ def test_nats_node_kill_worker_sigkill_and_postgres_restart_lose_nothing_and_dup
             workers[0].wait()
             faults.append("ingest worker SIGKILLed")
             time.sleep(1)
-            pg.restart()
+            pg.stop("immediate")
+            # a worker's readiness names the database while it is away
+            with pytest.raises(NotReady, match="database: PostgreSQL"):
+                wait_ready(f"http://127.0.0.1:{ports[1]}/readyz", 0)
+            pg.start()
             faults.append("postgres restarted")
             sim.join(120)
             sim.wait_acked(120)

@@ -177,6 +177,30 @@ class IngestWorker:
                                                  "Batches returned to the stream because the database was unavailable")
         self._stop = asyncio.Event()
         self._store: PgStore | None = None
+        self._nc: Any = None
+        self._bound = False  # bound to the durable consumer
+
+    def ready_checks(self) -> dict[str, Any]:
+        """What ``/readyz`` checks (:class:`edgeplane_cloud.health.HealthServer`): NATS, the consumer, PostgreSQL."""
+        def nats_connected() -> str | None:
+            return None if self._nc is not None and self._nc.is_connected else \
+                f"not connected to NATS ({', '.join(self.nats_urls)})"
+
+        def consumer() -> str | None:
+            return None if self._bound else f"not bound to the durable consumer {UPLINK_STREAM}/{INGEST_CONSUMER} yet"
+
+        def database() -> str | None:
+            import psycopg
+
+            try:
+                with psycopg.connect(self.dsn, connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+            except psycopg.Error as e:
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                return f"PostgreSQL {self.dsn.split('@')[-1]}: {reason}"
+            return None
+
+        return {"nats": nats_connected, "consumer": consumer, "database": database}
 
     def stop(self) -> None:
         self._stop.set()
@@ -313,14 +337,16 @@ class IngestWorker:
     async def run(self) -> None:
         import nats
 
-        nc = await nats.connect(servers=self.nats_urls, name=self.name, max_reconnect_attempts=-1,
-                                reconnect_time_wait=0.25, connect_timeout=2, ping_interval=5, max_outstanding_pings=2)
+        nc = self._nc = await nats.connect(servers=self.nats_urls, name=self.name, max_reconnect_attempts=-1,
+                                           reconnect_time_wait=0.25, connect_timeout=2, ping_interval=5,
+                                           max_outstanding_pings=2)
         js = nc.jetstream(timeout=10)
         await asyncio.to_thread(PgStore.create_schema, self.dsn)
         while True:
             try:
                 await ensure_stream(js, self.stream)
                 sub = await js.pull_subscribe_bind(INGEST_CONSUMER, UPLINK_STREAM)
+                self._bound = True
                 break
             except BrokerConfigError:
                 await nc.close()
@@ -341,6 +367,7 @@ class IngestWorker:
                 await fetcher
             except asyncio.CancelledError:
                 pass
+        self._bound = False
         await nc.close()
         await asyncio.to_thread(self._drop_store)
 
@@ -357,20 +384,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ack-wait", type=float, default=30.0, help="seconds before a dead worker's batch is redelivered")
     parser.add_argument("--max-ack-pending", type=int, default=2048, help="messages in flight across all workers")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    parser.add_argument("--health-port", type=int, default=None,
+                        help="serve /healthz and /readyz (NATS, consumer, PostgreSQL) on this port of 127.0.0.1")
     args = parser.parse_args(argv)
     run_worker(args.nats, args.dsn, batch=args.batch, prefix=args.prefix, metrics_port=args.metrics_port,
+               health_port=args.health_port,
                stream=StreamSettings(prefix=args.prefix, replicas=args.replicas, ack_wait_s=args.ack_wait,
                                      max_ack_pending=args.max_ack_pending))
     return 0
 
 
-def run_worker(nats_urls: list[str], dsn: str, *, metrics_port: int | None = None, **kwargs: Any) -> IngestStats:
+def run_worker(nats_urls: list[str], dsn: str, *, metrics_port: int | None = None, health_port: int | None = None,
+               **kwargs: Any) -> IngestStats:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     worker = IngestWorker(nats_urls, dsn, **kwargs)
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, registry=worker.metrics.registry)
+    if health_port is not None:
+        from edgeplane_cloud.health import HealthServer
+
+        HealthServer(worker.ready_checks(), health_port).start()
 
     async def go() -> None:
         loop = asyncio.get_running_loop()
