@@ -36,7 +36,7 @@ _PENDING = {
     "edgeplane_cloud.broker.PublishError": "EdgeplaneError, ConnectionError",
     "edgeplane_cloud.broker.BrokerConfigError": "EdgeplaneError",
     "edgeplane_cloud.fleet.FleetError": "EdgeplaneError",
-    "edgeplane_cloud.health.NotReady": "EdgeplaneError",
+    "edgeplane_cloud.health.NotReady": "EdgeplaneError, TimeoutError",
     "edgeplane_cloud.testing.EngineError": "EdgeplaneError, RuntimeError",
     "edgeplane_solar.dataset.DataError": "EdgeplaneError, ValueError",
     "edgeplane_solar.plantfile.PlantFileError": "EdgeplaneError, ValueError",

@@ -22,9 +22,10 @@ import enum
 import functools
 import logging
 import time
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["Connector", "Context", "Health", "HealthState", "Solution"]
 
 
-class HealthState(str, enum.Enum):
+class HealthState(str, enum.Enum):  # noqa: UP042 - StrEnum would change str(state), which logs and metrics show
     STARTING = "starting"
     OK = "ok"
     DEGRADED = "degraded"  # running, but something is wrong (a link down, bad quality)

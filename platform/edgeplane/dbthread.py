@@ -10,8 +10,9 @@ The local store (:class:`~edgeplane.store.LocalStore`) and the sync outbox
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from edgeplane.errors import LifecycleError
 
@@ -47,7 +48,7 @@ class DatabaseThread:
             raise LifecycleError(f"{self.what} is not open: open it before use")
         if kwargs:
             return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: func(*args, **kwargs))
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)  # type: ignore[arg-type]  # ParamSpec args without kwargs
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     def stop(self, *, wait: bool = True) -> None:
         """Stop the thread after the calls already queued (``wait``: block until they finish)."""

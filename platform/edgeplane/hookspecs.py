@@ -31,7 +31,8 @@ plugins were loaded; a hook that raises marks its plugin as failed, and the othe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pluggy
 

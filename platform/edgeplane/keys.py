@@ -62,6 +62,7 @@ def _read(path: str | Path, what: str) -> bytes:
 def load_public_key(path: str | Path, *, what: str = "public key") -> Ed25519PublicKey:
     """An ed25519 public key from a PEM, OpenSSH, base64 or 64-hex-digit file (``what`` names it in errors)."""
     data = _read(path, what).strip()
+    key: object
     try:
         if data.startswith(b"-----BEGIN"):
             key = serialization.load_pem_public_key(data)
@@ -83,6 +84,7 @@ def load_public_key(path: str | Path, *, what: str = "public key") -> Ed25519Pub
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     """An ed25519 private key from an unencrypted PEM (PKCS#8) or OpenSSH file."""
     data = _read(path, "private key")
+    key: object
     try:
         if b"OPENSSH PRIVATE KEY" in data:
             key = serialization.load_ssh_private_key(data, password=None)

@@ -16,17 +16,18 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import pluggy
 import yaml
 from pydantic import ValidationError, create_model
 
 from edgeplane import hookspecs
-from edgeplane.config.base import DeviceConfig, Profile, SolutionConfig
 from edgeplane.components import Connector, Solution
+from edgeplane.config.base import DeviceConfig, Profile, SolutionConfig
 from edgeplane.errors import PluginLoadError, RegistrationError, UnknownTypeError
 
 if TYPE_CHECKING:
@@ -152,12 +153,10 @@ class Registry:
             from typing import Literal
 
             cls = self.connectors[kind]
-            model = create_model(
-                f"{cls.__name__}Device",
-                __base__=cls.Config,
-                connector=(Literal[kind], ...),  # type: ignore[valid-type]
-                points=(dict[str, cls.Point], {}),  # type: ignore[name-defined]
-            )
+            tag: Any = Literal[kind]  # a type made at run time: a type form to pydantic, a value to mypy
+            points: Any = dict[str, cls.Point]  # type: ignore[name-defined]  # cls.Point is a class attribute, not a name mypy can see
+            model = cast("type[DeviceConfig]", create_model(f"{cls.__name__}Device", __base__=cls.Config,
+                                                            connector=(tag, ...), points=(points, {})))
             self._device_models[kind] = model
         return model
 
@@ -168,7 +167,8 @@ class Registry:
             from typing import Literal
 
             cls = self.solutions[kind]
-            model = create_model(f"{cls.__name__}Entry", __base__=cls.Config, type=(Literal[kind], ...))  # type: ignore[valid-type]
+            tag: Any = Literal[kind]  # a type made at run time: a type form to pydantic, a value to mypy
+            model = cast("type[SolutionConfig]", create_model(f"{cls.__name__}Entry", __base__=cls.Config, type=(tag, ...)))
             self._solution_models[kind] = model
         return model
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgeplane.dbthread import DatabaseThread
 
@@ -101,7 +102,7 @@ class LocalStore:
         keys = ("id", "ts", "device", "point", "value", "source", "status", "message", "readback", "reason")
         out = []
         for row in reversed(rows):
-            item = dict(zip(keys, row))
+            item = dict(zip(keys, row, strict=True))
             item["value"] = json.loads(item["value"])
             item["readback"] = None if item["readback"] is None else json.loads(item["readback"])
             out.append(item)

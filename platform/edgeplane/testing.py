@@ -34,8 +34,9 @@ import asyncio
 import contextlib
 import random
 import socket
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any
 
 import pytest
 

@@ -23,9 +23,8 @@ Settings modules elsewhere (``edgeplane.inference.settings``, ``edgeplane.sync.s
 ``sections`` imports them. Everything is re-exported here: ``from edgeplane.config import X``.
 """
 
-# Order matters only in that it follows the layers: units and base are complete before
-# sections imports the service packages' settings modules, which import them.
-from edgeplane.config.units import Duration, Rate, Size, parse_duration, parse_rate, parse_size
+# Each module imports what it needs from the modules below it, so the order of these
+# re-exports does not matter.
 from edgeplane.config.base import (
     ConfigModel,
     DeviceConfig,
@@ -36,7 +35,7 @@ from edgeplane.config.base import (
     SolutionConfig,
 )
 from edgeplane.config.redaction import RedactingFilter, SecretRedactor, resolve_secrets
-from edgeplane.config.yamlfile import MAX_SITE_FILE_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, LineMap, read_yaml_file
+from edgeplane.config.schema import site_json_schema
 from edgeplane.config.sections import (
     ClockConfig,
     CoreSite,
@@ -48,8 +47,9 @@ from edgeplane.config.sections import (
     StoreConfig,
     SupervisionConfig,
 )
-from edgeplane.config.site_model import Site, _fields_at, load_site, parse_site
-from edgeplane.config.schema import site_json_schema
+from edgeplane.config.site_model import Site, _fields_at, load_site, parse_site  # noqa: F401 - _fields_at: tests/test_config.py
+from edgeplane.config.units import Duration, Rate, Size, parse_duration, parse_rate, parse_size
+from edgeplane.config.yamlfile import MAX_SITE_FILE_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, LineMap, read_yaml_file
 
 __all__ = [
     "MAX_SITE_FILE_BYTES",

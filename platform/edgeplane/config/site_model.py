@@ -309,11 +309,11 @@ def parse_site(data: Any, registry: Registry, *, source: str | None = None, base
         if kind not in registry.solutions:
             problems.add(loc + ("type",), f"unknown solution type {kind!r}", registry.explain_missing("solution", kind))
             continue
-        model = registry.solution_model(kind)
+        solution_model = registry.solution_model(kind)
         try:
-            solutions[name] = model.model_validate(entry)
+            solutions[name] = solution_model.model_validate(entry)
         except ValidationError as e:
-            problems.add_validation(e, loc, model)
+            problems.add_validation(e, loc, solution_model)
 
     for pattern in core.limits:
         if "/" not in pattern:

@@ -43,7 +43,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # PyYAML's stubs leave it untyped
                 raise _YamlRefused(f"values are nested more than {MAX_YAML_DEPTH} levels deep", mark.line + 1,
                                    "a site file is a few levels deep: check the brackets and indentation")
             return super().compose_node(parent, index)

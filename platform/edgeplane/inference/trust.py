@@ -8,9 +8,10 @@ OpenSSH, base64 or hex); its functions are re-exported here.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from edgeplane.inference.errors import TrustError
 from edgeplane.inference.manifest import ModelManifest, Signature

@@ -20,8 +20,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import (BeforeValidator, Field, PlainSerializer, SecretStr, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from edgeplane.bus import topic_matches
 from edgeplane.config.base import ConfigModel
