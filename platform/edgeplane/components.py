@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import numpy as np
 
@@ -35,9 +35,11 @@ from edgeplane.config.base import DeviceConfig, PointSpec, SolutionConfig
 if TYPE_CHECKING:
     from edgeplane.clock import Clock
     from edgeplane.commands import CommandGuard, CommandResult
+    from edgeplane.inference.service import InferenceClient
     from edgeplane.metrics import Metrics
+    from edgeplane.store import LocalStore
 
-__all__ = ["Connector", "Context", "Health", "HealthState", "Solution"]
+__all__ = ["Connector", "Context", "Health", "HealthState", "PartKey", "PartKind", "Solution"]
 
 
 class HealthState(str, enum.Enum):  # noqa: UP042 - StrEnum would change str(state), which logs and metrics show
@@ -85,6 +87,45 @@ class RateLimitedLog:
             self._last[key] = (last, held + 1)
 
 
+PartKind = Literal["device", "solution", "simulator"]
+
+
+class PartKey(str):
+    """The key of one supervised part of a host: ``device:<name>``, ``solution:<name>`` or ``simulator:<name>``.
+
+    Made once from its kind and name and never split again: ``key.kind`` and ``key.name`` say
+    what it is. It is a ``str`` (the same text as before), so metric labels and lookups such as
+    ``host.parts["device:inv1"]`` keep working.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, kind: PartKind, name: str) -> PartKey:
+        if kind not in get_args(PartKind):
+            raise ValueError(f"a part is a {', '.join(get_args(PartKind))}, not {kind!r}")
+        return super().__new__(cls, f"{kind}:{name}")
+
+    @classmethod
+    def device(cls, name: str) -> PartKey:
+        return cls("device", name)
+
+    @classmethod
+    def solution(cls, name: str) -> PartKey:
+        return cls("solution", name)
+
+    @classmethod
+    def simulator(cls, name: str) -> PartKey:
+        return cls("simulator", name)
+
+    @property
+    def kind(self) -> PartKind:
+        return self.partition(":")[0]  # type: ignore[return-value]  # made from a PartKind in __new__
+
+    @property
+    def name(self) -> str:
+        return self.partition(":")[2]
+
+
 @dataclass
 class Context:
     """What the host gives each connector and solution."""
@@ -97,11 +138,13 @@ class Context:
     log: logging.Logger | logging.LoggerAdapter
     site_id: str
     site_dir: Path = field(default_factory=Path.cwd)  # relative paths in config are relative to it
-    inference: Any = None  # the shared inference service, when the site configures one
+    # this part's client of the shared inference service, when the site configures one
+    inference: InferenceClient | None = None
     # the site's local store: `await store.put_state(key, value)` / `get_state(key)` keep small
     # JSON state (a commissioning baseline, a learned offset) across restarts
-    store: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    store: LocalStore | None = None
+    # which part this is (``part.kind``, ``part.name``); the host sets it, e.g. for metric labels
+    part: PartKey | None = None
 
     async def publish(self, batch: Batch | Event) -> None:
         await self.bus.publish(batch)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from edgeplane.bus import Batch, Bus, Overflow
 from edgeplane.clock import Clock, SimulatedClock, WallClock
 from edgeplane.commands import CommandGuard
-from edgeplane.components import Connector, Context, Health, HealthState, RateLimitedLog, Solution
+from edgeplane.components import Connector, Context, Health, HealthState, PartKey, PartKind, RateLimitedLog, Solution
 from edgeplane.config import Site
 from edgeplane.errors import LifecycleError
 from edgeplane.metrics import Metrics
@@ -46,7 +46,7 @@ class HostState(str, enum.Enum):
 class Part:
     """One supervised connector or solution."""
 
-    key: str  # "device:inv1", "solution:forecast"
+    key: PartKey
     obj: Connector | Solution
     config: Any
     health: Health
@@ -78,7 +78,7 @@ class Host:
         self.metrics.watch_host(self)
         self.store = LocalStore(site.store_dir())
         self.commands = CommandGuard(
-            connectors=lambda: {k.split(":", 1)[1]: p.obj for k, p in self.parts.items() if k.startswith("device:")},  # type: ignore[misc]
+            connectors=lambda: {k.name: p.obj for k, p in self.parts.items() if k.kind == "device"},  # type: ignore[misc]
             site_limits=lambda: self.site.limits,
             clock=self.clock,
             metrics=self.metrics,
@@ -91,7 +91,7 @@ class Host:
         self._http_runner: Any = None
         self.inference: Any = None  # the shared InferenceService, when the site has an inference section
         self.sync: Any = None  # the SyncService, when the site has a sync section
-        self.parts: dict[str, Part] = {}
+        self.parts: dict[PartKey, Part] = {}
         self.state = HostState.CREATED
         self._stopped = asyncio.Event()
         self.started_at: float | None = None
@@ -137,9 +137,9 @@ class Host:
         if was_running:
             self.plugins.host_stopping(self)
         keys = list(self.parts)
-        solutions = [k for k in keys if k.startswith("solution:")]
-        connectors = [k for k in keys if k.startswith("device:")]
-        simulators = [k for k in keys if k.startswith("simulator:")]
+        solutions = [k for k in keys if k.kind == "solution"]
+        connectors = [k for k in keys if k.kind == "device"]
+        simulators = [k for k in keys if k.kind == "simulator"]
         for group in (reversed(solutions), reversed(connectors)):
             await asyncio.gather(*(self._stop_part(k) for k in group))
         if self._http_runner is not None:
@@ -287,7 +287,8 @@ class Host:
 
     # -- parts ------------------------------------------------------------------------------
 
-    def _context(self, name: str, logger_name: str) -> Context:
+    def _context(self, key: PartKey, logger_name: str) -> Context:
+        name = key.name
         return Context(
             name=name,
             bus=self.bus,
@@ -299,20 +300,21 @@ class Host:
             site_dir=self.site.base_dir,
             inference=self.inference.client(name) if self.inference is not None else None,
             store=self.store,
+            part=key,
         )
 
     def _make_simulator(self, name: str, config: Any) -> Part | None:
         from edgeplane.simulators import SimulatorProcess
 
-        return self._make_part(f"simulator:{name}", SimulatorProcess, name, config, f"edgeplane.simulator.{name}")
+        return self._make_part(PartKey.simulator(name), SimulatorProcess, config, f"edgeplane.simulator.{name}")
 
     def _make_connector(self, name: str, config: Any) -> Part | None:
         cls = self.registry.connectors[config.connector]
-        return self._make_part(f"device:{name}", cls, name, config, f"edgeplane.device.{name}")
+        return self._make_part(PartKey.device(name), cls, config, f"edgeplane.device.{name}")
 
     def _make_solution(self, name: str, config: Any) -> Part | None:
         cls = self.registry.solutions[config.type]
-        part = self._make_part(f"solution:{name}", cls, name, config, f"edgeplane.solution.{name}")
+        part = self._make_part(PartKey.solution(name), cls, config, f"edgeplane.solution.{name}")
         if part is not None:
             patterns = part.obj.subscriptions()  # type: ignore[union-attr]
             if patterns:
@@ -323,9 +325,9 @@ class Host:
                 )
         return part
 
-    def _make_part(self, key: str, cls: type, name: str, config: Any, logger_name: str) -> Part | None:
+    def _make_part(self, key: PartKey, cls: type, config: Any, logger_name: str) -> Part | None:
         try:
-            obj = cls(name, config, self._context(name, logger_name))
+            obj = cls(key.name, config, self._context(key, logger_name))
         except Exception as e:  # noqa: BLE001 - a broken part must not take the host down
             log.error("%s could not be created: %s: %s (check its section in the site file)", key, type(e).__name__, e)
             self.metrics.errors.labels(part=key, kind="create").inc()
@@ -411,7 +413,7 @@ class Host:
                 limited.warning(type(e).__name__, "%s could not handle %s: %s: %s (message dropped, counted)",
                                 part.key, message.topic, type(e).__name__, e)
 
-    async def _stop_part(self, key: str) -> None:
+    async def _stop_part(self, key: PartKey) -> None:
         part = self.parts.pop(key, None)
         if part is None:
             return
@@ -436,7 +438,7 @@ class Host:
 
     # -- reload -----------------------------------------------------------------------------
 
-    async def reload(self, site: Site) -> dict[str, list[str]]:
+    async def reload(self, site: Site) -> dict[str, list[PartKey]]:
         """Apply a changed site: restart only the devices and solutions whose entries changed.
 
         Returns the keys that were added, removed, restarted and kept. Sections that need a new
@@ -451,24 +453,24 @@ class Host:
                 log.warning("the %r section changed: it takes effect at the next start", section)
         old_site = self.site
         self.redactor.merge(site.redactor)  # secrets the new version resolved are redacted from now on
-        plan: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "kept": []}
+        plan: dict[str, list[PartKey]] = {"added": [], "removed": [], "restarted": [], "kept": []}
 
-        def diff(prefix: str, old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+        def diff(kind: PartKind, old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
             to_stop, to_start = [], []
             for name in old:
                 if name not in new or not getattr(new[name], "enabled", True):
                     to_stop.append(name)
-                    plan["removed"].append(f"{prefix}:{name}")
+                    plan["removed"].append(PartKey(kind, name))
                 elif new[name].model_dump() != old[name].model_dump():  # by value: classes may be rebuilt
                     to_stop.append(name)
                     to_start.append(name)
-                    plan["restarted"].append(f"{prefix}:{name}")
+                    plan["restarted"].append(PartKey(kind, name))
                 else:
-                    plan["kept"].append(f"{prefix}:{name}")
+                    plan["kept"].append(PartKey(kind, name))
             for name in new:
                 if name not in old and getattr(new[name], "enabled", True):
                     to_start.append(name)
-                    plan["added"].append(f"{prefix}:{name}")
+                    plan["added"].append(PartKey(kind, name))
             return to_stop, to_start
 
         stop_simulators, start_simulators = diff("simulator", old_site.core.simulators, site.core.simulators)
@@ -476,11 +478,11 @@ class Host:
         stop_solutions, start_solutions = diff("solution", old_site.solutions, site.solutions)
         self.site = site
         for name in stop_solutions:
-            await self._stop_part(f"solution:{name}")
+            await self._stop_part(PartKey.solution(name))
         for name in stop_devices:
-            await self._stop_part(f"device:{name}")
+            await self._stop_part(PartKey.device(name))
         for name in stop_simulators:
-            await self._stop_part(f"simulator:{name}")
+            await self._stop_part(PartKey.simulator(name))
         await self._launch([p for p in (self._make_simulator(n, site.core.simulators[n]) for n in start_simulators) if p])
         new_solutions = [self._make_solution(n, site.solutions[n]) for n in start_solutions]
         await self._launch([p for p in (self._make_connector(n, site.devices[n]) for n in start_devices) if p])
@@ -490,13 +492,13 @@ class Host:
 
     def device(self, name: str) -> Connector:
         """The running connector object of a device."""
-        return self._obj(f"device:{name}")
+        return self._obj(PartKey.device(name))
 
     def solution(self, name: str) -> Solution:
         """The running solution object of a solution entry."""
-        return self._obj(f"solution:{name}")  # type: ignore[return-value]
+        return self._obj(PartKey.solution(name))  # type: ignore[return-value]
 
-    def _obj(self, key: str) -> Any:
+    def _obj(self, key: PartKey) -> Any:
         part = self.parts.get(key)
         if part is None or part.obj is None:
             raise KeyError(f"{key} is not running; running: {', '.join(self.parts) or 'nothing'}")
@@ -506,7 +508,7 @@ class Host:
 
     def health(self) -> dict[str, dict[str, Any]]:
         """Each part's health; exception text in it has the site's secrets blanked out."""
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
         for key, part in self.parts.items():
             health = part.health.as_dict()
             if isinstance(health.get("detail"), str):

@@ -7,6 +7,8 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from edgeplane.components import PartKey
+
 if TYPE_CHECKING:
     from edgeplane.console.live import LiveData
     from edgeplane.host import Host
@@ -19,9 +21,8 @@ _PRIORITIES = ("high", "normal", "low")
 def overview(host: Host, live: LiveData) -> dict[str, Any]:
     parts = []
     for key, part in host.parts.items():
-        kind, _, name = key.partition(":")
         health = part.health.as_dict()
-        parts.append({"key": key, "kind": kind, "name": name, **health})
+        parts.append({"key": str(key), "kind": key.kind, "name": key.name, **health})
     links = [{"device": p["name"], "connector": getattr(host.site.devices.get(p["name"]), "connector", "?"),
               "state": "up" if p["state"] in ("ok", "degraded") else "down", "detail": p["detail"]}
              for p in parts if p["kind"] == "device"]
@@ -74,7 +75,7 @@ def devices(host: Host) -> list[dict[str, Any]]:
     """Every device with its points: unit, access, limits (its own and the site's patterns)."""
     out = []
     for name, config in host.site.devices.items():
-        part = host.parts.get(f"device:{name}")
+        part = host.parts.get(PartKey.device(name))
         connector = part.obj if part is not None and part.obj is not None else None
         # a running connector may know more points than its entry (SunSpec discovery): show those
         points = getattr(connector, "config", config).points if connector is not None else config.points

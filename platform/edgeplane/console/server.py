@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
 
+from edgeplane.components import PartKey
 from edgeplane.console import commissioning
 from edgeplane.console.auth import Authenticator, LoginThrottle, Session, SessionStore, same_token
 from edgeplane.console.live import LiveData
@@ -203,7 +204,7 @@ class Console:
         # the point list changes only with a reload or a discovery: built once per such change
         # (matching every point against the site's limit patterns costs ~20 ms on the solar site)
         key = (id(self.host.site), tuple((k, id(p.obj), len(getattr(getattr(p.obj, "config", None), "points", ())))
-                                         for k, p in self.host.parts.items() if k.startswith("device:")))
+                                         for k, p in self.host.parts.items() if k.kind == "device"))
         if self._devices[0] != key:
             self._devices = (key, devices(self.host))
         return _json({"devices": self._devices[1], "values": self.live.snapshot()})
@@ -256,7 +257,7 @@ class Console:
             for name, config in self.host.site.solutions.items():
                 if config.type != panel.solution_type:
                     continue
-                part = self.host.parts.get(f"solution:{name}")
+                part = self.host.parts.get(PartKey.solution(name))
                 if part is None or part.obj is None:
                     continue
                 try:
