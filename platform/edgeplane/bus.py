@@ -272,6 +272,8 @@ class Batch:
             return pieces
         if self.table is None:
             pieces = [(0, self)]
+        elif self.point_ids is self.table.all_ids:
+            pieces = self._split_poll()
         else:
             ids = self.point_ids
             assert ids is not None
@@ -290,6 +292,23 @@ class Batch:
                 pid = int(ids[s])
                 pieces.append((pid, Batch(topics[pid], ts[s:e], values[s:e], quality[s:e], units[pid])))
         self._pieces = pieces
+        return pieces
+
+    def _split_poll(self) -> list[tuple[int, Batch]]:
+        """Pieces of a full poll (row i is point i): when every row has the same time (one poll)
+        or the same quality, the pieces share one one-row array of it."""
+        ts, values, quality = self.ts, self.values, self.quality
+        n = len(ts)
+        if not n:
+            return []
+        same_ts = ts[:1] if ts[0] == ts[-1] and bool((ts == ts[0]).all()) else None
+        same_q = quality[:1] if quality[0] == quality[-1] and bool((quality == quality[0]).all()) else None
+        table = self.table
+        assert table is not None
+        pieces = []
+        for i, (topic, unit) in enumerate(zip(table.topics, table.units)):
+            pieces.append((i, Batch(topic, ts[i:i + 1] if same_ts is None else same_ts, values[i:i + 1],
+                                    quality[i:i + 1] if same_q is None else same_q, unit)))
         return pieces
 
     def __len__(self) -> int:
