@@ -160,3 +160,18 @@ def test_every_subscriber_gets_exactly_the_rows_whose_topic_matches(names, data,
     expected = [(names[i], float(v)) for i, v in zip(ids, values) if topic_matches(pattern, names[i])]
     assert rows == expected
     assert sorted(pieces) == sorted(expected)
+
+
+async def test_a_full_poll_splits_into_views_sharing_one_time_and_quality():
+    bus = Bus()
+    legacy = bus.subscribe("#")
+    batch = Batch.rows(TABLE, TABLE.all_ids, 7.0, np.array([1.0, 2.0, 3.0, 4.0]), np.array([0, 0, 0, 0], dtype=np.uint8))
+    await bus.publish(batch)
+    pieces = [legacy.get_nowait() for _ in range(4)]
+    assert [(p.topic, p.last()) for p in pieces] == [(t, (7.0, float(i + 1), Quality.GOOD)) for i, t in enumerate(TABLE.topics)]
+    assert pieces[0].ts is pieces[3].ts and pieces[0].quality is pieces[3].quality
+    assert all(np.shares_memory(p.values, batch.values) for p in pieces)
+    assert bus.latest("met/ghi") == (7.0, 4.0, Quality.GOOD)
+    # a poll whose rows differ in quality keeps one quality view per point
+    mixed = Batch.rows(TABLE, TABLE.all_ids, 8.0, np.zeros(4), np.array([0, 2, 0, 0], dtype=np.uint8))
+    assert [p.quality.tolist() for p in mixed.split()] == [[0], [2], [0], [0]]
