@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin
 
 import numpy as np
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from edgeplane.metrics import Metrics
     from edgeplane.store import LocalStore
 
-__all__ = ["Connector", "Context", "Health", "HealthState", "PartKey", "PartKind", "Solution"]
+__all__ = ["AnyConnector", "AnySolution", "Connector", "Context", "Health", "HealthState", "PartKey", "PartKind", "Solution"]
 
 
 class HealthState(str, enum.Enum):  # noqa: UP042 - StrEnum would change str(state), which logs and metrics show
@@ -185,18 +185,44 @@ class _Supervised:
         """Release what ``start`` acquired. Called also after a failure, before a restart."""
 
 
-class Connector(_Supervised):
+ConfigT = TypeVar("ConfigT", bound=DeviceConfig)
+PointT = TypeVar("PointT", bound=PointSpec)
+SolutionConfigT = TypeVar("SolutionConfigT", bound=SolutionConfig)
+
+
+def _type_arguments(cls: type, generic: type) -> tuple[Any, ...]:
+    """The arguments ``cls`` gave ``generic`` in its bases (``Connector[MyConfig, MyPoint]``), or ()."""
+    for base in cls.__dict__.get("__orig_bases__", ()):
+        if get_origin(base) is generic:
+            return get_args(base)
+    return ()
+
+
+class Connector(_Supervised, Generic[ConfigT, PointT]):
     """Owns the link to one device entry of the site file.
 
-    Subclasses set ``Config`` (a :class:`DeviceConfig` subclass with the link fields) and
-    ``Point`` (a :class:`PointSpec` subclass with the address fields), publish readings with
-    :meth:`publish`, and implement :meth:`write` if the device accepts commands.
+    Declare the config and point models once, as type arguments::
+
+        class ModbusConnector(Connector[ModbusConfig, ModbusPoint]): ...
+
+    which sets ``Config`` (a :class:`DeviceConfig` subclass with the link fields) and ``Point``
+    (a :class:`PointSpec` subclass with the address fields) and types ``self.config``. (Setting
+    ``Config`` and ``Point`` as class attributes still works.) Publish readings with
+    :meth:`publish`; implement :meth:`write` if the device accepts commands.
     """
 
     Config: ClassVar[type[DeviceConfig]] = DeviceConfig
     Point: ClassVar[type[PointSpec]] = PointSpec
 
-    config: DeviceConfig
+    config: ConfigT
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        arguments = _type_arguments(cls, Connector)
+        if arguments and isinstance(arguments[0], type) and "Config" not in cls.__dict__:
+            cls.Config = arguments[0]
+        if len(arguments) > 1 and isinstance(arguments[1], type) and "Point" not in cls.__dict__:
+            cls.Point = arguments[1]
 
     def topic(self, point: str) -> str:
         return f"{self.name}/{point}"
@@ -222,11 +248,12 @@ class Connector(_Supervised):
         raise NotImplementedError(f"connector of device {self.name!r} does not support writes")
 
 
-class Solution(_Supervised):
+class Solution(_Supervised, Generic[SolutionConfigT]):
     """Domain logic: subscribes to topics, computes, emits events and commands.
 
-    Subclasses set ``Config`` (a :class:`SolutionConfig` subclass) and implement
-    :meth:`subscriptions` and :meth:`on_batch` (and :meth:`on_event` for events).
+    Declare the config model as the type argument (``class Forecast(Solution[ForecastConfig])``,
+    which sets ``Config`` and types ``self.config``; a ``Config`` class attribute still works) and
+    implement :meth:`subscriptions` and :meth:`on_batch` (and :meth:`on_event` for events).
     """
 
     Config: ClassVar[type[SolutionConfig]] = SolutionConfig
@@ -237,7 +264,13 @@ class Solution(_Supervised):
     queue_size: ClassVar[int] = 1000
     overflow: ClassVar[Overflow] = Overflow.DROP_OLDEST
 
-    config: SolutionConfig
+    config: SolutionConfigT
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        arguments = _type_arguments(cls, Solution)
+        if arguments and isinstance(arguments[0], type) and "Config" not in cls.__dict__:
+            cls.Config = arguments[0]
 
     def subscriptions(self) -> list[str]:
         """Topic patterns whose batches and events go to :meth:`on_batch` / :meth:`on_event`."""
@@ -248,3 +281,9 @@ class Solution(_Supervised):
 
     async def on_event(self, event: Event) -> None:
         """Handle one event from another solution."""
+
+
+AnyConnector = Connector[Any, Any]
+"""Any connector class, whatever its config and point models (what the registry holds)."""
+AnySolution = Solution[Any]
+"""Any solution class, whatever its config model."""

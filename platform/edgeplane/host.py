@@ -19,7 +19,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgeplane.bus import Batch, Bus, Overflow
 from edgeplane.clock import Clock, SimulatedClock, WallClock
@@ -30,6 +30,10 @@ from edgeplane.errors import LifecycleError
 from edgeplane.metrics import Metrics
 from edgeplane.plugins import Plugins
 from edgeplane.store import LocalStore
+
+if TYPE_CHECKING:
+    from edgeplane.inference import InferenceService
+    from edgeplane.sync import SyncService
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +93,8 @@ class Host:
         self._start_timeout = start_timeout
         self.http_address: tuple[str, int] | None = None
         self._http_runner: Any = None
-        self.inference: Any = None  # the shared InferenceService, when the site has an inference section
-        self.sync: Any = None  # the SyncService, when the site has a sync section
+        self.inference: InferenceService | None = None  # when the site has an inference section
+        self.sync: SyncService | None = None  # when the site has a sync section
         self.parts: dict[PartKey, Part] = {}
         self.state = HostState.CREATED
         self._stopped = asyncio.Event()
@@ -277,10 +281,11 @@ class Host:
 
         provenance = Provenance(source=f"cloud downlink (sha256 {sha256})")
         given = ModelManifest.model_validate(manifest) if manifest is not None else None
+        inference = self.inference
         await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self.inference.registry.add(path, name, version, provenance, replace=True, manifest=given)
+            None, lambda: inference.registry.add(path, name, version, provenance, replace=True, manifest=given)
         )
-        await self.inference.swap(name, version)
+        await inference.swap(name, version)
 
     async def _execute_cloud_command(self, device: str, point: str, value: Any) -> Any:
         return await self.commands.execute(device, point, value, source="cloud")

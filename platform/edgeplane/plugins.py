@@ -26,7 +26,7 @@ import yaml
 from pydantic import ValidationError, create_model
 
 from edgeplane import hookspecs
-from edgeplane.components import Connector, Solution
+from edgeplane.components import AnyConnector, AnySolution, Connector, Solution
 from edgeplane.config.base import DeviceConfig, Profile, SolutionConfig
 from edgeplane.errors import PluginLoadError, RegistrationError, UnknownTypeError
 
@@ -101,8 +101,8 @@ class Registry:
     """
 
     def __init__(self) -> None:
-        self.connector_table: Table[type[Connector]] = Table("connector")
-        self.solution_table: Table[type[Solution]] = Table("solution")
+        self.connector_table: Table[type[AnyConnector]] = Table("connector")
+        self.solution_table: Table[type[AnySolution]] = Table("solution")
         self.transport_table: Table[type[Transport]] = Table("transport")
         self.profile_table: Table[Profile] = Table("profile")
         self.command_table: Table[click.Command] = Table("command")
@@ -112,11 +112,11 @@ class Registry:
         self._solution_models: dict[str, type[SolutionConfig]] = {}
 
     @property
-    def connectors(self) -> dict[str, type[Connector]]:
+    def connectors(self) -> dict[str, type[AnyConnector]]:
         return self.connector_table.entries
 
     @property
-    def solutions(self) -> dict[str, type[Solution]]:
+    def solutions(self) -> dict[str, type[AnySolution]]:
         return self.solution_table.entries
 
     @property
@@ -186,8 +186,8 @@ class Registry:
         hint = f"install the plugin that provides it (pip install edgeplane-{name.split('.')[0]})"
         return f"{hint}; installed {kind} types: {', '.join(known) or 'none'}"
 
-    def require(self, kind: str, name: str) -> type[Connector] | type[Solution]:
-        table: dict[str, type[Connector]] | dict[str, type[Solution]] = (
+    def require(self, kind: str, name: str) -> type[AnyConnector] | type[AnySolution]:
+        table: dict[str, type[AnyConnector]] | dict[str, type[AnySolution]] = (
             self.connectors if kind == "connector" else self.solutions)
         if name not in table:
             raise UnknownTypeError(f"unknown {kind} type {name!r}: {self.explain_missing(kind, name)}")
@@ -217,11 +217,11 @@ class Registrar:
 class ConnectorRegistrar(Registrar):
     """``register(name, ConnectorClass)`` for :func:`~edgeplane.hookspecs.edgeplane_register_connectors`."""
 
-    def __init__(self, table: Table[type[Connector]], plugin: str, info: PluginInfo) -> None:
+    def __init__(self, table: Table[type[AnyConnector]], plugin: str, info: PluginInfo) -> None:
         super().__init__(plugin, info, "connectors")
         self._table = table
 
-    def __call__(self, name: str, cls: type[Connector]) -> None:
+    def __call__(self, name: str, cls: type[AnyConnector]) -> None:
         self._check_name(name, "connector")
         _check_component(self.plugin, "connector", name, cls, Connector, DeviceConfig)
         self._table.add(name, cls, self.plugin)
@@ -231,11 +231,11 @@ class ConnectorRegistrar(Registrar):
 class SolutionRegistrar(Registrar):
     """``register(name, SolutionClass)`` for :func:`~edgeplane.hookspecs.edgeplane_register_solutions`."""
 
-    def __init__(self, table: Table[type[Solution]], plugin: str, info: PluginInfo) -> None:
+    def __init__(self, table: Table[type[AnySolution]], plugin: str, info: PluginInfo) -> None:
         super().__init__(plugin, info, "solutions")
         self._table = table
 
-    def __call__(self, name: str, cls: type[Solution]) -> None:
+    def __call__(self, name: str, cls: type[AnySolution]) -> None:
         self._check_name(name, "solution")
         _check_component(self.plugin, "solution", name, cls, Solution, SolutionConfig)
         self._table.add(name, cls, self.plugin)
