@@ -176,7 +176,9 @@ class Batch:
         if ids.dtype.kind not in "iu":
             raise ValueError(f"multi-point batch: point_ids must be integers, got dtype {ids.dtype}")
         n = len(ids)
-        if isinstance(ts, np.ndarray):
+        if type(ts) is float:
+            ts_arr = np.full(n, ts)
+        elif isinstance(ts, np.ndarray):
             ts_arr = ts if ts.dtype == np.float64 else ts.astype(np.float64)
         else:
             ts_arr = np.full(n, ts, dtype=np.float64) if np.ndim(ts) == 0 else np.asarray(ts, dtype=np.float64)

@@ -155,11 +155,15 @@ def gather_index(offsets: np.ndarray, type_: str) -> np.ndarray:
     return offsets[:, None] + np.arange(REGISTERS[type_])
 
 
-def decode_gathered(rows: np.ndarray, type_: str, byte_order: Order = "big", word_order: Order = "big") -> np.ndarray:
-    """Decode ``rows`` (big-endian words, one row of registers per point) as ``type_``."""
+def decode_gathered(rows: np.ndarray, type_: str, byte_order: Order = "big", word_order: Order = "big",
+                    dtype: Any = None) -> np.ndarray:
+    """Decode ``rows`` (big-endian words, one row of registers per point) as ``type_``, into a
+    native array of ``dtype`` (default: the type itself; float64 saves the connector a copy)."""
     if word_order == "little":
         rows = rows[:, ::-1]
     if byte_order == "little":
         rows = rows.byteswap()  # each register's two bytes swapped back into value order
+    if not rows.flags.c_contiguous:
+        rows = np.ascontiguousarray(rows)
     # the words laid end to end are the value's bytes, most significant first
-    return np.ascontiguousarray(rows).view(NUMPY_TYPES[type_]).reshape(len(rows)).astype(NUMPY_TYPES[type_][1:])
+    return rows.view(NUMPY_TYPES[type_]).reshape(len(rows)).astype(dtype or NUMPY_TYPES[type_][1:])

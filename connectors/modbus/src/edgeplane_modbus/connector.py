@@ -81,7 +81,9 @@ class _Vector:
     def decode(self, registers: np.ndarray) -> np.ndarray:
         if self.index is not None:
             raw: np.ndarray = codec.decode_gathered(registers[self.index], self.type_, self.byte_order,  # type: ignore[arg-type]
-                                                    self.word_order)  # type: ignore[arg-type]
+                                                    self.word_order, np.float64)  # type: ignore[arg-type]
+            if self.plain:
+                return raw
         elif self.type_ == "bit":
             raw = registers[self.offsets]
         else:  # "bool": one bit of a register
