@@ -11,16 +11,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edgeplane.bus import Batch, Quality
 from edgeplane.components import Solution
-from edgeplane.config import SolutionConfig
+from edgeplane.config import ConfigModel, SolutionConfig
 
 
-class CommandAction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CommandAction(ConfigModel):
     device: str
     point: str
     on_alarm: float | bool | str
