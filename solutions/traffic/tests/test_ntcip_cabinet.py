@@ -60,3 +60,17 @@ async def test_rl_controls_a_sumo_intersection_through_ntcip(edgeplane_host, tmp
         assert cabinet.arrived > 0
     finally:
         await cabinet.stop()
+
+
+def test_the_cabinet_command_refuses_bad_input_with_exit_2() -> None:
+    from click.testing import CliRunner
+
+    from edgeplane.cli import main as edgeplane_cli
+
+    runner = CliRunner()
+    unknown = runner.invoke(edgeplane_cli, ["traffic", "cabinet", "--net", "atlantis"])
+    assert unknown.exit_code == 2 and "neither a known scenario" in unknown.output
+    stopped = runner.invoke(edgeplane_cli, ["traffic", "cabinet", "--net", "single-intersection", "--speed", "0"])
+    assert stopped.exit_code == 2 and "speed > 0" in stopped.output
+    wrong_signal = runner.invoke(edgeplane_cli, ["traffic", "cabinet", "--net", "single-intersection", "--tls", "nope"])
+    assert wrong_signal.exit_code == 2 and "--tls" in wrong_signal.output

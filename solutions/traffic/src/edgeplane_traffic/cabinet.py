@@ -20,7 +20,9 @@ SUMO runs over TraCI (its own process), so a ``sumo`` device with libsumo can sh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -108,10 +110,15 @@ class SumoCabinet:
         det_file = Path(self._tmp.name) / "loops.add.xml"
         write_detectors(det_file, [self.detectors])
         label = f"edgeplane-cabinet-{os.getpid()}-{id(self)}"
+        # TraCI prints "Retrying in 1 seconds" while SUMO starts: keep stdout for the device entry
+        with contextlib.redirect_stdout(sys.stderr):
+            self._start_sumo(traci, det_file, label)
+        self._conn = traci.getConnection(label)
+
+    def _start_sumo(self, traci: Any, det_file: Path, label: str) -> None:
         traci.start([sumo_binary(), "-n", str(self.spec.net), "-r", str(self.spec.route), "-b", str(self.spec.begin),
                      "-a", str(det_file), "--seed", str(self.seed), "--no-step-log", "--no-warnings",
                      "--time-to-teleport", "-1"], label=label)
-        self._conn = traci.getConnection(label)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None

@@ -256,3 +256,51 @@ def demo_command(site_path: Path | None, seconds: float | None, speed: float | N
                                    fault=fault, every=max(1, every)))
     if as_json:
         click.echo(json.dumps(summary))
+
+
+@traffic.command("cabinet")
+@click.option("--net", required=True, help="scenario name or a .net.xml file")
+@click.option("--route", default=None, help="SUMO route file (default: the scenario's)")
+@click.option("--tls", default=None, help="the signal (default: the first)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address the SNMP agent listens on")
+@click.option("--port", type=click.IntRange(0, 65535), default=1161, show_default=True, help="UDP port (0: a free one)")
+@click.option("--community", default="public", show_default=True, help="SNMPv2c read-write community")
+@click.option("--seconds", type=int, default=3600, show_default=True, help="simulated seconds, then it exits")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="simulated seconds per wall second")
+@click.option("--seed", type=int, default=0, show_default=True)
+def cabinet_command(net: str, route: str | None, tls: str | None, host: str, port: int, community: str, seconds: int,
+                    speed: float, seed: int) -> None:
+    """Run a SUMO intersection behind an NTCIP 1202 controller simulator (an SNMP agent); print its device entry."""
+    import asyncio
+
+    import yaml
+
+    from edgeplane_traffic.cabinet import SumoCabinet
+
+    if speed <= 0:
+        raise click.BadParameter("the cabinet runs in real time or faster: give a speed > 0", param_hint="--speed")
+    _resolve(net, route)  # a clear error for an unknown net or route (exit 2)
+    try:
+        cabinet = SumoCabinet(net, route=route, tls=tls, seconds=seconds, speed=speed, seed=seed, community=community)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--tls") from None
+    cabinet.agent.host, cabinet.agent.port = host, port
+
+    async def run() -> None:
+        try:
+            await cabinet.start()
+        except OSError as e:
+            raise click.ClickException(f"cannot listen on udp://{host}:{port} ({e}): choose another --port") from None
+        try:
+            click.echo(f"# NTCIP 1202 controller for signal {cabinet.layout.tls} of {cabinet.spec.name} on udp://{host}:{cabinet.agent.port}")
+            click.echo(yaml.safe_dump({"devices": {"ctl": cabinet.device_config(poll=1.0 / speed)}}, sort_keys=False), nl=False)
+            await cabinet.finished.wait()
+            click.echo(f"# finished: {seconds} s simulated, {cabinet.arrived} vehicles arrived, "
+                       f"conflict monitor faults: {len(cabinet.model.monitor.faults)}")
+        finally:
+            await cabinet.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
