@@ -47,6 +47,9 @@ __all__ = ["NtcipConnector"]
 _GOOD = np.array([Quality.GOOD], dtype=np.uint8)
 _BAD = np.array([Quality.BAD], dtype=np.uint8)
 _STATUS = ("phaseStatusGroupGreens", "phaseStatusGroupYellows", "phaseStatusGroupPhaseNexts")
+# the oid of the points 'signal:' makes (<name>.phase, <name>.phase_time): derived from the phase status
+# groups, not an object of their own
+_SIGNAL_POINT = "0"
 _CONTROL = ("phaseControlGroupHold", "phaseControlGroupForceOff", "phaseControlGroupVehCall", "phaseControlGroupPhaseOmit")
 
 
@@ -86,9 +89,9 @@ class NtcipConnector(Connector):
         if cfg.signal is not None:
             greens = len(self._stages)
             self.config.points[f"{cfg.signal.name}.phase"] = NtcipPoint(
-                oid="0", type="int32", access="rw", limits=PointLimits(min=0, max=greens + greens * (greens - 1)),
+                oid=_SIGNAL_POINT, type="int32", access="rw", limits=PointLimits(min=0, max=greens + greens * (greens - 1)),
                 description="phase-table index shown (greens, yellows of ordered pairs, all-red); write to command")
-            self.config.points[f"{cfg.signal.name}.phase_time"] = NtcipPoint(oid="0", type="float64", unit="s")
+            self.config.points[f"{cfg.signal.name}.phase_time"] = NtcipPoint(oid=_SIGNAL_POINT, type="float64", unit="s")
 
     # ---- the phase table (same order as edgeplane-traffic's layout)
     @property
@@ -200,7 +203,7 @@ class NtcipConnector(Connector):
     # ---- polling
     async def poll_once(self) -> None:
         cfg = self.config
-        raw = {name: p for name, p in cfg.points.items() if p.oid != "0"}
+        raw = {name: p for name, p in cfg.points.items() if p.oid != _SIGNAL_POINT}
         oids = [p.address for p in raw.values()]
         seq_oid = OBJECTS["volumeOccupancySequence"].instance()
         time_oid = OBJECTS["globalTime"].instance()
@@ -295,7 +298,7 @@ class NtcipConnector(Connector):
         if spec is not None and point == f"{spec.name}.phase":
             return await self._command_phase(value)
         p = self.config.points.get(point)
-        if p is None or not p.writable or p.oid == "0":
+        if p is None or not p.writable or p.oid == _SIGNAL_POINT:
             raise ValueError(f"{self.name}/{point} is not writable: declare it with access: rw and a phaseControlGroup "
                              f"object, or write {spec.name + '.phase' if spec else '<signal>.phase'}")
         if float(value) != int(value) or not 0 <= int(value) <= 255:
