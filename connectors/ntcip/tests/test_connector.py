@@ -163,3 +163,24 @@ async def test_points_the_controller_lacks_are_published_bad_and_the_rest_good(c
             _, value, quality = host.bus.latest(f"ctl/{name}")
             assert value != value and quality == Quality.BAD
         assert host.device("ctl").health.state.value == "ok"  # one missing object does not take the device down
+
+
+async def test_v3_faulty_loops_and_control_that_lapses(controller, edgeplane_host) -> None:
+    from edgeplane_ntcip.simulator import DetectorReading
+
+    agent = await controller(control_timeout=10.0)
+    model = agent.model
+    v3 = device(agent, version="3", user=USER.user, auth_protocol="sha256", auth_key=USER.auth_key, priv_protocol="aes128",
+                priv_key=USER.priv_key, time_source="controller")
+    async with edgeplane_host({"site": {"id": "ntcip"}, "devices": {"ctl": v3}}, plugins=[plugin], clock=SimulatedClock(START)) as host:
+        model.step({1: DetectorReading(volume=2, occupancy=0.5, fault=212), 2: DetectorReading()})  # loop 1: a fault code
+        await wait_for(lambda: (host.bus.latest("ctl/sb_count") or (0,))[0] >= START + 1, timeout=5)
+        _, occupancy, quality = host.bus.latest("ctl/sb_occupancy")
+        assert occupancy != occupancy and quality == Quality.BAD  # 212 is a fault, not 106 %
+        assert host.bus.latest("ctl/sb_count")[1:] == (2.0, Quality.GOOD)
+        # central control over v3: a hold the controller keeps while it is rewritten ...
+        assert (await host.commands.execute("ctl", "hold", 1, source="test", timeout=3)).ok
+    assert model.control["hold"] == {1}  # (raw control points are the integrator's: not cleared at stop)
+    for _ in range(11):  # ... and drops when nobody rewrites it for control_timeout (10 s)
+        model.step({})
+    assert model.control["hold"] == set() and model.control_lapses == 1

@@ -61,6 +61,7 @@ class DetectorReading:
     volume: int = 0
     occupancy: float = 0.0
     active: bool = False
+    fault: int | None = None  # a detector fault: detectorOccupancy reports this code (201-255) instead
 
 
 class ConflictMonitor:
@@ -255,7 +256,10 @@ class SignalControllerModel:
         if name == "detectorVolume":
             return min(self.detectors[index].volume, 255) if index in self.detectors else None
         if name == "detectorOccupancy":
-            return round(max(0.0, min(1.0, self.detectors[index].occupancy)) * 200) if index in self.detectors else None
+            if index not in self.detectors:
+                return None
+            reading = self.detectors[index]
+            return reading.fault if reading.fault is not None else round(max(0.0, min(1.0, reading.occupancy)) * 200)
         if name == "unitFlashStatus":
             return FLASH_MMU if self.flashing else NOT_FLASH
         if name == "globalTime":
