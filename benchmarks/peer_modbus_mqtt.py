@@ -338,7 +338,7 @@ def tree_rss_mb(process: psutil.Process) -> float:
 
 
 def measure(name: str, command: list[str], env: dict, folder: Path, counter: Counter, warmup: float,
-            seconds: float, first_reading_s: float = 90.0) -> dict[str, Any]:
+            seconds: float, simulator: psutil.Process, first_reading_s: float = 90.0) -> dict[str, Any]:
     log_path = folder / f"{name}.log"
     log = log_path.open("w")
     proc = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -354,11 +354,11 @@ def measure(name: str, command: list[str], env: dict, folder: Path, counter: Cou
                                    f"its log ends: {tail}")
             time.sleep(0.1)
         time.sleep(warmup)
-        r0, c0, t0 = counter.snapshot(), tree_cpu_seconds(process), time.monotonic()
+        r0, c0, s0, t0 = counter.snapshot(), tree_cpu_seconds(process), tree_cpu_seconds(simulator), time.monotonic()
         while time.monotonic() < t0 + seconds:
             peak = max(peak, tree_rss_mb(process))
             time.sleep(0.25)
-        r1, c1, t1 = counter.snapshot(), tree_cpu_seconds(process), time.monotonic()
+        r1, c1, s1, t1 = counter.snapshot(), tree_cpu_seconds(process), tree_cpu_seconds(simulator), time.monotonic()
         load = os.getloadavg()[0]
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with code {proc.returncode} while measured; its log: {log_path}")
@@ -373,11 +373,13 @@ def measure(name: str, command: list[str], env: dict, folder: Path, counter: Cou
     readings = r1 - r0
     return {"readings_per_s": round(readings / (t1 - t0), 1),
             "cpu_s_per_1000_readings": round((c1 - c0) / readings * 1000, 4) if readings else None,
-            "cpu_share": round((c1 - c0) / (t1 - t0), 3), "rss_mb": round(peak, 1), "load_avg_1min": round(load, 2)}
+            "cpu_share": round((c1 - c0) / (t1 - t0), 3), "rss_mb": round(peak, 1), "load_avg_1min": round(load, 2),
+            # a simulator near 1.0 means the "max" rows measure the simulator as much as the gateway
+            "simulator_cpu_share": round((s1 - s0) / (t1 - t0), 3)}
 
 
 def probe_peer_poll(python: Path, root: Path, modbus_port: int, broker_port: int, counter: Counter,
-                    seconds: float = 6.0) -> tuple[int, dict[str, float]]:
+                    simulator: psutil.Process, seconds: float = 6.0) -> tuple[int, dict[str, float]]:
     """The pollPeriod (ms) at which ThingsBoard delivers most readings, and readings/s at each tried."""
     delivered: dict[str, float] = {}
     for poll_ms in PEER_PROBE_POLL_MS:
@@ -385,7 +387,7 @@ def probe_peer_poll(python: Path, root: Path, modbus_port: int, broker_port: int
         folder.mkdir()
         command, env = peer_command(python, folder, modbus_port, broker_port, poll_ms)
         try:
-            delivered[str(poll_ms)] = measure(PEER, command, env, folder, counter, 2.0, seconds, first_reading_s=30.0)["readings_per_s"]
+            delivered[str(poll_ms)] = measure(PEER, command, env, folder, counter, 2.0, seconds, simulator, first_reading_s=30.0)["readings_per_s"]
         except RuntimeError:
             delivered[str(poll_ms)] = 0.0
         best = max(delivered.values())
@@ -395,7 +397,7 @@ def probe_peer_poll(python: Path, root: Path, modbus_port: int, broker_port: int
 
 
 SIDES = (("edgeplane", "edgeplane"), ("peer", PEER))
-FIGURES = ("readings_per_s", "cpu_s_per_1000_readings", "cpu_share", "rss_mb", "load_avg_1min")
+FIGURES = ("readings_per_s", "cpu_s_per_1000_readings", "cpu_share", "rss_mb", "load_avg_1min", "simulator_cpu_share")
 
 
 def main() -> int:
@@ -430,6 +432,7 @@ def main() -> int:
         modbus_port = free_port()
         server = subprocess.Popen([sys.executable, __file__, "--serve-modbus", str(modbus_port)],
                                   stdout=subprocess.DEVNULL, stderr=(root / "modbus.log").open("w"))
+        simulator = psutil.Process(server.pid)
         try:
             wait_port(modbus_port)
             with Mosquitto(root, max_inflight_messages=1000) as broker:
@@ -442,21 +445,21 @@ def main() -> int:
                                                          args.durability)
                         try:
                             rows["edgeplane", scenario] = measure("edgeplane", command, env, folder, counter,
-                                                                  args.warmup, args.seconds)
+                                                                  args.warmup, args.seconds, simulator)
                         except RuntimeError as e:
                             rows["edgeplane", scenario] = {"not_run": str(e)}
                         if peer_python is None:
                             continue
                         poll_ms = 1000
                         if scenario == "max":
-                            poll_ms, probe = probe_peer_poll(peer_python, root, modbus_port, broker.port, counter)
+                            poll_ms, probe = probe_peer_poll(peer_python, root, modbus_port, broker.port, counter, simulator)
                             results["peer_max_poll_probe_readings_per_s"] = probe
                             results["peer_max_poll_ms"] = poll_ms
                         folder = root / f"peer-{scenario}"
                         folder.mkdir()
                         command, env = peer_command(peer_python, folder, modbus_port, broker.port, poll_ms)
                         try:
-                            rows["peer", scenario] = measure(PEER, command, env, folder, counter, args.warmup, args.seconds)
+                            rows["peer", scenario] = measure(PEER, command, env, folder, counter, args.warmup, args.seconds, simulator)
                         except RuntimeError as e:
                             rows["peer", scenario] = {"not_run": str(e)}
                     results["unreadable_messages"] = counter.unreadable
@@ -488,7 +491,7 @@ def main() -> int:
           f"pymodbus simulator and Mosquitto on loopback, {args.seconds:g} s measured per row, "
           f"{os.cpu_count()} CPUs; the two gateways run one after the other")
     print(f"{'gateway':<22} {'poll':<5} {'readings/s':>11} {'CPU s/1000 readings':>20} {'CPU share':>9} "
-          f"{'peak RSS MB':>11} {'load avg':>8}")
+          f"{'peak RSS MB':>11} {'load avg':>8} {'simulator CPU':>13}")
     for scenario in scenarios:
         for side, label in SIDES:
             row = rows.get((side, scenario))
@@ -499,7 +502,7 @@ def main() -> int:
                 continue
             cpu = row["cpu_s_per_1000_readings"]
             print(f"{label:<22} {scenario:<5} {row['readings_per_s']:>11,.1f} {cpu if cpu is not None else '-':>20} "
-                  f"{row['cpu_share']:>9} {row['rss_mb']:>11} {row['load_avg_1min']:>8}")
+                  f"{row['cpu_share']:>9} {row['rss_mb']:>11} {row['load_avg_1min']:>8} {row['simulator_cpu_share']:>13}")
     if peer_problem:
         print(f"{PEER}: not run: {peer_problem}")
     if args.json:
