@@ -111,7 +111,7 @@ async def test_phase_commands_leave_the_controllers_timing_authoritative(control
     timing = {1: normal, 2: normal, 3: PhaseTiming(min_green=20, max_green=50, yellow=3, red_clear=2), 4: normal}
     agent = await controller(tick=0.05, timing=timing)  # 20 controller seconds per wall second
     model = agent.model
-    site = {"site": {"id": "ntcip"}, "devices": {"ctl": device(agent, time_source="controller", confirm_timeout=0.08)}}
+    site = {"site": {"id": "ntcip"}, "devices": {"ctl": device(agent, time_source="controller", confirm_timeout=0.5)}}
     async with edgeplane_host(site, plugins=[plugin], clock=SimulatedClock(START)) as host:
         await wait_for(lambda: host.bus.latest("ctl/t.phase") is not None, timeout=5)
         await wait_for(lambda: model.timer >= 5, timeout=5)

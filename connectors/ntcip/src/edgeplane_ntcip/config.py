@@ -10,7 +10,7 @@ A device entry::
       community: ${env:NTCIP_COMMUNITY}
       timeout: 1s
       retries: 1
-      poll: 1s                     # wall time between polls
+      poll: 1s                     # wall time between polls (default 1 s; 0: back to back)
       time_source: host            # controller: stamp readings with the controller's globalTime
       signal:                      # optional: the phase-table point a signal solution commands
         name: t                    # points t.phase (rw) and t.phase_time

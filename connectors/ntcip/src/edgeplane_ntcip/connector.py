@@ -44,6 +44,7 @@ from edgeplane_ntcip.session import NtcipError, NtcipTimeout, SnmpCredentials, S
 
 __all__ = ["NtcipConnector"]
 
+DEFAULT_POLL = 1.0
 _GOOD = np.array([Quality.GOOD], dtype=np.uint8)
 _BAD = np.array([Quality.BAD], dtype=np.uint8)
 _STATUS = ("phaseStatusGroupGreens", "phaseStatusGroupYellows", "phaseStatusGroupPhaseNexts")
@@ -180,13 +181,18 @@ class NtcipConnector(Connector):
             try:
                 await self.poll_once()
                 backoff.reset()
-                wait = self.config.poll - (time.monotonic() - began) if self.config.poll else 0.0
+                wait = self._period - (time.monotonic() - began)
             except NtcipError as e:
                 reason = type(e).__name__.removeprefix("Ntcip").lower() or "error"
                 self._note_failure(reason, e)
                 await self._publish_bad()
                 wait = backoff.next_delay()
             await asyncio.sleep(max(0.0, wait))
+
+    @property
+    def _period(self) -> float:
+        """Wall seconds between polls: ``poll`` (0: back to back), 1 s when the site gives none."""
+        return DEFAULT_POLL if self.config.poll is None else float(self.config.poll)
 
     def _note_failure(self, reason: str, error: Exception) -> None:
         self._errors.labels(device=self.name, reason=reason).inc()
@@ -325,4 +331,4 @@ class NtcipConnector(Connector):
                 if shown == self._desired:
                     await self._set_words(self._words_for(self._desired, shown))
                 return shown
-            await asyncio.sleep(min(0.02, self.config.poll / 4 if self.config.poll else 0.02))
+            await asyncio.sleep(min(0.02, self._period / 4))
