@@ -174,6 +174,11 @@ def edge_host(site: str, url: str, points: int, record_readings: int, rounds: in
                                             "durability": "process", "report_interval": 5})
         service = SyncService(config, site_id=site, bus=bus, clock=WallClock(), metrics=Metrics(), store_dir=folder)
         await service.start()
+        while not service.transport.connected:
+            await asyncio.sleep(0.05)
+        # started and connected: the benchmark's clock starts when every host said so and answered "go"
+        print("ready", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
         start = float(int(time.time()) - 3600)
         produced = 0
         for r in range(rounds):
@@ -194,12 +199,26 @@ def edge_host(site: str, url: str, points: int, record_readings: int, rounds: in
 
 def start_edge_hosts(nats: NatsCluster, n: int, points: int, record_readings: int, rounds: int,
                      folder: Path) -> list[subprocess.Popen[str]]:
-    """``n`` real edge hosts, each its own process (one sync layer per process, as in the field)."""
-    return [subprocess.Popen([sys.executable, __file__, "--edge-host", f"edge-{i:03d}",
-                              nats.mqtt_urls[i % len(nats.mqtt_urls)], str(points), str(record_readings), str(rounds),
-                              str(folder / f"edge-{i:03d}")],
-                             stdout=subprocess.PIPE, stderr=open(folder / f"edge-{i:03d}.log", "w"), text=True)
-            for i in range(n)]
+    """``n`` real edge hosts, each its own process (one sync layer per process, as in the field), started and
+    connected (their interpreter start-up is not the cloud end's work); :func:`go` lets them publish."""
+    hosts = [subprocess.Popen([sys.executable, __file__, "--edge-host", f"edge-{i:03d}",
+                               nats.mqtt_urls[i % len(nats.mqtt_urls)], str(points), str(record_readings), str(rounds),
+                               str(folder / f"edge-{i:03d}")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=open(folder / f"edge-{i:03d}.log", "w"), text=True)
+             for i in range(n)]
+    for host in hosts:
+        assert host.stdout is not None
+        if host.stdout.readline().strip() != "ready":
+            raise SystemExit(f"fleet benchmark FAILED: an edge host did not start; see {folder}/edge-*.log")
+    return hosts
+
+
+def go(hosts: list[subprocess.Popen[str]]) -> None:
+    for host in hosts:
+        assert host.stdin is not None
+        host.stdin.write("go\n")
+        host.stdin.close()
 
 
 def main() -> None:
@@ -271,6 +290,7 @@ def main() -> None:
             sampler = threading.Thread(target=sample, daemon=True)
             edges = start_edge_hosts(nats, args.edge_hosts, args.points, args.record_readings, args.edge_rounds, folder)
             started = time.monotonic()
+            go(edges)
             sim.run(args.rounds)
             sampler.start()
 
@@ -325,7 +345,8 @@ def main() -> None:
             cpu = meter.stop()
             edge_reports = []
             for edge in edges:
-                out, _ = edge.communicate(timeout=args.deadline)
+                out = edge.stdout.read() if edge.stdout is not None else ""
+                edge.wait(args.deadline)
                 lines = out.strip().splitlines()
                 if edge.returncode or not lines:
                     raise SystemExit(f"fleet benchmark FAILED: edge host exited {edge.returncode}; see {folder}/edge-*.log")
