@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable
@@ -126,7 +127,7 @@ class Batch:
         self.ts = ts
         self.values = values
         self.quality = np.zeros(len(ts), dtype=np.uint8) if quality is None else quality
-        self._pieces: list[tuple[int, Batch]] | None = None
+        self._pieces: tuple[list[int], list[Batch]] | None = None  # (point ids, single-point pieces)
 
     @classmethod
     def of(
@@ -262,20 +263,21 @@ class Batch:
         gives itself. Rows of a point keep their order. Computed once per batch; when rows are
         grouped by point id in ascending order (as a connector publishes them) every piece's
         arrays are views of this batch's, otherwise one reordering copy serves all pieces."""
-        return [piece for _, piece in self._split()]
+        return list(self._split()[1])
 
     def by_point(self) -> list[tuple[int, Batch]]:
         """:meth:`split` with each piece's point id (0 for a single-point batch)."""
-        return list(self._split())
+        ids, pieces = self._split()
+        return list(zip(ids, pieces))
 
-    def _split(self) -> list[tuple[int, Batch]]:
-        pieces = self._pieces
-        if pieces is not None:
-            return pieces
+    def _split(self) -> tuple[list[int], list[Batch]]:
+        split = self._pieces
+        if split is not None:
+            return split
         if self.table is None:
-            pieces = [(0, self)]
+            split = ([0], [self])
         elif self.point_ids is self.table.all_ids:
-            pieces = self._split_poll()
+            split = self._split_poll()
         else:
             ids = self.point_ids
             assert ids is not None
@@ -289,29 +291,31 @@ class Batch:
             else:
                 bounds = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), n]
             topics, units = self.table.topics, self.table.units
-            pieces = []
-            for s, e in zip(bounds, bounds[1:]):
-                pid = int(ids[s])
-                pieces.append((pid, Batch(topics[pid], ts[s:e], values[s:e], quality[s:e], units[pid])))
-        self._pieces = pieces
-        return pieces
+            point_ids = [int(ids[s]) for s in bounds[:-1]]
+            split = (point_ids, [Batch(topics[pid], ts[s:e], values[s:e], quality[s:e], units[pid])
+                                 for pid, s, e in zip(point_ids, bounds, bounds[1:])])
+        self._pieces = split
+        return split
 
-    def _split_poll(self) -> list[tuple[int, Batch]]:
+    def _split_poll(self) -> tuple[list[int], list[Batch]]:
         """Pieces of a full poll (row i is point i): when every row has the same time (one poll)
         or the same quality, the pieces share one one-row array of it."""
         ts, values, quality = self.ts, self.values, self.quality
         n = len(ts)
         if not n:
-            return []
-        same_ts = ts[:1] if ts[0] == ts[-1] and bool((ts == ts[0]).all()) else None
-        same_q = quality[:1] if quality[0] == quality[-1] and bool((quality == quality[0]).all()) else None
+            return [], []
         table = self.table
         assert table is not None
-        pieces = []
-        for i, (topic, unit) in enumerate(zip(table.topics, table.units)):
-            pieces.append((i, Batch(topic, ts[i:i + 1] if same_ts is None else same_ts, values[i:i + 1],
-                                    quality[i:i + 1] if same_q is None else same_q, unit)))
-        return pieces
+        same_ts = ts[:1] if ts[0] == ts[-1] and bool((ts == ts[0]).all()) else None
+        same_q = quality[:1] if quality[0] == quality[-1] and bool((quality == quality[0]).all()) else None
+        if same_ts is not None and same_q is not None:
+            pieces = [Batch(topic, same_ts, values[i:i + 1], same_q, unit)
+                      for i, (topic, unit) in enumerate(zip(table.topics, table.units))]
+        else:
+            pieces = [Batch(topic, ts[i:i + 1] if same_ts is None else same_ts, values[i:i + 1],
+                            quality[i:i + 1] if same_q is None else same_q, unit)
+                      for i, (topic, unit) in enumerate(zip(table.topics, table.units))]
+        return list(range(n)), pieces
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -630,10 +634,11 @@ class Bus:
                     out.append((subscription, message.select(rows)))
             else:
                 # the single-point layer: pieces are made once per batch and shared
+                ids_, pieces = message._split()
                 if member is None:
-                    out.extend((subscription, piece) for _, piece in message._split())
+                    out.extend(zip(itertools.repeat(subscription, len(pieces)), pieces))
                 else:
-                    out.extend((subscription, piece) for pid, piece in message._split() if member[pid])
+                    out.extend((subscription, piece) for pid, piece in zip(ids_, pieces) if member[pid])
         return out
 
     async def publish(self, message: Batch | Event) -> None:
@@ -724,7 +729,8 @@ class Bus:
         if batch is None or batch.table is None:
             return batch
         pid = batch.table.id_of(topic)
-        return next(piece for p, piece in batch._split() if p == pid)
+        ids, pieces = batch._split()
+        return pieces[ids.index(pid)]
 
     def latest_matching(self, pattern: str) -> dict[str, tuple[float, Any, Quality]]:
         """The newest reading of every topic matching ``pattern``."""
