@@ -13,8 +13,8 @@ from edgeplane_traffic.cabinet import SumoCabinet
 from edgeplane_traffic.layout import point_name
 from edgeplane_traffic.shield import unsafe_transitions
 
-SECONDS = 70
-SPEED = 6.0  # simulated seconds per wall second: each poll of ~25 objects fits well inside a period
+SECONDS = 60
+SPEED = 8.0  # simulated seconds per wall second: each poll of ~25 objects fits well inside a period
 
 
 async def test_rl_controls_a_sumo_intersection_through_ntcip(edgeplane_host, tmp_path) -> None:
