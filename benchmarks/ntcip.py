@@ -10,7 +10,11 @@ cabinet would, with ``--detectors`` loops. The host side polls a single-intersec
 3. commands: a guarded write of ``phaseControlGroupHold`` (SET + GET read-back through the host's
    command path, audit included, polling at 1 s meanwhile) against a raw SET + GET.
 
-    python benchmarks/ntcip.py [--seconds 5] [--detectors 16] [--json]
+4. with ``--cabinet S``: the whole loop for S simulated seconds at 8x (SUMO single-intersection behind
+   the simulator, the shipped RL policy through the inference service): decision latency
+   (observation in -> command confirmed by read-back; decisions that keep the green write nothing).
+
+    python benchmarks/ntcip.py [--seconds 5] [--detectors 16] [--cabinet 300] [--json]
 """
 
 from __future__ import annotations
@@ -106,6 +110,37 @@ async def connector(port: int, detectors: int, seconds: float, rounds: int) -> t
     return count, wall, cpu, latencies
 
 
+async def cabinet_loop(seconds: int) -> dict:
+    import tempfile
+
+    import numpy as np
+
+    import edgeplane_ntcip.plugin as ntcip_plugin
+    import edgeplane_traffic.plugin as traffic_plugin
+    from edgeplane import SimulatedClock
+    from edgeplane.testing import run_host
+    from edgeplane_traffic.cabinet import SumoCabinet
+
+    cabinet = SumoCabinet("single-intersection", seconds=seconds, speed=8.0, seed=5)
+    await cabinet.start()
+    try:
+        with tempfile.TemporaryDirectory() as models:
+            site = {"site": {"id": "ntcip-bench"},
+                    "inference": {"providers": ["cpu"], "models": models, "preload": ["traffic-single-intersection"]},
+                    "devices": {"ctl": cabinet.device_config()},
+                    "solutions": {"signal": {"type": "traffic-signal", "device": "ctl", "net": "single-intersection",
+                                             "controller": "rl", "fallback": "fixed", "deadline": 1.0, "command_timeout": 3.0}}}
+            async with run_host(site, plugins=[traffic_plugin, ntcip_plugin], clock=SimulatedClock(1_700_000_000.0)) as host:
+                await cabinet.finished.wait()
+                latencies = np.array(host.solution("signal").decision_latencies_s) * 1000
+                audit = [a for a in await host.store.audit(10_000) if a["point"] == "t.phase"]
+    finally:
+        await cabinet.stop()
+    return {"cabinet_decisions": len(latencies), "cabinet_decision_p50_ms": round(float(np.percentile(latencies, 50)), 3),
+            "cabinet_decision_p99_ms": round(float(np.percentile(latencies, 99)), 3), "cabinet_commands": len(audit),
+            "cabinet_commands_ok": sum(a["status"] == "ok" for a in audit), "cabinet_conflict_faults": len(cabinet.model.monitor.faults)}
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
@@ -116,6 +151,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--detectors", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--cabinet", type=int, default=0, help="also run the whole loop for this many simulated seconds")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     agent = subprocess.Popen([sys.executable, "-c", AGENT, str(args.detectors)], stdout=subprocess.PIPE, text=True)
@@ -140,6 +176,12 @@ def main() -> None:
     print(f"{'CPU ms per poll (host process)':<36}{result['raw_cpu_ms_per_poll']:>12}{result['connector_cpu_ms_per_poll']:>12}")
     print(f"{'command p50 ms (SET + read-back)':<36}{result['raw_set_get_p50_ms']:>12}{result['connector_command_p50_ms']:>12}")
     print(f"{'command p99 ms':<36}{result['raw_set_get_p99_ms']:>12}{result['connector_command_p99_ms']:>12}")
+    if args.cabinet:
+        loop = asyncio.run(cabinet_loop(args.cabinet))
+        result.update(loop)
+        print(f"whole loop, {args.cabinet} s at 8x: {loop['cabinet_decisions']} decisions, p50 {loop['cabinet_decision_p50_ms']} ms, "
+              f"p99 {loop['cabinet_decision_p99_ms']} ms; {loop['cabinet_commands_ok']}/{loop['cabinet_commands']} commands "
+              f"confirmed; conflict monitor faults {loop['cabinet_conflict_faults']}")
     if args.json:
         print(json.dumps(result))
 
