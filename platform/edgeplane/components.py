@@ -71,7 +71,7 @@ class Health:
 class RateLimitedLog:
     """Logs a message at most once per ``interval`` per key; counts what it held back."""
 
-    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, interval: float = 60.0):
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[logging.Logger], interval: float = 60.0):
         self.logger = logger
         self.interval = interval
         self._last: dict[str, tuple[float, int]] = {}
@@ -135,7 +135,7 @@ class Context:
     clock: Clock
     commands: CommandGuard
     metrics: Metrics
-    log: logging.Logger | logging.LoggerAdapter
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger]
     site_id: str
     site_dir: Path = field(default_factory=Path.cwd)  # relative paths in config are relative to it
     # this part's client of the shared inference service, when the site configures one

@@ -10,9 +10,11 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgeplane.dbthread import DatabaseThread
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -49,7 +51,7 @@ class LocalStore:
         self._thread = DatabaseThread(f"local store {str(self.path)!r}", thread_name="edgeplane-store")
         self._db: sqlite3.Connection | None = None
 
-    async def _call(self, func: Callable[..., Any], *args: Any) -> Any:
+    async def _call(self, func: Callable[..., T], *args: Any) -> T:
         return await self._thread.run(func, *args)
 
     async def open(self) -> None:

@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import random
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ async def wait_for_batch(subscription: Subscription, timeout: float = 5.0) -> Ba
     return await asyncio.wait_for(next_batch(), timeout)
 
 
-async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01) -> None:
+async def wait_for(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.01) -> None:
     """Poll ``predicate()`` until it is true; raise TimeoutError after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -145,9 +145,9 @@ def fake_clock() -> SimulatedClock:
 
 
 @pytest.fixture
-def edgeplane_host(tmp_path: Path):
+def edgeplane_host(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextManager[Host]]:
     """Factory: ``async with edgeplane_host(site, plugins=[...]) as host:`` (see module doc)."""
-    def factory(site: dict[str, Any] | str | Path, **kwargs: Any):
+    def factory(site: dict[str, Any] | str | Path, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[Host]:
         kwargs.setdefault("store_dir", tmp_path / "store")
         return run_host(site, **kwargs)
 
@@ -155,7 +155,7 @@ def edgeplane_host(tmp_path: Path):
 
 
 @pytest.fixture
-def edgeplane_site(tmp_path: Path):
+def edgeplane_site(tmp_path: Path) -> Callable[..., Site]:
     """Factory: ``edgeplane_site(site_dict, plugins=[...])`` returns the validated Site."""
     def factory(site: dict[str, Any] | str | Path, plugins: Iterable[Any] = (), entry_points: bool = False) -> Site:
         return make_site(site, Plugins.load(entry_points=entry_points, extra=plugins), tmp_path / "store")
