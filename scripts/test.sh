@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up (scripts/setup.sh) and runs every test of every distribution in this repository.
+# Sets up (scripts/setup.sh), runs ruff and mypy, then every test of every distribution in this repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
