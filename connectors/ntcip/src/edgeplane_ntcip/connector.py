@@ -80,6 +80,7 @@ class NtcipConnector(Connector):
         self._words: dict[str, int] | None = None  # control words last written (group 1.. flattened by OID)
         self._words_at = 0.0
         self._failing: str | None = None
+        self._reported: set[str] = set()  # points whose bad value was logged (again once it recovers and fails)
         self._lock = asyncio.Lock()  # one SET sequence at a time (poll loop and writes)
         m = context.metrics
         self._errors = m.counter("edgeplane_ntcip_request_errors_total", "NTCIP requests that failed, by device and reason",
@@ -127,7 +128,11 @@ class NtcipConnector(Connector):
         def members(name: str) -> set[int]:
             out: set[int] = set()
             for g in range(1, self._groups + 1):
-                out |= bits_to_members(status[OBJECTS[name].instance(g)], g)
+                mask = status[OBJECTS[name].instance(g)]
+                if not isinstance(mask, int) or not 0 <= mask <= 255:  # network input: a bit mask or nothing
+                    raise NtcipError(f"device {self.name!r} ({self.session.address}) answered {mask!r} for {name}.{g}, "
+                                     f"not a bit mask 0..255: is it an NTCIP 1202 controller?")
+                out |= bits_to_members(mask, g)
             return out & set(self._phases)
 
         greens, yellows, nexts = members(_STATUS[0]), members(_STATUS[1]), members(_STATUS[2])
@@ -226,6 +231,8 @@ class NtcipConnector(Connector):
         self.health.set(HealthState.OK, f"NTCIP controller at {self.session.address}")
         if self._has_periods:
             seq = values[seq_oid]
+            if not isinstance(seq, int):
+                raise NtcipError(f"device {self.name!r} ({self.session.address}) answered {seq!r} for volumeOccupancySequence")
             if seq == self._sequence:
                 self._polls.labels(device=self.name, result="unchanged").inc()
                 await self._keep_control(values)
@@ -234,14 +241,19 @@ class NtcipConnector(Connector):
                 self._missed.labels(device=self.name).inc((seq - self._sequence) % 256 - 1)
             self._sequence = seq
         self._polls.labels(device=self.name, result="published").inc()
-        ts = self._timestamp(values.get(time_oid))
+        controller_time = values.get(time_oid)
+        ts = self._timestamp(controller_time if isinstance(controller_time, int) else None)
         batches = []
         for name, point in raw.items():
             value = values.get(point.address)
-            bad = value is None or (point.object == "detectorOccupancy" and value > 200)
-            if value is None and self._failing != f"missing {point.address}":
-                self.log.warning("device %s: point %s (%s) does not exist on the controller: check its object and index",
-                                 self.name, name, point.address)
+            bad = not isinstance(value, int) or (point.object == "detectorOccupancy" and value > 200)
+            if bad and point.address not in self._reported:  # once per point, not per poll
+                self._reported.add(point.address)
+                why = "does not exist on the controller: check its object and index" if value is None else \
+                    f"read {value!r}: not a value (a detector fault code above 200, or not an integer)"
+                self.log.warning("device %s: point %s (%s) %s; published with BAD quality", self.name, name, point.address, why)
+            elif not bad:
+                self._reported.discard(point.address)
             engineering = np.nan if bad else float(value) * point.scale + point.offset
             batches.append(Batch(self.topic(name), np.array([ts]), np.array([engineering]), _BAD if bad else _GOOD, point.unit))
         if cfg.signal is not None:
