@@ -67,6 +67,10 @@ _OBJECTS = [
     NtcipObject("detectorVolume", f"{ASC}.2.5.4.1.1", "column", "r", "vehicles counted in the last period (0-254, 255 = overflow)", 255),
     NtcipObject("detectorOccupancy", f"{ASC}.2.5.4.1.2", "column", "r",
                 "occupancy in the last period, 0-200 = 0-100 % in 0.5 % steps; 201-255 = detector fault", 255),
+    # overlap status groups (overlapStatusGroupTable, asc.9.4.1.<column>.<group>): bit masks, read as points
+    NtcipObject("overlapStatusGroupReds", f"{ASC}.9.4.1.2", "column", "r", "overlaps showing red (bit mask)", 32),
+    NtcipObject("overlapStatusGroupYellows", f"{ASC}.9.4.1.3", "column", "r", "overlaps showing yellow (bit mask)", 32),
+    NtcipObject("overlapStatusGroupGreens", f"{ASC}.9.4.1.4", "column", "r", "overlaps showing green (bit mask)", 32),
     # unit (asc.3)
     NtcipObject("unitFlashStatus", f"{ASC}.3.6", "scalar", "r",
                 "other 1, notFlash 2, automatic 3, localManual 4, faultMonitor 5, mmu 6, startup 7, preempt 8"),
