@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -435,6 +436,8 @@ def main() -> None:
     print(f"{'store':<32} {results['store']}")
     if args.json:
         print(json.dumps(results))
+    if results["lost"] == 0 and results["duplicates"] == 0 and results["edge_lost"] == 0:
+        shutil.rmtree(folder, ignore_errors=True)  # a failed run keeps its engines' logs to look at
 
 
 if __name__ == "__main__":
