@@ -38,6 +38,10 @@ ThingsBoard's gateway is installed from PyPI into its own virtual environment un
 cannot be installed or started, its rows say why and the edgeplane rows still run.
 
     nice -n 10 .venv/bin/python benchmarks/peer_modbus_mqtt.py [--seconds 20] [--warmup 5] [--scenarios 1s,max] [--json]
+
+Before and after a change in the same run: unpack an older edgeplane (``git archive <commit> | tar -x
+-C DIR``, plus the generated ``sparkplug_b_pb2.py``) and add ``--baseline-src DIR``: its rows come
+first, labelled with the folder's name, and the JSON gets ``baseline_*`` keys.
 """
 
 from __future__ import annotations
