@@ -34,7 +34,7 @@ _PENDING = {
     "edgeplane_ntcip.session.NtcipRejected": "ConnectorError (through NtcipError)",
     "edgeplane_mqtt.testing.MosquittoError": "EdgeplaneError, RuntimeError",
     "edgeplane_cloud.broker.PublishError": "EdgeplaneError, ConnectionError",
-    "edgeplane_cloud.broker.BrokerConfigError": "EdgeplaneError",
+    "edgeplane_cloud.broker.BrokerConfigError": "EdgeplaneError, RuntimeError",
     "edgeplane_cloud.fleet.FleetError": "EdgeplaneError",
     "edgeplane_cloud.health.NotReady": "EdgeplaneError, TimeoutError",
     "edgeplane_cloud.testing.EngineError": "EdgeplaneError, RuntimeError",
