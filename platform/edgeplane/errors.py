@@ -45,16 +45,20 @@ outside this tree or missing from this drawing.
     │   ├── ValueMismatch          OPC UA: a value does not fit the node's type (also ValueError)
     │   ├── LinkLost               OPC UA: the session dropped (also ConnectionError)
     │   ├── CertificateRejected    OPC UA: the server's certificate is not trusted
-    │   └── HttpJsonError          http-json: a request failed
-    │       └── AuthRefused        the endpoint refused the credentials
+    │   ├── HttpJsonError          http-json: a request failed
+    │   │   └── AuthRefused        the endpoint refused the credentials
+    │   └── NtcipError             NTCIP: an SNMP request to a signal controller failed (also ConnectionError)
+    │       ├── NtcipTimeout       no answer (off-line, wrong address, or a v2c community the agent drops)
+    │       ├── NtcipAuthError     SNMPv3 user, keys or protocols refused
+    │       ├── NtcipNoSuchObject  the controller has no such object or row
+    │       └── NtcipRejected      the controller refused a request (read-only object, value out of range)
     └── BadInput                   pdm CLI: bad command-line input (also click.ClickException)
 
 Still outside the tree (their modules belong to work in flight elsewhere; each needs only its
 base class changed to the one named, and ``tests/test_errors.py`` lists them as pending)::
 
     ConnectorError <- ModbusError, LinkDown, RequestTimeout, DeviceException, SunSpecError
-                      (edgeplane_modbus), DecodeError (edgeplane_mqtt), NtcipError, NtcipTimeout,
-                      NtcipAuthError, NtcipNoSuchObject, NtcipRejected (edgeplane_ntcip, new)
+                      (edgeplane_modbus), DecodeError (edgeplane_mqtt)
     EdgeplaneError <- MosquittoError (edgeplane_mqtt.testing), PublishError, BrokerConfigError, FleetError, NotReady,
                       EngineError (edgeplane_cloud), DataError, PlantFileError, TimeBaseError
                       (edgeplane_solar; keep ValueError as a second base)

@@ -1,8 +1,8 @@
 """One SNMP session with a signal controller: GET and SET of NTCIP objects by OID, v2c or v3 (USM).
 
-Errors (every one names the device, the address and what to do)::
+Errors (every one names the device, the address and what to do), under the core's ConnectorError::
 
-    NtcipError
+    NtcipError (also ConnectionError)
      ├── NtcipTimeout        no answer in time: controller off-line, wrong address, or (v2c) a wrong
      │                       community, which an agent drops without answering
      ├── NtcipAuthError      SNMPv3: unknown user, wrong authentication or privacy key, unsupported level
@@ -30,6 +30,8 @@ from pysnmp.hlapi.v3arch.asyncio import (
 from pysnmp.hlapi.v3arch.asyncio import auth as _auth
 from pysnmp.proto import rfc1902, rfc1905
 
+from edgeplane.errors import ConnectorError
+
 __all__ = ["AUTH_PROTOCOLS", "PRIV_PROTOCOLS", "NtcipAuthError", "NtcipError", "NtcipNoSuchObject", "NtcipRejected",
            "NtcipTimeout", "SnmpCredentials", "SnmpSession"]
 
@@ -46,7 +48,7 @@ _AUTH_HINTS = ("unknown usm user", "wrong snmp pdu digest", "decryption error", 
                "unknown security name", "not in time window", "authentication")
 
 
-class NtcipError(ConnectionError):
+class NtcipError(ConnectorError, ConnectionError):
     """A request to a signal controller failed."""
 
 
