@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edgeplane import Batch, Bus, WallClock
 from edgeplane.metrics import Metrics
@@ -130,3 +131,19 @@ async def test_the_uplink_stream_is_replicated_three_times(nats_cluster: NatsClu
         await nc.close()
         worker.stop()
         await asyncio.wait_for(task, 20)
+
+
+async def test_a_worker_refuses_an_uplink_stream_with_fewer_replicas_than_asked(nats_cluster: NatsCluster):
+    """Fewer replicas than the operator asked for would lose acknowledged uplinks with a node: refused, naming the fix."""
+    import nats
+
+    from edgeplane_cloud.broker import BrokerConfigError, StreamSettings, ensure_stream
+
+    nc = await nats.connect(servers=nats_cluster.nats_urls)
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, StreamSettings(replicas=3))  # what the cluster has: accepted
+        with pytest.raises(BrokerConfigError, match=r"has 3 replica\(s\).*stream_replicas: 5"):
+            await ensure_stream(js, StreamSettings(replicas=5))
+    finally:
+        await nc.close()
