@@ -78,3 +78,21 @@ def test_cloud_status_and_keygen_commands(tmp_path):
     assert "plant-1: last seen" in result.output and "2 readings in 1 records, 1 duplicates dropped" in result.output
     result = runner.invoke(cloud, ["keygen", str(tmp_path / "k"), str(tmp_path / "k.pub")])
     assert result.exit_code == 0 and "key id" in result.output
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_compression_from_many_threads_at_once(codec):
+    """Several outboxes (or the cloud's ingest threads) compress and decompress at the same time;
+    a shared zstandard object did this unsafely (a segfault in the cloud end's tests)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgeplane.sync.codec import compress, decompress
+
+    rng = np.random.default_rng(0)
+    bodies = [rng.integers(0, 8, size=200_000, dtype=np.uint8).tobytes() for _ in range(8)]
+
+    def round_trips(body: bytes) -> bool:
+        return all(decompress(compress(body, codec), codec) == body for _ in range(20))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(round_trips, bodies * 2))

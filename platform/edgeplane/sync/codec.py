@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,18 +202,33 @@ def _decode_block(block: bytes) -> dict[str, Any]:
 
 # -- compression ------------------------------------------------------------------------------
 
-_zstd_c: Any = None
-_zstd_d: Any = None
+# zstandard's compressor and decompressor objects must not be used by two threads at once (a
+# process with several outboxes, or the cloud's ingest threads, crashed on a shared one), and
+# making one per call costs more than the compression of a small block: one of each per thread.
+_zstd = threading.local()
+
+
+def _zstd_compressor() -> Any:
+    compressor = getattr(_zstd, "compressor", None)
+    if compressor is None:
+        import zstandard
+
+        compressor = _zstd.compressor = zstandard.ZstdCompressor(level=3)
+    return compressor
+
+
+def _zstd_decompressor() -> Any:
+    decompressor = getattr(_zstd, "decompressor", None)
+    if decompressor is None:
+        import zstandard
+
+        decompressor = _zstd.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
 
 
 def compress(data: bytes, codec: str) -> bytes:
-    global _zstd_c
     if codec == "zstd":
-        if _zstd_c is None:
-            import zstandard
-
-            _zstd_c = zstandard.ZstdCompressor(level=3)
-        return _zstd_c.compress(data)
+        return _zstd_compressor().compress(data)
     if codec == "lz4":
         import lz4.frame
 
@@ -224,14 +240,9 @@ def compress(data: bytes, codec: str) -> bytes:
 
 def decompress(data: bytes, codec: str, max_size: int = MAX_BODY_BYTES) -> bytes:
     """Decompress at most ``max_size`` bytes; :class:`EnvelopeError` if the data holds more."""
-    global _zstd_d
     if codec == "zstd":
-        if _zstd_d is None:
-            import zstandard
-
-            _zstd_d = zstandard.ZstdDecompressor()
         # a stream reader never trusts the frame's declared size and stops at the limit
-        with _zstd_d.stream_reader(data) as reader:
+        with _zstd_decompressor().stream_reader(data) as reader:
             out = reader.read(max_size + 1)
     elif codec == "lz4":
         import lz4.frame
