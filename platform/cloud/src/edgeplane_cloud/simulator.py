@@ -41,11 +41,6 @@ from edgeplane_cloud.broker import mqtt_client
 
 __all__ = ["FleetSimulator", "SimulatorStats"]
 
-# the sync codec compresses with one module-wide zstandard compressor, which must not be used by two
-# threads at once (it crashes the process): the producer threads take turns encoding
-_CODEC_LOCK = threading.Lock()
-
-
 @dataclass
 class SimulatorStats:
     envelopes_acked: int = 0
@@ -156,8 +151,7 @@ class FleetSimulator:
             values = np.round(20.0 + 5.0 * np.sin(ts / 60.0 + phase + p), 3)
             block, count = encode_batch(Batch(stream, ts, values))
             records.append(Record(stream, round_, "raw", 1, count, start + n, block))
-        with _CODEC_LOCK:
-            return encode_envelope(site, time.time(), records, "zstd"), n * len(self.streams)
+        return encode_envelope(site, time.time(), records, "zstd"), n * len(self.streams)
 
     def prepare(self, rounds: int) -> int:
         """Encode every site's envelopes for ``rounds`` rounds now (:meth:`run` then only publishes); returns bytes."""
