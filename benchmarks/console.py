@@ -36,14 +36,10 @@ from typing import Any
 import aiohttp
 import psutil
 
+from edgeplane.testing import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "benchmark-password"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _port_free(port: int) -> bool:
@@ -59,7 +55,7 @@ def site_file(folder: Path, console: bool, password_hash: str) -> tuple[Path, in
     """configs/solar-plant.yaml on free ports and private folders (and a console section)."""
     text = (REPO / "configs" / "solar-plant.yaml").read_text()
     while True:
-        station, broker, http, base = (_free_port() for _ in range(4))
+        station, broker, http, base = (free_port() for _ in range(4))
         if all(_port_free(base + i) for i in range(3)):
             break
     text = text.replace('"15021"', f'"{base}"').replace('"15020"', f'"{station}"')

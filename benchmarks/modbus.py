@@ -22,10 +22,11 @@ import argparse
 import asyncio
 import json
 import random
-import socket
 import subprocess
 import sys
 import time
+
+from edgeplane.testing import free_port
 
 SERVER = """
 import asyncio, sys
@@ -37,12 +38,6 @@ async def main():
     await server.serve_forever()
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_port(port: int) -> None:

@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,14 +29,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from edgeplane.testing import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(items: int, period: float) -> tuple[subprocess.Popen[str], str]:

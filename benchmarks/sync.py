@@ -32,14 +32,9 @@ from edgeplane.sync import SyncConfig, SyncService
 from edgeplane.sync.codec import Record, compress, encode_batch, encode_envelope
 from edgeplane.sync.outbox import Outbox, OutboxItem
 from edgeplane.sync.policy import PolicyMapper
+from edgeplane.testing import free_port
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pv"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Mosquitto:

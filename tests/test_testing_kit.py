@@ -9,9 +9,6 @@ from pathlib import Path
 from edgeplane.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-# folders whose owners were changing them while the kit was unified (issue 15); each still has its
-# own free_port and should import edgeplane.testing's
-_PENDING = {"connectors/modbus", "connectors/mqtt", "platform/cloud", "solutions/solar", "solutions/traffic", "benchmarks"}
 
 
 def test_free_port_gives_a_bindable_port_for_tcp_and_udp():
@@ -29,8 +26,6 @@ def test_nobody_writes_free_port_again():
     for path in paths:
         relative = path.relative_to(ROOT).as_posix()
         if relative == "platform/edgeplane/testing.py" or "/build/" in relative or "/node_modules/" in relative:
-            continue
-        if any(relative.startswith(prefix + "/") for prefix in _PENDING):
             continue
         if re.search(r"^def _?free_port\(", path.read_text(errors="replace"), re.M):
             copies.append(relative)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from edgeplane_modbus.cli import modbus
 from edgeplane_modbus.simulator import SunSpecInverterSimulator
-from edgeplane_modbus.testing import free_port
+from edgeplane.testing import free_port
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from pymodbus.client import ModbusTcpClient
 
 from edgeplane import Quality
 from edgeplane.testing import wait_for
-from edgeplane_modbus.testing import PLUGINS, PymodbusServer, SilentServer, device, free_port, site
+from edgeplane_modbus.testing import PLUGINS, PymodbusServer, SilentServer, device, site
+from edgeplane.testing import free_port
 
 DT = ModbusTcpClient.DATATYPE
 conv = ModbusTcpClient.convert_to_registers

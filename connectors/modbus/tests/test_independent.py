@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edgeplane.testing import wait_for
-from edgeplane_modbus.testing import PLUGINS, device, free_port, site
+from edgeplane_modbus.testing import PLUGINS, device, site
+from edgeplane.testing import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:isSet:DeprecationWarning")
 

@@ -14,7 +14,8 @@ from edgeplane import Quality
 from edgeplane.testing import wait_for
 from edgeplane_modbus import sunspec
 from edgeplane_modbus.simulator import SunSpecInverterSimulator
-from edgeplane_modbus.testing import PLUGINS, free_port, site
+from edgeplane_modbus.testing import PLUGINS, site
+from edgeplane.testing import free_port
 
 
 @pytest.fixture

@@ -14,19 +14,14 @@ from edgeplane_cloud.embedded import CloudStore
 
 from edgeplane_solar.cli import solar
 from edgeplane_solar.demo import default_site, parse_fault, parse_limit, run_demo
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from edgeplane.testing import free_port
 
 
 def _site_on_free_ports(tmp_path: Path) -> Path:
     text = default_site().read_text()
     # the simulator takes consecutive inverter ports from --base-port: find a free run of them
     while True:
-        ports = [_free_port() for _ in range(6)]
+        ports = [free_port() for _ in range(6)]
         station, broker, http = ports[0], ports[1], ports[2]
         base = ports[3]
         if all(_port_free(base + i) for i in range(3)):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgeplane.testing import free_port
+
 REPO = Path(__file__).resolve().parents[3]
 SITE = REPO / "configs" / "intersection.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_reference_site_validates() -> None:

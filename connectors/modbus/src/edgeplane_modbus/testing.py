@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +18,6 @@ from edgeplane_modbus import plugin
 
 PLUGINS = [plugin]
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.2}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -30,18 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeplane.testing import free_port
+
 __all__ = ["Mosquitto", "MosquittoError", "Publisher", "SparkplugEdgeNode", "TlsFiles", "free_port", "make_certificates"]
 
 
 class MosquittoError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

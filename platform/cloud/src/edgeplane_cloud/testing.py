@@ -19,7 +19,6 @@ mode 0700, out of that user's reach), with its socket in that folder too.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import socket
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgeplane.testing import free_port  # below the ephemeral range: a restarted NATS node gets its port back
 from edgeplane_cloud.broker import INGEST_CONSUMER, UPLINK_STREAM, stream_leader
 
 __all__ = ["EngineError", "NatsCluster", "Postgres", "free_port", "port_open"]
@@ -39,35 +39,6 @@ PG_BIN = Path(os.environ.get("EDGEPLANE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 class EngineError(RuntimeError):
     """An engine did not start; the message carries the tail of its log."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing uses right now, below the kernel's ephemeral range.
-
-    A port the kernel hands out for ``bind(0)`` is in the ephemeral range, where any outgoing
-    connection on the machine may take it as its source port: a NATS node restarted on its old
-    port (its peers' routes name it) could then find it taken. Ports below the range are only
-    ever taken by a listener that asks for them.
-    """
-    low = _ephemeral_low()
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 12000), low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # a crowded machine: fall back to any free port
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
 
 
 def port_open(port: int) -> bool:
