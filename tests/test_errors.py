@@ -17,26 +17,6 @@ _SCRIPTS = {
     "edgeplane_sparkplug.peer_host",  # runs in the peer's own venv (pysparkplug needs paho-mqtt 1.x)
 }
 
-# Errors whose modules belong to work in flight by other owners this round; each needs its base
-# changed to the class named here. A name listed here that is already in the tree fails the test,
-# so the list only shrinks.
-_PENDING = {
-    "edgeplane_modbus.link.ModbusError": "ConnectorError",
-    "edgeplane_modbus.link.LinkDown": "ConnectorError (through ModbusError)",
-    "edgeplane_modbus.link.RequestTimeout": "ConnectorError (through ModbusError)",
-    "edgeplane_modbus.link.DeviceException": "ConnectorError (through ModbusError)",
-    "edgeplane_modbus.sunspec.SunSpecError": "ConnectorError",
-    "edgeplane_mqtt.decoders.DecodeError": "ConnectorError",
-    "edgeplane_mqtt.testing.MosquittoError": "EdgeplaneError, RuntimeError",
-    "edgeplane_cloud.broker.PublishError": "EdgeplaneError, ConnectionError",
-    "edgeplane_cloud.broker.BrokerConfigError": "EdgeplaneError, RuntimeError",
-    "edgeplane_cloud.fleet.FleetError": "EdgeplaneError",
-    "edgeplane_cloud.health.NotReady": "EdgeplaneError, TimeoutError",
-    "edgeplane_cloud.testing.EngineError": "EdgeplaneError, RuntimeError",
-    "edgeplane_solar.dataset.DataError": "EdgeplaneError, ValueError",
-    "edgeplane_solar.plantfile.PlantFileError": "EdgeplaneError, ValueError",
-    "edgeplane_solar.timebase.TimeBaseError": "EdgeplaneError, ValueError",
-}
 
 
 def _edgeplane_packages() -> list[str]:
@@ -73,10 +53,7 @@ def test_every_public_error_is_in_the_tree_and_drawn():
     errors = _public_errors()
     assert len(errors) > 20, sorted(errors)  # the walk found the distributions' modules
     outside = sorted(name for name, cls in errors.items() if not issubclass(cls, EdgeplaneError))
-    unexpected = [name for name in outside if name not in _PENDING]
-    assert not unexpected, f"derive these from EdgeplaneError (or a subclass in edgeplane.errors): {unexpected}"
-    stale = [name for name in _PENDING if name in errors and name not in outside]
-    assert not stale, f"these are in the tree now: remove them from _PENDING: {stale}"
+    assert not outside, f"derive these from EdgeplaneError (or a subclass in edgeplane.errors): {outside}"
     doc = edgeplane.errors.__doc__ or ""
     drawn = set(re.findall(r"\w+", doc))
     undrawn = sorted(name for name, cls in errors.items() if cls.__name__ not in drawn)

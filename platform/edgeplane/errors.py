@@ -47,21 +47,27 @@ outside this tree or missing from this drawing.
     │   ├── CertificateRejected    OPC UA: the server's certificate is not trusted
     │   ├── HttpJsonError          http-json: a request failed
     │   │   └── AuthRefused        the endpoint refused the credentials
+    │   ├── ModbusError            Modbus: a request failed (edgeplane_modbus.link)
+    │   │   ├── LinkDown           the TCP/serial link is down
+    │   │   ├── RequestTimeout     no answer in time
+    │   │   └── DeviceException    the device answered with a Modbus exception code
+    │   ├── SunSpecError           Modbus: no SunSpec map, or a model/point it does not hold
+    │   ├── DecodeError            MQTT: a payload does not decode as its mapping says
     │   └── NtcipError             NTCIP: an SNMP request to a signal controller failed (also ConnectionError)
     │       ├── NtcipTimeout       no answer (off-line, wrong address, or a v2c community the agent drops)
     │       ├── NtcipAuthError     SNMPv3 user, keys or protocols refused
     │       ├── NtcipNoSuchObject  the controller has no such object or row
     │       └── NtcipRejected      the controller refused a request (read-only object, value out of range)
-    └── BadInput                   pdm CLI: bad command-line input (also click.ClickException)
-
-Still outside the tree (their modules belong to work in flight elsewhere; each needs only its
-base class changed to the one named, and ``tests/test_errors.py`` lists them as pending)::
-
-    ConnectorError <- ModbusError, LinkDown, RequestTimeout, DeviceException, SunSpecError
-                      (edgeplane_modbus), DecodeError (edgeplane_mqtt)
-    EdgeplaneError <- MosquittoError (edgeplane_mqtt.testing), PublishError, BrokerConfigError, FleetError, NotReady,
-                      EngineError (edgeplane_cloud), DataError, PlantFileError, TimeBaseError
-                      (edgeplane_solar; keep ValueError as a second base)
+    ├── BadInput                   pdm CLI: bad command-line input (also click.ClickException)
+    ├── DataError                  solar: a power or weather file cannot be used (also ValueError)
+    ├── PlantFileError             solar: a plant description is invalid (also ValueError)
+    ├── TimeBaseError              solar: a time base is not understood (also ValueError)
+    ├── FleetError                 cloud: a fleet operation (rollout, labels) cannot be done
+    ├── PublishError               cloud: the broker did not take a message (also ConnectionError)
+    ├── BrokerConfigError          cloud: the NATS stream is not set up as ingest needs (also RuntimeError)
+    ├── NotReady                   cloud: a probed process did not report ready in time (also TimeoutError)
+    ├── EngineError                cloud test kit: NATS or PostgreSQL did not start (also RuntimeError)
+    └── MosquittoError             MQTT test kit: Mosquitto did not start (also RuntimeError)
 
 Each message names the thing (plugin, device, point, config path) and the way out.
 """

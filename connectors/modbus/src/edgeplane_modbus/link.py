@@ -23,6 +23,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer import FramerType
 
+from edgeplane.errors import ConnectorError
 from edgeplane.reconnect import ReconnectPolicy
 from edgeplane_modbus.config import Link as LinkAddress
 
@@ -35,7 +36,7 @@ EXCEPTION_NAMES = {
 }
 
 
-class ModbusError(Exception):
+class ModbusError(ConnectorError):
     """A request failed. ``reason`` is a short label for metrics (timeout, exception_2, link_down)."""
 
     reason = "error"

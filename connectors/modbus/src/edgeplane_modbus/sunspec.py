@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Awaitable, Callable, Sequence
 
+from edgeplane.errors import ConnectorError
+
 SUNS = (0x5375, 0x6E53)
 BASES = (40000, 0, 50000)
 END_ID = 0xFFFF
@@ -57,7 +59,7 @@ POINT_TYPE = {
 }
 
 
-class SunSpecError(Exception):
+class SunSpecError(ConnectorError):
     """No SunSpec device found, or a model chain that does not parse."""
 
 

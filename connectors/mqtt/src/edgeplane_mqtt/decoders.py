@@ -17,6 +17,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from edgeplane.errors import ConnectorError
 from edgeplane_mqtt.config import JsonOptions
 
 __all__ = ["DecodeError", "Decoder", "JsonDecoder", "NumberDecoder", "TextDecoder", "parse_path", "make_decoder"]
@@ -24,7 +25,7 @@ __all__ = ["DecodeError", "Decoder", "JsonDecoder", "NumberDecoder", "TextDecode
 Reading = tuple[str, float, Any]
 
 
-class DecodeError(Exception):
+class DecodeError(ConnectorError):
     """A message that cannot become readings; ``reason`` labels the drop counter."""
 
     def __init__(self, reason: str, message: str):

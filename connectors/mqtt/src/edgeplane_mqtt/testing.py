@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeplane.errors import EdgeplaneError
 from edgeplane.testing import free_port
 
 __all__ = ["Mosquitto", "MosquittoError", "Publisher", "SparkplugEdgeNode", "TlsFiles", "free_port", "make_certificates"]
 
 
-class MosquittoError(RuntimeError):
+class MosquittoError(EdgeplaneError, RuntimeError):
     pass
 
 

@@ -29,6 +29,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+from edgeplane.errors import EdgeplaneError
 
 __all__ = ["INGEST_CONSUMER", "UPLINK_STREAM", "UPLINK_SUBJECT_PREFIX", "BrokerConfigError", "MqttPublisher",
            "PublishError", "StreamSettings", "ensure_stream", "mqtt_client", "stream_leader"]
@@ -38,11 +39,11 @@ UPLINK_SUBJECT_PREFIX = "$MQTT.msgs."  # what it puts before the NATS subject of
 INGEST_CONSUMER = "ingest"
 
 
-class BrokerConfigError(RuntimeError):
+class BrokerConfigError(EdgeplaneError, RuntimeError):
     """The NATS cluster is configured in a way that could lose acknowledged uplinks; the message says the fix."""
 
 
-class PublishError(ConnectionError):
+class PublishError(EdgeplaneError, ConnectionError):
     """The broker did not acknowledge a downlink message."""
 
 

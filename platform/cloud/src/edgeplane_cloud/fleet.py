@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from edgeplane.errors import EdgeplaneError
 from edgeplane.sync.signing import load_private_key, sign
 
 __all__ = ["Fleet", "FleetError", "Gate", "parse_selector", "signed_message", "twin_view"]
@@ -36,7 +37,7 @@ __all__ = ["Fleet", "FleetError", "Gate", "parse_selector", "signed_message", "t
 KINDS = ("config", "model")
 
 
-class FleetError(Exception):
+class FleetError(EdgeplaneError):
     """A fleet operation cannot be done; the message says why and what to do."""
 
 

@@ -23,6 +23,8 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from edgeplane.errors import EdgeplaneError
+
 __all__ = ["Check", "HealthServer", "NotReady", "wait_ready"]
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 Check = Callable[[], "str | None"]  # None when healthy, else why not (one line, says what to look at)
 
 
-class NotReady(TimeoutError):
+class NotReady(EdgeplaneError, TimeoutError):
     """The probed process did not report ready in time; the message carries its last answer."""
 
 

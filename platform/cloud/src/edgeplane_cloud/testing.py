@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgeplane.errors import EdgeplaneError
 from edgeplane.testing import free_port  # below the ephemeral range: a restarted NATS node gets its port back
 from edgeplane_cloud.broker import INGEST_CONSUMER, UPLINK_STREAM, stream_leader
 
@@ -37,7 +38,7 @@ NATS_SERVER = shutil.which("nats-server") or "/usr/bin/nats-server"
 PG_BIN = Path(os.environ.get("EDGEPLANE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
-class EngineError(RuntimeError):
+class EngineError(EdgeplaneError, RuntimeError):
     """An engine did not start; the message carries the tail of its log."""
 
 

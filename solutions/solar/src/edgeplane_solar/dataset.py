@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgeplane.errors import EdgeplaneError
 from edgeplane_solar import features
 from edgeplane_solar.plant import PlantConfig, PlantModel
 from edgeplane_solar.timebase import TimeBase, TimeBaseError, to_known_at
@@ -29,7 +30,7 @@ from edgeplane_solar.timebase import TimeBase, TimeBaseError, to_known_at
 WEATHER_MAX_AGE = pd.Timedelta(hours=3)
 
 
-class DataError(ValueError):
+class DataError(EdgeplaneError, ValueError):
     """A data file that cannot be used; the message names the file, the column and the fix."""
 
 

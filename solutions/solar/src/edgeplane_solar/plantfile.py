@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edgeplane.errors import EdgeplaneError
 from edgeplane_solar.plant import PlantConfig
 from edgeplane_solar.timebase import TimeBase, TimeBaseError
 
@@ -67,7 +68,7 @@ class PlantFile(_Model):
         return path if path.is_absolute() else (base.parent / path).resolve()
 
 
-class PlantFileError(ValueError):
+class PlantFileError(EdgeplaneError, ValueError):
     """A plant file that cannot be used; the message names the file and the field."""
 
 

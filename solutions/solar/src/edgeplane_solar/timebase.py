@@ -23,11 +23,13 @@ from typing import Literal
 
 import pandas as pd
 
+from edgeplane.errors import EdgeplaneError
+
 Label = Literal["instant", "start", "end"]
 _OFFSET = re.compile(r"^UTC([+-])(\d{1,2})(?::?(\d{2}))?$")
 
 
-class TimeBaseError(ValueError):
+class TimeBaseError(EdgeplaneError, ValueError):
     """A time base that cannot be used; the message names the file, column and fix."""
 
 
