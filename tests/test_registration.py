@@ -7,7 +7,7 @@ import typing
 
 import pytest
 
-from edgeplane import DeviceConfig, PointSpec, hookimpl, hookspecs
+from edgeplane import DeviceConfig, PointSpec, ReferenceSite, hookimpl, hookspecs
 from edgeplane.builtin.memory import MemoryConnector
 from edgeplane.components import Connector
 from edgeplane.errors import RegistrationError
@@ -48,7 +48,7 @@ class _Squatter:
 def test_every_registration_hook_has_a_typed_registrar_and_a_facade_method():
     specs = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)
              if name.startswith("edgeplane_register_") and name != "edgeplane_register_console_panels"]
-    assert len(specs) == 6
+    assert len(specs) == 7
     for name in specs:
         kind = name.removeprefix("edgeplane_register_")
         assert callable(getattr(Plugins, f"register_{kind}")), f"Plugins.register_{kind} is missing"
@@ -79,3 +79,21 @@ def test_registrars_check_what_they_are_given():
     assert table.entries == {"x": ThermoConnector} and table.owners == {"x": "p"}
     registry = Registry()
     assert registry.connectors is registry.connector_table.entries
+
+
+def test_reference_sites_are_registered_by_the_solution_plugins_and_checked(tmp_path):
+    sites = Plugins.load().registry.reference_sites
+    assert {"solar", "factory", "intersection"} <= set(sites)
+    assert all(site.path.is_file() and "reference_sites" in site.path.parts for site in sites.values())
+
+    class _Missing:
+        __name__ = "missing"
+
+        @hookimpl
+        def edgeplane_register_reference_sites(self, register):
+            register(ReferenceSite("nowhere", tmp_path / "absent.yaml"))
+
+    plugins = Plugins.load(entry_points=False, extra=[_Missing()])
+    assert "nowhere" not in plugins.registry.reference_sites
+    error = str(plugins.registry.failed["missing"])
+    assert "no file at" in error and "package data" in error

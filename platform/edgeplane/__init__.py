@@ -38,7 +38,7 @@ from edgeplane.errors import (
 )
 from edgeplane.hookspecs import hookimpl
 from edgeplane.host import Host, HostState
-from edgeplane.plugins import Plugins, Registry
+from edgeplane.plugins import Plugins, ReferenceSite, Registry
 
 __all__ = [
     "Batch",
@@ -70,6 +70,7 @@ __all__ = [
     "Quality",
     "Rate",
     "RateLimitedLog",
+    "ReferenceSite",
     "RegistrationError",
     "Registry",
     "SecretError",

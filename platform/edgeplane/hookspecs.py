@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         ConnectorRegistrar,
         ModelRegistrar,
         ProfileRegistrar,
+        ReferenceSiteRegistrar,
         SolutionRegistrar,
         TransportRegistrar,
     )
@@ -115,6 +116,17 @@ def edgeplane_register_models(register: ModelRegistrar) -> None:
     Called when the registry is built. ``path`` is a folder of models the inference service can
     load (each model an ONNX file with its manifest: name, version, sha256, signature,
     provenance). Returns nothing.
+    """
+
+
+@hookspec
+def edgeplane_register_reference_sites(register: ReferenceSiteRegistrar) -> None:
+    """Register the reference deployment of a vertical: ``register(ReferenceSite(vertical, path, summary))``.
+
+    Called when the registry is built. ``path`` is a site file inside the plugin's package (package
+    data), the one place that deployment is kept: ``edgeplane site init --vertical <vertical>``
+    starts a site folder from it, and the plugin's demo runs it. The core names no vertical.
+    Returns nothing.
     """
 
 

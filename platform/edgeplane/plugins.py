@@ -106,6 +106,7 @@ class Registry:
         self.transport_table: Table[type[Transport]] = Table("transport")
         self.profile_table: Table[Profile] = Table("profile")
         self.command_table: Table[click.Command] = Table("command")
+        self.reference_site_table: Table[ReferenceSite] = Table("reference site")
         self.models: list[Path] = []
         self.failed: dict[str, PluginLoadError] = {}
         self._device_models: dict[str, type[DeviceConfig]] = {}
@@ -131,10 +132,15 @@ class Registry:
     def commands(self) -> dict[str, click.Command]:
         return self.command_table.entries
 
+    @property
+    def reference_sites(self) -> dict[str, ReferenceSite]:
+        return self.reference_site_table.entries
+
     def tables(self) -> dict[str, Table[Any]]:
         """Every table by its plural name ("connectors", ...), as ``edgeplane plugins list`` shows them."""
         return {"connectors": self.connector_table, "solutions": self.solution_table,
-                "transports": self.transport_table, "profiles": self.profile_table, "commands": self.command_table}
+                "transports": self.transport_table, "profiles": self.profile_table, "commands": self.command_table,
+                "reference_sites": self.reference_site_table}
 
     @property
     def owners(self) -> dict[tuple[str, str], str]:
@@ -304,6 +310,34 @@ class CommandRegistrar(Registrar):
         self._note(name)
 
 
+@dataclass(frozen=True)
+class ReferenceSite:
+    """A vertical's reference deployment, shipped as a site file inside the plugin's package."""
+
+    vertical: str  # the name ``edgeplane site init --vertical`` takes: "solar", "factory", ...
+    path: Path  # the site file
+    summary: str = ""  # one line: what runs
+
+
+class ReferenceSiteRegistrar(Registrar):
+    """``register(ReferenceSite(vertical, path, summary))`` for
+    :func:`~edgeplane.hookspecs.edgeplane_register_reference_sites`."""
+
+    def __init__(self, table: Table[ReferenceSite], plugin: str, info: PluginInfo) -> None:
+        super().__init__(plugin, info, "reference_sites")
+        self._table = table
+
+    def __call__(self, site: ReferenceSite) -> None:
+        if not isinstance(site, ReferenceSite):
+            raise RegistrationError(f"plugin {self.plugin!r}: register(ReferenceSite(vertical, path)), not {site!r}")
+        self._check_name(site.vertical, "reference site")
+        if not Path(site.path).is_file():
+            raise RegistrationError(f"plugin {self.plugin!r}: reference site {site.vertical!r}: no file at {site.path} "
+                                    "(is it in the package data?)")
+        self._table.add(site.vertical, site, self.plugin)
+        self._note(site.vertical)
+
+
 class ModelRegistrar(Registrar):
     """``register(path)`` for :func:`~edgeplane.hookspecs.edgeplane_register_models`."""
 
@@ -450,6 +484,7 @@ class Plugins:
         self.register_profiles(registry)
         self.register_commands(registry)
         self.register_models(registry)
+        self.register_reference_sites(registry)
         registry.failed = {name: info.error for name, info in self.infos.items() if info.error is not None}
         return registry
 
@@ -477,6 +512,10 @@ class Plugins:
     def register_models(self, registry: Registry) -> None:
         self._register_each(self.pm.hook.edgeplane_register_models, registry,
                             lambda plugin, info: ModelRegistrar(registry.models, plugin, info))
+
+    def register_reference_sites(self, registry: Registry) -> None:
+        self._register_each(self.pm.hook.edgeplane_register_reference_sites, registry,
+                            lambda plugin, info: ReferenceSiteRegistrar(registry.reference_site_table, plugin, info))
 
     def _register_each(self, hook: pluggy.HookCaller, registry: Registry,
                        registrar: Callable[[str, PluginInfo], Registrar]) -> None:

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def make_site(tmp_path: Path, vertical: str, name: str) -> Path:
     folder = tmp_path / "site"
-    # the built-in reference sites: these tests need only the core and the connectors
-    site_cmd("init", folder, "--vertical", vertical, "--name", name, "--configs", tmp_path / "no-configs")
+    # the kit tests' small site files: these tests need only the core and the connectors
+    site_cmd("init", folder, "--from", Path(__file__).parent / "sites" / f"{vertical}.yaml", "--name", name)
     site_cmd("certs", folder)
     return folder
 

@@ -13,12 +13,14 @@ from cryptography import x509
 
 from edgeplane.config import load_site
 from edgeplane.kit.render import K8sOptions, render_k8s
-from edgeplane.kit.site_init import VERTICALS, init_site, reference_site
+from edgeplane.kit.site_init import init_site
 from edgeplane.plugins import Plugins
 
 from .conftest import new_ca, site_cmd
 
 REPO = Path(__file__).resolve().parents[2]
+SITES = Path(__file__).parent / "sites"  # small site files (no simulators) for the kit's tests
+VERTICALS = {"solar": "solar-plant.yaml", "factory": "factory.yaml", "intersection": "intersection.yaml"}
 K8S_VERSION = "1.30.0"
 
 
@@ -40,18 +42,26 @@ def test_init_makes_a_valid_site_folder_for_each_vertical(tmp_path: Path, vertic
     assert "edgeplane site certs" in readme and "edgeplane site doctor" in readme
     for rel in yaml.safe_load((folder / "site.yaml").read_text()).get("profiles") or []:
         assert (folder / rel).exists(), f"profile {rel} was not copied"
-    source, from_repo = reference_site(vertical)
-    assert from_repo == (REPO / "configs" / VERTICALS[vertical]).is_file()
+    assert f"the {vertical} reference site" in out
+    # one place per reference site: the repository's configs/ file is a link to the plugin's
+    linked = REPO / "configs" / VERTICALS[vertical]
+    assert linked.is_symlink() and "reference_sites" in str(linked.resolve())
     site_cmd("render", folder, "k8s")
     assert {d["kind"] for d in k8s_docs(folder)} >= {"ConfigMap", "Deployment"}
 
 
-def test_init_falls_back_to_the_built_in_site_and_keeps_comments(tmp_path: Path):
-    result = init_site(tmp_path / "s", "solar", configs=tmp_path / "no-configs")
-    assert result.source == "edgeplane's built-in solar site"
+def test_init_from_a_site_file_keeps_comments(tmp_path: Path):
+    result = init_site(tmp_path / "s", source_file=SITES / "solar.yaml")
+    assert result.source == str(SITES / "solar.yaml")
     text = (tmp_path / "s" / "site.yaml").read_text()
     assert text.startswith("# Minimal solar plant site")  # comments survive the id change
     assert validate_site(tmp_path / "s").id == "solar-site"
+
+
+def test_an_unknown_vertical_names_the_ones_installed(tmp_path: Path):
+    out = site_cmd("init", tmp_path / "s", "--vertical", "solr", ok=False)
+    assert out.exit_code == 2
+    assert "no reference site 'solr'" in out.output and "factory, intersection, solar" in out.output
 
 
 def test_init_copies_profiles_and_refuses_to_overwrite(tmp_path: Path):
@@ -62,16 +72,16 @@ def test_init_copies_profiles_and_refuses_to_overwrite(tmp_path: Path):
     (configs / "factory.yaml").write_text(
         "site: {id: ref-factory}\nprofiles: [profiles/thermo.yaml]\n"
         "devices: {t1: {connector: memory, profile: thermo}}\n")
-    result = init_site(tmp_path / "s", "factory", "Line 4", configs=configs)
+    result = init_site(tmp_path / "s", name="Line 4", source_file=configs / "factory.yaml")
     assert (tmp_path / "s" / "profiles" / "thermo.yaml").is_file() and result.copied
     site = validate_site(tmp_path / "s")
     assert site.id == "line-4" and "temp" in site.devices["t1"].points
-    site_cmd("init", tmp_path / "s", "--vertical", "factory", ok=False)  # site.yaml exists
+    site_cmd("init", tmp_path / "s", "--from", configs / "factory.yaml", ok=False)  # site.yaml exists
 
 
 def test_certs_with_a_lab_ca(tmp_path: Path):
     folder = tmp_path / "site"
-    site_cmd("init", folder, "--vertical", "solar", "--name", "plant-7", "--configs", tmp_path / "built-in")
+    site_cmd("init", folder, "--from", SITES / "solar.yaml", "--name", "plant-7")
     out = site_cmd("certs", folder).output
     assert "PRIVATE KEY" not in out and "BEGIN" not in out  # paths only, never key material
     operator = tmp_path / "operator"  # EDGEPLANE_OPERATOR_DIR (tests/conftest.py): never the site folder
@@ -100,7 +110,7 @@ def test_certs_signed_by_the_operators_ca_with_the_clouds_trust_key(tmp_path: Pa
     operator = new_ca(tmp_path / "operator", "Operator Root CA")
     generate_keypair(tmp_path / "cloud.key", tmp_path / "cloud.pub")
     folder = tmp_path / "site"
-    site_cmd("init", folder, "--vertical", "factory", "--configs", tmp_path / "built-in")
+    site_cmd("init", folder, "--from", SITES / "factory.yaml")
     site_cmd("certs", folder, "--ca-cert", operator / "ca.pem", "--ca-key", operator / "ca.key",
              "--trust-key", tmp_path / "cloud.pub")
     cert = x509.load_pem_x509_certificate((folder / "certs/site.pem").read_bytes())
@@ -123,7 +133,7 @@ def k8s_docs(folder: Path) -> list[dict]:
 
 def test_render_k8s_validates_against_the_kubernetes_schema(tmp_path: Path):
     folder = tmp_path / "site"
-    site_cmd("init", folder, "--vertical", "solar", "--name", "plant-7", "--configs", tmp_path / "built-in")
+    site_cmd("init", folder, "--from", SITES / "solar.yaml", "--name", "plant-7")
     site_cmd("certs", folder)
     site_cmd("render", folder, "k8s", "--image", "registry.local/edgeplane:test")
     docs = {d["kind"]: d for d in k8s_docs(folder)}
@@ -154,7 +164,7 @@ def test_render_k8s_validates_against_the_kubernetes_schema(tmp_path: Path):
 
 def test_render_k8s_requests_a_gpu_when_inference_prefers_cuda_and_references_env_secrets(tmp_path: Path):
     folder = tmp_path / "site"
-    site_cmd("init", folder, "--vertical", "intersection", "--configs", tmp_path / "built-in")
+    site_cmd("init", folder, "--from", SITES / "intersection.yaml")
     doc = yaml.safe_load((folder / "site.yaml").read_text())
     doc["inference"] = {"providers": ["cuda", "cpu"], "models": "models"}
     doc["sync"]["uplink"]["username"] = "site"
@@ -174,7 +184,7 @@ def test_render_k8s_requests_a_gpu_when_inference_prefers_cuda_and_references_en
 
 def test_render_systemd_unit_is_hardened_and_verifies(tmp_path: Path):
     folder = tmp_path / "site"
-    site_cmd("init", folder, "--vertical", "factory", "--name", "line-4", "--configs", tmp_path / "built-in")
+    site_cmd("init", folder, "--from", SITES / "factory.yaml", "--name", "line-4")
     site_cmd("render", folder, "systemd", "--executable", "/bin/true")
     unit = (folder / "deploy/edgeplane-line-4.service").read_text()
     settings = [line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#")]
@@ -193,7 +203,7 @@ def test_render_systemd_unit_is_hardened_and_verifies(tmp_path: Path):
 
 def test_render_refuses_an_invalid_site_file(tmp_path: Path):
     folder = tmp_path / "site"
-    site_cmd("init", folder, "--vertical", "intersection", "--configs", tmp_path / "built-in")
+    site_cmd("init", folder, "--from", SITES / "intersection.yaml")
     text = (folder / "site.yaml").read_text().replace("high: 25", "hihg: 25")
     (folder / "site.yaml").write_text(text)
     out = site_cmd("render", folder, "k8s", ok=False).output

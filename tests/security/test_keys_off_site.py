@@ -25,7 +25,7 @@ def private_keys_in(folder: Path) -> list[Path]:
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     folder = tmp_path / "site"
-    site("init", folder, "--vertical", "factory", "--name", "line-4", "--configs", tmp_path / "no-configs")
+    site("init", folder, "--from", Path(__file__).parents[1] / "kit" / "sites" / "factory.yaml", "--name", "line-4")
     return folder
 
 

@@ -72,20 +72,23 @@ def site_group() -> None:
 
 @site_group.command("init")
 @_folder
-@click.option("--vertical", required=True, type=click.Choice(["solar", "factory", "intersection"]),
-              help="The reference deployment to start from.")
+@click.option("--vertical", default=None,
+              help="The reference deployment to start from, as the installed plugins offer them "
+                   "(solar, factory, intersection with this repository's solutions).")
+@click.option("--from", "source_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Start from this site file instead of a reference deployment.")
 @click.option("--name", default=None, help="The site's name; its id is made from it (e.g. 'Plant 07' -> plant-07).")
-@click.option("--configs", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder of reference site files (default: the repository's configs/; built-in sites if absent).")
 @click.option("--force", is_flag=True, help="Overwrite an existing site.yaml.")
-def init(folder: Path, vertical: str, name: str | None, configs: Path | None, force: bool) -> None:
-    """Create FOLDER with the vertical's site file, its device profiles and a README of next steps."""
+def init(folder: Path, vertical: str | None, source_file: Path | None, name: str | None, force: bool) -> None:
+    """Create FOLDER with a reference site file, its device profiles and a README of next steps."""
     from edgeplane.kit.site_init import init_site
 
     try:
-        result = init_site(folder, vertical, name, configs=configs, force=force)
-    except (FileExistsError, ValueError) as e:
+        result = init_site(folder, vertical, name, source_file=source_file, force=force)
+    except FileExistsError as e:
         raise click.ClickException(str(e)) from None
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     click.echo(f"created {result.site_file} (site {result.site_id!r}, from {result.source})")
     for path in result.copied:
         click.echo(f"  copied {path}")

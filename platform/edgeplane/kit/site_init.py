@@ -1,9 +1,9 @@
 """``edgeplane site init DIR --vertical ...``: a site folder from a vertical's reference deployment.
 
-The reference site files live in the repository's ``configs/`` folder (``solar-plant.yaml``,
-``factory.yaml``, ``intersection.yaml``); when edgeplane is installed without its repository, a
-minimal site per vertical built into this package is used instead. The site file's profiles are
-copied next to it, so the folder is self-contained.
+Each vertical's reference site is a site file inside its solution plugin's package, registered
+through ``edgeplane_register_reference_sites`` (the repository's ``configs/*.yaml`` are links to
+them); the core names no vertical. ``--from FILE`` starts from any other site file instead. The
+site file's profiles are copied next to it, so the folder is self-contained.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import json
 import re
 import shutil
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-__all__ = ["VERTICALS", "InitResult", "init_site", "reference_site", "site_id_from_name"]
+if TYPE_CHECKING:
+    from edgeplane.plugins import ReferenceSite, Registry
 
-VERTICALS = {"solar": "solar-plant.yaml", "factory": "factory.yaml", "intersection": "intersection.yaml"}
+__all__ = ["InitResult", "init_site", "reference_site", "site_id_from_name"]
 
 
 @dataclass
@@ -31,19 +31,14 @@ class InitResult:
     copied: list[Path] = field(default_factory=list)
 
 
-def _repo_configs() -> Path:
-    # platform/edgeplane/kit/site_init.py -> the repository root is three folders above the package
-    return Path(__file__).resolve().parents[3] / "configs"
-
-
-def reference_site(vertical: str, configs: Path | None = None) -> tuple[Path, bool]:
-    """The reference site file of ``vertical`` and whether it is the repository's (else built in)."""
-    if vertical not in VERTICALS:
-        raise ValueError(f"unknown vertical {vertical!r}: choose one of {', '.join(VERTICALS)}")
-    candidate = (configs or _repo_configs()) / VERTICALS[vertical]
-    if candidate.is_file():
-        return candidate, True
-    return Path(str(resources.files("edgeplane.kit") / "sites" / f"{vertical}.yaml")), False
+def reference_site(vertical: str, registry: Registry) -> ReferenceSite:
+    """The reference site ``vertical`` that an installed plugin registered."""
+    sites = registry.reference_sites
+    if vertical not in sites:
+        known = ", ".join(sorted(sites)) or "none (install a solution plugin, e.g. pip install edgeplane-solar)"
+        raise ValueError(f"no reference site {vertical!r}: the installed plugins offer {known}; "
+                         "or start from a site file with --from FILE")
+    return sites[vertical]
 
 
 def site_id_from_name(name: str) -> str:
@@ -75,7 +70,7 @@ def _with_identity(text: str, data: dict[str, Any], site_id: str, name: str | No
     return "# written by 'edgeplane site init'\n" + yaml.safe_dump(wanted, sort_keys=False)
 
 
-def _readme(result: InitResult, vertical: str, data: dict[str, Any]) -> str:
+def _readme(result: InitResult, made_by: str, data: dict[str, Any]) -> str:
     devices = ", ".join(f"{n} ({(e or {}).get('connector')})" for n, e in (data.get("devices") or {}).items())
     has_sync = "sync" in data
     steps = [
@@ -90,7 +85,7 @@ def _readme(result: InitResult, vertical: str, data: dict[str, Any]) -> str:
     lines = "\n".join(steps)
     return f"""# Site {result.site_id}
 
-Made by `edgeplane site init --vertical {vertical}` from `{result.source}`.
+Made by `edgeplane site init {made_by}` from `{result.source}`.
 
 Devices: {devices or 'none'}.
 
@@ -150,10 +145,25 @@ def _looks_relative(value: str) -> bool:
         and not value.startswith("/") and " " not in value and len(value) < 300
 
 
-def init_site(folder: Path, vertical: str, name: str | None = None, *, configs: Path | None = None,
-              force: bool = False) -> InitResult:
-    """Create ``folder`` with ``site.yaml`` from the vertical's reference, its profiles and a README."""
-    source, from_repo = reference_site(vertical, configs)
+def init_site(folder: Path, vertical: str | None = None, name: str | None = None, *, registry: Registry | None = None,
+              source_file: Path | None = None, force: bool = False) -> InitResult:
+    """Create ``folder`` with ``site.yaml`` from a vertical's reference site (or ``source_file``), its
+    profiles and a README."""
+    if (vertical is None) == (source_file is None):
+        raise ValueError("give either a vertical (--vertical) or a site file to start from (--from), not both")
+    if source_file is not None:
+        source, made_by, described = Path(source_file), f"--from {source_file}", str(source_file)
+        if not source.is_file():
+            raise ValueError(f"--from {source_file}: no such site file")
+    else:
+        assert vertical is not None
+        if registry is None:
+            from edgeplane.plugins import Plugins
+
+            registry = Plugins.load().registry
+        reference = reference_site(vertical, registry)
+        source, made_by = reference.path, f"--vertical {vertical}"
+        described = f"{source} (the {vertical} reference site of plugin {registry.reference_site_table.owners[vertical]})"
     folder = Path(folder)
     site_file = folder / "site.yaml"
     if site_file.exists() and not force:
@@ -162,10 +172,9 @@ def init_site(folder: Path, vertical: str, name: str | None = None, *, configs: 
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{source} is not a site file (a mapping at the top)")
-    site_id = site_id_from_name(name) if name else str((data.get("site") or {}).get("id", vertical))
+    site_id = site_id_from_name(name) if name else str((data.get("site") or {}).get("id", vertical or "site"))
     folder.mkdir(parents=True, exist_ok=True)
-    result = InitResult(site_file=site_file, source=str(source) if from_repo else f"edgeplane's built-in {vertical} site",
-                        site_id=site_id)
+    result = InitResult(site_file=site_file, source=described, site_id=site_id)
 
     # profiles are listed relative to the site file; copy them to the same place in the new folder
     # (one that lies outside the source's folder goes to profiles/ and the list is rewritten)
@@ -188,5 +197,5 @@ def init_site(folder: Path, vertical: str, name: str | None = None, *, configs: 
         data["profiles"] = rewritten
         text = "# written by 'edgeplane site init'\n" + yaml.safe_dump(data, sort_keys=False)
     site_file.write_text(_with_identity(text, data, site_id, name))
-    (folder / "README.md").write_text(_readme(result, vertical, data))
+    (folder / "README.md").write_text(_readme(result, made_by, data))
     return result

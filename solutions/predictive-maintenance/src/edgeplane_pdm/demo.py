@@ -19,12 +19,8 @@ from edgeplane import Event
 
 
 def default_site() -> Path:
-    """``configs/factory.yaml`` of the repository this package is installed from (editable install)."""
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "configs" / "factory.yaml"
-        if candidate.is_file():
-            return candidate
-    raise click.ClickException("configs/factory.yaml not found: pass --site PATH to the factory site file")
+    """The factory reference site this package ships (also ``configs/factory.yaml`` in the repository)."""
+    return Path(__file__).parent / "reference_sites" / "factory.yaml"
 
 
 def _format_alert(event: Event) -> str:

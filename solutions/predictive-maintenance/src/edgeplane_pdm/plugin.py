@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeplane import hookimpl
+from edgeplane import ReferenceSite, hookimpl
 
 
 @hookimpl
@@ -32,3 +32,9 @@ def edgeplane_register_console_panels(register):  # type: ignore[no-untyped-def]
 
     for panel in PANELS:
         register(panel)
+
+
+@hookimpl
+def edgeplane_register_reference_sites(register):  # type: ignore[no-untyped-def]
+    register(ReferenceSite("factory", Path(__file__).parent / "reference_sites" / "factory.yaml",
+                           "a simulated OPC UA line of three machines; bearing health, fault class, alerts"))

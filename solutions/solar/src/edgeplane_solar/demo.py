@@ -20,8 +20,8 @@ from edgeplane_solar.simulator import ACTIONS
 
 
 def default_site() -> Path:
-    """``configs/solar-plant.yaml`` of the repository this plugin is installed from."""
-    return Path(__file__).resolve().parents[4] / "configs" / "solar-plant.yaml"
+    """The solar reference site this package ships (also ``configs/solar-plant.yaml`` in the repository)."""
+    return Path(__file__).parent / "reference_sites" / "solar-plant.yaml"
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgeplane import hookimpl
+from edgeplane import ReferenceSite, hookimpl
 
 
 @hookimpl
@@ -37,3 +37,10 @@ def edgeplane_register_console_panels(register: Any) -> None:
 
     for panel in PANELS:
         register(panel)
+
+
+@hookimpl
+def edgeplane_register_reference_sites(register: Any) -> None:
+    register(ReferenceSite("solar", Path(__file__).parent / "reference_sites" / "solar-plant.yaml",
+                           "three simulated SunSpec inverters and a weather station on real irradiance; PV forecast, "
+                           "inverter diagnosis and plant dispatch"))

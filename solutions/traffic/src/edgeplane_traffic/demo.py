@@ -20,13 +20,8 @@ __all__ = ["default_site", "run_demo"]
 
 
 def default_site() -> Path:
-    """``configs/intersection.yaml`` of the repository this plugin lives in (or of the cwd)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "configs" / "intersection.yaml"
-        if candidate.is_file():
-            return candidate
-    return Path.cwd() / "configs" / "intersection.yaml"
+    """The intersection reference site this package ships (also ``configs/intersection.yaml`` in the repository)."""
+    return Path(__file__).parent / "reference_sites" / "intersection.yaml"
 
 
 def _latest(host: Any, topic: str) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeplane import hookimpl
+from edgeplane import ReferenceSite, hookimpl
 
 
 @hookimpl
@@ -41,3 +41,9 @@ def edgeplane_register_console_panels(register: Callable[..., Any]) -> None:
 
     for panel in PANELS:
         register(panel)
+
+
+@hookimpl
+def edgeplane_register_reference_sites(register: Callable[..., Any]) -> None:
+    register(ReferenceSite("intersection", Path(__file__).parent / "reference_sites" / "intersection.yaml",
+                           "a SUMO intersection under the shipped RL policy, with a fixed-time twin beside it"))
