@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from edgeplane.console.commissioning import Scanner
     from edgeplane.console.panels import Panel
     from edgeplane.host import Host
     from edgeplane.plugins import (
@@ -139,6 +140,18 @@ def edgeplane_register_console_panels(register: Callable[[Panel], None]) -> None
     ``solution_type``; its ``view(solution, data)`` returns widgets (``Stats``, ``Plot``,
     ``Table`` from :mod:`edgeplane.console`) that the console draws, so a plugin ships no
     JavaScript. ``view`` runs on the event loop: it must be quick and never block. Returns nothing.
+    """
+
+
+@hookspec
+def edgeplane_register_console_scanners(register: Callable[[Scanner], None]) -> None:
+    """Register how the site console discovers a device of a connector:
+    ``register(Scanner(connector, scan, point_spec))``.
+
+    Called when the console is mounted. The console's commissioning page posts its form to
+    ``/console/api/commissioning/<connector>``, which awaits ``scan(form)`` (it must bound what it
+    reads from the network and never block the event loop), and saves the rows an operator ticks
+    as a device profile through ``point_spec(row)``. Returns nothing.
     """
 
 

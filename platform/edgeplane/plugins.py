@@ -33,6 +33,7 @@ from edgeplane.errors import PluginLoadError, RegistrationError, UnknownTypeErro
 if TYPE_CHECKING:
     import click
 
+    from edgeplane.console.commissioning import Scanner
     from edgeplane.console.panels import Panel
     from edgeplane.host import Host
     from edgeplane.sync.transport import Transport
@@ -552,6 +553,12 @@ class Plugins:
         panels: list[Panel] = []
         self._call_each(self.pm.hook.edgeplane_register_console_panels, register=panels.append)
         return panels
+
+    def console_scanners(self) -> dict[str, Scanner]:
+        """Every console scanner the plugins register, by connector (a plugin that raises is logged and skipped)."""
+        scanners: list[Scanner] = []
+        self._call_each(self.pm.hook.edgeplane_register_console_scanners, register=scanners.append)
+        return {scanner.connector: scanner for scanner in scanners}
 
     def _call_each(self, hook: pluggy.HookCaller, **kwargs: Any) -> None:
         """Call ``hook`` through pluggy once per plugin: one that raises is logged, the others still run."""

@@ -201,8 +201,10 @@ async def test_tls_with_the_sites_certificate(tmp_path, console_users, operator)
 async def test_modbus_scan_and_a_saved_profile(tmp_path, console_users, operator, viewer, sunspec_inverter):
     inverter = await sunspec_inverter()
     target = inverter.url.removeprefix("tcp://")
+    from edgeplane_modbus import plugin as modbus_plugin
+
     async with run_host(small_site(console_users, profiles_dir=str(tmp_path / "profiles")), store_dir=tmp_path / "store",
-                        http_port=0) as host:
+                        http_port=0, plugins=[modbus_plugin]) as host:
         base = f"http://127.0.0.1:{host.http_address[1]}"
         async with client() as s:
             me = await login(s, base, operator)
@@ -222,6 +224,10 @@ async def test_modbus_scan_and_a_saved_profile(tmp_path, console_users, operator
                 assert r.status == 400 and "exists" in (await r.json())["error"]
             async with s.post(base + "/console/api/commissioning/modbus", json={"target": "127.0.0.1:1"}, headers=headers) as r:
                 assert r.status == 400 and "cannot scan" in (await r.json())["error"]
+            # a connector whose plugin registered no scanner (here: opcua is not loaded)
+            async with s.post(base + "/console/api/commissioning/opcua", json={"endpoint": "opc.tcp://x:1"},
+                              headers=headers) as r:
+                assert r.status == 404 and "installed scanners are modbus" in (await r.json())["error"]
             async with s.post(base + "/console/api/commissioning/profile", json={**body, "name": "../evil"}, headers=headers) as r:
                 assert r.status == 400 and "profile name" in (await r.json())["error"]
         async with client() as s:
@@ -234,8 +240,6 @@ async def test_modbus_scan_and_a_saved_profile(tmp_path, console_users, operator
     assert profile["points"]["W"]["sunspec"] == "103.W" and "access" not in profile["points"]["W"]
     assert profile["points"]["WMaxLimPct"]["sunspec"] == "123.WMaxLimPct" and profile["points"]["WMaxLimPct"]["access"] == "rw"
     # the saved profile drives a real device entry of the modbus connector
-    from edgeplane_modbus import plugin as modbus_plugin
-
     site = {"site": {"id": "uses-profile"}, "profiles": [saved["path"]],
             "devices": {"inv": {"connector": "modbus", "url": inverter.url, "profile": "my-inverter", "poll": "200ms",
                                 "sunspec": {"models": [1, 103, 123], "publish": "listed"}}}}
@@ -244,8 +248,10 @@ async def test_modbus_scan_and_a_saved_profile(tmp_path, console_users, operator
 
 
 async def test_opcua_browse(tmp_path, console_users, operator, opcua_machine):
+    from edgeplane_opcua import plugin as opcua_plugin
+
     machine = await opcua_machine()
-    async with run_host(small_site(console_users), store_dir=tmp_path, http_port=0) as host:
+    async with run_host(small_site(console_users), store_dir=tmp_path, http_port=0, plugins=[opcua_plugin]) as host:
         base = f"http://127.0.0.1:{host.http_address[1]}"
         async with client() as s:
             me = await login(s, base, operator)

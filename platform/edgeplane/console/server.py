@@ -3,7 +3,8 @@
 Pages: ``/console/`` (one page, its scripts and styles from this package's ``static/``).
 API under ``/console/api/``: ``login``, ``logout``, ``me``, ``overview``, ``devices``,
 ``history``, ``stream`` (server-sent events), ``write``, ``audit``, ``panels`` and
-``commissioning/{opcua,modbus,profile}``. Everything but the page and ``login`` needs a session;
+``commissioning/<connector>`` (a connector plugin's scanner: ``opcua``, ``modbus``) and
+``commissioning/profile``. Everything but the page and ``login`` needs a session;
 every POST but ``login`` needs the session's CSRF token in ``X-CSRF-Token``; ``write`` and
 ``commissioning/profile`` need the operator role.
 """
@@ -77,6 +78,7 @@ class Console:
         self.throttle = LoginThrottle(config.max_failed_logins, config.lockout)
         self.live = LiveData(host, config.history_points)
         self.panels = host.plugins.console_panels()
+        self.scanners = host.plugins.console_scanners()
         self._devices: tuple[Any, list[dict[str, Any]]] = (None, [])
         m = host.metrics
         self._m_logins = m.counter("edgeplane_console_logins_total", "Console logins by result", ["result"])
@@ -100,9 +102,9 @@ class Console:
         r.add_post("/console/api/write", self._guard(self.write, post=True, operator=True))
         r.add_get("/console/api/audit", self._guard(self.audit))
         r.add_get("/console/api/panels", self._guard(self.panel_views))
-        r.add_post("/console/api/commissioning/opcua", self._guard(self.browse_opcua, post=True))
-        r.add_post("/console/api/commissioning/modbus", self._guard(self.scan_modbus, post=True))
+        # profile before {connector}: aiohttp matches in the order routes are added
         r.add_post("/console/api/commissioning/profile", self._guard(self.save_profile, post=True, operator=True))
+        r.add_post("/console/api/commissioning/{connector}", self._guard(self.scan_device, post=True))
 
     def _guard(self, handler: Callable[[web.Request, Session], Awaitable[web.StreamResponse]], *, post: bool = False,
                operator: bool = False) -> Handler:
@@ -286,17 +288,15 @@ class Console:
                       "status": result.status.value, "message": result.message, "readback": result.readback,
                       "ts": result.ts, "user": session.user})
 
-    async def browse_opcua(self, request: web.Request, _: Session) -> web.StreamResponse:
+    async def scan_device(self, request: web.Request, _: Session) -> web.StreamResponse:
+        connector = request.match_info["connector"]
+        scanner = self.scanners.get(connector)
+        if scanner is None:
+            return _error(404, f"no commissioning for connector {connector[:40]!r}: installed scanners are "
+                               f"{', '.join(sorted(self.scanners)) or 'none'} (install the connector's distribution)")
         body = await self._body(request)
         try:
-            return _json(await commissioning.opcua_browse(str(body.get("endpoint", "")), depth=int(body.get("depth", 3))))
-        except (commissioning.CommissioningError, ValueError) as e:
-            return _error(400, str(e))
-
-    async def scan_modbus(self, request: web.Request, _: Session) -> web.StreamResponse:
-        body = await self._body(request)
-        try:
-            return _json(await commissioning.modbus_scan(str(body.get("target", "")), unit=int(body.get("unit", 1))))
+            return _json(await scanner.scan(body))
         except (commissioning.CommissioningError, ValueError) as e:
             return _error(400, str(e))
 
@@ -310,7 +310,7 @@ class Console:
             path = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: commissioning.save_profile(folder, str(body.get("name", "")), str(body.get("connector", "")),
                                                          points, f"{body.get('source', '')} by {session.user}",
-                                                         overwrite=bool(body.get("overwrite"))))
+                                                         scanners=self.scanners, overwrite=bool(body.get("overwrite"))))
         except (commissioning.CommissioningError, ValueError) as e:
             return _error(400, str(e))
         log.info("console: %s saved profile %s", session.user, path)

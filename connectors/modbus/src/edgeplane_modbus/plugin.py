@@ -17,3 +17,10 @@ def edgeplane_register_commands(register):
     from edgeplane_modbus.cli import modbus
 
     register(modbus)
+
+
+@hookimpl
+def edgeplane_register_console_scanners(register):
+    from edgeplane_modbus.commissioning import SCANNER
+
+    register(SCANNER)

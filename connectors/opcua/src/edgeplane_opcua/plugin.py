@@ -17,3 +17,10 @@ def edgeplane_register_commands(register):
     from edgeplane_opcua.cli import opcua
 
     register(opcua)
+
+
+@hookimpl
+def edgeplane_register_console_scanners(register):
+    from edgeplane_opcua.commissioning import SCANNER
+
+    register(SCANNER)
