@@ -86,3 +86,17 @@ def test_core_never_imports_heavy_dependencies():
         text = path.read_text()
         for name in heavy:
             assert not re.search(rf"^\s*(import|from)\s+{name}\b", text, re.M), f"{path} imports {name}"
+
+
+def test_the_core_imports_no_plugin_distribution():
+    """Imports flow one way: connectors, solutions, uplinks and the cloud end import the core, never
+    the reverse (the console's commissioning and the reference sites come in through hooks)."""
+    import ast
+
+    offenders = []
+    for path in (REPO / "platform" / "edgeplane").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno}: {n}" for n in names if n.startswith("edgeplane_")]
+    assert not offenders, offenders
