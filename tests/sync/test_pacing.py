@@ -57,11 +57,18 @@ def test_a_fast_link_opens_to_the_settings_and_never_beyond():
     assert pacer.window_bytes() > 1_000_000
 
 
-async def test_the_window_halves_on_each_drop_down_to_one_small_envelope():
+async def test_the_window_halves_once_per_drop_down_to_one_small_envelope():
     pacer = LinkPacer(keepalive=30, max_envelope_bytes=256_000)
+    for _ in range(4):  # one drop takes four envelopes along: one halving
+        pacer.sent(2_000, 2_000)
+    for _ in range(4):
+        pacer.lost(2_000)
+    pacer.dropped()
+    assert pacer.window_bytes() == 4_000
     for _ in range(10):
         pacer.sent(8_000, 8_000)
         pacer.lost(8_000)
+        pacer.dropped()
     assert pacer.window_bytes() == 1_000
     assert pacer.envelope_body_limit() == 1_000
     assert pacer.in_flight == 0

@@ -41,8 +41,9 @@ class LinkPacer:
     Two limits, both in wire bytes, the smaller of which applies:
 
     * a congestion window in the manner of TCP slow start: it starts at 8 kB, grows by every
-      acknowledged envelope (doubling each round trip) and halves each time the link drops with
-      an envelope in flight (so even a link too slow for the first envelope gets measured);
+      acknowledged envelope (doubling each round trip) and halves each time the link drops (once
+      per drop, however many envelopes it took along: so even a link too slow for the first
+      envelope gets measured, and a LAN that flaps opens again within a few round trips);
     * the measured rate times half a keepalive (a quarter for one envelope). The rate is bytes
       acknowledged over the busy time they took, summed over the last two keepalives, so a burst
       of small envelopes a link buffer swallowed at once weighs as little as the bytes it carried.
@@ -109,8 +110,11 @@ class LinkPacer:
 
     def lost(self, wire_bytes: int) -> None:
         """The envelope was not acknowledged (the link dropped); it will be sent again."""
-        self.window = max(float(_SMALLEST_ENVELOPE), self.window / 2)
         self._done(wire_bytes)
+
+    def dropped(self) -> None:
+        """The link went down: what was in flight took too long, or the link failed."""
+        self.window = max(float(_SMALLEST_ENVELOPE), self.window / 2)
 
     def _sample(self, wire_bytes: int, seconds: float) -> None:
         self._samples.append((wire_bytes, seconds))

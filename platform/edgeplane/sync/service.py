@@ -252,6 +252,7 @@ class SyncService:
             if self._link.is_set():
                 self.link_drops += 1
                 self._m_drops.inc()
+                self.pacer.dropped()
             self._link.clear()
             self.health.set(HealthState.DEGRADED, f"uplink down ({self.transport.last_error}); storing in the outbox")
 
