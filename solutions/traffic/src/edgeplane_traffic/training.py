@@ -281,6 +281,41 @@ def train(
                              command=command, progress=progress)
 
 
+def policy_metadata(*, algo: str, steps: int, seed: int, spec: Any, validation_patterns: int, seconds: float,
+                    reward: str, timing: Any, layout: Any, training_curve: list[dict[str, Any]],
+                    validation: Any, selected_timestep: Any, train_seconds: float, command: str,
+                    onnx_agreement: float) -> dict[str, Any]:
+    """What a trained policy's ``metadata.json`` says (one signal's layout; the shared trainer adds its signals)."""
+    return {
+        "format": "edgeplane-traffic-policy/2",
+        "algo": algo,
+        "steps": steps,
+        "seed": seed,
+        "net": spec.name,
+        "net_file": spec.net.name,
+        "route_file": spec.route.name,
+        "demand": f"generated: train patterns from {seed * 10_000} (one per episode), validation patterns 0..{validation_patterns - 1}",
+        "begin": spec.begin,
+        "episode_seconds": seconds,
+        "reward": reward,
+        "timing": {**asdict(timing), "decision_period": DECISION_PERIOD},
+        "observation_kind": "detectors",
+        "tls": layout.tls,
+        "layout_fingerprint": layout.fingerprint(),
+        "observation": detector_observation_names(layout),
+        "detectors": detector_layout(layout).describe(),
+        "phases": layout.green_states,
+        "output": "scores: argmax is the green phase index",
+        "layout": layout.to_dict(),
+        "training_curve": training_curve,
+        "validation": validation,
+        "selected_timestep": selected_timestep,
+        "train_seconds": train_seconds,
+        "command": command,
+        "onnx_agreement": onnx_agreement,
+    }
+
+
 def select_and_export(spec: NetSpec, algo: str, out: Path, saved: list[tuple[int, Path]], *, timing: ShieldConfig, seed: int,
                       steps: int, seconds: int, validation_patterns: int, curve: list[dict[str, float]],
                       train_seconds: float, command: str | None, progress: bool = True, note: str | None = None) -> dict[str, Any]:
@@ -315,35 +350,11 @@ def select_and_export(spec: NetSpec, algo: str, out: Path, saved: list[tuple[int
     import shutil
 
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    detectors = detector_layout(layout)
-    metadata = {
-        "format": "edgeplane-traffic-policy/2",
-        "algo": algo,
-        "steps": steps,
-        "seed": seed,
-        "net": spec.name,
-        "net_file": spec.net.name,
-        "route_file": spec.route.name,
-        "demand": f"generated: train patterns from {seed * 10_000} (one per episode), validation patterns 0..{validation_patterns - 1}",
-        "begin": spec.begin,
-        "episode_seconds": seconds,
-        "reward": "-(halted on incoming lanes + waiting to enter) / (10 x lanes), mean over the decision period",
-        "timing": {**asdict(timing), "decision_period": DECISION_PERIOD},
-        "observation_kind": "detectors",
-        "tls": layout.tls,
-        "layout_fingerprint": layout.fingerprint(),
-        "observation": detector_observation_names(layout),
-        "detectors": detectors.describe(),
-        "phases": layout.green_states,
-        "output": "scores: argmax is the green phase index",
-        "layout": layout.to_dict(),
-        "training_curve": curve,
-        "validation": scores,
-        "selected_timestep": best[1],
-        "train_seconds": train_seconds,
-        "command": command,
-        "onnx_agreement": agreement,
-        "note": note,
-    }
+    metadata = policy_metadata(
+        algo=algo, steps=steps, seed=seed, spec=spec, validation_patterns=validation_patterns, seconds=seconds,
+        reward="-(halted on incoming lanes + waiting to enter) / (10 x lanes), mean over the decision period",
+        timing=timing, layout=layout, training_curve=curve, validation=scores, selected_timestep=best[1],
+        train_seconds=train_seconds, command=command, onnx_agreement=agreement)
+    metadata["note"] = note
     (out / "metadata.json").write_text(json.dumps(metadata, indent=1))
     return metadata

@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,8 @@ from edgeplane_traffic.demand import demand_seed, generate_demand
 from edgeplane_traffic.detectors import DetectorWindow, detector_layout, write_detectors
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, tls_ids
 from edgeplane_traffic.nets import NetSpec
-from edgeplane_traffic.observation import detector_observation_names
 from edgeplane_traffic.shield import ShieldConfig
-from edgeplane_traffic.training import DECISION_PERIOD, _check_export, export_onnx
+from edgeplane_traffic.training import DECISION_PERIOD, _check_export, export_onnx, policy_metadata
 
 __all__ = ["controllable_signals", "shared_validation_delay", "train_shared"]
 
@@ -286,36 +285,15 @@ def train_shared(spec: NetSpec, steps: int, out: Path, *, seed: int = 0, timing:
     import shutil
 
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    metadata = {
-        "format": "edgeplane-traffic-policy/2",
-        "algo": "ppo",
-        "shared": True,
-        "steps": steps,
-        "seed": seed,
-        "net": spec.name,
-        "net_file": spec.net.name,
-        "route_file": spec.route.name,
-        "demand": f"generated: train patterns from {seed * 10_000} (one per episode), validation patterns 0..{validation_patterns - 1}",
-        "begin": spec.begin,
-        "episode_seconds": seconds,
-        "reward": "per signal: -(halted on its incoming lanes + waiting to enter / signals) / (10 x lanes), mean over the decision period",
-        "timing": {**asdict(timing), "decision_period": DECISION_PERIOD},
-        "observation_kind": "detectors",
-        "tls": first.tls,
-        "signals": [x.tls for x in layouts],
-        "layout_fingerprint": first.fingerprint(),
-        "layout_fingerprints": {x.tls: x.fingerprint() for x in layouts},
-        "observation": detector_observation_names(first),
-        "detectors": detector_layout(first).describe(),
-        "phases": first.green_states,
-        "output": "scores: argmax is the green phase index",
-        "layout": first.to_dict(),
-        "training_curve": [{"episode": k, "mean_return": round(r, 3)} for k, r in enumerate(env.episodes)],
-        "validation": scores,
-        "selected_timestep": best[1],
-        "train_seconds": train_seconds,
-        "command": command,
-        "onnx_agreement": agreement,
-    }
+    metadata = policy_metadata(
+        algo="ppo", steps=steps, seed=seed, spec=spec, validation_patterns=validation_patterns, seconds=seconds,
+        reward="per signal: -(halted on its incoming lanes + waiting to enter / signals) / (10 x lanes), "
+               "mean over the decision period",
+        timing=timing, layout=first,
+        training_curve=[{"episode": k, "mean_return": round(r, 3)} for k, r in enumerate(env.episodes)],
+        validation=scores, selected_timestep=best[1], train_seconds=train_seconds, command=command,
+        onnx_agreement=agreement)
+    metadata.update(shared=True, signals=[x.tls for x in layouts],
+                    layout_fingerprints={x.tls: x.fingerprint() for x in layouts})
     (out / "metadata.json").write_text(json.dumps(metadata, indent=1))
     return metadata
