@@ -38,7 +38,7 @@ from edgeplane import Batch, WallClock
 from edgeplane.metrics import Metrics
 from edgeplane.sync.codec import Record, encode_envelope
 from edgeplane.sync.policy import PolicyMapper
-from edgeplane.sync.settings import SyncConfig
+from edgeplane.sync.config import SyncConfig
 from edgeplane.sync.transport import UplinkSite
 from edgeplane_sparkplug import SparkplugConfig, SparkplugTransport
 from edgeplane_sparkplug.testing import PEER_PYTHON

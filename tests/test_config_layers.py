@@ -95,7 +95,7 @@ def test_no_import_cycle_in_the_core():
 
 def test_settings_modules_import_only_the_bottom_of_config():
     graph = _graph()
-    for module in ("edgeplane.inference.settings", "edgeplane.sync.settings", "edgeplane.console.settings"):
+    for module in ("edgeplane.inference.config", "edgeplane.sync.config", "edgeplane.console.config"):
         config_imports = {m for m in graph[module] if m.startswith("edgeplane.config")}
         assert config_imports <= {"edgeplane.config.units", "edgeplane.config.base"}, (module, config_imports)
 

@@ -220,7 +220,7 @@ class Host:
     def _exit_now(self, signum: int) -> None:
         """Leave without the graceful stop: children first (they would outlive us), then exit.
         The outbox needs nothing: every record it acknowledged is committed already."""
-        from edgeplane.simulators import kill_all
+        from edgeplane.companions import kill_all
 
         killed = kill_all()
         log.warning("%s received again: killed %d child process group(s); exiting now without a graceful stop",
@@ -309,9 +309,9 @@ class Host:
         )
 
     def _make_simulator(self, name: str, config: Any) -> Part | None:
-        from edgeplane.simulators import SimulatorProcess
+        from edgeplane.companions import CompanionProcess
 
-        return self._make_part(PartKey.simulator(name), SimulatorProcess, config, f"edgeplane.simulator.{name}")
+        return self._make_part(PartKey.simulator(name), CompanionProcess, config, f"edgeplane.simulator.{name}")
 
     def _make_connector(self, name: str, config: Any) -> Part | None:
         cls = self.registry.connectors[config.connector]

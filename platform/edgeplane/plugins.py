@@ -257,7 +257,7 @@ class TransportRegistrar(Registrar):
         self._table = table
 
     def __call__(self, name: str, cls: type[Transport]) -> None:
-        from edgeplane.sync.settings import UplinkConfig
+        from edgeplane.sync.config import UplinkConfig
         from edgeplane.sync.transport import Transport
 
         self._check_name(name, "transport")

@@ -173,7 +173,7 @@ async def test_tls_with_the_sites_certificate(tmp_path, console_users, operator)
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from edgeplane.kit.certs import issue_certificate, make_ca, write_private
+    from edgeplane.provisioning.certs import issue_certificate, make_ca, write_private
 
     ca, ca_key = make_ca("console test CA")
     key = ec.generate_private_key(ec.SECP256R1())

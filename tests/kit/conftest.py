@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_pem_x509_certificate
 
-from edgeplane.kit.certs import issue_certificate, make_ca, write_private
 from edgeplane.kit.plugin_cli import plugin_group
-from edgeplane.kit.site_cli import site_group
+from edgeplane.provisioning.certs import issue_certificate, make_ca, write_private
+from edgeplane.provisioning.site_cli import site_group
 from edgeplane.testing import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -12,8 +12,8 @@ import yaml
 from cryptography import x509
 
 from edgeplane.config import load_site
-from edgeplane.kit.render import K8sOptions, render_k8s
-from edgeplane.kit.site_init import init_site
+from edgeplane.provisioning.render import K8sOptions, render_k8s
+from edgeplane.provisioning.site_init import init_site
 from edgeplane.plugins import Plugins
 
 from .conftest import new_ca, site_cmd

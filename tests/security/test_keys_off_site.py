@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeplane.kit.site_cli import site_group
+from edgeplane.provisioning.site_cli import site_group
 from edgeplane.sync.signing import load_private_key, load_public_key, key_id
 
 
@@ -47,7 +47,7 @@ def test_an_operator_folder_inside_the_site_folder_is_refused(folder: Path):
 
 
 def test_keys_an_older_version_left_in_the_site_folder_are_moved_out(folder: Path, tmp_path: Path):
-    from edgeplane.kit.certs import make_ca, _key_pem  # noqa: PLC2701 - writing the old layout by hand
+    from edgeplane.provisioning.certs import make_ca, _key_pem  # noqa: PLC2701 - writing the old layout by hand
     from edgeplane.sync.signing import generate_keypair
 
     old = folder / "lab-ca"

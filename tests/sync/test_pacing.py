@@ -80,7 +80,7 @@ def test_the_largest_envelope_a_site_may_configure_is_one_the_cloud_accepts():
     from pydantic import ValidationError
 
     from edgeplane.sync.codec import MAX_ENVELOPE_BYTES
-    from edgeplane.sync.settings import UplinkConfig
+    from edgeplane.sync.config import UplinkConfig
 
     bounds = [m.le for m in UplinkConfig.model_fields["max_envelope_bytes"].metadata if hasattr(m, "le")]
     assert bounds == [MAX_ENVELOPE_BYTES]

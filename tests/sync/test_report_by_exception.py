@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from edgeplane.bus import Batch
 from edgeplane.sync.codec import Record, decode_block, encode_envelope
+from edgeplane.sync.config import PolicyRule, SyncConfig
 from edgeplane.sync.policy import PolicyMapper
-from edgeplane.sync.settings import PolicyRule, SyncConfig
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 BATCH = 96  # readings per connector batch

@@ -195,7 +195,7 @@ def test_a_revoked_site_certificate_is_refused_by_the_broker(tmp_path: Path, pki
     reads it (crlfile) and refuses the revoked site; the other sites keep connecting."""
     from click.testing import CliRunner
 
-    from edgeplane.kit.site_cli import site_group
+    from edgeplane.provisioning.site_cli import site_group
 
     crl = tmp_path / "pki" / "crl.pem"
 
@@ -229,7 +229,7 @@ def test_a_revoked_site_certificate_is_refused_by_the_broker(tmp_path: Path, pki
 def test_revoking_with_a_ca_that_did_not_issue_the_certificate_is_exit_2(tmp_path: Path, pki):
     from click.testing import CliRunner
 
-    from edgeplane.kit.site_cli import site_group
+    from edgeplane.provisioning.site_cli import site_group
 
     result = CliRunner().invoke(site_group, ["revoke", pki["rogue"][0], "--ca-cert", pki["ca"][0], "--ca-key",
                                              pki["ca"][1], "--crl", str(tmp_path / "crl.pem")])

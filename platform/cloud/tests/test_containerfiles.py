@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeplane.kit.render import CONTAINER_DATA_DIR, CONTAINER_SITE_DIR, DEFAULT_HTTP_PORT
+from edgeplane.provisioning.render import CONTAINER_DATA_DIR, CONTAINER_SITE_DIR, DEFAULT_HTTP_PORT
 
 REPO = Path(__file__).resolve().parents[3]
 CONTAINERFILES = sorted((REPO / "deploy").glob("*.Containerfile"))

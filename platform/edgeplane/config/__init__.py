@@ -18,8 +18,8 @@ The modules import one way, each only from those above it in this list (a test k
     site_model   Site, parse_site, load_site: the site validated against the plugins
     schema       site_json_schema
 
-Settings modules elsewhere (``edgeplane.inference.settings``, ``edgeplane.sync.settings``,
-``edgeplane.console.settings``, plugins' config modules) import ``units`` and ``base``;
+Settings modules elsewhere (``edgeplane.inference.config``, ``edgeplane.sync.config``,
+``edgeplane.console.config``, plugins' config modules) import ``units`` and ``base``;
 ``sections`` imports them. Everything is re-exported here: ``from edgeplane.config import X``.
 """
 

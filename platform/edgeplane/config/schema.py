@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, create_model
 
 from edgeplane.config.base import DeviceConfig, SolutionConfig
 from edgeplane.config.sections import CoreSite
-from edgeplane.sync.settings import SyncConfig, UplinkConfig
+from edgeplane.sync.config import SyncConfig, UplinkConfig
 
 if TYPE_CHECKING:
     from edgeplane.plugins import Registry

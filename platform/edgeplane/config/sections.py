@@ -12,9 +12,9 @@ from pydantic import Field, field_validator, model_validator
 
 from edgeplane.config.base import ConfigModel, PointLimits
 from edgeplane.config.units import Duration
-from edgeplane.console.settings import ConsoleConfig
-from edgeplane.inference.settings import InferenceConfig
-from edgeplane.sync.settings import SyncConfig
+from edgeplane.console.config import ConsoleConfig
+from edgeplane.inference.config import InferenceConfig
+from edgeplane.sync.config import SyncConfig
 
 __all__ = ["ClockConfig", "CoreSite", "HttpConfig", "Location", "LogConfig", "SimulatorConfig", "SiteInfo",
            "StoreConfig", "SupervisionConfig"]
@@ -68,7 +68,7 @@ class LogConfig(ConfigModel):
 
 
 class SimulatorConfig(ConfigModel):
-    """A companion process of the site (see :mod:`edgeplane.simulators`)."""
+    """A companion process of the site (see :mod:`edgeplane.companions`)."""
 
     command: list[str] = Field(min_length=1, description='argv; "{python}" is the host\'s Python, "{site_dir}" the site folder')
     ready: str | None = Field(None, description="tcp://HOST:PORT that accepts connections once the simulator is up")

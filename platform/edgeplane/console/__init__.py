@@ -1,7 +1,7 @@
 """The site console: a web page on the host's HTTP port for commissioning and operating a site.
 
 Served by the host itself (``/console/``) when the site file has a ``console:`` section (see
-:mod:`edgeplane.console.settings`); every asset ships in this package, nothing is fetched from the
+:mod:`edgeplane.console.config`); every asset ships in this package, nothing is fetched from the
 internet. Plugins add per-solution panels with the ``edgeplane_register_console_panels`` hook and
 the widgets of :mod:`edgeplane.console.panels`.
 """

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from edgeplane.console.settings import ConsoleConfig
+from edgeplane.console.config import ConsoleConfig
 
 __all__ = ["Authenticator", "LoginThrottle", "Session", "SessionStore", "hash_password"]
 

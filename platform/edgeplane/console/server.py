@@ -24,10 +24,10 @@ from aiohttp import web
 from edgeplane.components import PartKey
 from edgeplane.console import commissioning
 from edgeplane.console.auth import Authenticator, LoginThrottle, Session, SessionStore, same_token
+from edgeplane.console.config import ConsoleConfig, is_loopback
 from edgeplane.console.live import LiveData
 from edgeplane.console.overview import devices, overview
 from edgeplane.console.panels import json_safe, jsonable
-from edgeplane.console.settings import ConsoleConfig, is_loopback
 
 if TYPE_CHECKING:
     from edgeplane.host import Host

@@ -11,6 +11,7 @@ only the bottom of :mod:`edgeplane.config`, which imports it for the site model.
 
 from __future__ import annotations
 
+from edgeplane.inference.config import BatchingConfig, InferenceConfig, ModelSettings, TrustConfig
 from edgeplane.inference.errors import (
     InferenceError,
     InputError,
@@ -27,7 +28,6 @@ from edgeplane.inference.errors import (
 from edgeplane.inference.manifest import ModelManifest, Provenance
 from edgeplane.inference.registry import ModelRegistry
 from edgeplane.inference.service import InferenceClient, InferenceService
-from edgeplane.inference.settings import BatchingConfig, InferenceConfig, ModelSettings, TrustConfig
 from edgeplane.inference.trust import TrustPolicy
 
 __all__ = [

@@ -24,9 +24,9 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from edgeplane.inference.config import BatchingConfig
 from edgeplane.inference.errors import InputError, QueueFullError, ServiceStoppedError
 from edgeplane.inference.runtime import LoadedModel
-from edgeplane.inference.settings import BatchingConfig
 from edgeplane.inference.stats import ModelStats
 
 __all__ = ["ModelServer", "Priority", "check_inputs", "concatenate_inputs", "split_outputs"]

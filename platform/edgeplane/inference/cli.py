@@ -51,7 +51,7 @@ def _fail(message: str) -> None:
 @click.pass_context
 def models(ctx: click.Context, site: Path | None, models_dir: Path | None) -> None:
     """Manage the models the inference service serves."""
-    from edgeplane.inference.settings import InferenceConfig
+    from edgeplane.inference.config import InferenceConfig
 
     if site is not None:
         import yaml

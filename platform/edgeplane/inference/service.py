@@ -29,11 +29,11 @@ import numpy as np
 
 from edgeplane.errors import LifecycleError
 from edgeplane.inference.batching import ModelServer, Priority
+from edgeplane.inference.config import InferenceConfig
 from edgeplane.inference.errors import InferenceError, ServiceStoppedError, SwapError
 from edgeplane.inference.manifest import ModelManifest
 from edgeplane.inference.registry import ModelRegistry
 from edgeplane.inference.runtime import LoadedModel, ProviderReport, choose_providers, load_model, usable_cpus
-from edgeplane.inference.settings import InferenceConfig
 from edgeplane.inference.stats import ModelStats, StatsCollector
 from edgeplane.inference.trust import TrustPolicy
 

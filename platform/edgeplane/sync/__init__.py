@@ -95,10 +95,10 @@ not acknowledged is sent again and the cloud end drops the duplicates.
 from __future__ import annotations
 
 from edgeplane.sync.codec import Envelope, EnvelopeError, Record, decode_envelope, encode_envelope
+from edgeplane.sync.config import PolicyRule, SyncConfig, TrustConfig, UplinkConfig
 from edgeplane.sync.downlink import deep_merge, with_last_good
 from edgeplane.sync.outbox import Outbox, OutboxItem
 from edgeplane.sync.service import SyncService
-from edgeplane.sync.settings import PolicyRule, SyncConfig, TrustConfig, UplinkConfig
 from edgeplane.sync.signing import DownlinkRefused, generate_keypair, sign, verify
 from edgeplane.sync.transport import MqttTransport, Reading, Transport, UplinkSite, record_readings
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from edgeplane.bus import Batch, Event, PointTable
 from edgeplane.sync.codec import encode_aggregate, encode_batch, encode_events
+from edgeplane.sync.config import PolicyRule, SyncConfig
 from edgeplane.sync.outbox import OutboxItem
-from edgeplane.sync.settings import PolicyRule, SyncConfig
 
 __all__ = ["Aggregator", "ExceptionFilter", "PolicyMapper"]
 

@@ -22,7 +22,7 @@ from edgeplane.sync.downlink import Downlink
 from edgeplane.sync.outbox import PRIORITY_NAMES, Outbox, OutboxFull
 from edgeplane.sync.pacing import LinkPacer
 from edgeplane.sync.policy import PolicyMapper
-from edgeplane.sync.settings import SyncConfig
+from edgeplane.sync.config import SyncConfig
 from edgeplane.sync.signing import load_public_key, key_id
 from edgeplane.sync.transport import Transport, UplinkSite
 

@@ -2,7 +2,7 @@
 
 A transport is registered by name through the ``edgeplane_register_transports`` hook; the site's
 ``sync.uplink.transport`` picks one, and ``sync.uplink`` is validated by that transport's
-``Config`` (a subclass of :class:`~edgeplane.sync.settings.UplinkConfig`), so each transport
+``Config`` (a subclass of :class:`~edgeplane.sync.config.UplinkConfig`), so each transport
 declares its own settings. It is made with ``Transport(config, *, client_id, base_dir)`` and then
 given the site through :meth:`Transport.attach`.
 
@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterable, 
 from urllib.parse import urlsplit
 
 from edgeplane.reconnect import ReconnectPolicy
-from edgeplane.sync.settings import UplinkConfig
+from edgeplane.sync.config import UplinkConfig
 
 if TYPE_CHECKING:
     from edgeplane.config import DeviceConfig
     from edgeplane.sync.codec import Record
-    from edgeplane.sync.settings import SyncConfig
+    from edgeplane.sync.config import SyncConfig
 
 __all__ = ["MqttTransport", "Reading", "Transport", "UplinkSite", "record_readings"]
 

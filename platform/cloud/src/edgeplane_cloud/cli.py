@@ -162,8 +162,8 @@ def push_site(folder: Path, broker: str, signing_key: Path | None, prefix: str, 
     Everything else (devices, commands, files, the broker, trusted keys) changes only on the site."""
     import yaml
 
-    from edgeplane.kit.certs import operator_folder
-    from edgeplane.kit.site_cli import read_site, validate_site
+    from edgeplane.provisioning.certs import operator_folder
+    from edgeplane.provisioning.site_cli import read_site, validate_site
     from edgeplane.sync.downlink import allowed_only, remote_part
 
     raw = read_site(folder)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Literal
 from pydantic import Field, SecretStr
 
 from edgeplane.sync.codec import EnvelopeError, Record
-from edgeplane.sync.settings import UplinkConfig
+from edgeplane.sync.config import UplinkConfig
 from edgeplane.sync.transport import MqttTransport, record_readings
 
 __all__ = ["ThingsBoardConfig", "ThingsBoardTransport"]

@@ -81,7 +81,7 @@ def site_group() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing site.yaml.")
 def init(folder: Path, vertical: str | None, source_file: Path | None, name: str | None, force: bool) -> None:
     """Create FOLDER with a reference site file, its device profiles and a README of next steps."""
-    from edgeplane.kit.site_init import init_site
+    from edgeplane.provisioning.site_init import init_site
 
     try:
         result = init_site(folder, vertical, name, source_file=source_file, force=force)
@@ -109,7 +109,7 @@ def init(folder: Path, vertical: str | None, source_file: Path | None, name: str
 def certs(folder: Path, ca_cert: Path | None, ca_key: Path | None, trust_key: Path | None, days: int, force: bool,
           operator_dir: Path | None) -> None:
     """Site key (0600) and certificate (CN = site id), a CSR for an external CA, and the downlink trust key."""
-    from edgeplane.kit.certs import provision_certs
+    from edgeplane.provisioning.certs import provision_certs
 
     raw = read_site(folder)
     site_id = str(raw["site"]["id"])
@@ -140,7 +140,7 @@ def certs(folder: Path, ca_cert: Path | None, ca_key: Path | None, trust_key: Pa
 @click.option("--days", default=30, show_default=True, help="Validity of the list: issue it again before then.")
 def revoke(certificates: tuple[Path, ...], ca_cert: Path, ca_key: Path, crl: Path, days: int) -> None:
     """Revoke site CERTIFICATES: add them to the CA's CRL, which the broker checks at every connect."""
-    from edgeplane.kit.certs import revoke_certificates
+    from edgeplane.provisioning.certs import revoke_certificates
 
     try:
         added = revoke_certificates(crl, ca_cert, ca_key, list(certificates), days=days)
@@ -187,7 +187,7 @@ def _explain_references(folder: Path, raw: dict[str, Any]) -> None:
 def render(folder: Path, target: str, output: Path | None, image: str, namespace: str, gpu: bool | None,
            cpu_limit: str, memory_limit: str, storage: str, executable: str) -> None:
     """Render Kubernetes/K3s manifests or a hardened systemd unit for the site in FOLDER."""
-    from edgeplane.kit.render import K8sOptions, render_k8s, render_systemd
+    from edgeplane.provisioning.render import K8sOptions, render_k8s, render_systemd
 
     raw = read_site(folder)
     validate_site(folder, raw, secrets_needed=False)
@@ -213,7 +213,7 @@ def render(folder: Path, target: str, output: Path | None, image: str, namespace
 @click.option("--warn-days", default=30, show_default=True, help="Fail certificates that expire sooner than this.")
 def doctor(folder: Path, timeout: float, ntp: str, max_skew: float, warn_days: int) -> None:
     """Preflight checks with a PASS/FAIL line each: site file, devices, broker, clock, disk, certificates."""
-    from edgeplane.kit.doctor import run_doctor
+    from edgeplane.provisioning.doctor import run_doctor
 
     read_site(folder)
     checks = asyncio.run(run_doctor(folder, timeout=timeout, ntp=ntp or None, max_skew=max_skew, warn_days=warn_days))

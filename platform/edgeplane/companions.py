@@ -1,4 +1,4 @@
-"""Companion processes of a site: device simulators, a local broker, the demo's cloud end.
+"""Companion processes of a site (its ``simulators:`` section): device simulators, a local broker, the demo's cloud end.
 
 A reference deployment runs against simulators that speak the real protocols on the loopback.
 The site file lists them under ``simulators:``; the host starts each as a subprocess before any
@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from edgeplane.components import _Supervised
 from edgeplane.config import SimulatorConfig
 
-__all__ = ["SimulatorConfig", "SimulatorProcess", "kill_all"]
+__all__ = ["SimulatorConfig", "CompanionProcess", "kill_all"]
 
 _running_groups: set[int] = set()  # process groups of simulators started and not yet reaped
 
@@ -82,7 +82,7 @@ def kill_all(sig: int = signal.SIGKILL) -> int:
 atexit.register(kill_all)
 
 
-class SimulatorProcess(_Supervised):
+class CompanionProcess(_Supervised):
     """One simulator subprocess, supervised by the host as the part ``simulator:<name>``."""
 
     config: SimulatorConfig

@@ -195,7 +195,7 @@ def _cert_check(label: str, path: Path, warn_days: int) -> DoctorCheck:
 
 
 def _disk_check(site_obj: Any, raw: dict[str, Any]) -> DoctorCheck:
-    from edgeplane.sync.settings import parse_size
+    from edgeplane.sync.config import parse_size
 
     store = site_obj.store_dir() if site_obj is not None else Path(os.environ.get("EDGEPLANE_DATA_DIR", "."))
     quota = parse_size((raw.get("sync") or {}).get("quota", 256_000_000)) if raw.get("sync") else 0
