@@ -94,7 +94,7 @@ class CommandGuard:
             hint = f"; did you mean {close[0]!r}?" if close else f"; devices: {', '.join(sorted(known)) or 'none'}"
             status, message = CommandStatus.REJECTED, f"unknown device {device!r}{hint}"
         else:
-            spec = connector.config.points.get(point)
+            spec = connector.point_specs().get(point)
             problem = self._check(connector, device, point, spec, value, now)
             if problem:
                 status, message = CommandStatus.REJECTED, problem
@@ -126,7 +126,7 @@ class CommandGuard:
 
     def _check(self, connector: Connector, device: str, point: str, spec: PointSpec | None, value: Any, now: float) -> str | None:
         if spec is None:
-            known = list(connector.config.points)
+            known = list(connector.point_specs())
             close = difflib.get_close_matches(point, known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"points: {', '.join(sorted(known)) or 'none'}"
             return f"device {device!r} has no point {point!r}; {hint}"

@@ -22,7 +22,7 @@ import enum
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin
@@ -226,6 +226,12 @@ class Connector(_Supervised, Generic[ConfigT, PointT]):
 
     def topic(self, point: str) -> str:
         return f"{self.name}/{point}"
+
+    def point_specs(self) -> Mapping[str, PointSpec]:
+        """Every point of this device, as the command guard and the console see it: the config's
+        points, and those a connector discovers on the device at start (SunSpec models), which
+        it returns by overriding this. Never add a point by changing the config."""
+        return self.config.points
 
     async def publish(self, point: str, ts: Any, values: Any, quality: Any = None) -> None:
         """Publish readings of one of this device's points (arrays or scalars)."""

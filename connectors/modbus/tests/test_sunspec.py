@@ -44,8 +44,10 @@ async def test_models_are_discovered_and_decoded_with_scale_factors(edgeplane_ho
         assert latest("123.WMaxLimPct") == pytest.approx(100.0)
         assert host.bus.latest("inv/103.W_SF") is None  # scale factors are applied, not published
         assert host.bus.latest("inv/103.StVnd") is None  # not implemented by the device: not published
-        spec = dev.config.points["123.WMaxLimPct"]
+        spec = dev.point_specs()["123.WMaxLimPct"]
         assert spec.writable and spec.scale == pytest.approx(0.1)
+        # discovered points reach the guard through point_specs(); the site's config is not rewritten
+        assert "123.WMaxLimPct" not in dev.config.points and "123.WMaxLimPct" not in host.site.devices["inv"].points
 
 
 async def test_power_limit_write_is_guarded_scaled_and_obeyed(edgeplane_host, inverter):
@@ -67,7 +69,7 @@ async def test_der_model_704_power_limit_is_scaled_and_obeyed(edgeplane_host, in
     limits = {"inv*/704.WMaxLimPct": {"min": 0, "max": 100}}
     async with edgeplane_host(site({"inv": sunspec_device(inverter.port)}, limits=limits), plugins=PLUGINS) as host:
         run = host.commands.execute
-        spec = host.device("inv").config.points["704.WMaxLimPct"]
+        spec = host.device("inv").point_specs()["704.WMaxLimPct"]
         assert spec.writable and spec.scale == pytest.approx(0.1)
         result = await run("inv", "704.WMaxLimPct", 25.5, source="test")
         assert result.ok and result.readback == pytest.approx(25.5), result

@@ -7,7 +7,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from edgeplane.components import PartKey
+from edgeplane.components import Connector, PartKey
 
 if TYPE_CHECKING:
     from edgeplane.console.live import LiveData
@@ -78,7 +78,7 @@ def devices(host: Host) -> list[dict[str, Any]]:
         part = host.parts.get(PartKey.device(name))
         connector = part.obj if part is not None and part.obj is not None else None
         # a running connector may know more points than its entry (SunSpec discovery): show those
-        points = getattr(connector, "config", config).points if connector is not None else config.points
+        points = connector.point_specs() if isinstance(connector, Connector) else config.points
         rows = []
         for point, spec in points.items():
             limits = host.commands.limits_for(name, point, spec)

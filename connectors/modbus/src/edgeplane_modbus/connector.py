@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from edgeplane import Batch, Connector, HealthState, Quality
 from edgeplane.bus import PointTable
+from edgeplane.components import Context, PartKey
 from edgeplane_modbus import codec, sunspec
 from edgeplane_modbus.config import BIT_TABLES, ModbusConfig, ModbusPoint
 from edgeplane_modbus.link import ModbusError, ModbusLink, Timing, acquire_link, release_link
@@ -140,17 +142,19 @@ class _BlockDecoder:
         return Batch.rows(self.table, self.all_ids, ts, self.nan, Quality.BAD)
 
 
-class ModbusConnector(Connector):
-    """Polls a Modbus device (TCP, RTU over TCP or serial RTU); SunSpec when ``sunspec:`` is set."""
+class ModbusConnector(Connector[ModbusConfig, ModbusPoint]):
+    """Polls a Modbus device (TCP, RTU over TCP or serial RTU); SunSpec when ``sunspec:`` is set.
 
-    Config = ModbusConfig
-    Point = ModbusPoint
+    The config is the site's, never changed: points found on the device at start (SunSpec
+    models) are kept beside it and shown to the command guard through :meth:`point_specs`.
+    """
 
-    config: ModbusConfig
-
-    def __init__(self, name: str, config: ModbusConfig, context: Any):
-        # discovered SunSpec points are added to this device's own copy, never to the site's
-        super().__init__(name, config.model_copy(deep=True), context)
+    def __init__(self, name: str, config: ModbusConfig, context: Context):
+        super().__init__(name, config, context)
+        self.part = context.part or PartKey.device(name)
+        # points discovered on the device (SunSpec), and listed points with what discovery found
+        self._discovered: dict[str, ModbusPoint] = {}
+        self._specs: Mapping[str, ModbusPoint] = config.points
         self.timing = Timing(self.config.timeout, self.config.retries, self.config.request_delay)
         self.link: ModbusLink | None = None
         self.points: list[_Compiled] = []
@@ -212,16 +216,36 @@ class ModbusConnector(Connector):
         response = await self.link.request(self.timing, _READ[table], start, count=count, device_id=self.config.unit)
         values = response.bits[:count] if table in BIT_TABLES else response.registers
         if len(values) < count:
-            # a short answer would be decoded past its end: a failed read (BAD quality), not a crash
-            raise ModbusError(f"device {self.name!r} answered {len(values)} of the {count} {table} values asked at {start}")
+            raise self._short(table, start, count, len(values))
         return values
 
-    async def _read(self, block: ReadBlock) -> Any:
+    def _short(self, table: str, start: int, count: int, got: int) -> ModbusError:
+        # a short answer would be decoded past its end: a failed read (BAD quality), not a crash
+        return ModbusError(f"device {self.name!r} answered {got} of the {count} {table} values asked at {start}")
+
+    async def _read(self, block: ReadBlock) -> np.ndarray | ModbusError:
+        """One block's answer as an array: registers as big-endian words straight from the wire
+        bytes (no int per register), bits as bools; or the error."""
+        self._request_count.inc()
+        if self.link is None:
+            return ModbusError(f"device {self.name!r} is not started")
+        table, count = block.table, block.count
         try:
-            self._request_count.inc()
-            return await self.read_block(block.table, block.start, block.count)
+            response = await self.link.request(self.timing, _READ[table], block.start, count=count,
+                                               device_id=self.config.unit)
         except ModbusError as e:
             return e
+        if table in BIT_TABLES:
+            bits = response.bits
+            if len(bits) < count:
+                return self._short(table, block.start, count, len(bits))
+            return np.asarray(bits[:count], dtype=np.bool_)
+        raw = getattr(response, "raw", None)  # RawHoldingRegisters; any other response: its list
+        registers = np.frombuffer(raw, dtype=">u2", count=len(raw) // 2) if raw is not None else \
+            codec.wire_registers(response.registers)
+        if len(registers) < count:
+            return self._short(table, block.start, count, len(registers))
+        return registers[:count] if len(registers) > count else registers
 
     async def poll_once(self) -> None:
         """Read every block once and publish what was read (BAD quality for what failed)."""
@@ -231,7 +255,7 @@ class ModbusConnector(Connector):
         self._polls += 1
         ts = self.context.clock.now()
         deferred = bool(self.models)  # SunSpec values need scale factors from any block
-        results: list[Any] = []
+        results: list[np.ndarray | ModbusError] = []
         # one request after the other: the link serialises them anyway, and a task per request to
         # overlap decoding with the next round trip cost more CPU than decoding a block now does
         for i, block in enumerate(blocks):
@@ -247,18 +271,18 @@ class ModbusConnector(Connector):
                 await self._handle(i, result, ts)
         self._update_health()
 
-    def _note_sf(self, index: int, result: Any) -> None:
-        if isinstance(result, Exception):
+    def _note_sf(self, index: int, result: np.ndarray | ModbusError) -> None:
+        if isinstance(result, ModbusError):
             return
         block = self.blocks[index]
-        buf = codec.registers_to_bytes(result)
+        buf = result.tobytes()
         for point in self._block_points[index]:
             if not point.publish:
                 raw = point.decode(buf, point.span.address - block.start)
                 if raw is not None:
                     self._sf[point.name] = raw
 
-    async def _handle(self, index: int, result: Any, ts: float) -> None:
+    async def _handle(self, index: int, result: np.ndarray | ModbusError, ts: float) -> None:
         decoder = self._decoders[index]
         bus = self.context.bus
         if isinstance(result, ModbusError):
@@ -271,7 +295,7 @@ class ModbusConnector(Connector):
         if decoder.table is None:
             return
         n = len(decoder.points)
-        registers = np.asarray(result, dtype=np.bool_) if decoder.bits else codec.wire_registers(result)
+        registers = result
         if decoder.whole:
             values = decoder.vectors[0].decode(registers)
         else:
@@ -281,7 +305,7 @@ class ModbusConnector(Connector):
         ids = decoder.numeric_ids
         texts: list[Batch] = []
         if decoder.singles or decoder.texts:
-            data = codec.registers_to_bytes(result)
+            data = result.tobytes()
             keep = None
             for pid, point in decoder.singles:
                 raw = point.decode(data, point.span.address - decoder.start)
@@ -319,7 +343,7 @@ class ModbusConnector(Connector):
         reason = error.reason if error is not None else None
         if error is not None:
             self._errors.labels(device=self.name, reason=reason).inc()
-            self.context.metrics.errors.labels(part=f"device:{self.name}", kind=f"modbus_{reason}").inc()
+            self.context.metrics.errors.labels(part=self.part, kind=f"modbus_{reason}").inc()
         previous = self._block_state[index]
         if reason == previous:
             return
@@ -364,7 +388,9 @@ class ModbusConnector(Connector):
             compiled.append(_Compiled(name, self.topic(name), span, decode, spec.scale, spec.offset, spec.unit,
                                       is_text=spec.type == "string", type_=spec.type if vector else None,
                                       byte_order=byte_order, word_order=word_order, bit=spec.bit))
+        self._discovered = {}
         compiled += self._compile_sunspec()
+        self._specs = {**self.config.points, **self._discovered} if self._discovered else self.config.points
         self.points = compiled
         self._by_name = {p.name: p for p in compiled}
         self.blocks = plan_reads((p.span for p in compiled), max_span=cfg.max_span, max_bits=cfg.max_bits,
@@ -450,13 +476,16 @@ class ModbusConnector(Connector):
         exponent = point.sf if isinstance(point.sf, int) else self._sf.get(point.sf) if point.sf else None
         scale = 10.0**exponent if exponent is not None else 1.0
         if existing is not None:
-            existing.type = sunspec.POINT_TYPE[point.type]
-            existing.scale = scale
-            existing.unit = existing.unit or point.units
+            # the listed entry with what the device says about it; the site's config stays as written
+            self._discovered[name] = existing.model_copy(update={
+                "type": sunspec.POINT_TYPE[point.type], "scale": scale, "unit": existing.unit or point.units})
             return
-        spec = ModbusPoint(type=sunspec.POINT_TYPE[point.type], sunspec=point.name, unit=point.units, scale=scale,
-                           access="rw" if point.writable else "r")
-        self.config.points[name] = spec
+        self._discovered[name] = ModbusPoint(type=sunspec.POINT_TYPE[point.type], sunspec=point.name,
+                                             unit=point.units, scale=scale, access="rw" if point.writable else "r")
+
+    def point_specs(self) -> Mapping[str, ModbusPoint]:
+        """The site's points of this device and those discovered on it at start (SunSpec models)."""
+        return self._specs
 
     def _sunspec_point(self, name: str) -> sunspec.SunSpecPoint | None:
         full = self._aliases.get(name, name)
@@ -470,7 +499,7 @@ class ModbusConnector(Connector):
 
     async def write(self, point: str, value: Any) -> Any:
         """Write an engineering value (FC 5/6/15/16) and return the value read back."""
-        spec = self.config.points.get(point)
+        spec = self._specs.get(point)
         if spec is None:
             raise KeyError(f"device {self.name!r} has no point {point!r}")
         if self.link is None:

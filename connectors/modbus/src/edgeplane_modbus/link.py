@@ -14,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer import FramerType
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from edgeplane.errors import ConnectorError
 from edgeplane.reconnect import ReconnectPolicy
@@ -59,6 +62,45 @@ class DeviceException(ModbusError):
         super().__init__(f"{what}: Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})")
 
 
+class RawHoldingRegisters(ReadHoldingRegistersResponse):
+    """A register read's answer kept as the bytes on the wire (``raw``: two big-endian bytes per
+    register); ``registers`` is unpacked from them only when something asks for it.
+
+    pymodbus's own response unpacks every register with ``struct.unpack`` into a list of ints,
+    which the connector's numpy decoder would turn back into bytes: the connector reads ``raw``
+    with ``numpy.frombuffer`` instead. Registered on each link's client for function codes 3 and 4.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.raw = b""
+        self._registers: list[int] | None = None
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def registers(self) -> list[int]:
+        if self._registers is None:
+            self._registers = list(struct.unpack(f">{len(self.raw) // 2}H", self.raw[: len(self.raw) // 2 * 2]))
+        return self._registers
+
+    @registers.setter
+    def registers(self, values: Sequence[int]) -> None:
+        self._registers = list(values)
+        self.raw = struct.pack(f">{len(self._registers)}H", *self._registers)
+
+    def decode(self, data: bytes) -> None:
+        size = int(data[0])
+        if size >= len(data):
+            raise ModbusIOException(f"byte_count {size} > length of packet {len(data)}", function_code=self.function_code)
+        self.raw = bytes(data[1 : 1 + size])
+        self._registers = None
+
+
+class RawInputRegisters(RawHoldingRegisters, ReadInputRegistersResponse):
+    """:class:`RawHoldingRegisters` for function code 4 (input registers)."""
+
+    function_code = 4
+
+
 @dataclass
 class Timing:
     """A device's request settings."""
@@ -91,11 +133,18 @@ class ModbusLink:
     def _make_client(self, timeout: float) -> Any:
         a = self.address
         # retries=0 and reconnect_delay=0: this class does both, per device, with its own counts
+        client: AsyncModbusSerialClient | AsyncModbusTcpClient
         if a.kind == "rtu":
-            return AsyncModbusSerialClient(a.device, framer=FramerType.RTU, timeout=timeout, retries=0,
-                                           reconnect_delay=0, **self.serial)
-        framer = FramerType.RTU if a.kind == "rtu+tcp" else FramerType.SOCKET
-        return AsyncModbusTcpClient(a.host, port=a.port, framer=framer, timeout=timeout, retries=0, reconnect_delay=0)
+            client = AsyncModbusSerialClient(a.device, framer=FramerType.RTU, timeout=timeout, retries=0,
+                                             reconnect_delay=0, **self.serial)
+        else:
+            framer = FramerType.RTU if a.kind == "rtu+tcp" else FramerType.SOCKET
+            client = AsyncModbusTcpClient(a.host, port=a.port, framer=framer, timeout=timeout, retries=0,
+                                          reconnect_delay=0)
+        # register answers as their wire bytes (RawHoldingRegisters): no unpack per register
+        client.register(RawHoldingRegisters)
+        client.register(RawInputRegisters)
+        return client
 
     @property
     def connected(self) -> bool:
