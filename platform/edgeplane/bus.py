@@ -37,7 +37,7 @@ import enum
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 import numpy as np
 
@@ -84,7 +84,7 @@ class PointTable:
             twice = sorted({t for t in self.topics if self.topics.count(t) > 1})
             raise ValueError(f"point table: topics listed twice: {', '.join(twice)}; a point has one id")
         # (bus, bus generation, routes): see Bus._table_routes
-        self._route: tuple[Any, int, tuple[tuple[Subscription, np.ndarray | None], ...]] | None = None
+        self._route: tuple[Bus, int, tuple[tuple[Subscription, np.ndarray | None], ...]] | None = None
 
     def id_of(self, topic: str) -> int:
         """The point id of ``topic``; KeyError if the table does not hold it."""
@@ -204,7 +204,7 @@ class Batch:
     def _make(cls, table: PointTable, ids: np.ndarray, ts: np.ndarray, values: np.ndarray,
               quality: np.ndarray) -> Batch:
         batch = cls.__new__(cls)
-        batch._topic = None
+        batch._topic = ""  # a multi-point batch has no topic: readers check `table` first
         batch._unit = None
         batch.table = table
         batch.point_ids = ids
@@ -223,7 +223,7 @@ class Batch:
     def topic(self) -> str:
         """The topic of a single-point batch. A multi-point batch has none: use :meth:`split`."""
         if self.table is None:
-            return self._topic  # type: ignore[return-value]
+            return self._topic
         if len(self.table) == 1:
             return self.table.topics[0]
         raise ValueError(f"a multi-point batch ({len(self.table)} points) has no single topic: iterate "
@@ -248,15 +248,16 @@ class Batch:
     def topic_at(self, row: int) -> str:
         """The topic of row ``row`` (for single- and multi-point batches alike)."""
         if self.table is None:
-            return self._topic  # type: ignore[return-value]
-        return self.table.topics[int(self.point_ids[row])]  # type: ignore[index]
+            return self._topic
+        assert self.point_ids is not None  # a multi-point batch always has its point-id column
+        return self.table.topics[int(self.point_ids[row])]
 
     def select(self, rows: np.ndarray) -> Batch:
         """The rows picked by a boolean mask or an index array, as a batch of the same kind."""
         if self.table is None:
-            return Batch(self._topic, self.ts[rows], self.values[rows], self.quality[rows], self._unit)  # type: ignore[arg-type]
-        return Batch._make(self.table, self.point_ids[rows], self.ts[rows], self.values[rows],  # type: ignore[index]
-                           self.quality[rows])
+            return Batch(self._topic, self.ts[rows], self.values[rows], self.quality[rows], self._unit)
+        assert self.point_ids is not None  # a multi-point batch always has its point-id column
+        return Batch._make(self.table, self.point_ids[rows], self.ts[rows], self.values[rows], self.quality[rows])
 
     def split(self) -> list[Batch]:
         """One single-point batch per point present, in point-id order; a single-point batch
@@ -390,7 +391,7 @@ def _glob_level(level: str) -> str:
     return "".join(out)
 
 
-def _compile(pattern: str):
+def _compile(pattern: str) -> Callable[[str], bool]:
     """Turn a pattern into a predicate over topic strings."""
     if not pattern:
         raise ValueError("an empty topic pattern matches nothing: use '#' to match every topic")
@@ -605,7 +606,7 @@ class Bus:
         cached = table._route
         if cached is not None and cached[0] is self and cached[1] == self._generation:
             return cached[2]
-        routes = []
+        routes: list[tuple[Subscription, np.ndarray | None]] = []
         for subscription in self._subscriptions:
             member = np.fromiter((subscription.matches(t) for t in table.topics), dtype=bool, count=len(table))
             if member.all():
@@ -654,7 +655,7 @@ class Bus:
                     pending = (pending or []) + [subscription._acks[-1]]
         else:
             # single-point batches and events: the hot path of per-point publishers, kept lean
-            for subscription in self._route(message._topic if type(message) is Batch else message.topic):  # type: ignore[union-attr,arg-type]
+            for subscription in self._route(message._topic if type(message) is Batch else message.topic):
                 if not subscription._offer(message):
                     await subscription._put(message)
                 if subscription.acknowledged and not subscription._closed:
@@ -705,12 +706,13 @@ class Bus:
                 return
             table = message.table
             if table is None:
-                self._latest[message._topic] = message  # type: ignore[index]
+                self._latest[message._topic] = message
                 return
             ids = message.point_ids
             if ids is table.all_ids:
                 self._latest.update(dict.fromkeys(table.topics, message))
             else:
+                assert ids is not None  # a multi-point batch always has its point-id column
                 topics = table.topics
                 self._latest.update(dict.fromkeys([topics[i] for i in np.unique(ids).tolist()], message))
         else:
