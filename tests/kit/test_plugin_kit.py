@@ -149,8 +149,8 @@ def test_the_groups_the_cli_registers_are_named_plugin_and_site():
     import click
 
     from edgeplane.cli import main
-    from edgeplane.kit import plugin_group
-    from edgeplane.provisioning import site_group
+    from edgeplane.kit.plugin_cli import plugin_group
+    from edgeplane.provisioning.site_cli import site_group
 
     assert isinstance(plugin_group, click.Group) and plugin_group.name == "plugin"
     assert isinstance(site_group, click.Group) and site_group.name == "site"

@@ -30,8 +30,8 @@ def edgeplane_register_transports(register):
 @hookimpl
 def edgeplane_register_commands(register):
     from edgeplane.inference.cli import models
-    from edgeplane.kit import plugin_group
-    from edgeplane.provisioning import site_group
+    from edgeplane.kit.plugin_cli import plugin_group
+    from edgeplane.provisioning.site_cli import site_group
 
     register(models)
     register(plugin_group)

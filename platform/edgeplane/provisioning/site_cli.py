@@ -67,7 +67,7 @@ def validate_site(folder: Path, raw: dict[str, Any], *, secrets_needed: bool = T
 
 @click.group(name="site")
 def site_group() -> None:
-    """Commission a site folder: init, certs, revoke, render, push, doctor."""
+    """Commission a site folder: init, certs, revoke, render, doctor (pushing is `edgeplane cloud push-site`)."""
 
 
 @site_group.command("init")
