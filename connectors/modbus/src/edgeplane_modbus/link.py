@@ -85,7 +85,13 @@ class RawHoldingRegisters(ReadHoldingRegistersResponse):
     @registers.setter
     def registers(self, values: Sequence[int]) -> None:
         self._registers = list(values)
-        self.raw = struct.pack(f">{len(self._registers)}H", *self._registers)
+        self.raw = struct.pack(f">{len(self._registers)}H", *self._registers) if self._registers else b""
+
+    def __str__(self) -> str:
+        # pymodbus formats every decoded answer for a debug line whether or not debug logging is
+        # on; the base class's text lists every register (and would unpack them all)
+        return (f"{type(self).__name__}(dev_id={self.dev_id}, transaction_id={self.transaction_id}, "
+                f"{len(self.raw) // 2} registers)")
 
     def decode(self, data: bytes) -> None:
         size = int(data[0])
