@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 import numpy as np
@@ -259,3 +260,104 @@ async def test_realtime_runs_while_a_model_loads(make_service, gate):
         assert not loading.done()
         held.open()
         assert (await asyncio.wait_for(loading, timeout=30)).name == "cnn"
+
+
+async def test_callers_ready_in_one_turn_of_the_loop_share_one_run(make_service):
+    """No dispatch per request: 64 callers that queue in the same turn go out as one batch of 64."""
+    metrics = Metrics()
+    async with make_service(metrics) as service:  # realtime_max_delay 0: nothing waits for a batch to fill
+        await service.load("mlp")
+        x = np.random.default_rng(5).standard_normal((64, 32)).astype(np.float32)
+        results = await asyncio.gather(*(service.infer("mlp", x[i : i + 1], caller=f"c{i}") for i in range(64)))
+        alone = [await service.infer("mlp", x[i : i + 1]) for i in (0, 63)]
+    np.testing.assert_allclose(results[0]["y"], alone[0]["y"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results[63]["y"], alone[1]["y"], rtol=1e-5, atol=1e-6)
+    assert metrics.value("edgeplane_inference_batch_size_count", model="mlp") == 1 + 2
+    assert metrics.value("edgeplane_inference_batch_size_bucket", model="mlp", le="32.0") == 2  # only the two lone runs are small
+
+
+async def test_realtime_has_its_own_session_and_threads_and_is_served_while_bulk_runs(make_service):
+    async with make_service() as service:
+        await service.load("mlp")
+        model = service.loaded()["mlp"]
+        assert model.bulk_session is not model.session
+        bulk_entered, bulk_release = threading.Event(), threading.Event()
+        sessions: dict[str, set[int]] = {"realtime": set(), "bulk": set()}
+        threads: dict[str, set[str]] = {"realtime": set(), "bulk": set()}
+        order: list[str] = []
+        original = model.run_batch
+
+        def recorded(requests, rows, bulk=False, *more):
+            kind = "bulk" if bulk else "realtime"
+            threads[kind].add(threading.current_thread().name)
+            sessions[kind].add(id(model.bulk_session if bulk else model.session))
+            if bulk:
+                bulk_entered.set()
+                bulk_release.wait(30)
+            result = original(requests, rows, bulk, *more)
+            order.append(kind)
+            return result
+
+        model.run_batch = recorded
+        bulk = asyncio.create_task(service.infer("mlp", np.ones((32, 32), np.float32), priority="bulk", caller="bulk"))
+        await wait_for(bulk_entered.is_set, timeout=10)
+        # the bulk batch is inside its run: a realtime request still comes back, and before it
+        assert (await asyncio.wait_for(service.infer("mlp", np.ones((1, 32), np.float32)), 10))["y"].shape == (1, 8)
+        assert not bulk.done()
+        bulk_release.set()
+        assert (await asyncio.wait_for(bulk, 10))["y"].shape == (32, 8)
+    assert order == ["realtime", "bulk"]
+    assert all(name.startswith("inference-realtime") for name in threads["realtime"])
+    assert all(name.startswith("inference-bulk") for name in threads["bulk"])
+    assert sessions["realtime"].isdisjoint(sessions["bulk"])
+
+
+async def test_gil_switch_interval_is_short_only_while_bulk_runs(make_service):
+    before = sys.getswitchinterval()
+    async with make_service(bulk_switch_interval=0.0003) as service:
+        await service.load("mlp")
+        model = service.loaded()["mlp"]
+        entered, release = threading.Event(), threading.Event()
+        seen: list[float] = []
+        original = model.run_batch
+
+        def held(requests, rows, bulk=False, *more):
+            if bulk:
+                seen.append(sys.getswitchinterval())
+                entered.set()
+                release.wait(30)
+            return original(requests, rows, bulk, *more)
+
+        model.run_batch = held
+        await service.infer("mlp", np.ones((1, 32), np.float32))  # realtime alone leaves it as it is
+        assert sys.getswitchinterval() == before
+        task = asyncio.create_task(service.infer("mlp", np.ones((4, 32), np.float32), priority="bulk"))
+        await wait_for(entered.is_set, timeout=10)
+        assert seen == [pytest.approx(0.0003)]
+        release.set()
+        await asyncio.wait_for(task, 10)
+        assert sys.getswitchinterval() == before
+
+
+async def test_infer_many_returns_items_in_order_and_counts_each_failed_item(make_service):
+    metrics = Metrics()
+    table = np.arange(40, dtype=np.float32).reshape(10, 4)  # lookup's table: row i is 4i .. 4i+3
+    async with make_service(metrics) as service:
+        items = [np.array([i % 10, (i + 1) % 10], np.int64) for i in range(12)]
+        items[3] = np.array([1, 99], np.int64)  # out of the table: the joined run fails, then only this item
+        items[8] = np.array([42], np.int64)
+        results = await service.infer_many("lookup", items, return_exceptions=True)
+        assert len(results) == 12
+        for i, (item, result) in enumerate(zip(items, results, strict=True)):
+            if i in (3, 8):
+                assert isinstance(result, ModelRunError), i
+                assert "model 'lookup' version '1' failed on this request" in str(result)
+            else:
+                np.testing.assert_array_equal(result["y"], table[item])
+        assert metrics.value("edgeplane_inference_errors_total", model="lookup", kind="run") == 2
+        with pytest.raises(ModelRunError, match=r"item 3 of 12 in infer_many; 2 failed: pass return_exceptions=True"):
+            await service.infer_many("lookup", items)
+        assert metrics.value("edgeplane_inference_errors_total", model="lookup", kind="run") == 4
+        ok = await service.infer_many("lookup", [np.array([i], np.int64) for i in range(10)])  # equal items: cut by one reshape
+        assert [r["y"].shape for r in ok] == [(1, 4)] * 10
+        np.testing.assert_array_equal(np.concatenate([r["y"] for r in ok]), table)

@@ -95,11 +95,18 @@ def test_cpu_only_is_taken_without_probing():
 
 async def test_threads_are_sized_to_the_node_and_the_provider_is_in_metrics(make_service):
     metrics = Metrics()
+    cpus = usable_cpus()
     async with make_service(metrics) as service:
-        assert service.intra_op_threads == usable_cpus() >= 1
+        # on CPU the two classes split the cores: bulk takes half (at least one), realtime the rest
+        bulk = max(1, cpus // 2)
+        assert service.intra_op_threads == max(1, cpus - bulk) >= 1
         await service.infer("mlp", np.ones((1, 32), np.float32))
         model = service.loaded()["mlp"]
-        assert model.session.get_session_options().intra_op_num_threads == usable_cpus()
+        assert model.bulk_session is not model.session
+        assert model.session.get_session_options().intra_op_num_threads == service.intra_op_threads
+        assert model.bulk_session.get_session_options().intra_op_num_threads == bulk
+        for session in (model.session, model.bulk_session):  # idle pool threads sleep: no core burnt between runs
+            assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
         assert model.providers == service.providers == ["CPUExecutionProvider"]
         assert metrics.value("edgeplane_inference_provider", provider="CPUExecutionProvider") == 1
     async with make_service(intra_op_threads=1, bulk_session="shared") as service:
@@ -107,6 +114,8 @@ async def test_threads_are_sized_to_the_node_and_the_provider_is_in_metrics(make
         model = service.loaded()["mlp"]
         assert model.session.get_session_options().intra_op_num_threads == 1
         assert model.bulk_session is model.session
+    async with make_service(bulk_session="shared") as service:  # one session: realtime keeps every core
+        assert service.intra_op_threads == cpus
 
 
 def test_import_edgeplane_does_not_import_onnxruntime():

@@ -1,14 +1,19 @@
-"""Dynamic batching for one model: two latency classes, per-caller limits, runs in a thread pool.
+"""Dynamic batching for one model: two latency classes, per-caller limits, runs in thread pools.
 
-Each served model has two lanes, ``realtime`` and ``bulk``, each with its own queue and its own
-worker task. A lane's worker takes what is queued (waiting up to its ``max_delay`` for a batch to
-fill up to ``max_batch`` rows), concatenates the requests along the first axis, runs the model
-in the thread pool and splits the outputs back per request.
+Each served model has two lanes, ``realtime`` and ``bulk``, each with its own queue, its own
+thread pool and (on CPU) its own onnxruntime session with its own intra-op threads. A lane takes
+what is queued (waiting up to its ``max_delay`` for a batch to fill up to ``max_batch`` rows),
+and runs it in a worker thread, which joins the requests along the first axis, runs the model,
+cuts the outputs back per request and hands the whole batch back to the event loop with one
+``call_soon_threadsafe``. There is no task per batch and no thread hop per request: the
+event loop's cost per request is one future and the bookkeeping around it.
 
-Realtime is never queued behind bulk: the two lanes run independently (a realtime batch can
-start while a bulk batch runs), and the bulk lane does not start a new batch while realtime
-work is queued or running. Bulk batches are bounded (``bulk_max_batch``), which bounds the CPU
-a realtime request has to share.
+Realtime is never queued behind bulk: a realtime request is dispatched in the same turn of the
+event loop when its lane has a free slot (a realtime batch can start while a bulk batch runs), the
+bulk lane does not start a new batch while realtime work is queued or running, bulk batches
+are bounded (``bulk_max_batch``), and while bulk batches run the interpreter's GIL switch
+interval is shortened so that a realtime thread coming back from onnxruntime gets the
+interpreter within a fraction of a millisecond rather than the default 5 ms.
 
 The model a batch runs on is read when the batch starts: after a hot swap, queued requests go to
 the new version while batches already running finish on the old one.
@@ -18,31 +23,37 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import sys
+import threading
 import time
 from concurrent.futures import Executor
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
 from edgeplane.inference.config import BatchingConfig
-from edgeplane.inference.errors import InputError, QueueFullError, ServiceStoppedError
+from edgeplane.inference.errors import InputError, ModelRunError, QueueFullError, ServiceStoppedError
 from edgeplane.inference.runtime import LoadedModel
 from edgeplane.inference.stats import ModelStats
 
-__all__ = ["ModelServer", "Priority", "check_inputs", "concatenate_inputs", "split_outputs"]
+__all__ = ["ModelServer", "Priority", "SwitchIntervalWhileBulk", "check_inputs", "concatenate_inputs", "split_outputs"]
 
 Priority = Literal["realtime", "bulk"]
+Outputs = dict[str, np.ndarray]
+# what a worker thread hands back per request: outputs or an error, or one of those per item (infer_many)
+Outcome = Outputs | BaseException | list[Outputs | BaseException]
 
 
 def check_inputs(model: LoadedModel, inputs: Any) -> tuple[dict[str, np.ndarray], int]:
     """Validate a request against the model's signature; returns the feeds and the row count."""
     specs = model.inputs
-    # fast path for the common case: one input, given as an array of the right dtype and shape
-    if len(specs) == 1 and type(inputs) is np.ndarray and model.batchable:
-        spec = specs[0]
+    # fast path for the common case: one input of fixed trailing shape, given as an array of the right dtype
+    fast = model.single_input
+    if fast is not None and type(inputs) is np.ndarray:
+        name, dtype, tail = fast
         shape = inputs.shape
-        if inputs.dtype == spec.dtype and len(shape) == len(spec.shape) and shape[1:] == spec.shape[1:]:
-            return {spec.name: inputs}, shape[0]
+        if shape and shape[1:] == tail and (inputs.dtype is dtype or inputs.dtype == dtype):
+            return {name: inputs}, shape[0]
     if not isinstance(inputs, dict):
         if len(specs) != 1:
             raise InputError(
@@ -109,60 +120,113 @@ def concatenate_inputs(model: LoadedModel, items: Sequence[Any]) -> tuple[dict[s
     return feeds, sum(splits), splits
 
 
-def split_outputs(outputs: dict[str, np.ndarray], splits: list[int]) -> list[dict[str, np.ndarray]]:
+def split_outputs(outputs: Outputs, splits: Sequence[int]) -> list[Outputs]:
     """The outputs of a joined request cut back per item (views, no copies)."""
-    bounds = np.cumsum(splits)[:-1]
-    per_name = {name: np.split(value, bounds) for name, value in outputs.items()}
-    return [{name: parts[i] for name, parts in per_name.items()} for i in range(len(splits))]
+    count = len(splits)
+    total = sum(splits)
+    size = splits[0] if count else 0
+    if count and size * count == total and all(n == size for n in splits):
+        # equal items (the common case: many one-row windows): one reshape, then numpy iterates the views
+        per_name = {name: list(value.reshape(count, size, *value.shape[1:])) for name, value in outputs.items()}
+    else:
+        bounds = np.cumsum(splits)[:-1]
+        per_name = {name: np.split(value, bounds) for name, value in outputs.items()}
+    if len(per_name) == 1:
+        ((name, parts),) = per_name.items()
+        return [{name: part} for part in parts]
+    return [{name: parts[i] for name, parts in per_name.items()} for i in range(count)]
+
+
+class SwitchIntervalWhileBulk:
+    """Shortens the interpreter's GIL switch interval while any bulk batch runs, then restores it.
+
+    A thread that comes back from onnxruntime needs the GIL to hand its result over; while the
+    event loop (or a bulk thread cutting outputs) holds it, the thread waits one switch interval
+    (5 ms by default) before the interpreter makes the holder let go. That wait, not the cores,
+    is what a realtime request paid under bulk load. The interval is process-wide, so this is
+    one counted hold per process (every service and model shares it), and it is only shortened,
+    never lengthened: a host that set a shorter one keeps it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._saved: float | None = None
+        self._applied: float | None = None
+
+    def hold(self, interval: float) -> None:
+        with self._lock:
+            self._holders += 1
+            if self._holders == 1 and interval > 0:
+                current = sys.getswitchinterval()
+                if interval < current:
+                    self._saved, self._applied = current, interval
+                    sys.setswitchinterval(interval)
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0 and self._saved is not None:
+                # restore only what this object changed (someone else may have set it since)
+                if self._applied is not None and abs(sys.getswitchinterval() - self._applied) < 1e-9:
+                    sys.setswitchinterval(self._saved)
+                self._saved = self._applied = None
+
+    @property
+    def holders(self) -> int:
+        return self._holders
+
+
+SWITCH_INTERVAL = SwitchIntervalWhileBulk()
 
 
 class Request:
-    __slots__ = ("caller", "enqueued", "feeds", "future", "model", "rows")
+    __slots__ = ("caller", "enqueued", "feeds", "future", "model", "rows", "splits")
 
-    def __init__(self, feeds: dict[str, np.ndarray], rows: int, caller: str, model: LoadedModel, future: asyncio.Future[Any]):
+    def __init__(self, feeds: dict[str, np.ndarray], rows: int, caller: str, model: LoadedModel,
+                 future: asyncio.Future[Any], splits: list[int] | None = None):
         self.feeds = feeds
-        self.rows = rows  # one request may carry many rows (infer_many joins many into one)
+        self.rows = rows  # one request may carry many rows (infer_many joins many items into one)
         self.caller = caller
         self.model = model  # the version its inputs were checked against
         self.future = future
+        self.splits = splits  # rows per item of an infer_many request; None for infer
         self.enqueued = time.perf_counter()
 
 
 class _Lane:
-    def __init__(self, priority: str, max_batch: int, max_delay: float, concurrency: int):
+    def __init__(self, priority: str, max_batch: int, max_delay: float, concurrency: int, executor: Executor):
         self.priority = priority
         self.bulk = priority == "bulk"
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.concurrency = concurrency
+        self.executor = executor
         self.queue: collections.deque[Request] = collections.deque()
         self.rows = 0
         self.in_flight = 0
-        self.wakeup = asyncio.Event()  # a request arrived (or a batch filled up)
-        self.slot = asyncio.Event()  # a running batch finished
-        self.task: asyncio.Task[None] | None = None
-        self.runs: set[asyncio.Task[None]] = set()
+        self.timer: asyncio.TimerHandle | None = None  # wakes the lane when its oldest request's max_delay is up
+        self.running: set[asyncio.Future[None]] = set()  # one per batch in a worker thread
+        self.pump_scheduled = False
 
 
 class ModelServer:
     """Serves one model name: holds its current version and batches requests to it."""
 
     def __init__(self, model: LoadedModel, settings: BatchingConfig, executor: Executor, bulk_executor: Executor,
-                 stats: ModelStats, errors: Any, dropped: Any):
+                 stats: ModelStats, errors: Callable[[str], Any], dropped: Any, *, bulk_switch_interval: float = 0.0):
         self.current = model
         self.settings = settings
-        self.executor = executor
-        self.bulk_executor = bulk_executor
         self.stats = stats
         self.errors = errors  # kind -> prometheus counter child
         self.dropped = dropped
-        self.realtime = _Lane("realtime", settings.max_batch, settings.realtime_max_delay, settings.concurrency)
-        self.bulk = _Lane("bulk", settings.bulk_max_batch or settings.max_batch, settings.max_delay, settings.concurrency)
+        self.bulk_switch_interval = bulk_switch_interval
+        self.realtime = _Lane("realtime", settings.max_batch, settings.realtime_max_delay, settings.concurrency, executor)
+        self.bulk = _Lane("bulk", settings.bulk_max_batch or settings.max_batch, settings.max_delay, settings.concurrency, bulk_executor)
         self.pending_by_caller: dict[str, int] = {}
         self.pending = 0
-        self.realtime_idle = asyncio.Event()
-        self.realtime_idle.set()
         self.running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         stats.depth = self.depth
 
     @property
@@ -170,19 +234,16 @@ class ModelServer:
         return self.current.name
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.running = True
-        loop = asyncio.get_running_loop()
-        for lane in (self.realtime, self.bulk):
-            lane.task = loop.create_task(self._work(lane), name=f"inference:{self.name}:{lane.priority}")
 
     async def stop(self) -> None:
         """Stop batching; queued requests fail with ServiceStoppedError, running ones finish."""
         self.running = False
-        tasks = [lane.task for lane in (self.realtime, self.bulk) if lane.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         for lane in (self.realtime, self.bulk):
+            if lane.timer is not None:
+                lane.timer.cancel()
+                lane.timer = None
             while lane.queue:
                 request = lane.queue.popleft()
                 if not request.future.done():
@@ -190,13 +251,13 @@ class ModelServer:
                         ServiceStoppedError(f"the inference service stopped before {self.current.label} ran this request")
                     )
             lane.rows = 0
-        runs = [t for lane in (self.realtime, self.bulk) for t in lane.runs]
-        await asyncio.gather(*runs, return_exceptions=True)
+        running = [f for lane in (self.realtime, self.bulk) for f in lane.running]
+        await asyncio.gather(*running, return_exceptions=True)
 
     def depth(self, priority: str) -> int:
         return len((self.realtime if priority == "realtime" else self.bulk).queue)
 
-    async def submit(self, inputs: Any, priority: str, caller: str) -> dict[str, np.ndarray]:
+    async def submit(self, inputs: Any, priority: str, caller: str) -> Outputs:
         """Queue one request (any number of rows) and wait for its outputs."""
         lane = self._lane(priority)
         model = self.current
@@ -205,10 +266,17 @@ class ModelServer:
         except InputError:
             self.errors("input").inc()
             raise
-        return await self._enqueue(lane, model, feeds, rows, caller)
+        result: Outputs = await self._enqueue(lane, model, feeds, rows, caller, None)
+        return result
 
-    async def submit_many(self, items: Sequence[Any], priority: str, caller: str) -> list[dict[str, np.ndarray]]:
-        """Queue many requests as one: one check each, one join, one future, outputs cut back per item."""
+    async def submit_many(self, items: Sequence[Any], priority: str, caller: str,
+                          return_exceptions: bool = False) -> list[Outputs | ModelRunError]:
+        """Queue many requests as one: one join, one future; outputs come back per item, in order.
+
+        If the joined run fails, the worker runs the items one by one, so only the items that
+        make the model fail get a ModelRunError (each counted in the run errors): returned in
+        place with ``return_exceptions``, else the first one is raised.
+        """
         lane = self._lane(priority)
         if not items:
             return []
@@ -218,8 +286,14 @@ class ModelServer:
         except InputError:
             self.errors("input").inc()
             raise
-        outputs = await self._enqueue(lane, model, feeds, rows, caller)
-        return split_outputs(outputs, splits)
+        results: list[Outputs | ModelRunError] = await self._enqueue(lane, model, feeds, rows, caller, splits)
+        if not return_exceptions:
+            for i, result in enumerate(results):
+                if isinstance(result, ModelRunError):
+                    failed = sum(isinstance(r, ModelRunError) for r in results)
+                    raise ModelRunError(f"{result} (item {i} of {len(results)} in infer_many; {failed} failed: "
+                                        f"pass return_exceptions=True to get the other items' outputs)")
+        return results
 
     def _lane(self, priority: str) -> _Lane:
         if not self.running:
@@ -230,8 +304,8 @@ class ModelServer:
             return self.bulk
         raise ValueError(f"priority must be 'realtime' or 'bulk', not {priority!r}")
 
-    async def _enqueue(self, lane: _Lane, model: LoadedModel, feeds: dict[str, np.ndarray], rows: int, caller: str) -> dict[str, np.ndarray]:
-        priority = lane.priority
+    async def _enqueue(self, lane: _Lane, model: LoadedModel, feeds: dict[str, np.ndarray], rows: int, caller: str,
+                       splits: list[int] | None) -> Any:
         waiting = self.pending_by_caller.get(caller, 0)
         settings = self.settings
         if waiting >= settings.max_queue_per_caller or self.pending >= settings.max_queue:
@@ -244,17 +318,18 @@ class ModelServer:
                     f"inference.per_model.{self.name}.max_queue_per_caller"
                 )
             raise QueueFullError(f"{model.label}: {settings.max_queue} requests are waiting (inference.batching.max_queue); try again later")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        request = Request(feeds, rows, caller, model, future)
-        lane.queue.append(request)
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        lane.queue.append(Request(feeds, rows, caller, model, future, splits))
         lane.rows += rows
         self.pending_by_caller[caller] = waiting + 1
         self.pending += 1
-        self.stats.requests[priority] += 1
-        if not lane.bulk:
-            self.realtime_idle.clear()
-        if not lane.wakeup.is_set() and (lane.max_delay <= 0 or lane.rows >= lane.max_batch or len(lane.queue) == 1):
-            lane.wakeup.set()
+        self.stats.requests[lane.priority] += 1
+        if not lane.pump_scheduled:
+            # one dispatch per turn of the loop, after every caller that is ready this turn has queued
+            # its request (a dispatch per request would run the first of 64 callers alone)
+            lane.pump_scheduled = True
+            self._loop.call_soon(self._scheduled_pump, lane)
         try:
             return await future
         finally:
@@ -264,6 +339,34 @@ class ModelServer:
                 self.pending_by_caller[caller] = left
             else:
                 del self.pending_by_caller[caller]
+
+    # -- dispatch (event loop) --------------------------------------------------------------
+
+    def _pump(self, lane: _Lane) -> None:
+        """Start as many batches as the lane may run now; arm its timer if a batch should fill up."""
+        queue = lane.queue
+        while queue and lane.in_flight < lane.concurrency and self.running:
+            if lane.bulk and (self.realtime.queue or self.realtime.in_flight):
+                return  # bulk does not start a batch while realtime work is queued or running
+            if lane.max_delay > 0 and lane.rows < lane.max_batch:
+                # let the batch fill up, at most max_delay after its oldest request arrived
+                remaining = queue[0].enqueued + lane.max_delay - time.perf_counter()
+                if remaining > 0:
+                    if lane.timer is None:
+                        assert self._loop is not None
+                        lane.timer = self._loop.call_later(remaining, self._timer_fired, lane)
+                    return
+            batch = self._take(lane)
+            if batch:
+                self._launch(lane, batch)
+
+    def _scheduled_pump(self, lane: _Lane) -> None:
+        lane.pump_scheduled = False
+        self._pump(lane)
+
+    def _timer_fired(self, lane: _Lane) -> None:
+        lane.timer = None
+        self._pump(lane)
 
     def _take(self, lane: _Lane) -> list[Request]:
         queue = lane.queue
@@ -279,78 +382,101 @@ class ModelServer:
             rows += request.rows
         return batch
 
-    async def _work(self, lane: _Lane) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not lane.queue:
-                lane.wakeup.clear()
-                if not lane.bulk and not lane.in_flight:
-                    self.realtime_idle.set()
-                await lane.wakeup.wait()
-                continue
-            if lane.in_flight >= lane.concurrency:
-                lane.slot.clear()
-                await lane.slot.wait()
-                continue
-            if lane.bulk and not self.realtime_idle.is_set():
-                # bulk does not start a batch while realtime work is queued or running
-                await self.realtime_idle.wait()
-                continue
-            if lane.max_delay > 0 and lane.rows < lane.max_batch:
-                # let the batch fill up, at most max_delay after its oldest request arrived
-                remaining = lane.queue[0].enqueued + lane.max_delay - time.perf_counter()
-                if remaining > 0:
-                    lane.wakeup.clear()
-                    try:
-                        await asyncio.wait_for(lane.wakeup.wait(), remaining)
-                    except TimeoutError:
-                        pass
-                    continue
-            batch = self._take(lane)
-            if batch:
-                lane.in_flight += 1
-                task = loop.create_task(self._run(lane, batch, loop))
-                lane.runs.add(task)
-                task.add_done_callback(lane.runs.discard)
-
-    async def _run(self, lane: _Lane, batch: list[Request], loop: asyncio.AbstractEventLoop) -> None:
+    def _launch(self, lane: _Lane, batch: list[Request]) -> None:
+        model = self.current
+        if any(r.model is not model for r in batch):
+            batch = self._recheck(batch, model)
+            if not batch:
+                return
+        assert self._loop is not None
+        done: asyncio.Future[None] = self._loop.create_future()
+        lane.running.add(done)
+        lane.in_flight += 1
+        if lane.bulk:
+            SWITCH_INTERVAL.hold(self.bulk_switch_interval)
         try:
-            model = self.current
-            if any(r.model is not model for r in batch):
-                batch = self._recheck(batch, model)
-                if not batch:
-                    return
-            rows = [r.rows for r in batch]
-            began = time.perf_counter()
-            try:
-                executor = self.bulk_executor if lane.bulk else self.executor
-                results = await loop.run_in_executor(executor, model.run_batch, [r.feeds for r in batch], rows, lane.bulk, lane.max_batch)
-            except Exception as e:  # noqa: BLE001 - the pool itself failed (shut down): fail this batch only
-                results = [ServiceStoppedError(f"{model.label} could not run: {type(e).__name__}: {e}")] * len(batch)
-            now = time.perf_counter()
+            lane.executor.submit(self._execute, lane, batch, model, done)
+        except RuntimeError as e:  # the pool is shut down: fail this batch only
+            error = ServiceStoppedError(f"{model.label} could not run: {e}")
+            self._finish(lane, batch, [error] * len(batch), 0.0, 0.0, done)
+
+    # -- the worker thread ------------------------------------------------------------------
+
+    def _execute(self, lane: _Lane, batch: list[Request], model: LoadedModel, done: asyncio.Future[None]) -> None:
+        """Run one batch (in a worker thread) and hand every request's outcome back in one call."""
+        began = time.perf_counter()
+        outcomes: list[Outcome]
+        try:
+            results = model.run_batch([r.feeds for r in batch], [r.rows for r in batch], lane.bulk, lane.max_batch)
+            outcomes = [self._outcome(model, lane, r, result) for r, result in zip(batch, results)]
+        except Exception as e:  # noqa: BLE001 - the run machinery itself failed: fail this batch, keep serving
+            outcomes = [ModelRunError(f"{model.label} could not run: {type(e).__name__}: {e}")] * len(batch)
+        ended = time.perf_counter()
+        del model  # a swapped-out version is freed as soon as its last batch ends
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._finish, lane, batch, outcomes, began, ended, done)
+        except RuntimeError:
+            pass  # the event loop is closed: nobody is waiting any more
+
+    @staticmethod
+    def _outcome(model: LoadedModel, lane: _Lane, request: Request, result: list[np.ndarray] | ModelRunError) -> Outcome:
+        splits = request.splits
+        names = model.output_names
+        if splits is None:
+            if isinstance(result, BaseException):
+                return result
+            return {names[0]: result[0]} if len(names) == 1 else dict(zip(names, result))
+        if not isinstance(result, BaseException):
+            return list(split_outputs(dict(zip(names, result)), splits))
+        if len(splits) == 1:
+            return [result]
+        # the joined run failed: run the items one by one so only the bad ones fail
+        items: list[Outputs | BaseException] = []
+        start = 0
+        for n in splits:
+            feeds = {name: value[start : start + n] for name, value in request.feeds.items()}
+            (alone,) = model.run_batch([feeds], [n], lane.bulk, lane.max_batch)
+            items.append(alone if isinstance(alone, BaseException) else dict(zip(names, alone)))
+            start += n
+        return items
+
+    # -- back on the event loop -------------------------------------------------------------
+
+    def _finish(self, lane: _Lane, batch: list[Request], outcomes: list[Outcome], began: float, ended: float,
+                done: asyncio.Future[None]) -> None:
+        try:
             stats = self.stats
-            stats.run_time.observe(now - began)
-            stats.batch_size.observe(sum(rows))
+            if ended > began:
+                stats.run_time.observe(ended - began)
+                stats.batch_size.observe(sum(r.rows for r in batch))
+            now = time.perf_counter()
             stats.latency[lane.priority].observe_many(now - np.fromiter((r.enqueued for r in batch), np.float64, len(batch)))
-            names = model.output_names
             failed = 0
-            for request, result in zip(batch, results):
-                if request.future.done():  # the caller was cancelled
-                    continue
-                if isinstance(result, BaseException):
+            for request, outcome in zip(batch, outcomes):
+                if isinstance(outcome, list):
+                    failed += sum(isinstance(o, BaseException) for o in outcome)
+                elif isinstance(outcome, BaseException):
                     failed += 1
-                    request.future.set_exception(result)
+                future = request.future
+                if future.done():  # the caller was cancelled
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
                 else:
-                    request.future.set_result(dict(zip(names, result)))
+                    future.set_result(outcome)
             if failed:
                 self.errors("run").inc(failed)
-            # drop references now: a swapped-out version is freed as soon as its last batch ends
-            del model, results, batch
         finally:
             lane.in_flight -= 1
-            lane.slot.set()
+            lane.running.discard(done)
+            if lane.bulk:
+                SWITCH_INTERVAL.release()
+            if not done.done():
+                done.set_result(None)
+            self._pump(lane)
             if not lane.bulk and not lane.in_flight and not lane.queue:
-                self.realtime_idle.set()
+                self._pump(self.bulk)  # realtime went idle: bulk may go on
 
     def _recheck(self, batch: list[Request], model: LoadedModel) -> list[Request]:
         """After a swap, requests checked against the previous version are checked again."""

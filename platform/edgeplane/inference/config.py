@@ -88,13 +88,27 @@ class InferenceConfig(ConfigModel):
         default_factory=lambda: ["cuda", "cpu"], min_length=1, description="execution providers in order of preference"
     )
     models: str = Field("models", description="the model registry folder, relative to the site file")
-    intra_op_threads: int | Literal["auto"] = Field("auto", description="threads one model run may use; auto = usable cores")
+    intra_op_threads: int | Literal["auto"] = Field(
+        "auto", description="threads one realtime model run may use; auto = the usable cores the bulk class does not take "
+        "(with a separate bulk session) or all of them"
+    )
     bulk_session: Literal["auto", "separate", "shared"] = Field(
         "auto", description="give the bulk class its own session and threads so it cannot slow realtime runs "
         "(auto: separate on CPU, shared on GPU where memory is scarce)"
     )
-    bulk_threads: int | Literal["auto"] = Field("auto", description="intra-op threads of a separate bulk session; auto = half the cores")
+    bulk_threads: int | Literal["auto"] = Field(
+        "auto", description="intra-op threads of a separate bulk session; auto = half the usable cores (at least 1), "
+        "so a realtime run finds a core bulk work does not hold"
+    )
     bulk_nice: int = Field(10, ge=0, le=19, description="OS niceness of the threads that run bulk batches (Linux), so realtime runs get the cores first; 0: off")
+    bulk_switch_interval: Duration = Field(
+        0.0005, ge=0, description="the interpreter's GIL switch interval while bulk batches run (process-wide, only ever "
+        "shortened, restored after): how long a realtime thread back from onnxruntime may wait for the GIL; 0: leave it alone"
+    )
+    spin_wait: bool = Field(
+        False, description="let idle intra-op threads spin for the next run: a little lower latency on cores nothing else "
+        "needs, a core's worth of CPU burnt on a shared edge node"
+    )
     workers: int | Literal["auto"] = Field("auto", description="model runs that may be in flight at once (thread pool size)")
     preload: list[str] | Literal["all"] = Field(default_factory=list, description="models loaded at start ('all': every model in the registry)")
     batching: BatchingConfig = Field(default_factory=BatchingConfig)

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -100,7 +100,8 @@ def _tiny_model_bytes() -> bytes:
     graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "probe", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    return model.SerializeToString()
+    data: bytes = model.SerializeToString()
+    return data
 
 
 def _probe_cuda(ort: Any) -> str | None:
@@ -172,11 +173,13 @@ def choose_providers(preferred: tuple[str, ...]) -> ProviderReport:
     return ProviderReport(tuple(chosen), rejected, _gpu_device_present())
 
 
-def session_options(intra_op_threads: int, *, spinning: bool = True) -> Any:
+def session_options(intra_op_threads: int, *, spinning: bool = False) -> Any:
     """Options for a session: quiet logs, ``intra_op_threads`` threads per run, full optimization.
 
-    ``spinning=False`` makes idle intra-op threads sleep instead of spinning, so a background
-    (bulk) session does not burn the cores a realtime run needs.
+    Idle intra-op threads sleep unless ``spinning``: on a 2-4 core edge node shared with
+    connectors and solutions, a spinning pool burns the cores the next run (or the other class's
+    session) needs; measured here, a 2-thread spinning session cost twice the CPU per run of a
+    sleeping one at the same speed. With one thread there is no pool: the run is on the caller.
     """
     ort = onnxruntime()
     options = ort.SessionOptions()
@@ -221,6 +224,12 @@ class LoadedModel:
         self.output_names = [s.name for s in manifest.outputs]
         # Batching concatenates along axis 0, so every input and output needs a free first axis.
         self.batchable = all(len(s.shape) >= 1 and _is_free(s.shape[0]) for s in (*manifest.inputs, *manifest.outputs))
+        # (name, dtype, shape after the batch axis) of a batchable one-input model whose other axes are fixed:
+        # the request check's fast path is one tuple compare
+        self.single_input: tuple[str, np.dtype, tuple[int, ...]] | None = None
+        if self.batchable and len(self.inputs) == 1 and all(d is not None for d in self.inputs[0].shape[1:]):
+            spec = self.inputs[0]
+            self.single_input = (spec.name, spec.dtype, tuple(d for d in spec.shape[1:] if d is not None))
         self.signature_text = "; ".join(
             ["inputs " + ", ".join(s.describe() for s in manifest.inputs), "outputs " + ", ".join(s.describe() for s in manifest.outputs)]
         )
@@ -234,7 +243,8 @@ class LoadedModel:
         return ModelRunError(f"{self.label} failed on this request: {message}")
 
     def run(self, feeds: dict[str, np.ndarray], *, bulk: bool = False) -> list[np.ndarray]:
-        return (self.bulk_session if bulk else self.session).run(self.output_names, feeds)
+        outputs: list[np.ndarray] = (self.bulk_session if bulk else self.session).run(self.output_names, feeds)
+        return outputs
 
     def run_batch(self, requests: list[dict[str, np.ndarray]], rows: list[int], bulk: bool = False,
                   max_rows: int | None = None) -> list[list[np.ndarray] | ModelRunError]:
@@ -253,7 +263,7 @@ class LoadedModel:
             return [self._run_one(session, requests[0])]
         feeds = {spec.name: np.concatenate([r[spec.name] for r in requests], axis=0) for spec in self.inputs}
         try:
-            outputs = session.run(self.output_names, feeds)
+            outputs: list[np.ndarray] = session.run(self.output_names, feeds)
         except Exception:  # noqa: BLE001 - find out which request made it fail
             return [self._run_one(session, r) for r in requests]
         total = sum(rows)
@@ -278,7 +288,8 @@ class LoadedModel:
 
     def _run_one(self, session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray] | ModelRunError:
         try:
-            return session.run(self.output_names, feeds)
+            outputs: list[np.ndarray] = session.run(self.output_names, feeds)
+            return outputs
         except Exception as e:  # noqa: BLE001 - reported to that request only
             return self._error(e)
 
@@ -313,18 +324,27 @@ def load_model(
     intra_op_threads: int,
     warm_rows: int | None = None,
     bulk_threads: int | None = None,
+    *,
+    spinning: bool = False,
+    in_bulk_thread: Callable[[Callable[[], Any]], Any] | None = None,
 ) -> LoadedModel:
     """Create a session for verified model bytes, check it against the manifest, warm it up.
 
-    With ``bulk_threads``, a second session with that many non-spinning threads serves the bulk class.
+    With ``bulk_threads``, a second session with that many non-spinning threads serves the bulk
+    class. ``in_bulk_thread(fn)`` runs ``fn`` in one of the bulk class's (lower-priority) threads
+    and returns its result: the bulk session is created there, so the intra-op threads
+    onnxruntime starts for it inherit that thread's lower priority.
     """
     ort = onnxruntime()
     label = f"model {manifest.name!r} version {manifest.version!r}"
     try:
-        session = ort.InferenceSession(model_bytes, session_options(intra_op_threads), providers=list(providers))
+        session = ort.InferenceSession(model_bytes, session_options(intra_op_threads, spinning=spinning), providers=list(providers))
         bulk_session = None
         if bulk_threads is not None:
-            bulk_session = ort.InferenceSession(model_bytes, session_options(bulk_threads, spinning=False), providers=list(providers))
+            def make_bulk() -> Any:
+                return ort.InferenceSession(model_bytes, session_options(bulk_threads), providers=list(providers))
+
+            bulk_session = in_bulk_thread(make_bulk) if in_bulk_thread is not None else make_bulk()
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
         raise ModelLoadError(f"onnxruntime cannot load {label}: {str(e).splitlines()[0][:300]}") from None
     actual = [i.name for i in session.get_inputs()]

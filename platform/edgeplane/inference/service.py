@@ -23,14 +23,14 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence, overload
 
 import numpy as np
 
 from edgeplane.errors import LifecycleError
 from edgeplane.inference.batching import ModelServer, Priority
 from edgeplane.inference.config import InferenceConfig
-from edgeplane.inference.errors import InferenceError, ServiceStoppedError, SwapError
+from edgeplane.inference.errors import InferenceError, ModelRunError, ServiceStoppedError, SwapError
 from edgeplane.inference.manifest import ModelManifest
 from edgeplane.inference.registry import ModelRegistry
 from edgeplane.inference.runtime import LoadedModel, ProviderReport, choose_providers, load_model, usable_cpus
@@ -59,9 +59,17 @@ class InferenceClient:
     async def infer(self, model: str, inputs: dict[str, np.ndarray] | np.ndarray, *, priority: Priority = "realtime") -> dict[str, np.ndarray]:
         return await self.service.infer(model, inputs, priority=priority, caller=self.caller)
 
+    @overload
     async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *,
-                         priority: Priority = "bulk") -> list[dict[str, np.ndarray]]:
-        return await self.service.infer_many(model, requests, priority=priority, caller=self.caller)
+                         priority: Priority = ..., return_exceptions: Literal[False] = ...) -> list[dict[str, np.ndarray]]: ...
+
+    @overload
+    async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *,
+                         priority: Priority = ..., return_exceptions: bool) -> list[dict[str, np.ndarray] | ModelRunError]: ...
+
+    async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *,
+                         priority: Priority = "bulk", return_exceptions: bool = False) -> Any:
+        return await self.service.infer_many(model, requests, priority=priority, caller=self.caller, return_exceptions=return_exceptions)
 
     async def manifest(self, model: str) -> ModelManifest:
         """The manifest of the version of ``model`` served now (loaded if it is not yet): its inputs,
@@ -81,9 +89,12 @@ class InferenceService:
         self.metrics = metrics
         self.base_dir = Path(base_dir)
         self.registry = ModelRegistry(config.models_dir(self.base_dir), model_dirs)
-        cpus = usable_cpus()
-        self.intra_op_threads = cpus if config.intra_op_threads == "auto" else config.intra_op_threads
+        cpus = self.cpus = usable_cpus()
         self.bulk_threads = max(1, cpus // 2) if config.bulk_threads == "auto" else config.bulk_threads
+        # threads of one realtime run; with a separate bulk session (decided at start, by provider)
+        # auto leaves the cores bulk runs take to it, so neither class waits for the other's threads
+        self.intra_op_threads = cpus if config.intra_op_threads == "auto" else config.intra_op_threads
+        self.separate_bulk = False
         # two lanes per model may run at once; a few models share the pool
         self.workers = max(2, min(8, 2 * cpus)) if config.workers == "auto" else config.workers
         self.report: ProviderReport | None = None
@@ -123,8 +134,14 @@ class InferenceService:
         self.trust = await loop.run_in_executor(self._executor, self._load_trust)
         self.report = await loop.run_in_executor(self._executor, choose_providers, tuple(self.config.providers))
         self._m_provider.labels(provider=self.report.primary).set(1)
+        self.separate_bulk = self.config.bulk_session == "separate" or (
+            self.config.bulk_session == "auto" and self.report.primary == "CPUExecutionProvider"
+        )
+        if self.config.intra_op_threads == "auto" and self.separate_bulk:
+            self.intra_op_threads = max(1, self.cpus - self.bulk_threads)
         level = logging.WARNING if self.report.gpu_present and "cuda" in self.report.rejected else logging.INFO
-        log.log(level, "%s, %d intra-op threads, %d workers", self.report.summary(), self.intra_op_threads, self.workers)
+        log.log(level, "%s, %d intra-op threads per realtime run, %s, %d workers", self.report.summary(), self.intra_op_threads,
+                f"{self.bulk_threads} per bulk run (own session)" if self.separate_bulk else "bulk on the same session", self.workers)
         self.state = "running"
         try:
             names = self.registry.names() if self.config.preload == "all" else list(self.config.preload)
@@ -192,6 +209,14 @@ class InferenceService:
         server = self._servers.get(model) or await self._server(model)
         return await server.submit(inputs, priority, caller)
 
+    @overload
+    async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *, priority: Priority = ...,
+                         caller: str = ..., return_exceptions: Literal[False] = ...) -> list[dict[str, np.ndarray]]: ...
+
+    @overload
+    async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *, priority: Priority = ...,
+                         caller: str = ..., return_exceptions: bool) -> list[dict[str, np.ndarray] | ModelRunError]: ...
+
     async def infer_many(
         self,
         model: str,
@@ -199,17 +224,22 @@ class InferenceService:
         *,
         priority: Priority = "bulk",
         caller: str = "anonymous",
-    ) -> list[dict[str, np.ndarray]]:
+        return_exceptions: bool = False,
+    ) -> Any:
         """Run ``model`` on many requests at once; returns one outputs dict per request, in order.
 
-        The requests are checked one by one, joined into one queued request (one future, one
-        slot of the caller's queue limit) and the outputs are cut back per request, so a caller
-        with many windows to score pays the service's per-request cost once. A joined request
-        larger than the class's ``max_batch`` runs in slices of ``max_batch`` rows. Raises what
-        :meth:`infer` raises; one malformed request refuses the whole call (InputError names it).
+        The requests are joined into one queued request (one future, one slot of the caller's
+        queue limit, one check of the joined array for a one-input model) and the outputs are
+        cut back per request in the worker thread, so a caller with many windows to score pays
+        the service's per-request cost once. A joined request larger than the class's
+        ``max_batch`` runs in slices of ``max_batch`` rows. One malformed request refuses the
+        whole call (InputError names it). If the model fails on the joined run, the requests are
+        run one by one: each that fails is counted in the run errors and, with
+        ``return_exceptions``, comes back as a ModelRunError in its place (otherwise the first
+        is raised, naming its index).
         """
         server = self._servers.get(model) or await self._server(model)
-        return await server.submit_many(requests, priority, caller)
+        return await server.submit_many(requests, priority, caller, return_exceptions)
 
     async def _server(self, model: str) -> ModelServer:
         if self.state != "running":
@@ -230,14 +260,18 @@ class InferenceService:
         trust, report, threads = self.trust, self.report, self.intra_op_threads
         warm = self.config.batching_for(name).max_batch if self.config.warmup else None
         registry = self.registry
-        separate = self.config.bulk_session == "separate" or (
-            self.config.bulk_session == "auto" and report.primary == "CPUExecutionProvider"
-        )
-        bulk_threads = self.bulk_threads if separate else None
+        bulk_threads = self.bulk_threads if self.separate_bulk else None
+        spinning = self.config.spin_wait
+        bulk_executor = self._bulk_executor
+
+        def in_bulk_thread(fn: Callable[[], Any]) -> Any:
+            assert bulk_executor is not None
+            return bulk_executor.submit(fn).result()
 
         def work() -> LoadedModel:
             verified = registry.verify(name, version, trust)
-            return load_model(verified.manifest, verified.model_bytes, verified.trust, report.providers, threads, warm, bulk_threads)
+            return load_model(verified.manifest, verified.model_bytes, verified.trust, report.providers, threads, warm, bulk_threads,
+                              spinning=spinning, in_bulk_thread=in_bulk_thread)
 
         began = time.perf_counter()
         model = await loop.run_in_executor(self._executor, work)
@@ -248,14 +282,16 @@ class InferenceService:
     def _make_server(self, name: str, model: LoadedModel) -> ModelServer:
         errors = self._m_errors
         stats = self._stats.setdefault(name, ModelStats(name))
+        assert self._realtime_executor is not None and self._bulk_executor is not None
         return ModelServer(
             model,
             self.config.batching_for(name),
-            self._realtime_executor,  # type: ignore[arg-type]
-            self._bulk_executor,  # type: ignore[arg-type]
+            self._realtime_executor,
+            self._bulk_executor,
             stats,
             errors=lambda kind: errors.labels(model=name, kind=kind),
             dropped=self.metrics.dropped.labels(part="inference", reason="queue_full"),
+            bulk_switch_interval=self.config.bulk_switch_interval,
         )
 
     async def load(self, name: str, version: str | None = None) -> LoadedModel:
@@ -281,7 +317,7 @@ class InferenceService:
                 self._servers[name] = server
                 self._m_loaded.labels(model=name, version=model.version, provider=model.providers[0]).set(1)
                 return model
-        return await self.swap(name, version)  # type: ignore[arg-type]
+        return await self.swap(name, version)
 
     async def swap(self, name: str, version: str) -> LoadedModel:
         """Hot swap ``name`` to ``version``: load and warm it beside the served one, then switch.

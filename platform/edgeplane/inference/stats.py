@@ -7,6 +7,7 @@ requests would pay that 64 times. Here a whole batch is counted with one numpy c
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -24,11 +25,12 @@ class BucketCounts:
 
     def __init__(self, bounds: tuple[float, ...]):
         self.bounds = np.asarray(bounds, dtype=np.float64)
+        self._bound_list = [float(b) for b in bounds]  # bisect on a list: a third of numpy's cost for one value
         self.counts = np.zeros(len(bounds) + 1, dtype=np.int64)  # last: above every bound (+Inf)
         self.total = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[int(np.searchsorted(self.bounds, value, side="left"))] += 1
+        self.counts[bisect.bisect_left(self._bound_list, value)] += 1
         self.total += value
 
     def observe_many(self, values: np.ndarray) -> None:
