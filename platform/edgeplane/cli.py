@@ -13,11 +13,15 @@ import json
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from edgeplane.errors import EdgeplaneError, SiteError
+
+if TYPE_CHECKING:
+    from edgeplane.config import Site
+    from edgeplane.plugins import Plugins
 
 DEFAULT_SITE = "default.yaml"
 
@@ -27,25 +31,26 @@ def default_site_path() -> Path:
     return Path(str(resources.files("edgeplane.builtin") / "sites" / DEFAULT_SITE))
 
 
-def _plugins(ctx: click.Context | None = None):
+def _plugins(ctx: click.Context | None = None) -> Plugins:
     from edgeplane.plugins import Plugins
 
     root = ctx.find_root() if ctx is not None else None
-    if root is not None and root.obj is not None and "plugins" in root.obj:
-        return root.obj["plugins"]
+    loaded = root.obj.get("plugins") if root is not None and root.obj is not None else None
+    if isinstance(loaded, Plugins):
+        return loaded
     plugins = Plugins.load()
     if root is not None:
         root.obj = {**(root.obj or {}), "plugins": plugins}
     return plugins
 
 
-def _load(site_path: Path, plugins: Any):
+def _load(site_path: Path, plugins: Plugins) -> Site:
     from edgeplane.config import load_site
 
     return load_site(site_path, plugins.registry)
 
 
-def _load_with_cloud_overlay(site_path: Path, plugins: Any):
+def _load_with_cloud_overlay(site_path: Path, plugins: Plugins) -> tuple[Site, dict[str, Any]]:
     """The local site file, with the last desired config the cloud sent merged on top.
 
     A site that was reconfigured from the cloud starts, offline too, from its last good
@@ -74,7 +79,7 @@ def _load_with_cloud_overlay(site_path: Path, plugins: Any):
     return site, local.raw
 
 
-def _fail_site(error: SiteError) -> None:
+def _fail_site(error: SiteError) -> NoReturn:
     click.echo(str(error), err=True)
     sys.exit(2)
 
@@ -131,7 +136,7 @@ def run(ctx: click.Context, site: Path | None, http_port: int | None, log_level:
     configure_logging(log_level or loaded.core.log.level, log_format or loaded.core.log.format, loaded.redactor)
     host = Host(loaded, plugins, http_port=http_port if http_port is not None else -1, local_site=local)
 
-    def reload_site():
+    def reload_site() -> Site:
         fresh, host.local_site = _load_with_cloud_overlay(site_path, plugins)
         loaded.redactor.merge(fresh.redactor)  # the log filter holds this one: new secrets are redacted too
         return fresh

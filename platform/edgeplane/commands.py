@@ -14,15 +14,16 @@ import difflib
 import enum
 import logging
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from edgeplane.bus import topic_matches
 from edgeplane.config import PointLimits, PointSpec
 
 if TYPE_CHECKING:
     from edgeplane.clock import Clock
-    from edgeplane.components import Connector
+    from edgeplane.components import AnyConnector
     from edgeplane.metrics import Metrics
     from edgeplane.store import LocalStore
 
@@ -67,7 +68,8 @@ class CommandGuard:
     def __init__(
         self,
         *,
-        connectors: Callable[[], dict[str, Connector]],
+        # device name -> its connector (None: the device is in the site but its connector could not be made)
+        connectors: Callable[[], Mapping[str, AnyConnector | None]],
         site_limits: Callable[[], dict[str, PointLimits]],
         clock: Clock,
         metrics: Metrics,
@@ -99,6 +101,7 @@ class CommandGuard:
             if problem:
                 status, message = CommandStatus.REJECTED, problem
             else:
+                assert spec is not None  # _check refuses a point without a spec
                 status, message, readback = await self._write(connector, device, point, spec, value, timeout)
                 if status is CommandStatus.OK and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._last[f"{device}/{point}"] = (now, float(value))
@@ -124,7 +127,7 @@ class CommandGuard:
         found += [lim for pattern, lim in self._site_limits().items() if topic_matches(pattern, topic)]
         return found
 
-    def _check(self, connector: Connector, device: str, point: str, spec: PointSpec | None, value: Any, now: float) -> str | None:
+    def _check(self, connector: AnyConnector, device: str, point: str, spec: PointSpec | None, value: Any, now: float) -> str | None:
         if spec is None:
             known = list(connector.point_specs())
             close = difflib.get_close_matches(point, known, n=1)
@@ -162,7 +165,7 @@ class CommandGuard:
                 if limits.max is not None and value > limits.max:
                     return f"point {device}/{point}: {value!r} is above the maximum {limits.max:g}"
                 if limits.max_rate is not None:
-                    previous = self._previous(device, point)
+                    previous = self._previous(connector, device, point)
                     if previous is not None:
                         then, before = previous
                         elapsed = max(now - then, 1e-9)
@@ -172,19 +175,20 @@ class CommandGuard:
                                     f"{rate:.3g}/s, above max_rate {limits.max_rate:g}/s; step towards it more slowly")
         return None
 
-    def _previous(self, device: str, point: str) -> tuple[float, float] | None:
+    def _previous(self, connector: AnyConnector, device: str, point: str) -> tuple[float, float] | None:
         """The base a rate of change is measured from: the last good command, else the value
         the device reports now, held since the guard started (a setpoint polled every second
         has not changed every second)."""
         topic = f"{device}/{point}"
         if topic in self._last:
             return self._last[topic]
-        latest = self._connectors()[device].context.bus.latest(topic)
+        latest = connector.context.bus.latest(topic)
         if latest is not None and isinstance(latest[1], (int, float)) and math.isfinite(latest[1]):
             return min(self._started, latest[0]), float(latest[1])
         return None
 
-    async def _write(self, connector: Connector, device: str, point: str, spec: PointSpec, value: Any, timeout: float):
+    async def _write(self, connector: AnyConnector, device: str, point: str, spec: PointSpec, value: Any,
+                     timeout: float) -> tuple[CommandStatus, str, Any]:
         try:
             readback = await asyncio.wait_for(connector.write(point, value), timeout)
         except asyncio.TimeoutError:
@@ -205,7 +209,7 @@ def _same(wanted: Any, got: Any, spec: PointSpec) -> bool:
         # integer registers hold scaled values: a read-back within half a step is the same value
         tolerance = abs(spec.scale) / 2 if spec.type in _INTEGER_TYPES else 1e-9
         return math.isclose(float(wanted), float(got), rel_tol=1e-6, abs_tol=tolerance)
-    return wanted == got
+    return bool(wanted == got)
 
 
 def _is_number(value: Any) -> bool:

@@ -34,7 +34,7 @@ import signal
 import sys
 from urllib.parse import urlsplit
 
-from edgeplane.components import _Supervised
+from edgeplane.components import Context, _Supervised
 from edgeplane.config import SimulatorConfig
 
 __all__ = ["SimulatorConfig", "CompanionProcess", "kill_all"]
@@ -87,7 +87,7 @@ class CompanionProcess(_Supervised):
 
     config: SimulatorConfig
 
-    def __init__(self, name, config, context):
+    def __init__(self, name: str, config: SimulatorConfig, context: Context) -> None:
         super().__init__(name, config, context)
         self.process: asyncio.subprocess.Process | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=20)
@@ -117,7 +117,7 @@ class CompanionProcess(_Supervised):
         _running_groups.add(self.process.pid)
         self._pump = asyncio.create_task(self._log_output())
         if self.config.ready:
-            await self._wait_ready()
+            await self._wait_ready(self.config.ready)
         self.log.info("simulator %s running (pid %d)", self.name, self.process.pid)
 
     def _reap_group(self) -> None:
@@ -129,13 +129,15 @@ class CompanionProcess(_Supervised):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
 
-    async def _wait_ready(self) -> None:
-        address = urlsplit(self.config.ready)
+    async def _wait_ready(self, ready: str) -> None:
+        process = self.process
+        assert process is not None  # started just before
+        address = urlsplit(ready)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.ready_timeout
         while True:
-            if self.process.returncode is not None:
-                raise RuntimeError(f"simulator {self.name!r} exited with {self.process.returncode} before it was ready: "
+            if process.returncode is not None:
+                raise RuntimeError(f"simulator {self.name!r} exited with {process.returncode} before it was ready: "
                                    + " | ".join(self._tail))
             try:
                 _, writer = await asyncio.open_connection(address.hostname, address.port)

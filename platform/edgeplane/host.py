@@ -18,24 +18,44 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from edgeplane.bus import Batch, Bus, Overflow
+from edgeplane.bus import Batch, Bus, Overflow, Subscription
 from edgeplane.clock import Clock, SimulatedClock, WallClock
-from edgeplane.commands import CommandGuard
-from edgeplane.components import Connector, Context, Health, HealthState, PartKey, PartKind, RateLimitedLog, Solution
-from edgeplane.config import Site
+from edgeplane.commands import CommandGuard, CommandResult
+from edgeplane.components import (
+    AnyConnector,
+    AnySolution,
+    Connector,
+    Context,
+    Health,
+    HealthState,
+    PartKey,
+    PartKind,
+    RateLimitedLog,
+    Solution,
+)
+from edgeplane.config import DeviceConfig, SimulatorConfig, Site, SolutionConfig
 from edgeplane.errors import LifecycleError
 from edgeplane.metrics import Metrics
 from edgeplane.plugins import Plugins
 from edgeplane.store import LocalStore
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
+    from edgeplane.companions import CompanionProcess
     from edgeplane.inference import InferenceService
     from edgeplane.sync import SyncService
 
 log = logging.getLogger(__name__)
+
+# what a part runs (constrained, not bound: each is one of the types Part.obj holds)
+PartT = TypeVar("PartT", "AnyConnector", "AnySolution", "CompanionProcess")
+PartConfig = DeviceConfig | SolutionConfig | SimulatorConfig
 
 
 class HostState(str, enum.Enum):
@@ -51,12 +71,12 @@ class Part:
     """One supervised connector or solution."""
 
     key: PartKey
-    obj: Connector | Solution
-    config: Any
+    obj: AnyConnector | AnySolution | CompanionProcess | None  # None: it could not be created
+    config: PartConfig
     health: Health
     task: asyncio.Task[None] | None = None
     feed: asyncio.Task[None] | None = None
-    subscription: Any = None
+    subscription: Subscription | None = None
     up_once: asyncio.Event = field(default_factory=asyncio.Event)  # started successfully at least once
     tried_once: asyncio.Event = field(default_factory=asyncio.Event)  # first start attempt is over
 
@@ -82,7 +102,9 @@ class Host:
         self.metrics.watch_host(self)
         self.store = LocalStore(site.store_dir())
         self.commands = CommandGuard(
-            connectors=lambda: {k.name: p.obj for k, p in self.parts.items() if k.kind == "device"},  # type: ignore[misc]
+            # a device that could not be created is listed (without a connector): the guard names it
+            connectors=lambda: {k.name: p.obj if isinstance(p.obj, Connector) else None
+                                for k, p in self.parts.items() if k.kind == "device"},
             site_limits=lambda: self.site.limits,
             clock=self.clock,
             metrics=self.metrics,
@@ -92,7 +114,7 @@ class Host:
         self._http_port = site.core.http.port if http_port == -1 else http_port
         self._start_timeout = start_timeout
         self.http_address: tuple[str, int] | None = None
-        self._http_runner: Any = None
+        self._http_runner: web.AppRunner | None = None
         self.inference: InferenceService | None = None  # when the site has an inference section
         self.sync: SyncService | None = None  # when the site has a sync section
         self.parts: dict[PartKey, Part] = {}
@@ -163,7 +185,7 @@ class Host:
         log.info("site %r stopped", self.site.id)
 
     @staticmethod
-    async def _bounded(awaitable: Any, timeout: float, what: str) -> None:
+    async def _bounded(awaitable: Awaitable[None], timeout: float, what: str) -> None:
         """Await a stop step for at most ``timeout`` s; past that it is cancelled and abandoned
         (never awaited again: a step that swallows its cancellation must not hang the stop)."""
         task = asyncio.ensure_future(awaitable)
@@ -178,7 +200,7 @@ class Host:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     async def run_until_stopped(self, *, reload_site: Callable[[], Site] | None = None) -> None:
@@ -270,7 +292,7 @@ class Host:
         site = parse_site(document, self.registry, source="desired config from the cloud", base_dir=self.site.base_dir)
         await self.reload(site)
 
-    async def _apply_model(self, *, name: str, version: str, path: Any, sha256: str,
+    async def _apply_model(self, *, name: str, version: str, path: Path, sha256: str,
                            manifest: dict[str, Any] | None = None) -> None:
         """A model version from the cloud: added to the registry (with the signed manifest it came
         with, if any, so that a site requiring signed models can accept it), then verified, warmed
@@ -287,7 +309,7 @@ class Host:
         )
         await inference.swap(name, version)
 
-    async def _execute_cloud_command(self, device: str, point: str, value: Any) -> Any:
+    async def _execute_cloud_command(self, device: str, point: str, value: Any) -> CommandResult:
         return await self.commands.execute(device, point, value, source="cloud")
 
     # -- parts ------------------------------------------------------------------------------
@@ -308,42 +330,48 @@ class Host:
             part=key,
         )
 
-    def _make_simulator(self, name: str, config: Any) -> Part | None:
+    def _make_simulator(self, name: str, config: SimulatorConfig) -> Part | None:
         from edgeplane.companions import CompanionProcess
 
-        return self._make_part(PartKey.simulator(name), CompanionProcess, config, f"edgeplane.simulator.{name}")
+        made = self._make_part(PartKey.simulator(name), CompanionProcess, config, f"edgeplane.simulator.{name}")
+        return made[0] if made else None
 
-    def _make_connector(self, name: str, config: Any) -> Part | None:
+    def _make_connector(self, name: str, config: DeviceConfig) -> Part | None:
         cls = self.registry.connectors[config.connector]
-        return self._make_part(PartKey.device(name), cls, config, f"edgeplane.device.{name}")
+        made = self._make_part(PartKey.device(name), cls, config, f"edgeplane.device.{name}")
+        return made[0] if made else None
 
-    def _make_solution(self, name: str, config: Any) -> Part | None:
+    def _make_solution(self, name: str, config: SolutionConfig) -> Part | None:
         cls = self.registry.solutions[config.type]
-        part = self._make_part(PartKey.solution(name), cls, config, f"edgeplane.solution.{name}")
-        if part is not None:
-            patterns = part.obj.subscriptions()  # type: ignore[union-attr]
-            if patterns:
-                # a simulation has no deadline to miss and must not lose data: it waits instead
-                overflow = config.overflow or (Overflow.BLOCK if getattr(self.clock, "simulated", False) else cls.overflow)
-                part.subscription = self.bus.subscribe(
-                    patterns, name=part.key, maxsize=config.queue_size or cls.queue_size, overflow=overflow
-                )
+        made = self._make_part(PartKey.solution(name), cls, config, f"edgeplane.solution.{name}")
+        if made is None:
+            return None
+        part, solution = made
+        patterns = solution.subscriptions()
+        if patterns:
+            # a simulation has no deadline to miss and must not lose data: it waits instead
+            overflow = config.overflow or (Overflow.BLOCK if getattr(self.clock, "simulated", False) else cls.overflow)
+            part.subscription = self.bus.subscribe(
+                patterns, name=part.key, maxsize=config.queue_size or cls.queue_size, overflow=overflow
+            )
         return part
 
-    def _make_part(self, key: PartKey, cls: type, config: Any, logger_name: str) -> Part | None:
+    def _make_part(self, key: PartKey, cls: Callable[[str, Any, Context], PartT],
+                   config: PartConfig, logger_name: str) -> tuple[Part, PartT] | None:
+        """The part and its object; None (the part recorded as failed) when the object cannot be made."""
         try:
             obj = cls(key.name, config, self._context(key, logger_name))
         except Exception as e:  # noqa: BLE001 - a broken part must not take the host down
             log.error("%s could not be created: %s: %s (check its section in the site file)", key, type(e).__name__, e)
             self.metrics.errors.labels(part=key, kind="create").inc()
             health = Health(HealthState.FAILED, f"could not be created: {e}")
-            part = Part(key, None, config, health)  # type: ignore[arg-type]
+            part = Part(key, None, config, health)
             part.tried_once.set()
             self.parts[key] = part
             return None
         part = Part(key, obj, config, obj.health)
         self.parts[key] = part
-        return part
+        return part, obj
 
     async def _launch(self, parts: list[Part]) -> None:
         """Start parts under supervision; wait (bounded) until each has tried to start once."""
@@ -364,6 +392,7 @@ class Host:
         policy = self.site.core.supervision
         backoff = policy.backoff_initial
         obj = part.obj
+        assert obj is not None  # only parts whose object was made are launched
         while True:
             began = time.monotonic()
             try:
@@ -395,19 +424,20 @@ class Host:
 
     async def _feed(self, part: Part) -> None:
         """Hand a solution's subscription to its on_batch/on_event, one message at a time."""
-        obj: Solution = part.obj  # type: ignore[assignment]
+        obj, subscription = part.obj, part.subscription
+        assert isinstance(obj, Solution) and subscription is not None  # only solutions with a subscription are fed
         errors = self.metrics.errors.labels(part=part.key, kind="on_batch")
         dropped = self.metrics.dropped.labels(part=part.key, reason="handler_error")
         down = self.metrics.dropped.labels(part=part.key, reason="solution_down")
         limited = RateLimitedLog(obj.log)
         await part.tried_once.wait()
-        async for message in part.subscription:
+        async for message in subscription:
             if part.health.state in (HealthState.FAILED, HealthState.STARTING):
                 # keep draining while it restarts, so its queue never stalls the publishers
                 down.inc()
                 continue
             try:
-                if type(message) is Batch:
+                if isinstance(message, Batch):
                     await obj.on_batch(message)
                 else:
                     await obj.on_event(message)
@@ -460,7 +490,7 @@ class Host:
         self.redactor.merge(site.redactor)  # secrets the new version resolved are redacted from now on
         plan: dict[str, list[PartKey]] = {"added": [], "removed": [], "restarted": [], "kept": []}
 
-        def diff(kind: PartKind, old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+        def diff(kind: PartKind, old: Mapping[str, PartConfig], new: Mapping[str, PartConfig]) -> tuple[list[str], list[str]]:
             to_stop, to_start = [], []
             for name in old:
                 if name not in new or not getattr(new[name], "enabled", True):
@@ -495,15 +525,19 @@ class Host:
         log.info("site reloaded: %s", ", ".join(f"{k} {len(v)}" for k, v in plan.items()))
         return plan
 
-    def device(self, name: str) -> Connector:
+    def device(self, name: str) -> AnyConnector:
         """The running connector object of a device."""
-        return self._obj(PartKey.device(name))
+        obj = self._obj(PartKey.device(name))
+        assert isinstance(obj, Connector)  # a device part holds its connector
+        return obj
 
-    def solution(self, name: str) -> Solution:
+    def solution(self, name: str) -> AnySolution:
         """The running solution object of a solution entry."""
-        return self._obj(PartKey.solution(name))  # type: ignore[return-value]
+        obj = self._obj(PartKey.solution(name))
+        assert isinstance(obj, Solution)  # a solution part holds its solution
+        return obj
 
-    def _obj(self, key: PartKey) -> Any:
+    def _obj(self, key: PartKey) -> AnyConnector | AnySolution | CompanionProcess:
         part = self.parts.get(key)
         if part is None or part.obj is None:
             raise KeyError(f"{key} is not running; running: {', '.join(self.parts) or 'nothing'}")

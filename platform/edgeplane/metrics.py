@@ -6,13 +6,17 @@ through a custom collector, so that publishing a reading never takes a lock.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 if TYPE_CHECKING:
     from edgeplane.host import Host
+
+MetricT = TypeVar("MetricT", Counter, Gauge, Histogram)
 
 
 class Metrics:
@@ -20,7 +24,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._metrics: dict[str, Any] = {}
+        self._metrics: dict[str, Counter | Gauge | Histogram] = {}
         self.commands = self.counter("edgeplane_commands_total", "Commands by result", ["device", "status"])
         self.restarts = self.counter("edgeplane_restarts_total", "Restarts of a supervised part after a failure", ["part"])
         self.errors = self.counter("edgeplane_errors_total", "Errors by part and kind", ["part", "kind"])
@@ -28,12 +32,13 @@ class Metrics:
             "edgeplane_dropped_total", "Messages or readings dropped, by part and reason", ["part", "reason"]
         )
 
-    def _get(self, kind: type, name: str, doc: str, labels: Iterable[str], **kwargs: Any) -> Any:
+    def _get(self, kind: type[MetricT], name: str, doc: str, labels: Iterable[str], **kwargs: Any) -> MetricT:
         metric = self._metrics.get(name)
         if metric is None:
-            metric = kind(name, doc, list(labels), registry=self.registry, **kwargs)
-            self._metrics[name] = metric
-        elif not isinstance(metric, kind):
+            made = kind(name, doc, list(labels), registry=self.registry, **kwargs)
+            self._metrics[name] = made
+            return made
+        if not isinstance(metric, kind):
             raise ValueError(f"metric {name!r} already exists as a {type(metric).__name__}")
         return metric
 
@@ -64,10 +69,10 @@ class _HostCollector:
     def __init__(self, host: Host):
         self.host = host
 
-    def describe(self) -> list[Any]:
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterator[Metric]:
         bus = self.host.bus
         yield CounterMetricFamily("edgeplane_bus_points", "Readings published on the bus", value=bus.published_points)
         yield CounterMetricFamily("edgeplane_bus_batches", "Batches published on the bus", value=bus.published_batches)

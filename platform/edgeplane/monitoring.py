@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from edgeplane.host import Host
 
 
-async def start_monitoring(host: Host, bind: str, port: int) -> tuple[Any, tuple[str, int]]:
+async def start_monitoring(host: Host, bind: str, port: int) -> tuple[web.AppRunner, tuple[str, int]]:
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=host.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,7 +162,7 @@ class Registry:
 
             cls = self.connectors[kind]
             tag: Any = Literal[kind]  # a type made at run time: a type form to pydantic, a value to mypy
-            points: Any = dict[str, cls.Point]  # type: ignore[name-defined]  # cls.Point is a class attribute, not a name mypy can see
+            points: Any = types.GenericAlias(dict, (str, cls.Point))  # dict[str, cls.Point], made at run time
             model = cast("type[DeviceConfig]", create_model(f"{cls.__name__}Device", __base__=cls.Config,
                                                             connector=(tag, ...), points=(points, {})))
             self._device_models[kind] = model
@@ -391,7 +392,7 @@ class Plugins:
         cls,
         *,
         entry_points: bool = True,
-        extra: Iterable[Any] = (),
+        extra: Iterable[object] = (),
         only: Iterable[str] | None = None,
         disable: Iterable[str] | None = None,
     ) -> Plugins:
@@ -458,7 +459,7 @@ class Plugins:
         info = self.infos.setdefault(name, PluginInfo(name, dist, version))
         info.error = error
 
-    def _register(self, obj: Any, name: str, dist: str | None, version: str | None) -> None:
+    def _register(self, obj: object, name: str, dist: str | None, version: str | None) -> None:
         try:
             self.pm.register(obj, name=name)
             # a misspelled hook name is an error of this plugin, not a silent no-op

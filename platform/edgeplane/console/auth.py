@@ -144,7 +144,7 @@ class Authenticator:
         entry = self.config.users.get(user)
         stored = entry.password_hash.get_secret_value() if entry is not None else _DUMMY_HASH
         try:
-            ok = _hasher.verify(stored, password)
+            ok: bool = _hasher.verify(stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
         if entry is None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeplane.bus import Batch, Overflow, topic_matches
+from edgeplane.bus import Batch, Overflow, Subscription, topic_matches
 
 if TYPE_CHECKING:
     from edgeplane.host import Host
@@ -57,8 +57,10 @@ class _Ring:
         self.count = min(self.count + 1, len(self.ts))
 
     def items(self) -> list[tuple[float, float]]:
-        order = np.roll(np.arange(len(self.ts)), -self.next)[-self.count:] if self.count else []
-        return list(zip(self.ts[order].tolist(), self.values[order].tolist()))
+        if not self.count:
+            return []
+        order = np.roll(np.arange(len(self.ts)), -self.next)[-self.count:]
+        return list(zip(self.ts[order].tolist(), self.values[order].tolist(), strict=True))
 
 
 def _number(value: Any) -> float | None:
@@ -92,7 +94,7 @@ class LiveData:
         self._seen_ts: dict[str, float] = {}
         self._streams: set[asyncio.Queue[bytes]] = set()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._subscription: Any = None
+        self._subscription: Subscription | None = None
         self.last_ack: float | None = None  # wall time the uplink last confirmed an envelope
         self._acked = 0
         self.closing = asyncio.Event()
@@ -208,7 +210,7 @@ class LiveData:
     async def _event_loop(self) -> None:
         assert self._subscription is not None
         async for message in self._subscription:
-            if type(message) is Batch:
+            if isinstance(message, Batch):
                 continue
             self._events.append({"topic": message.topic, "kind": message.kind, "ts": message.ts,
                                  "source": message.source, "severity": message.severity, "data": message.data})

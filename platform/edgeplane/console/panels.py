@@ -96,7 +96,8 @@ class Panel:
 
 def jsonable(widget: Widget) -> dict[str, Any]:
     """A widget as JSON-ready data: NaN and infinities become null (JSON has neither)."""
-    return json_safe(asdict(widget))
+    safe: dict[str, Any] = json_safe(asdict(widget))  # a dict stays a dict
+    return safe
 
 
 def json_safe(value: Any) -> Any:

@@ -140,7 +140,8 @@ def check_plugin(folder: Path) -> list[Check]:
         cls = getattr(registry, kind)[name]
         if not (cls.__doc__ or "").strip() or cls.__doc__ in (Connector.__doc__, Solution.__doc__):
             problems.append(f"{cls.__name__} has no docstring")
-        pairs = [(cls.Config, DeviceConfig if kind == "connectors" else SolutionConfig)]
+        pairs: list[tuple[type[BaseModel], type[BaseModel]]] = [
+            (cls.Config, DeviceConfig if kind == "connectors" else SolutionConfig)]
         if kind == "connectors":
             pairs.append((cls.Point, PointSpec))
         for model, base in pairs:

@@ -22,6 +22,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -104,7 +105,7 @@ def _installed_pins(skip: str) -> str:
     return "".join(f"{n}=={v}\n" for n, v in sorted(pins.items()))
 
 
-def registered_by(dist: str, python: str = sys.executable) -> list[dict]:
+def registered_by(dist: str, python: str = sys.executable) -> list[dict[str, Any]]:
     """What the plugins of distribution ``dist`` register, loaded in a fresh ``python`` process."""
     code = ("import json; from edgeplane.plugins import Plugins; "
             "print(json.dumps([i.as_dict() for i in Plugins.load().describe()]))")
@@ -115,7 +116,7 @@ def registered_by(dist: str, python: str = sys.executable) -> list[dict]:
     return [i for i in infos if i["distribution"] and canonicalize_name(i["distribution"]) == canonicalize_name(dist)]
 
 
-def install_plugin(target: str, *, editable: bool = False, pip_args: tuple[str, ...] = ()) -> tuple[str, list[dict], str]:
+def install_plugin(target: str, *, editable: bool = False, pip_args: tuple[str, ...] = ()) -> tuple[str, list[dict[str, Any]], str]:
     """Install ``target`` (a folder or a name); returns (distribution, what it registered, pip's output).
 
     Raises :class:`InstallError` on a conflict (nothing was installed) or a failed install.

@@ -32,11 +32,16 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = ["CertResult", "issue_certificate", "make_ca", "operator_folder", "provision_certs", "revoke_certificates",
            "write_private"]
+
+# private keys that can sign a certificate (what a CA key file must hold)
+_ISSUER_KEYS = (rsa.RSAPrivateKey, dsa.DSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey,
+                ed448.Ed448PrivateKey)
 
 
 def operator_folder(given: Path | None = None) -> Path:
@@ -85,7 +90,7 @@ def make_ca(cn: str, days: int = 3650) -> tuple[x509.Certificate, ec.EllipticCur
 
 
 def issue_certificate(csr_or_key: x509.CertificateSigningRequest | ec.EllipticCurvePrivateKey, cn: str,
-                      ca_cert: x509.Certificate, ca_key: object, *, days: int = 365, server: bool = False,
+                      ca_cert: x509.Certificate, ca_key: CertificateIssuerPrivateKeyTypes, *, days: int = 365, server: bool = False,
                       hosts: list[str] | None = None) -> x509.Certificate:
     """A leaf certificate for ``cn`` signed by the CA: client auth, plus server auth and SANs if ``server``."""
     public_key = csr_or_key.public_key()
@@ -96,7 +101,8 @@ def issue_certificate(csr_or_key: x509.CertificateSigningRequest | ec.EllipticCu
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]),
                        critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
+        # the CA key's public half is the one in ca_cert (make_ca and _load_ca pair them)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     if hosts:
         names: list[x509.GeneralName] = []
@@ -106,7 +112,7 @@ def issue_certificate(csr_or_key: x509.CertificateSigningRequest | ec.EllipticCu
             except ValueError:
                 names.append(x509.DNSName(host))
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    return builder.sign(ca_key, hashes.SHA256())
 
 
 @dataclass
@@ -118,10 +124,13 @@ class CertResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _load_ca(ca_cert_path: Path, ca_key_path: Path) -> tuple[x509.Certificate, object]:
+def _load_ca(ca_cert_path: Path, ca_key_path: Path) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-    if ca_cert.public_key().public_numbers() != ca_key.public_key().public_numbers():  # type: ignore[union-attr]
+    if not isinstance(ca_key, _ISSUER_KEYS):
+        raise ValueError(f"{ca_key_path} holds a {type(ca_key).__name__}, which cannot sign certificates: give the "
+                         f"CA's RSA, DSA, EC or Ed25519/Ed448 private key")
+    if ca_cert.public_key() != ca_key.public_key():
         raise ValueError(f"{ca_key_path} is not the private key of {ca_cert_path}: give the matching pair")
     return ca_cert, ca_key
 
@@ -201,7 +210,7 @@ def provision_certs(folder: Path, site_id: str, *, ca_cert: Path | None = None, 
             ca, ca_private = make_ca(f"edgeplane lab CA ({site_id})")
             lab.mkdir(parents=True, exist_ok=True)
             lab_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-            write_private(lab_key, _key_pem(ca_private))  # type: ignore[arg-type]
+            write_private(lab_key, _key_pem(ca_private))
             result.written += [lab_cert, lab_key]
         result.notes.append(f"signed by the lab CA in {lab}/ (the operator's side, not the site's): for a lab only; "
                             "in the field, have certs/site.csr signed by your CA and run again with --ca-cert/--ca-key, "
@@ -250,7 +259,7 @@ def revoke_certificates(crl_path: Path, ca_cert_path: Path, ca_key_path: Path, c
     revoked_serials: set[int] = set()
     if Path(crl_path).exists():
         old = x509.load_pem_x509_crl(Path(crl_path).read_bytes())
-        if not old.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+        if not old.is_signature_valid(ca_key.public_key()):  # the CA's public key (_load_ca checked the pair)
             raise ValueError(f"{crl_path} is not signed by {ca_cert_path}: give the CA that issued it")
         for entry in old:
             builder = builder.add_revoked_certificate(entry)
@@ -267,7 +276,7 @@ def revoke_certificates(crl_path: Path, ca_cert_path: Path, ca_key_path: Path, c
         builder = builder.add_revoked_certificate(entry)
         revoked_serials.add(cert.serial_number)
         added.append(cert)
-    crl = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    crl = builder.sign(ca_key, hashes.SHA256())
     Path(crl_path).parent.mkdir(parents=True, exist_ok=True)
     Path(crl_path).write_bytes(crl.public_bytes(serialization.Encoding.PEM))
     return added

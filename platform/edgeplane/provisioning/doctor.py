@@ -103,10 +103,11 @@ async def _check_devices(site: dict[str, Any], timeout: float) -> list[DoctorChe
 def _mqtt_connect(uplink: dict[str, Any], base: Path, site_id: str, timeout: float) -> str | None:
     """None if the broker accepted an MQTT connection with the site's credentials, else why not."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     parts = urlsplit(uplink["url"])
     tls = parts.scheme in ("mqtts", "ssl")
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgeplane-doctor-{site_id}-{os.getpid()}",
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgeplane-doctor-{site_id}-{os.getpid()}",
                          clean_session=True, protocol=mqtt.MQTTv311)
     result: dict[str, Any] = {}
     done = threading.Event()
@@ -166,10 +167,11 @@ def sntp_offset(server: str, timeout: float = 3.0) -> float:
         received = time.time()
     if len(data) < 48:
         raise ValueError(f"{server}: short NTP answer ({len(data)} bytes)")
-    rx_secs, rx_frac, tx_secs, tx_frac = struct.unpack("!II", data[32:40]) + struct.unpack("!II", data[40:48])
+    rx_secs, rx_frac, tx_secs, tx_frac = struct.unpack("!IIII", data[32:48])
     server_rx = rx_secs - _NTP_EPOCH + rx_frac / 2**32
     server_tx = tx_secs - _NTP_EPOCH + tx_frac / 2**32
-    return ((server_rx - sent) + (server_tx - received)) / 2
+    offset: float = ((server_rx - sent) + (server_tx - received)) / 2
+    return offset
 
 
 def _cert_check(label: str, path: Path, warn_days: int) -> DoctorCheck:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def _dump(doc: Any) -> str:
     return yaml.dump(doc, Dumper=_ManifestDumper, sort_keys=False, width=120)
 
 
-def _walk_strings(value: Any):
+def _walk_strings(value: Any) -> Iterator[str]:
     if isinstance(value, dict):
         for v in value.values():
             yield from _walk_strings(v)
@@ -154,7 +155,7 @@ def render_k8s(folder: Path, site: dict[str, Any], options: K8sOptions | None = 
     if secret_files:
         sources.append({"secret": {"name": f"{base}-tls",
                                    "items": [{"key": _config_key(f), "path": str(Path(f)), "mode": 0o400} for f in secret_files]}})
-    env = [{"name": "EDGEPLANE_DATA_DIR", "value": CONTAINER_DATA_DIR}]
+    env: list[dict[str, Any]] = [{"name": "EDGEPLANE_DATA_DIR", "value": CONTAINER_DATA_DIR}]
     env += [{"name": name, "valueFrom": {"secretKeyRef": {"name": f"{base}-env", "key": name}}} for name in env_names]
 
     limits: dict[str, Any] = {"cpu": options.cpu_limit, "memory": options.memory_limit}

@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from edgeplane.errors import SiteProblem
 
 __all__ = ["read_site", "site_group", "validate_site"]
 
@@ -39,7 +42,7 @@ def read_site(folder: Path) -> dict[str, Any]:
     return data
 
 
-def _is_secret_problem(problem: Any) -> bool:
+def _is_secret_problem(problem: SiteProblem) -> bool:
     return ("environment variable" in problem.message and "is not set" in problem.message) \
         or problem.message.startswith("cannot read secret file")
 
