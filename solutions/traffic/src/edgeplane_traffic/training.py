@@ -67,6 +67,7 @@ class SignalEnv(gym.Env):  # type: ignore[misc]
         self._open = False
         self.loop = asyncio.new_event_loop()
         self.episode_delay: list[float] = []
+        self.demand_seeds: list[int] = []  # the demand pattern of every episode run, in order
 
     def _start(self, seed: int) -> None:
         if self._open:
@@ -119,7 +120,8 @@ class SignalEnv(gym.Env):  # type: ignore[misc]
         return self.ctl.detector_observation(0 if green is None else green, self.elapsed, self.window.snapshot())
 
     def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
-        self._start(demand_seed(self.split, self.index))  # type: ignore[arg-type]
+        self.demand_seeds.append(demand_seed(self.split, self.index))  # type: ignore[arg-type]
+        self._start(self.demand_seeds[-1])
         self.index += 1
         self._advance(act=False)
         return self._observe(), {}
@@ -220,8 +222,15 @@ def train(
     validation_patterns: int = 2,
     progress: bool = True,
     command: str | None = None,
+    warm_start: str | None = None,
+    teacher_gap: float = 1.0,
+    demonstrations: int = 8,
+    bc_epochs: int = 30,
 ) -> dict[str, Any]:
-    """Train, pick the checkpoint with the lowest validation delay, export ``model.onnx`` + ``metadata.json``."""
+    """Train, pick the checkpoint with the lowest validation delay, export ``model.onnx`` + ``metadata.json``.
+
+    ``warm_start`` (PPO only): clone the detector controller of that name (:mod:`.warm_start`) from
+    ``demonstrations`` episodes on train demand, then fine-tune; the clone is checkpoint 0."""
     import torch
     from stable_baselines3 import DQN, PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -230,6 +239,8 @@ def train(
 
     if algo not in ("ppo", "dqn"):
         raise ValueError(f"--algo {algo!r}: use ppo or dqn")
+    if warm_start is not None and algo != "ppo":
+        raise ValueError("--warm-start fine-tunes a PPO policy: add --algo ppo")
     timing = timing or ShieldConfig()
     torch.set_num_threads(1)  # two shared cores: one for SUMO, one for torch
     set_random_seed(seed)
@@ -263,10 +274,21 @@ def train(
             exploration_fraction=0.2, exploration_initial_eps=1.0, exploration_final_eps=0.02, buffer_size=50_000,
             batch_size=64, gamma=0.95, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0, device="cpu",
         )
-    else:
+    elif warm_start is None:
         model = PPO("MlpPolicy", env, n_steps=min(720, steps), batch_size=64, n_epochs=10, learning_rate=3e-4, gamma=0.95,
                     ent_coef=0.01, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0, device="cpu")
+    else:
+        # fine-tuning: small steps and a tight clip keep PPO near the cloned controller; no entropy bonus to undo it
+        model = PPO("MlpPolicy", env, n_steps=min(720, max(64, steps)), batch_size=64, n_epochs=5, learning_rate=5e-5,
+                    clip_range=0.1, gamma=0.95, ent_coef=0.0, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0,
+                    device="cpu")
     started = time.time()
+    warm: dict[str, Any] | None = None
+    if warm_start is not None:
+        warm = _warm_start(model, spec, layout, timing, warm_start, teacher_gap, demonstrations, bc_epochs, seconds=seconds,
+                           first_index=seed * 10_000 + 5_000, seed=seed, progress=progress)
+        model.save(ckpt_dir / "step0.zip")
+        saved.append((0, ckpt_dir / "step0.zip"))
     use_bar = progress and sys.stderr.isatty()
     try:
         model.learn(total_timesteps=steps, callback=Progress(), progress_bar=use_bar)
@@ -276,9 +298,32 @@ def train(
         model.save(ckpt_dir / f"step{steps}.zip")
         saved.append((steps, ckpt_dir / f"step{steps}.zip"))
     train_seconds = round(time.time() - started, 1)
-    return select_and_export(spec, algo, out, saved, timing=timing, seed=seed, steps=steps, seconds=seconds,
-                             validation_patterns=validation_patterns, curve=curve, train_seconds=train_seconds,
-                             command=command, progress=progress)
+    metadata = select_and_export(spec, algo, out, saved, timing=timing, seed=seed, steps=steps, seconds=seconds,
+                                 validation_patterns=validation_patterns, curve=curve, train_seconds=train_seconds,
+                                 command=command, progress=progress, warm_start=warm,
+                                 training_demand_seeds=inner.demand_seeds)
+    return metadata
+
+
+def _warm_start(model: Any, spec: NetSpec, layout: IntersectionLayout, timing: ShieldConfig, teacher: str, gap: float,
+                episodes: int, epochs: int, *, seconds: int, first_index: int, seed: int, progress: bool) -> dict[str, Any]:
+    """Record the teacher on train demand (patterns from ``first_index``), clone it into ``model``."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from edgeplane_traffic.warm_start import DetectorTeacher, behaviour_clone, record_demonstrations
+
+    demo_env = SignalEnv(spec, layout, timing, first_index=first_index, episode_seconds=seconds, split="train")
+    vec = DummyVecEnv([lambda: demo_env])
+    try:
+        demos = record_demonstrations(vec, [DetectorTeacher(layout, teacher, gap)], episodes, model.gamma,
+                                      lambda: demo_env.demand_seeds[:episodes], progress=progress)
+    finally:
+        vec.close()
+    fit = behaviour_clone(model, demos, epochs, seed=seed)
+    if progress:
+        print(f"behaviour cloning of {teacher} (gap {gap:g}): {fit}", file=sys.stderr, flush=True)
+    return {"teacher": teacher, "teacher_gap": gap, "episodes": demos.episodes, "demand_seeds": demos.demand_seeds,
+            "teacher_mean_return": round(demos.mean_return, 3), **fit}
 
 
 def policy_metadata(*, algo: str, steps: int, seed: int, spec: Any, validation_patterns: int, seconds: float,
@@ -318,7 +363,8 @@ def policy_metadata(*, algo: str, steps: int, seed: int, spec: Any, validation_p
 
 def select_and_export(spec: NetSpec, algo: str, out: Path, saved: list[tuple[int, Path]], *, timing: ShieldConfig, seed: int,
                       steps: int, seconds: int, validation_patterns: int, curve: list[dict[str, float]],
-                      train_seconds: float, command: str | None, progress: bool = True, note: str | None = None) -> dict[str, Any]:
+                      train_seconds: float, command: str | None, progress: bool = True, note: str | None = None,
+                      warm_start: dict[str, Any] | None = None, training_demand_seeds: list[int] | None = None) -> dict[str, Any]:
     """Compare the checkpoints ``saved`` ((step, SB3 zip)) on validation demand; export the best."""
     from stable_baselines3 import DQN, PPO
 
@@ -356,5 +402,9 @@ def select_and_export(spec: NetSpec, algo: str, out: Path, saved: list[tuple[int
         timing=timing, layout=layout, training_curve=curve, validation=scores, selected_timestep=best[1],
         train_seconds=train_seconds, command=command, onnx_agreement=agreement)
     metadata["note"] = note
+    metadata["warm_start"] = warm_start
+    metadata["validation_demand_seeds"] = [demand_seed("validation", i) for i in range(validation_patterns)]
+    if training_demand_seeds is not None:
+        metadata["training_demand_seeds"] = training_demand_seeds
     (out / "metadata.json").write_text(json.dumps(metadata, indent=1))
     return metadata

@@ -90,11 +90,13 @@ def _vec_env_class():  # type: ignore[no-untyped-def]
             self._actions = np.zeros(self.num_envs, dtype=np.int64)
             self.episode_returns = np.zeros(self.num_envs)
             self.episodes: list[float] = []
+            self.demand_seeds: list[int] = []  # the demand pattern of every episode run, in order
 
         def _start(self) -> None:
             if self._open:
                 self.traci.close()
             seed = demand_seed("train", self.index)
+            self.demand_seeds.append(seed)
             self.index += 1
             route = Path(self.tmp.name) / "demand.rou.xml"
             lanes = [lane for x in self.layouts for lane in x.lanes]
@@ -225,9 +227,13 @@ def shared_validation_delay(spec: NetSpec, onnx_path: Path, timing: ShieldConfig
 
 def train_shared(spec: NetSpec, steps: int, out: Path, *, seed: int = 0, timing: ShieldConfig | None = None,
                  episode_seconds: int | None = None, checkpoints: int = 4, validation_patterns: int = 2,
-                 progress: bool = True, command: str | None = None) -> dict[str, Any]:
+                 progress: bool = True, command: str | None = None, warm_start: str | None = None, teacher_gap: float = 1.0,
+                 demonstrations: int = 2, bc_epochs: int = 30) -> dict[str, Any]:
     """PPO with one policy for every signal; ``steps`` counts decisions over all signals. Export the
-    checkpoint with the lowest validation delay (``model.onnx`` + ``metadata.json``)."""
+    checkpoint with the lowest validation delay (``model.onnx`` + ``metadata.json``).
+
+    ``warm_start``: first clone that detector controller (:mod:`.warm_start`) at every signal from
+    ``demonstrations`` episodes on train demand; the clone is checkpoint 0."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -247,16 +253,39 @@ def train_shared(spec: NetSpec, steps: int, out: Path, *, seed: int = 0, timing:
 
     class Checkpoints(BaseCallback):
         def _on_step(self) -> bool:
-            if self.num_timesteps // every > len(saved) and self.num_timesteps <= steps + env.num_envs:
+            if self.num_timesteps // every > sum(1 for n, _ in saved if n > 0) and self.num_timesteps <= steps + env.num_envs:
                 path = ckpt_dir / f"step{self.num_timesteps}.zip"
                 self.model.save(path)
                 saved.append((int(self.num_timesteps), path))
             return True
 
     # n_steps per signal: one rollout of 16 signals x 128 decisions = 2,048 transitions
-    model = PPO("MlpPolicy", env, n_steps=128, batch_size=256, n_epochs=5, learning_rate=3e-4, gamma=0.95, ent_coef=0.01,
-                policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0, device="cpu")
+    if warm_start is None:
+        model = PPO("MlpPolicy", env, n_steps=128, batch_size=256, n_epochs=5, learning_rate=3e-4, gamma=0.95, ent_coef=0.01,
+                    policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0, device="cpu")
+    else:
+        # fine-tuning: small steps and a tight clip keep PPO near the cloned controller; no entropy bonus to undo it
+        model = PPO("MlpPolicy", env, n_steps=128, batch_size=256, n_epochs=5, learning_rate=5e-5, clip_range=0.1,
+                    gamma=0.95, ent_coef=0.0, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0, device="cpu")
     started = time.time()
+    warm: dict[str, Any] | None = None
+    if warm_start is not None:
+        from edgeplane_traffic.warm_start import DetectorTeacher, behaviour_clone, record_demonstrations
+
+        demo_env = _vec_env_class()(spec, timing, seed * 10_000 + 5_000, seconds)
+        try:
+            demos = record_demonstrations(demo_env, [DetectorTeacher(x, warm_start, teacher_gap) for x in demo_env.layouts],
+                                          demonstrations, model.gamma, lambda: demo_env.demand_seeds[:demonstrations],
+                                          progress=progress)
+        finally:
+            demo_env.close()
+        fit = behaviour_clone(model, demos, bc_epochs, seed=seed)
+        if progress:
+            print(f"behaviour cloning of {warm_start} (gap {teacher_gap:g}): {fit}", file=sys.stderr, flush=True)
+        warm = {"teacher": warm_start, "teacher_gap": teacher_gap, "episodes": demos.episodes,
+                "demand_seeds": demos.demand_seeds, "teacher_mean_return": round(demos.mean_return, 3), **fit}
+        model.save(ckpt_dir / "step0.zip")
+        saved.append((0, ckpt_dir / "step0.zip"))
     try:
         model.learn(total_timesteps=steps, callback=Checkpoints())
     finally:
@@ -294,6 +323,8 @@ def train_shared(spec: NetSpec, steps: int, out: Path, *, seed: int = 0, timing:
         validation=scores, selected_timestep=best[1], train_seconds=train_seconds, command=command,
         onnx_agreement=agreement)
     metadata.update(shared=True, signals=[x.tls for x in layouts],
-                    layout_fingerprints={x.tls: x.fingerprint() for x in layouts})
+                    layout_fingerprints={x.tls: x.fingerprint() for x in layouts}, warm_start=warm,
+                    training_demand_seeds=env.demand_seeds,
+                    validation_demand_seeds=[demand_seed("validation", i) for i in range(validation_patterns)])
     (out / "metadata.json").write_text(json.dumps(metadata, indent=1))
     return metadata

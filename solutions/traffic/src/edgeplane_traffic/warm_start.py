@@ -1,0 +1,155 @@
+"""``edgeplane traffic train --warm-start``: imitate a detector controller, then fine-tune with PPO.
+
+Learning from demonstrations (behaviour cloning as in DQfD and its successors): a controller that
+needs nothing but the policy's own observation (:func:`~edgeplane_traffic.observation.build_detector_observation`)
+runs on ``train`` demand; its (observation, action) pairs and the discounted returns of the
+training reward are recorded; the PPO policy is fitted to them by supervised learning
+(cross-entropy on the actions, squared error of the value head on the returns, so PPO's first
+update does not start from an untrained critic); PPO then fine-tunes it. The cloned policy is
+checkpoint 0 of the run, compared on ``validation`` demand with the fine-tuned checkpoints, so
+selection can only keep or improve the validation delay. Evaluation demand is never touched.
+
+The teachers read only the observation vector, so a policy can copy them exactly:
+
+* ``actuated``: gap-based actuated control over the stop-bar and advance loops. After the minimum
+  green, the green is extended while the advance loops of the lanes it serves counted at least
+  ``gap`` vehicles per lane in the last decision period (and the maximum green is not reached);
+  then the next green in cyclic order whose lanes show demand (stop-bar presence or occupancy,
+  advance occupancy) is called; with no demand elsewhere the green rests.
+* ``max-pressure``: the green whose lanes show the most detector demand (stop-bar presence and
+  occupancy plus advance occupancy and counts), held while its own demand is at least ``gap``
+  times the strongest other green's. Out-lane counts, which textbook max-pressure uses, have no
+  detector, so the downstream term is left out.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeplane_traffic.layout import IntersectionLayout
+from edgeplane_traffic.observation import DETECTOR_COUNT_SCALE
+
+__all__ = ["TEACHERS", "Demonstrations", "DetectorTeacher", "behaviour_clone", "record_demonstrations"]
+
+TEACHERS = ("actuated", "max-pressure")
+
+
+class DetectorTeacher:
+    """A controller that decides from the detector observation vector alone."""
+
+    def __init__(self, layout: IntersectionLayout, kind: str, gap: float):
+        if kind not in TEACHERS:
+            raise ValueError(f"warm-start teacher {kind!r}: use one of {', '.join(TEACHERS)}")
+        self.kind, self.gap = kind, float(gap)
+        self.greens, self.lanes = layout.num_greens, len(layout.lanes)
+        self.served = np.zeros((self.greens, self.lanes))
+        for g in range(self.greens):
+            for m in layout.green_movements(g):
+                self.served[g, layout.lanes.index(m.in_lane)] = 1.0
+
+    def __call__(self, obs: np.ndarray) -> int:
+        g_count, n = self.greens, self.lanes
+        obs = np.asarray(obs, dtype=np.float64).reshape(-1)
+        green = int(np.argmax(obs[:g_count]))
+        min_green_passed, green_time = obs[g_count] > 0.5, obs[g_count + 1]
+        presence, sb_occ, adv_occ, adv_count = (obs[g_count + 2 + k * n: g_count + 2 + (k + 1) * n] for k in range(4))
+        adv_count = adv_count * DETECTOR_COUNT_SCALE
+        if not min_green_passed:
+            return green
+        if self.kind == "actuated":
+            demand = self.served @ (presence + sb_occ + adv_occ)
+            lanes_served = max(1.0, float(self.served[green].sum()))
+            if green_time < 1.0 and float(self.served[green] @ adv_count) >= self.gap * lanes_served:
+                return green
+            waiting = [g for g in range(g_count) if g != green and demand[g] > 0]
+            if not waiting:
+                return green
+            return min(waiting, key=lambda g: (g - green) % g_count)
+        demand = self.served @ (presence + sb_occ + adv_occ + adv_count / DETECTOR_COUNT_SCALE)
+        others = [g for g in range(g_count) if g != green]
+        best = max(others, key=lambda g: demand[g])
+        if green_time < 1.0 and demand[green] >= self.gap * demand[best]:
+            return green
+        return best if demand[best] > 0 else green
+
+
+@dataclass
+class Demonstrations:
+    obs: np.ndarray  # [samples, observation size]
+    actions: np.ndarray  # [samples]
+    returns: np.ndarray  # discounted return of the training reward from each sample on
+    episodes: int
+    demand_seeds: list[int]  # the train patterns they were recorded on
+    mean_return: float
+
+
+def record_demonstrations(env: Any, teachers: list[Callable[[np.ndarray], int]], episodes: int, gamma: float,
+                          seeds: Callable[[], list[int]], progress: bool = True) -> Demonstrations:
+    """Run ``teachers`` (one per sub-environment of the SB3 ``VecEnv`` ``env``) for ``episodes`` episodes."""
+    obs = env.reset()
+    rows: list[list[tuple[np.ndarray, int, float]]] = [[] for _ in range(env.num_envs)]
+    done_rows: list[list[tuple[np.ndarray, int, float]]] = []
+    finished, returns_sum, running = 0, 0.0, np.zeros(env.num_envs)
+    while finished < episodes:
+        actions = np.array([teachers[k](obs[k]) for k in range(env.num_envs)], dtype=np.int64)
+        next_obs, rewards, dones, _ = env.step(actions)
+        for k in range(env.num_envs):
+            rows[k].append((np.asarray(obs[k], dtype=np.float32), int(actions[k]), float(rewards[k])))
+            running[k] += float(rewards[k])
+        if bool(np.all(dones)):
+            finished += 1
+            returns_sum += float(running.mean())
+            running[:] = 0
+            done_rows.extend(rows)
+            rows = [[] for _ in range(env.num_envs)]
+            if progress:
+                print(f"demonstration {finished}/{episodes}: return {returns_sum / finished:.1f} (mean so far)",
+                      file=sys.stderr, flush=True)
+        obs = next_obs
+    all_obs, all_actions, all_returns = [], [], []
+    for row in done_rows:
+        g = 0.0
+        back = []
+        for _, _, reward in reversed(row):
+            g = reward + gamma * g
+            back.append(g)
+        all_returns.extend(reversed(back))
+        all_obs.extend(o for o, _, _ in row)
+        all_actions.extend(a for _, a, _ in row)
+    return Demonstrations(np.asarray(all_obs, dtype=np.float32), np.asarray(all_actions, dtype=np.int64),
+                          np.asarray(all_returns, dtype=np.float32), finished, seeds(), returns_sum / max(1, finished))
+
+
+def behaviour_clone(model: Any, demos: Demonstrations, epochs: int, *, seed: int = 0, batch_size: int = 256,
+                    learning_rate: float = 1e-3, value_weight: float = 0.5) -> dict[str, float]:
+    """Fit an SB3 PPO policy to the demonstrations; return its final action agreement and value error."""
+    import torch
+
+    policy = model.policy
+    policy.set_training_mode(True)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
+    obs = torch.as_tensor(demos.obs)
+    actions = torch.as_tensor(demos.actions)
+    returns = torch.as_tensor(demos.returns)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(max(0, epochs)):
+        order = torch.randperm(len(obs), generator=generator)
+        for start in range(0, len(obs), batch_size):
+            idx = order[start:start + batch_size]
+            values, log_prob, _ = policy.evaluate_actions(obs[idx], actions[idx])
+            loss = -log_prob.mean() + value_weight * torch.nn.functional.mse_loss(values.flatten(), returns[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        chosen, values, _ = policy(obs, deterministic=True)
+        agreement = float((chosen == actions).float().mean())
+        value_rmse = float(torch.sqrt(torch.nn.functional.mse_loss(values.flatten(), returns)))
+    return {"action_agreement": round(agreement, 4), "value_rmse": round(value_rmse, 3), "samples": int(len(obs)),
+            "epochs": int(epochs)}
