@@ -9,7 +9,7 @@ import edgeplane
 
 PLATFORM = Path(edgeplane.__file__).resolve().parent
 # bottom first: a module may import only modules before it in this list
-CONFIG_LAYERS = ["units", "base", "redaction", "yamlfile", "sections", "site_model", "schema"]
+CONFIG_LAYERS = ["units", "base", "tls", "redaction", "yamlfile", "sections", "site_model", "schema"]
 
 
 def _module_name(path: Path) -> str:
@@ -97,7 +97,7 @@ def test_settings_modules_import_only_the_bottom_of_config():
     graph = _graph()
     for module in ("edgeplane.inference.config", "edgeplane.sync.config", "edgeplane.console.config"):
         config_imports = {m for m in graph[module] if m.startswith("edgeplane.config")}
-        assert config_imports <= {"edgeplane.config.units", "edgeplane.config.base"}, (module, config_imports)
+        assert config_imports <= {"edgeplane.config.units", "edgeplane.config.base", "edgeplane.config.tls"}, (module, config_imports)
 
 
 def test_nothing_imports_a_lazy_loader():

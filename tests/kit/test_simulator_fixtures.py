@@ -74,7 +74,7 @@ async def test_opcua_connector_resubscribes_after_a_server_restart(edgeplane_hos
 
 async def test_mqtt_connector_reconnects_after_a_broker_outage(edgeplane_host, mqtt_broker, mqtt_publisher):  # noqa: F811
     broker = mqtt_broker()
-    site = {"site": {"id": "t"}, "devices": {"met": {"connector": "mqtt", "url": broker.url, "reconnect_min": 0.2,
+    site = {"site": {"id": "t"}, "devices": {"met": {"connector": "mqtt", "url": broker.url, "reconnect_initial": 0.2,
                                                       "points": {"temp": {"topic": "weather/temp"}}}}}
     async with edgeplane_host(site, plugins=[mqtt_plugin]) as host:
         publisher = mqtt_publisher(broker)

@@ -126,7 +126,7 @@ async def test_bad_input_is_dropped_counted_and_logged_by_topic(edgeplane_host, 
 
 async def test_broker_restart_mid_stream_resumes_without_host_restart(edgeplane_host, broker):
     site = mqtt_site(broker.url, subscribe=[{"topic": "s/{point}", "decoder": "number"}],
-                     reconnect_min=0.1, reconnect_max=0.5)
+                     reconnect_initial=0.1, reconnect_max=0.5)
     async with edgeplane_host(site, plugins=[plugin]) as host:
         device = host.device("plant")
         sub = host.bus.subscribe("plant/#")

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from edgeplane.bus import Quality
-from edgeplane.components import Connector, HealthState
+from edgeplane.components import Connector, Context, HealthState
 from edgeplane.config import DeviceConfig, Duration, PointSpec
 
 
@@ -21,19 +21,14 @@ class MemoryPoint(PointSpec):
 
 
 class MemoryConfig(DeviceConfig):
-    points: dict[str, MemoryPoint] = Field(default_factory=dict)
+    points: dict[str, MemoryPoint] = Field(default_factory=dict)  # type: ignore[assignment]  # each connector narrows its points' model
     write_delay: Duration = Field(0.0, description="simulated time a write takes")
 
 
-class MemoryConnector(Connector):
+class MemoryConnector(Connector[MemoryConfig, MemoryPoint]):
     """Points held in memory. Tests drive it with :meth:`set` and the ``fail_*`` switches."""
 
-    Config = MemoryConfig
-    Point = MemoryPoint
-
-    config: MemoryConfig
-
-    def __init__(self, name: str, config: MemoryConfig, context: Any):
+    def __init__(self, name: str, config: MemoryConfig, context: Context):
         super().__init__(name, config, context)
         self.values: dict[str, Any] = {p: spec.value for p, spec in config.points.items()}
         self.writes: list[tuple[str, Any]] = []

@@ -36,7 +36,7 @@ class ReplayConfig(DeviceConfig):
     loop: bool = Field(True, description="start again at the end, time moving on")
     rebase: bool = Field(True, description="shift timestamps so that the first row is 'now'")
     rows_per_batch: int = Field(1, ge=1, le=100_000)
-    points: dict[str, ReplayPoint] = Field(default_factory=dict)
+    points: dict[str, ReplayPoint] = Field(default_factory=dict)  # type: ignore[assignment]  # each connector narrows its points' model
 
     @model_validator(mode="after")
     def _has_points(self) -> ReplayConfig:
@@ -92,13 +92,8 @@ def _to_float(text: str | None) -> float:
         return math.nan
 
 
-class ReplayConnector(Connector):
+class ReplayConnector(Connector[ReplayConfig, ReplayPoint]):
     """Publishes a recorded series; see the module docstring."""
-
-    Config = ReplayConfig
-    Point = ReplayPoint
-
-    config: ReplayConfig
 
     async def start(self) -> None:
         columns = [spec.column or name for name, spec in self.config.points.items()]
@@ -123,7 +118,7 @@ class ReplayConnector(Connector):
                     ts = t0 + elapsed / config.speed if config.rebase else rec.ts[first:last] + loop_offset
                 else:
                     ts = (t0 + elapsed) if (config.rebase or drive) else rec.ts[first:last] + loop_offset
-                    if drive:
+                    if isinstance(clock, SimulatedClock):  # drive: this replay moves simulated time
                         clock.set_time(max(clock.now(), float(ts[-1])))
                 for name, spec in config.points.items():
                     values = rec.columns[spec.column or name][first:last] * spec.scale + spec.offset

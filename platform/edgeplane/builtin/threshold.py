@@ -8,13 +8,13 @@ and on clear command it back, through the guarded command path.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from edgeplane.bus import Batch, Quality
-from edgeplane.components import Solution
+from edgeplane.components import Context, Solution
 from edgeplane.config import ConfigModel, SolutionConfig
 
 
@@ -39,11 +39,10 @@ class ThresholdConfig(SolutionConfig):
         return self
 
 
-class ThresholdSolution(Solution):
-    Config = ThresholdConfig
-    config: ThresholdConfig
+class ThresholdSolution(Solution[ThresholdConfig]):
+    """An alarm with hysteresis per watched topic; see the module docstring."""
 
-    def __init__(self, name: str, config: ThresholdConfig, context: Any):
+    def __init__(self, name: str, config: ThresholdConfig, context: Context):
         super().__init__(name, config, context)
         self.active: dict[str, bool] = {}
         self.alarms = 0

@@ -12,6 +12,7 @@ The modules import one way, each only from those above it in this list (a test k
 
     units        Duration, Rate, Size and their parsers             (nothing from edgeplane)
     base         ConfigModel, the one base; PointSpec, DeviceConfig, SolutionConfig, Profile
+    tls          TlsSettings: CA, certificate and key, verification, and the ssl.SSLContext they make
     redaction    ${env:..}/${file:..} references, SecretRedactor, RedactingFilter
     yamlfile     bounded YAML reading with the line of every key
     sections     the core sections and CoreSite (with inference/sync/console settings)
@@ -19,7 +20,7 @@ The modules import one way, each only from those above it in this list (a test k
     schema       site_json_schema
 
 Settings modules elsewhere (``edgeplane.inference.config``, ``edgeplane.sync.config``,
-``edgeplane.console.config``, plugins' config modules) import ``units`` and ``base``;
+``edgeplane.console.config``, plugins' config modules) import ``units``, ``base`` and ``tls``;
 ``sections`` imports them. Everything is re-exported here: ``from edgeplane.config import X``.
 """
 
@@ -48,6 +49,7 @@ from edgeplane.config.sections import (
     SupervisionConfig,
 )
 from edgeplane.config.site_model import Site, _fields_at, load_site, parse_site  # noqa: F401 - _fields_at: tests/test_config.py
+from edgeplane.config.tls import TlsSettings
 from edgeplane.config.units import Duration, Rate, Size, parse_duration, parse_rate, parse_size
 from edgeplane.config.yamlfile import MAX_SITE_FILE_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, LineMap, read_yaml_file
 
@@ -78,6 +80,7 @@ __all__ = [
     "SolutionConfig",
     "StoreConfig",
     "SupervisionConfig",
+    "TlsSettings",
     "load_site",
     "parse_duration",
     "parse_rate",

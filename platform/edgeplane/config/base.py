@@ -7,7 +7,7 @@ keys are errors (reported with a "did you mean"). Connectors subclass :class:`De
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,9 +17,26 @@ __all__ = ["ConfigModel", "DeviceConfig", "PointLimits", "PointSpec", "PointType
 
 
 class ConfigModel(BaseModel):
-    """Base of every config model: unknown keys are errors (with a "did you mean")."""
+    """Base of every config model: unknown keys are errors (with a "did you mean").
+
+    A model that renamed a field lists the old spelling in ``renamed_fields`` (old -> new): a
+    site file that still writes the old name gets an error that names the new one.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+
+    renamed_fields: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_field_names(cls, data: Any) -> Any:
+        if cls.renamed_fields and isinstance(data, dict):
+            for old, new in cls.renamed_fields.items():
+                if old in data:
+                    section, _, leaf = new.rpartition(".")
+                    where = f"write it as '{section}: {{{leaf}: ...}}'" if section else "rename it"
+                    raise ValueError(f"'{old}' is now called '{new}': {where} (same meaning)")
+        return data
 
 
 PointType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string", "auto"]

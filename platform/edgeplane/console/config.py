@@ -20,9 +20,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edgeplane.config.base import ConfigModel
+from edgeplane.config.tls import TlsSettings
 from edgeplane.config.units import Duration
 
 __all__ = ["ConsoleConfig", "ConsoleTls", "ConsoleUser", "is_loopback"]
@@ -47,9 +48,20 @@ class ConsoleUser(ConfigModel):
         return value
 
 
-class ConsoleTls(ConfigModel):
-    cert: str = Field("certs/site.pem", description="the site's certificate (PEM), relative to the site file")
-    key: str = Field("certs/site.key", description="its private key (PEM), relative to the site file")
+class ConsoleTls(TlsSettings):
+    """The core's :class:`TlsSettings` on the server side: the site's certificate and key, nothing to verify."""
+
+    cert: str | None = Field("certs/site.pem", description="the site's certificate (PEM), relative to the site file")
+    key: str | None = Field("certs/site.key", description="its private key (PEM), relative to the site file")
+
+    @model_validator(mode="after")
+    def _server_fields_only(self) -> ConsoleTls:
+        # the console asks browsers for no certificate, so the client-side fields would do nothing
+        for name in ("ca", "verify", "verify_hostname"):
+            if name in self.model_fields_set:
+                raise ValueError(f"console.tls.{name} does not apply to the console (a server that asks browsers for "
+                                 "no certificate): remove it; set 'cert' and 'key' (and 'key_password')")
+        return self
 
 
 class ConsoleConfig(ConfigModel):

@@ -320,15 +320,10 @@ class Console:
 def tls_context(config: ConsoleConfig, base_dir: Path) -> ssl.SSLContext | None:
     if config.tls is None:
         return None
-    cert, key = base_dir / config.tls.cert, base_dir / config.tls.key
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as e:
-        raise ValueError(f"console.tls: cannot load the certificate {str(cert)!r} with key {str(key)!r}: {e}; "
-                         "make them with `edgeplane site certs` or fix the paths") from e
-    return context
+        return config.tls.server_context(base_dir)
+    except ValueError as e:
+        raise ValueError(f"console.tls: {e} (make them with `edgeplane site certs`)") from e
 
 
 CONSOLE = web.AppKey("edgeplane_console", Console)

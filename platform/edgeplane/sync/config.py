@@ -32,6 +32,7 @@ from pydantic import (
 
 from edgeplane.bus import topic_matches
 from edgeplane.config.base import ConfigModel
+from edgeplane.config.tls import TlsSettings
 from edgeplane.config.units import Duration, Rate, Size, parse_size
 
 __all__ = ["PRIORITIES", "Deadband", "PolicyRule", "SyncConfig", "TrustConfig", "UplinkConfig", "parse_size"]
@@ -73,14 +74,16 @@ Deadband_ = Annotated[Deadband, BeforeValidator(parse_deadband),
                       PlainSerializer(lambda d: f"{d.amount:g}%" if d.percent else d.amount, return_type=Any)]
 
 
-class UplinkConfig(ConfigModel):
-    """How the site reaches the cloud broker."""
+class UplinkConfig(TlsSettings):
+    """How the site reaches the cloud broker.
+
+    Its TLS fields are the core's :class:`~edgeplane.config.TlsSettings`, written inline as site
+    files always have (``ca``, ``cert``, ``key``; ``key_password``, ``verify_hostname``): they
+    apply to an ``mqtts://`` URL, and :meth:`client_context` builds the link's context.
+    """
 
     transport: str = Field("mqtt", description="uplink transport plugin (edgeplane_register_transports)")
     url: str = Field(description="mqtt://host:port or mqtts://host:port (TLS)")
-    cert: str | None = Field(None, description="client certificate file (PEM) for mutual TLS")
-    key: str | None = Field(None, description="client private key file (PEM) for mutual TLS")
-    ca: str | None = Field(None, description="CA file (PEM) that signed the broker's certificate")
     username: str | None = None
     password: SecretStr | None = None
     client_id: str | None = Field(None, description="MQTT client id; default edgeplane-<site id>")
@@ -104,12 +107,6 @@ class UplinkConfig(ConfigModel):
         if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
             raise ValueError(f"{value!r} is not an uplink URL: write mqtt://host:1883 or mqtts://host:8883")
         return value
-
-    @model_validator(mode="after")
-    def _cert_and_key_together(self) -> UplinkConfig:
-        if (self.cert is None) != (self.key is None):
-            raise ValueError("mutual TLS needs both 'cert' and 'key': give both or neither")
-        return self
 
 
 class PolicyRule(ConfigModel):

@@ -17,6 +17,7 @@ from edgeplane.bus import Bus, Overflow
 from edgeplane.components import Health, HealthState
 from edgeplane.errors import LifecycleError
 from edgeplane.plugins import Plugins
+from edgeplane.ratelimit import TokenBucket
 from edgeplane.sync.codec import Record, encode_envelope
 from edgeplane.sync.downlink import Downlink
 from edgeplane.sync.outbox import PRIORITY_NAMES, Outbox, OutboxFull
@@ -110,8 +111,9 @@ class SyncService:
         self._link = asyncio.Event()
         self._window = asyncio.Semaphore(config.uplink.inflight)
         self.pacer = LinkPacer(keepalive=config.uplink.keepalive, max_envelope_bytes=config.uplink.max_envelope_bytes)
-        self._tokens = float(config.uplink.backlog_rate or 0)
-        self._tokens_at = time.monotonic()
+        rate = config.uplink.backlog_rate
+        # backlog readings per second, at most a second's worth at once
+        self._backlog_bucket = TokenBucket(rate, burst=rate) if rate else None
         self._reported: dict[str, int] = {}
         self.bytes_sent = 0
         self.envelopes_sent = 0
@@ -306,13 +308,7 @@ class SyncService:
             self.health.set(HealthState.OK if self.transport.connected else HealthState.DEGRADED, "outbox stores again")
 
     def _backlog_budget(self) -> int | None:
-        rate = self.config.uplink.backlog_rate
-        if not rate:
-            return None
-        now = time.monotonic()
-        self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)
-        self._tokens_at = now
-        return int(self._tokens)
+        return None if self._backlog_bucket is None else int(self._backlog_bucket.available())
 
     def _take_envelope(self, max_bytes: int, budget: int | None, now: float) -> tuple[list[Record], bytes | None]:
         records = self.outbox.take(max_bytes, backlog_readings=budget, now=now)
@@ -337,9 +333,9 @@ class SyncService:
                     async with asyncio.timeout(0.2 if budget is not None else 1.0):
                         await self._work.wait()
                 continue
-            if budget is not None:
+            if self._backlog_bucket is not None:
                 watermark = self.outbox._watermark
-                self._tokens -= sum(r.count for r in records if r.seq <= watermark)
+                self._backlog_bucket.spend(sum(r.count for r in records if r.seq <= watermark))
             body = sum(len(r.block) for r in records)
             wire = len(payload) if payload is not None else body
             self.pacer.sent(wire, body)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterable, Mapping
@@ -156,25 +155,23 @@ class MqttTransport(Transport):
         self._on_link: Callable[[bool], None] | None = None
         self.bytes_sent = 0  # bytes handed to paho by send_records (a foreign format)
 
-    def _path(self, value: str | None) -> str | None:
-        return None if value is None else str((self.base_dir / value).expanduser())
-
     async def connect(self, on_link: Callable[[bool], None]) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         self._loop = asyncio.get_running_loop()
         self._on_link = on_link
         url = urlsplit(self.config.url)
         tls = url.scheme in ("mqtts", "ssl")
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=self.clean_session,
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=self.clean_session,
                              protocol=mqtt.MQTTv311)
         client.max_inflight_messages_set(self.config.inflight)
         client.max_queued_messages_set(0)
         policy = ReconnectPolicy.of(self.config.reconnect_initial, self.config.reconnect_max)
-        client.reconnect_delay_set(policy.initial, policy.maximum)  # paho doubles from one to the other
+        # paho doubles from one to the other; it takes float seconds (its annotation says int)
+        client.reconnect_delay_set(policy.initial, policy.maximum)  # type: ignore[arg-type]
         if tls:
-            client.tls_set(ca_certs=self._path(self.config.ca), certfile=self._path(self.config.cert),
-                           keyfile=self._path(self.config.key), cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set_context(self.config.client_context(self.base_dir))
         if self.config.username:
             password = self.config.password.get_secret_value() if self.config.password else None
             client.username_pw_set(self.config.username, password)
@@ -184,6 +181,7 @@ class MqttTransport(Transport):
         client.on_message = self._paho_message
         self._prepare(client)
         self._client = client
+        assert url.hostname is not None, "UplinkConfig requires a host in the url"
         client.connect_async(url.hostname, url.port or (8883 if tls else 1883), keepalive=int(self.config.keepalive))
         client.loop_start()
 

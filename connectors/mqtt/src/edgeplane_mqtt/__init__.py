@@ -4,7 +4,7 @@ Use it in a site file as ``connector: mqtt`` (see :mod:`edgeplane_mqtt.config` a
 :mod:`edgeplane_mqtt.testing` starts a Mosquitto broker for tests.
 """
 
-from edgeplane_mqtt.config import JsonOptions, MqttConfig, MqttPoint, SparkplugOptions, TlsConfig, TopicMapping
+from edgeplane_mqtt.config import JsonOptions, MqttConfig, MqttPoint, SparkplugOptions, TopicMapping
 from edgeplane_mqtt.connector import MqttConnector
 
-__all__ = ["JsonOptions", "MqttConfig", "MqttConnector", "MqttPoint", "SparkplugOptions", "TlsConfig", "TopicMapping"]
+__all__ = ["JsonOptions", "MqttConfig", "MqttConnector", "MqttPoint", "SparkplugOptions", "TopicMapping"]

@@ -24,16 +24,17 @@ many physical sensors::
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from edgeplane import DeviceConfig, Duration, PointSpec
+from edgeplane.config import TlsSettings
 from edgeplane.reconnect import ReconnectPolicy
 from edgeplane_mqtt.topics import PointNameTemplate, TopicTemplate
 
-__all__ = ["JsonOptions", "MqttConfig", "MqttPoint", "SparkplugOptions", "TlsConfig", "TopicMapping"]
+__all__ = ["JsonOptions", "MqttConfig", "MqttPoint", "SparkplugOptions", "TopicMapping"]
 
 DecoderName = Literal["number", "text", "json", "sparkplug"]
 
@@ -130,22 +131,6 @@ class SparkplugOptions(_Model):
         return value
 
 
-class TlsConfig(_Model):
-    """TLS to the broker; with ``cert`` and ``key`` also mutual TLS (a client certificate)."""
-
-    ca: str | None = Field(None, description="CA bundle (PEM) that signed the broker's certificate; default: the system's")
-    cert: str | None = Field(None, description="client certificate (PEM), for mutual TLS")
-    key: str | None = Field(None, description="client private key (PEM), for mutual TLS")
-    key_password: SecretStr | None = None
-    verify_hostname: bool = Field(True, description="check that the broker's certificate names the host in 'url'")
-
-    @model_validator(mode="after")
-    def _cert_with_key(self) -> TlsConfig:
-        if (self.cert is None) != (self.key is None):
-            raise ValueError("mutual TLS needs both 'cert' and 'key': set both or neither")
-        return self
-
-
 class MqttPoint(PointSpec):
     """A point of an MQTT device: optionally its own topic, and where writes go."""
 
@@ -178,6 +163,9 @@ class MqttPoint(PointSpec):
 class MqttConfig(DeviceConfig):
     """One MQTT connection and the subscriptions that feed this device's points."""
 
+    # the spelling every connector shares (edgeplane.reconnect)
+    renamed_fields: ClassVar[dict[str, str]] = {"reconnect_min": "reconnect_initial"}
+
     url: str = Field(description="mqtt://host:1883 or mqtts://host:8883 (TLS)")
     client_id: str | None = Field(None, description="default: edgeplane-<site>-<device>; fixed, so a persistent session survives restarts")
     protocol: Literal["3.1.1", "5"] = "5"
@@ -188,8 +176,8 @@ class MqttConfig(DeviceConfig):
     qos: Literal[0, 1, 2] = 1
     username: str | None = None
     password: SecretStr | None = Field(None, description="write it as ${env:NAME} or ${file:PATH}, never inline")
-    tls: TlsConfig | None = Field(None, description="TLS settings; mqtts:// without this section uses the system CAs")
-    reconnect_min: Duration = Field(ReconnectPolicy.initial, description="first wait before reconnecting; doubles up to reconnect_max")
+    tls: TlsSettings | None = Field(None, description="TLS settings; mqtts:// without this section uses the system CAs")
+    reconnect_initial: Duration = Field(ReconnectPolicy.initial, description="first wait before reconnecting; doubles up to reconnect_max")
     reconnect_max: Duration = Field(ReconnectPolicy.maximum, description="longest wait between reconnect attempts: "
                                     "a broker that returns is reconnected within this long")
     decoder: DecoderName = Field("json", description="default decoder of 'subscribe' mappings and point topics")
@@ -231,8 +219,8 @@ class MqttConfig(DeviceConfig):
 
     @model_validator(mode="after")
     def _check(self) -> MqttConfig:
-        if self.reconnect_min > self.reconnect_max:
-            raise ValueError(f"reconnect_min ({self.reconnect_min:g} s) is above reconnect_max ({self.reconnect_max:g} s)")
+        if self.reconnect_initial > self.reconnect_max:
+            raise ValueError(f"reconnect_initial ({self.reconnect_initial:g} s) is above reconnect_max ({self.reconnect_max:g} s)")
         if self.password is not None and self.username is None:
             raise ValueError("a password needs a username: add 'username:'")
         if not self.subscribe and self.sparkplug is None and not any(p.topic for p in self.points.values()):

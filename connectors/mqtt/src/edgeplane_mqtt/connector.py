@@ -3,7 +3,7 @@
 * ``start()`` builds the client (TLS files are read in a worker thread), connects and waits for
   the first CONNACK; failing that it raises and the host retries it with backoff.
 * From then on paho's thread keeps the link: it reconnects with exponential backoff
-  (``reconnect_min`` .. ``reconnect_max``) and this connector subscribes again on every
+  (``reconnect_initial`` .. ``reconnect_max``) and this connector subscribes again on every
   CONNACK, so data resumes after a broker restart without restarting the host. The device's
   health says ``degraded: link down`` meanwhile.
 * paho's callback only queues the raw payload (:class:`~edgeplane_mqtt.inbox.Inbox`); ``run()``,
@@ -28,7 +28,6 @@ import asyncio
 import collections
 import json
 import math
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +39,8 @@ from paho.mqtt.properties import Properties
 
 from edgeplane import Batch, Connector, HealthState, Quality, RateLimitedLog
 from edgeplane.bus import PointTable
+from edgeplane.components import Context, PartKey
+from edgeplane.config import TlsSettings
 from edgeplane.reconnect import ReconnectPolicy
 from edgeplane_mqtt.config import MqttConfig, MqttPoint
 from edgeplane_mqtt.decoders import DecodeError, Decoder, make_decoder
@@ -80,15 +81,10 @@ class _Mapping:
     qos: int
 
 
-class MqttConnector(Connector):
+class MqttConnector(Connector[MqttConfig, MqttPoint]):
     """Subscribes to an MQTT broker and publishes the mapped readings; writes publish commands."""
 
-    Config = MqttConfig
-    Point = MqttPoint
-
-    config: MqttConfig
-
-    def __init__(self, name: str, config: MqttConfig, context: Any):
+    def __init__(self, name: str, config: MqttConfig, context: Context):
         super().__init__(name, config, context)
         self.client_id = config.client_id or f"edgeplane-{context.site_id}-{name}"
         self._mappings = self._build_mappings()
@@ -115,6 +111,7 @@ class MqttConnector(Connector):
         self.problems: collections.Counter[str] = collections.Counter()  # Sparkplug sequence gaps, stale deaths
         self.received = 0  # messages taken from the inbox
         self.connects = 0  # successful CONNACKs, first one included
+        self._part = context.part or PartKey.device(name)  # the metric label of this device
         metrics = context.metrics
         self._dropped_metric = metrics.dropped
         self._errors_metric = metrics.errors
@@ -204,17 +201,9 @@ class MqttConnector(Connector):
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
         if cfg.scheme_tls:
-            tls = cfg.tls
-            base = self.context.site_dir
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(base / tls.ca) if tls and tls.ca else None)
-            if tls is not None and tls.cert is not None:
-                context.load_cert_chain(str(base / tls.cert), str(base / tls.key),
-                                        tls.key_password.get_secret_value() if tls.key_password else None)
-            if tls is not None and not tls.verify_hostname:
-                context.check_hostname = False
-            client.tls_set_context(context)
+            client.tls_set_context((cfg.tls or TlsSettings()).client_context(self.context.site_dir))
         # paho runs the backoff on its own thread: it gets the core policy's bounds
-        policy = ReconnectPolicy.of(cfg.reconnect_min, cfg.reconnect_max)
+        policy = ReconnectPolicy.of(cfg.reconnect_initial, cfg.reconnect_max)
         client.reconnect_delay_set(policy.initial, policy.maximum)  # type: ignore[arg-type]
         client.max_queued_messages_set(1000)
         client.on_connect = self._on_connect
@@ -293,7 +282,7 @@ class MqttConnector(Connector):
         self._call_on_loop(self._set_link, True, "")
 
     def _subscriptions_refused(self, refused: list[str]) -> None:
-        self._errors_metric.labels(part=f"device:{self.name}", kind="subscribe_refused").inc()
+        self._errors_metric.labels(part=self._part, kind="subscribe_refused").inc()
         self.log.error("device %r: the broker refused the subscriptions %s; check the broker's ACL for client %r",
                        self.name, ", ".join(refused), self.client_id)
 
@@ -353,7 +342,7 @@ class MqttConnector(Connector):
 
     def _drop(self, reason: str, topic: str, message: str, count: int = 1) -> None:
         self.drops[reason] += count
-        self._dropped_metric.labels(part=f"device:{self.name}", reason=reason).inc(count)
+        self._dropped_metric.labels(part=self._part, reason=reason).inc(count)
         self._limited.warning(reason, "device %r: dropped a message on topic %r: %s (reason=%s, counted)",
                               self.name, topic, message, reason)
 
@@ -510,7 +499,7 @@ class MqttConnector(Connector):
             self._drop(reason, topic, message)
         for kind, message in outcome.problems:
             self.problems[kind] += 1
-            self._errors_metric.labels(part=f"device:{self.name}", kind=kind).inc()
+            self._errors_metric.labels(part=self._part, kind=kind).inc()
             self._limited.warning(kind, "device %r: on topic %r: %s", self.name, topic, message)
         if outcome.rebirth is not None:
             self._request_rebirth(*outcome.rebirth, arrived)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeplane import Batch, Connector, HealthState, PointLimits, Quality
+from edgeplane import Batch, Connector, Context, HealthState, PointLimits, Quality
 from edgeplane.reconnect import ReconnectPolicy
 from edgeplane_ntcip.config import NtcipConfig, NtcipPoint
 from edgeplane_ntcip.mib import OBJECTS, bits_to_members, members_to_bits
@@ -54,15 +54,10 @@ _SIGNAL_POINT = "0"
 _CONTROL = ("phaseControlGroupHold", "phaseControlGroupForceOff", "phaseControlGroupVehCall", "phaseControlGroupPhaseOmit")
 
 
-class NtcipConnector(Connector):
+class NtcipConnector(Connector[NtcipConfig, NtcipPoint]):
     """One NTCIP 1202 actuated signal controller."""
 
-    Config = NtcipConfig
-    Point = NtcipPoint
-
-    config: NtcipConfig
-
-    def __init__(self, name: str, config: NtcipConfig, context: Any):
+    def __init__(self, name: str, config: NtcipConfig, context: Context):
         super().__init__(name, config.model_copy(deep=True), context)
         cfg = self.config
         credentials = SnmpCredentials(cfg.version, cfg.community, cfg.user, cfg.auth_protocol if cfg.auth_key else "none",

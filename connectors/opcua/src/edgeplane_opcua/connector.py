@@ -32,7 +32,7 @@ import numpy as np
 from asyncua import Client, Node, ua
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
 
-from edgeplane import Batch, Connector, HealthState, Quality, RateLimitedLog
+from edgeplane import Batch, Connector, Context, HealthState, Quality, RateLimitedLog
 from edgeplane.errors import ConnectorError
 from edgeplane.reconnect import ReconnectPolicy
 
@@ -85,15 +85,10 @@ class _Link:
 
 
 
-class OpcUaConnector(Connector):
+class OpcUaConnector(Connector[OpcUaConfig, OpcUaPoint]):
     """Reads, subscribes, writes and calls methods on one OPC UA server."""
 
-    Config = OpcUaConfig
-    Point = OpcUaPoint
-
-    config: OpcUaConfig
-
-    def __init__(self, name: str, config: OpcUaConfig, context: Any):
+    def __init__(self, name: str, config: OpcUaConfig, context: Context):
         super().__init__(name, config, context)
         metrics = context.metrics
         self._errors = metrics.counter(

@@ -24,16 +24,20 @@ retained, by :class:`MqttPublisher`.
 
 from __future__ import annotations
 
-import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
-from edgeplane.errors import EdgeplaneError
 
-__all__ = ["INGEST_CONSUMER", "UPLINK_STREAM", "UPLINK_SUBJECT_PREFIX", "BrokerConfigError", "MqttPublisher",
+from edgeplane.config import TlsSettings
+from edgeplane.errors import EdgeplaneError
+from edgeplane.reconnect import ReconnectPolicy
+
+__all__ = ["INGEST_CONSUMER", "RECONNECT", "UPLINK_STREAM", "UPLINK_SUBJECT_PREFIX", "BrokerConfigError", "MqttPublisher",
            "PublishError", "StreamSettings", "ensure_stream", "mqtt_client", "stream_leader"]
 
+RECONNECT = ReconnectPolicy(initial=0.2, maximum=5.0)
+"""How the cloud's MQTT clients retry a lost broker: the sites' uplink default (``sync.uplink.reconnect_*``)."""
 UPLINK_STREAM = "$MQTT_msgs"  # nats-server's own stream of QoS 1 MQTT messages
 UPLINK_SUBJECT_PREFIX = "$MQTT.msgs."  # what it puts before the NATS subject of the MQTT topic
 INGEST_CONSUMER = "ingest"
@@ -114,10 +118,10 @@ def mqtt_client(url: str, client_id: str, *, clean: bool, ca: str | None = None,
     tls = parts.scheme in ("mqtts", "ssl")
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean, protocol=mqtt.MQTTv311)
     if tls:
-        client.tls_set(ca_certs=ca, certfile=cert, keyfile=key, cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_set_context(TlsSettings(ca=ca, cert=cert, key=key).client_context())
     if username:
         client.username_pw_set(username, password)
-    client.reconnect_delay_set(0.2, 5)
+    client.reconnect_delay_set(RECONNECT.initial, RECONNECT.maximum)  # type: ignore[arg-type]  # paho takes float seconds
     return client, parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883)
 
 

@@ -12,10 +12,10 @@ from urllib.parse import urljoin
 import aiohttp
 
 from edgeplane.errors import ConnectorError
+from edgeplane.ratelimit import TokenBucket
 
 from edgeplane_http_json.config import ApiKeyAuth, BasicAuth, BearerAuth, CursorPagination, HttpJsonConfig, LinkPagination, PagePagination
 from edgeplane_http_json.jsonpath import MISSING, extract
-from edgeplane_http_json.ratelimit import RateLimiter
 
 __all__ = ["AuthRefused", "HttpJsonError", "PageFetcher", "retry_after_seconds"]
 
@@ -56,7 +56,7 @@ class PageFetcher:
     """Fetches the pages of one poll of a device; one per connector object."""
 
     def __init__(self, device: str, config: HttpJsonConfig, session: aiohttp.ClientSession, clock: Any,
-                 limiter: RateLimiter | None, on_response: Callable[[int], None],
+                 limiter: TokenBucket | None, on_response: Callable[[int], None],
                  sleep: Callable[[float], Awaitable[None]] | None = None):
         self.device = device
         self.config = config
@@ -92,8 +92,7 @@ class PageFetcher:
                 await self.limiter.acquire()
             try:
                 async with self.session.get(url, params=params, headers=self._headers(),
-                                            timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                                            ssl=None if self.config.verify_tls else False) as response:
+                                            timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
                     self.on_response(response.status)
                     if response.status in (401, 403):
                         raise AuthRefused(f"http_{response.status}",

@@ -10,6 +10,7 @@
         auth: {type: bearer, token: "${env:LOGGER_TOKEN}"}
         pagination: {type: page, param: page, size_param: per_page, size: 500, max_pages: 20}
         rate_limit: 30/min
+        tls: {ca: certs/logger-ca.pem}  # optional: edgeplane.config.TlsSettings (ca, cert, key, verify)
         records: data                  # where the list of records is in each page
         timestamp: ts                  # each record's time field (ISO 8601 or epoch seconds/ms)
         points:
@@ -19,12 +20,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from edgeplane import DeviceConfig, Duration, PointSpec, Rate
+from edgeplane.config import TlsSettings
 
 __all__ = ["Auth", "HttpJsonConfig", "HttpJsonPoint", "Pagination"]
 
@@ -108,6 +110,8 @@ class HttpJsonPoint(PointSpec):
 class HttpJsonConfig(DeviceConfig):
     """A JSON API polled over HTTP(S)."""
 
+    renamed_fields: ClassVar[dict[str, str]] = {"verify_tls": "tls.verify"}
+
     url: str = Field(description="the endpoint, http(s)://host[:port]/path[?query]")
     params: dict[str, str] = Field(default_factory=dict, description="query parameters sent with every request")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
@@ -121,7 +125,8 @@ class HttpJsonConfig(DeviceConfig):
     timeout: Duration = Field(10.0, description="how long one request may take")
     rate_limit: Rate | None = Field(None, description="most requests per second to this API, e.g. '30/min'; pages count")
     max_retry_after: Duration = Field(300.0, description="longest Retry-After (429/503) honoured before giving up this poll")
-    verify_tls: bool = Field(True, description="check the server's certificate (turn off only for a lab device)")
+    tls: TlsSettings | None = Field(
+        None, description="https: which CA to trust, a client certificate, verify: false for a lab device; default: the system's CAs")
     points: dict[str, HttpJsonPoint] = Field(default_factory=dict, description="points, added to the profile's")
 
     @field_validator("url")

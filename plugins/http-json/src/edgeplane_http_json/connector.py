@@ -9,12 +9,13 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from edgeplane import Connector, HealthState, Quality, RateLimitedLog
+from edgeplane import Connector, Context, HealthState, Quality, RateLimitedLog
+from edgeplane.components import PartKey
+from edgeplane.ratelimit import TokenBucket
 
 from edgeplane_http_json.client import AuthRefused, HttpJsonError, PageFetcher
 from edgeplane_http_json.config import HttpJsonConfig, HttpJsonPoint
 from edgeplane_http_json.jsonpath import MISSING, extract
-from edgeplane_http_json.ratelimit import RateLimiter
 
 __all__ = ["HttpJsonConnector", "parse_time"]
 
@@ -38,7 +39,7 @@ def parse_time(value: Any, fmt: str) -> float:
     raise ValueError(f"{value!r} is not a time in format {fmt!r}")
 
 
-class HttpJsonConnector(Connector):
+class HttpJsonConnector(Connector[HttpJsonConfig, HttpJsonPoint]):
     """Polls one HTTP/JSON endpoint (all its pages), publishing readings newer than the last seen.
 
     Records with a time field are deduplicated per point by time, so an API that returns its last
@@ -46,12 +47,7 @@ class HttpJsonConnector(Connector):
     reading at the host's clock. Read-only.
     """
 
-    Config = HttpJsonConfig
-    Point = HttpJsonPoint
-
-    config: HttpJsonConfig
-
-    def __init__(self, name: str, config: HttpJsonConfig, context: Any):
+    def __init__(self, name: str, config: HttpJsonConfig, context: Context):
         super().__init__(name, config, context)
         self.session: aiohttp.ClientSession | None = None
         self.last_ts: dict[str, float] = {}
@@ -60,11 +56,13 @@ class HttpJsonConnector(Connector):
         metrics = context.metrics
         self._responses = metrics.counter("edgeplane_http_json_responses_total", "HTTP responses by status", ["device", "status"])
         self._readings = metrics.counter("edgeplane_http_json_readings_total", "Readings published", ["device"]).labels(device=name)
-        self._part = f"device:{name}"
-        self.limiter = RateLimiter(config.rate_limit, context.clock) if config.rate_limit else None
+        self._part = context.part or PartKey.device(name)  # the metric label of this device
+        self.limiter = TokenBucket(config.rate_limit, clock=context.clock) if config.rate_limit else None
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession()
+        # a TLS context reads its files: not on the event loop; without tls: section aiohttp's default
+        tls = await self.context.run_blocking(self.config.tls.client_context, self.context.site_dir) if self.config.tls else True
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
         self.fetcher = PageFetcher(self.name, self.config, self.session, self.context.clock, self.limiter,
                                    lambda status: self._responses.labels(self.name, str(status)).inc())
 
