@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgeplane import Batch, Quality, Solution, SolutionConfig
+from edgeplane import Batch, Context, Quality, Solution, SolutionConfig
 from edgeplane.errors import SiteError, SiteProblem
 from edgeplane_pdm.anomaly import AlertState, Baseline
 from edgeplane_pdm.features import FEATURE_NAMES, BearingGeometry, WindowFeatures, window_and_fault_features
@@ -183,11 +183,8 @@ def health_index(score: float, high: float) -> float:
     return 100.0 / (1.0 + excess**2)
 
 
-class PdmSolution(Solution):
-    Config = PdmConfig
-    config: PdmConfig
-
-    def __init__(self, name: str, config: PdmConfig, context: Any):
+class PdmSolution(Solution[PdmConfig]):
+    def __init__(self, name: str, config: PdmConfig, context: Context):
         super().__init__(name, config, context)
         self.machines = {m: _MachineState(c) for m, c in config.machines.items()}
         for state in self.machines.values():

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from edgeplane import Batch, Quality, Solution, SolutionConfig
+from edgeplane import Batch, Context, Quality, Solution, SolutionConfig
 from edgeplane.config import Duration
 
 from edgeplane_modbus.sunspec import model_definition
@@ -289,13 +289,10 @@ class InverterDiagnoser:
         return [alert] if alert else []
 
 
-class DiagnosisSolution(Solution):
+class DiagnosisSolution(Solution[DiagnosisConfig]):
     """``type: solar.diagnosis``: see the module doc."""
 
-    Config = DiagnosisConfig
-    config: DiagnosisConfig
-
-    def __init__(self, name: str, config: DiagnosisConfig, context: Any):
+    def __init__(self, name: str, config: DiagnosisConfig, context: Context):
         super().__init__(name, config, context)
         self.model = PlantModel(config.plant)
         self.values: dict[str, dict[str, float]] = {dev: {} for dev in config.plant.inverters}

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from edgeplane import Batch, Quality, Solution, SolutionConfig
+from edgeplane import Batch, Context, Quality, Solution, SolutionConfig
 from edgeplane.config import Duration
 
 from edgeplane_solar.controls import (CONTROLS_DESCRIPTION, DER, ST_FAULT, ControlPoints, ControlsChoice, family_for,
@@ -110,13 +110,10 @@ class InverterView:
     family: str | None = None  # "der" once the device published a 701 point
 
 
-class DispatchSolution(Solution):
+class DispatchSolution(Solution[DispatchConfig]):
     """See the module doc."""
 
-    Config = DispatchConfig
-    config: DispatchConfig
-
-    def __init__(self, name: str, config: DispatchConfig, context: Any):
+    def __init__(self, name: str, config: DispatchConfig, context: Context):
         super().__init__(name, config, context)
         self.model = PlantModel(config.plant)
         self.capacity_w = config.plant.ac_capacity_w

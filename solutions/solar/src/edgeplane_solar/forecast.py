@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from edgeplane import Batch, Quality, Solution, SolutionConfig
+from edgeplane import Batch, Context, Quality, Solution, SolutionConfig
 
 from edgeplane_solar import day_ahead, features
 from edgeplane_solar.controls import CONTROLS_DESCRIPTION, DER, ControlsChoice, family_for, is_der_point
@@ -42,13 +42,10 @@ class ForecastConfig(SolutionConfig):
                                      + CONTROLS_DESCRIPTION + " (set it as dispatch's and diagnosis' is set)")
 
 
-class ForecastSolution(Solution):
+class ForecastSolution(Solution[ForecastConfig]):
     """See the module doc."""
 
-    Config = ForecastConfig
-    config: ForecastConfig
-
-    def __init__(self, name: str, config: ForecastConfig, context: Any):
+    def __init__(self, name: str, config: ForecastConfig, context: Context):
         super().__init__(name, config, context)
         self.model = PlantModel(config.plant)
         self.capacity_w = (config.capacity_kw or config.plant.ac_capacity_w / 1000.0) * 1000.0

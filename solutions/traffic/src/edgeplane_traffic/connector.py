@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from edgeplane import Batch, Connector, DeviceConfig, Duration, HealthState, PointLimits, PointSpec
+from edgeplane import Batch, Connector, Context, DeviceConfig, Duration, HealthState, PointLimits, PointSpec
 from edgeplane_traffic.detectors import DETECTOR_METRICS, DetectorLayout, detector_layout, write_detectors
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_name, tls_ids
 from edgeplane_traffic.nets import NAMED, resolve
@@ -78,13 +78,8 @@ class SumoConfig(DeviceConfig):
     sumo_args: list[str] = Field(default_factory=list, description="extra SUMO command-line arguments")
 
 
-class SumoConnector(Connector):
-    Config = SumoConfig
-    Point = SumoPoint
-
-    config: SumoConfig
-
-    def __init__(self, name: str, config: SumoConfig, context: Any):
+class SumoConnector(Connector[SumoConfig, SumoPoint]):
+    def __init__(self, name: str, config: SumoConfig, context: Context):
         super().__init__(name, config, context)
         self._conn: Any = None
         self._binding = "none"

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from edgeplane import Batch, Duration, HealthState, Overflow, Solution, SolutionConfig
+from edgeplane import Batch, Context, Duration, HealthState, Overflow, Solution, SolutionConfig
 from edgeplane_traffic.control import IntersectionController, LaneReading
 from edgeplane_traffic.detectors import DETECTOR_METRICS, DetectorWindow, detector_layout
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_name
@@ -57,14 +57,11 @@ class TrafficSignalConfig(SolutionConfig):
     command_timeout: Duration = 2.0
 
 
-class TrafficSignalSolution(Solution):
-    Config = TrafficSignalConfig
+class TrafficSignalSolution(Solution[TrafficSignalConfig]):
     queue_size = 100_000
     overflow = Overflow.BLOCK  # every step matters to the shield's clock; the connector paces itself
 
-    config: TrafficSignalConfig
-
-    def __init__(self, name: str, config: TrafficSignalConfig, context: Any):
+    def __init__(self, name: str, config: TrafficSignalConfig, context: Context):
         super().__init__(name, config, context)
         self.layout = self._layout()
         self.model_name = config.model or model_name_for(self._net_name())
