@@ -105,6 +105,8 @@ def _mqtt_connect(uplink: dict[str, Any], base: Path, site_id: str, timeout: flo
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from edgeplane.config.tls import TlsSettings
+
     parts = urlsplit(uplink["url"])
     tls = parts.scheme in ("mqtts", "ssl")
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgeplane-doctor-{site_id}-{os.getpid()}",
@@ -132,7 +134,7 @@ def _mqtt_connect(uplink: dict[str, Any], base: Path, site_id: str, timeout: flo
             if file is not None and not Path(file).is_file():
                 return f"sync.uplink.{key} file {file} does not exist: run 'edgeplane site certs' or fix the path"
         try:
-            client.tls_set(ca_certs=path("ca"), certfile=path("cert"), keyfile=path("key"), cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set_context(TlsSettings(ca=path("ca"), cert=path("cert"), key=path("key")).client_context())
         except (OSError, ssl.SSLError, ValueError) as e:
             return f"cannot load the TLS files: {e}"
     if uplink.get("username"):
