@@ -1,8 +1,16 @@
 """The durable outbox: SQLite (WAL) rows that wait for the broker's acknowledgement.
 
 A record is written (and, with ``durability="power"``, fsynced) before :meth:`Outbox.put_many`
-returns, and deleted only by :meth:`Outbox.acknowledge` after the broker acknowledged it, so a
+returns, and deleted only after the broker acknowledged it (:meth:`Outbox.acknowledge`), so a
 SIGKILL or a power cut loses nothing that was acknowledged to its producer.
+
+Deletions are written in bulk: an acknowledged record is never taken again at once, but its
+row is deleted in the next :meth:`Outbox.put_many`'s transaction (one commit, one fsync, for
+both), or by :meth:`Outbox.flush` (called by :meth:`Outbox.expire` and :meth:`Outbox.close`, and
+by :meth:`Outbox.acknowledge` itself once ``ack_delay`` seconds or ``ack_batch`` records have
+piled up). A crash before that only means the broker gets those records again: at least once,
+and the cloud end drops the duplicates on (site, stream, seq). The sent counters move when the
+deletion is committed, never before.
 
 Drain order (:meth:`Outbox.take`): priority class first (high, normal, low); within a class,
 records queued since the link came back ("live") before the backlog, and the backlog may be
@@ -86,7 +94,7 @@ class OutboxItem:
 
 class Outbox:
     def __init__(self, path: str | Path, *, quota: int = 256_000_000, durability: str = "power",
-                 disk_reserve: int = 16_000_000):
+                 disk_reserve: int = 16_000_000, ack_delay: float = 1.0, ack_batch: int = 10_000):
         self.path = Path(path)
         self.quota = quota
         # bytes of the disk the outbox leaves free: room for its WAL (up to ~4 MB between
@@ -97,10 +105,18 @@ class Outbox:
         self._thread = DatabaseThread(f"outbox {str(self.path)!r}", thread_name="edgeplane-outbox")
         self.size = 0  # payload bytes stored
         self._inflight: set[int] = set()
-        self._acked: dict[int, Record] = {}  # acknowledged, but the deletion could not be written yet
+        self._acked: dict[int, Record] = {}  # acknowledged, the deletion not written yet
+        # acknowledged deletions wait at most this long / this many for a put_many to carry them
+        self.ack_delay = ack_delay
+        self.ack_batch = ack_batch
+        self._acked_since = 0.0  # monotonic time of the oldest acknowledgement not yet written
         self._watermark = 0  # highest seq when the link last came up: older records are backlog
         self._live_cursor = [0, 0, 0]
         self._backlog_cursor = [0, 0, 0]
+        # per priority class: whether a lane may hold something to take. A lane read to its end is
+        # skipped (no query) until a put_many adds to its class (live) or link_up/rewind (both)
+        self._live_more = [True, True, True]
+        self._backlog_more = [True, True, True]
         self.counters: dict[str, int] = defaultdict(int)
         self.recovered: str | None = None  # what open() did with a damaged file, if it found one
 
@@ -152,6 +168,10 @@ class Outbox:
 
     def close(self) -> None:
         if self._db is not None:
+            try:
+                self.flush()
+            except sqlite3.Error:
+                pass  # not written: those records are sent again after the restart (at least once)
             self._db.close()
             self._db = None
         self._thread.stop(wait=False)
@@ -178,13 +198,16 @@ class Outbox:
         if not items:
             return 0
         db = self.db
-        self._retry_acknowledged()
-        limit = self._limit()
         added = sum(len(i.block) for i in items)
         counts: dict[str, int] = defaultdict(int)
         stored = 0
+        for priority in {i.priority for i in items}:
+            self._live_more[priority] = True
         try:
             db.execute("BEGIN IMMEDIATE")
+            # acknowledged records' deletions ride along in this transaction: one commit for both
+            written = self._write_acknowledged(counts)
+            limit = self._limit()
             if self.size + added <= limit:
                 db.executemany(
                     "INSERT INTO outbox(stream, priority, kind, count, created, expires, size, body) VALUES (?,?,?,?,?,?,?,?)",
@@ -218,11 +241,14 @@ class Outbox:
             self._rollback()
             self.size = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
             if _disk_full(e):
+                # the deletions alone (after a WAL checkpoint) free space for the next call
+                self._retry_acknowledged()
                 raise OutboxFull(f"the disk under the outbox {str(self.path)!r} is full "
                                  f"({self._free():,} bytes free): {len(items)} records not stored; "
                                  f"free space there or lower sync.quota") from None
             raise
         self._count(counts)
+        self._forget_acknowledged(written)
         return stored
 
     def _rollback(self) -> None:
@@ -291,12 +317,16 @@ class Outbox:
         self._watermark = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
         self._live_cursor = [self._watermark] * 3
         self._backlog_cursor = [0, 0, 0]
+        self._live_more = [True, True, True]
+        self._backlog_more = [True, True, True]
 
     def rewind(self, seqs: Iterable[int]) -> None:
         """Sending these failed: they are no longer in flight and will be taken again."""
         self._inflight.difference_update(seqs)
         self._live_cursor = [self._watermark] * 3
         self._backlog_cursor = [0, 0, 0]
+        self._live_more = [True, True, True]
+        self._backlog_more = [True, True, True]
 
     def take(self, max_bytes: int, max_records: int = 10_000, backlog_readings: int | None = None,
              now: float | None = None) -> list[Record]:
@@ -305,10 +335,10 @@ class Outbox:
         used = 0
         budget = backlog_readings
         for prio in (0, 1, 2):
-            lanes = [("live", self._live_cursor, None)]
-            lanes.append(("backlog", self._backlog_cursor, self._watermark))
-            for lane, cursor, upper in lanes:
-                if lane == "backlog" and budget is not None and budget <= 0:
+            lanes = [("live", self._live_cursor, None, self._live_more)]
+            lanes.append(("backlog", self._backlog_cursor, self._watermark, self._backlog_more))
+            for lane, cursor, upper, more in lanes:
+                if not more[prio] or (lane == "backlog" and budget is not None and budget <= 0):
                     continue
                 sql = "SELECT seq, stream, kind, priority, count, created, expires, body FROM outbox WHERE priority = ? AND seq > ?"
                 args: list[Any] = [prio, cursor[prio]]
@@ -316,8 +346,11 @@ class Outbox:
                     sql += " AND seq <= ?"
                     args.append(upper)
                 sql += " ORDER BY seq LIMIT ?"
-                args.append(max_records - len(out) + len(self._inflight))
+                limit = max_records - len(out) + len(self._inflight) + len(self._acked)
+                args.append(limit)
+                fetched = 0
                 for seq, stream, kind, priority, count, created, expires, body in self.db.execute(sql, args):
+                    fetched += 1
                     if seq in self._inflight or seq in self._acked:
                         continue
                     if now is not None and expires < now:
@@ -332,6 +365,9 @@ class Outbox:
                     out.append(Record(stream, seq, kind, priority, count, created, body))
                     used += len(body)
                     cursor[prio] = seq
+                else:
+                    if fetched < limit:
+                        more[prio] = False  # read to its end: nothing more in this lane for now
                 if used >= max_bytes or len(out) >= max_records:
                     return self._mark(out)
         return self._mark(out)
@@ -341,10 +377,19 @@ class Outbox:
         return records
 
     def acknowledge(self, records: list[Record]) -> None:
-        """The broker has these: delete them. On a full disk the deletion is retried (after a WAL
-        checkpoint, then at later calls); meanwhile they are never taken again."""
+        """The broker has these: they are never taken again, and their rows are deleted with the
+        next :meth:`put_many` or :meth:`flush` (at the latest once ``ack_delay`` seconds or
+        ``ack_batch`` records have piled up, at this call). On a full disk the deletion is retried
+        (after a WAL checkpoint, then at later calls)."""
         self._inflight.difference_update(r.seq for r in records)
+        if not self._acked:
+            self._acked_since = time.monotonic()
         self._acked.update((r.seq, r) for r in records)
+        if len(self._acked) >= self.ack_batch or time.monotonic() - self._acked_since >= self.ack_delay:
+            self._retry_acknowledged()
+
+    def flush(self) -> None:
+        """Write the deletion of every acknowledged record now (and count them as sent)."""
         self._retry_acknowledged()
 
     def _retry_acknowledged(self) -> None:
@@ -366,19 +411,42 @@ class Outbox:
 
     def _delete_acknowledged(self) -> None:
         db = self.db
-        records = list(self._acked.values())
+        counts: dict[str, int] = defaultdict(int)
+        size_before = self.size
         db.execute("BEGIN IMMEDIATE")
-        freed = 0
-        for r in records:
-            row = db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", (r.seq,)).fetchone()
-            if row:
-                freed += row[0]
-        counts = {"sent_records": len(records), "sent_readings": sum(r.count for r in records)}
-        self._bump(counts)
-        db.execute("COMMIT")
+        try:
+            written = self._write_acknowledged(counts)
+            self._bump(counts)
+            db.execute("COMMIT")
+        except BaseException:
+            self.size = size_before
+            raise
         self._count(counts)
-        self._acked.clear()
-        self.size -= freed
+        self._forget_acknowledged(written)
+
+    def _write_acknowledged(self, counts: dict[str, int]) -> int:
+        """Inside the caller's transaction: delete every acknowledged record's row (one statement
+        run in bulk), add them to ``counts`` and take their bytes off ``size`` (the caller puts it
+        back if the transaction fails). Returns how many were written, for
+        :meth:`_forget_acknowledged` after the commit."""
+        if not self._acked:
+            return 0
+        records = list(self._acked.values())
+        db = self.db
+        before = db.total_changes
+        db.executemany("DELETE FROM outbox WHERE seq = ?", [(r.seq,) for r in records])
+        if db.total_changes - before == len(records):
+            self.size -= sum(len(r.block) for r in records)
+        else:  # some rows were already gone: count what is really left
+            self.size = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+        counts["sent_records"] += len(records)
+        counts["sent_readings"] += sum(r.count for r in records)
+        return len(records)
+
+    def _forget_acknowledged(self, written: int) -> None:
+        """After the commit of :meth:`_write_acknowledged`: those deletions are on disk."""
+        if written:
+            self._acked.clear()
 
     def expire(self, now: float) -> int:
         """Delete records whose time to live has passed; returns how many readings expired."""
@@ -424,7 +492,7 @@ class Outbox:
 
     def integrity(self) -> str:
         """SQLite's own check of the database file: ``"ok"`` when it is intact."""
-        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+        return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
 
     def total(self, counter_prefix: str) -> int:
         """Sum of the counters named ``<prefix>`` or ``<prefix>:<class>``."""
