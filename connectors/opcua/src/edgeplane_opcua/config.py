@@ -84,7 +84,13 @@ class OpcUaPoint(PointSpec):
 
 
 class SecurityConfig(BaseModel):
-    """The secure channel: policy, mode, this client's certificate, and which server to trust."""
+    """The secure channel: policy, mode, this client's certificate, and which server to trust.
+
+    Not :class:`edgeplane.config.TlsSettings`: OPC UA signs and encrypts its own messages with an
+    application instance certificate (DER or PEM, its application URI in subjectAltName) and
+    trusts a server by thumbprint, pinned certificate or trust folder, not by a CA chain and a
+    host name, and no ``ssl.SSLContext`` is involved (asyncua does the crypto).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
