@@ -138,7 +138,7 @@ def test_console_tls_takes_only_the_server_fields():
     from edgeplane.console.config import ConsoleTls
 
     assert ConsoleTls().cert == "certs/site.pem"
-    with pytest.raises(ValidationError, match="console.tls.ca does not apply"):
+    with pytest.raises(ValidationError, match="'ca' does not apply to the console"):
         ConsoleTls(ca="ca.pem")
 
 

@@ -59,7 +59,7 @@ class ConsoleTls(TlsSettings):
         # the console asks browsers for no certificate, so the client-side fields would do nothing
         for name in ("ca", "verify", "verify_hostname"):
             if name in self.model_fields_set:
-                raise ValueError(f"console.tls.{name} does not apply to the console (a server that asks browsers for "
+                raise ValueError(f"'{name}' does not apply to the console (a server that asks browsers for "
                                  "no certificate): remove it; set 'cert' and 'key' (and 'key_password')")
         return self
 
