@@ -134,7 +134,8 @@ class CommandGuard:
             hint = f"did you mean {close[0]!r}?" if close else f"points: {', '.join(sorted(known)) or 'none'}"
             return f"device {device!r} has no point {point!r}; {hint}"
         if not spec.writable:
-            return f"point {device}/{point} is read-only (access: {spec.access}); set 'access: rw' in its profile if the device accepts writes"
+            return (f"point {device}/{point} is read-only (access: {spec.access}); set 'access: rw' in its profile "
+                    f"if the device accepts writes")
         numeric = _is_number(value)
         shown = _shown(value)
         all_limits = self.limits_for(device, point, spec)
@@ -191,7 +192,7 @@ class CommandGuard:
                      timeout: float) -> tuple[CommandStatus, str, Any]:
         try:
             readback = await asyncio.wait_for(connector.write(point, value), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return CommandStatus.TIMEOUT, f"device {device!r} did not confirm within {timeout:g} s; its state is unknown", None
         except NotImplementedError as e:
             return CommandStatus.REJECTED, str(e), None

@@ -172,7 +172,7 @@ class CompanionProcess(_Supervised):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), self.config.stop_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.log.warning("simulator %s ignored SIGTERM for %g s; killing it", self.name, self.config.stop_timeout)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)

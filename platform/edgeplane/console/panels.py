@@ -15,8 +15,9 @@ state and the :class:`PanelData` the console keeps (history, recent events); nev
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 __all__ = ["Band", "Panel", "PanelData", "Plot", "Series", "Stats", "Table", "Widget", "json_safe", "jsonable"]
 
@@ -26,7 +27,7 @@ class Series:
     """A line: ``points`` are (x, y) with x in seconds since the epoch (UTC) unless the plot says otherwise."""
 
     name: str
-    points: list[tuple[float, float | None]]
+    points: Sequence[tuple[float, float | None]]  # a list; any sequence type-checks (list is invariant)
     dashed: bool = False
 
 
@@ -35,7 +36,7 @@ class Band:
     """A shaded range between two lines, e.g. P10 to P90: ``points`` are (x, low, high)."""
 
     name: str
-    points: list[tuple[float, float, float]]
+    points: Sequence[tuple[float, float, float]]
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def _device_address(entry: dict[str, Any]) -> tuple[str, str, int] | str | None:
 async def _tcp_reachable(host: str, port: int, timeout: float) -> str | None:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, asyncio.TimeoutError) as e:
+    except (TimeoutError, OSError) as e:
         return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
     writer.close()
     try:
@@ -183,7 +183,7 @@ def _cert_check(label: str, path: Path, warn_days: int) -> DoctorCheck:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError) as e:
         return DoctorCheck(f"certificate {label}", False, f"{path}: cannot read it ({e}): run 'edgeplane site certs'")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     not_after, not_before = cert.not_valid_after_utc, cert.not_valid_before_utc
     days = (not_after - now).total_seconds() / 86400
     subject = cert.subject.rfc4514_string()

@@ -316,6 +316,7 @@ def render_systemd(folder: Path, site: dict[str, Any], *, executable: str = "/op
         "",
     ]
     # systemd does not allow comments after a value: move them to their own line
-    text = "\n".join(f"# {l.split('  # ', 1)[1]}\n{l.split('  # ', 1)[0]}" if "  # " in l else l for l in lines)
+    text = "\n".join(f"# {line.split('  # ', 1)[1]}\n{line.split('  # ', 1)[0]}" if "  # " in line else line
+                     for line in lines)
     return Rendered({f"edgeplane-{site_id}.service": text}, [f"serial ports: {'allowed' if serial else 'none'}",
                                                             f"GPU devices: {'allowed' if gpu else 'none'}"])

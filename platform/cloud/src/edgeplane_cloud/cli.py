@@ -379,12 +379,14 @@ def fleet_rollout(dsn: str, broker: str, signing_key: str, selector: str, model:
 
     if (model is None) == (overlay is None):
         raise click.UsageError("give exactly one of --model NAME:VERSION or --config OVERLAY.yaml")
+    target: dict[str, Any]
     if model is not None:
         name, sep, version = model.partition(":")
         if not sep:
             raise click.UsageError(f"--model {model!r}: write NAME:VERSION")
         kind, target = "model", {"name": name, "version": version}
     else:
+        assert overlay is not None  # exactly one of the two (checked above)
         doc = yaml.safe_load(Path(overlay).read_text())
         if not isinstance(doc, dict):
             raise click.UsageError(f"{overlay}: a config overlay is a YAML mapping (a fragment of a site file)")

@@ -281,10 +281,12 @@ class Fleet:
         n_canary = max(1, math.ceil(len(sites) * canary)) if canary > 0 else 0
         batches = [0] * n_canary + [1 + i // batch_size for i in range(len(sites) - n_canary)]
         with self.conn.transaction():
-            rid = self.conn.execute(
+            row = self.conn.execute(
                 "INSERT INTO rollouts (kind, target, selector, canary, batch_size, gate_timeout, state) "
                 "VALUES (%s,%s,%s,%s,%s,%s,'planned') RETURNING id",
-                (kind, Jsonb(target), Jsonb(sel), canary, batch_size, gate_timeout)).fetchone()[0]
+                (kind, Jsonb(target), Jsonb(sel), canary, batch_size, gate_timeout)).fetchone()
+            assert row is not None  # INSERT ... RETURNING gives the new row
+            rid = row[0]
             self.conn.cursor().executemany(
                 "INSERT INTO rollout_sites (rollout, site, batch, state) VALUES (%s,%s,%s,'planned')",
                 [(rid, site, b) for site, b in zip(sites, batches)])

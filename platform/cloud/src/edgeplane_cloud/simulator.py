@@ -161,7 +161,8 @@ class FleetSimulator:
         return sum(len(payload) for payload, _ in self._prepared.values())
 
     def _publish(self, connection: int, site: str, round_: int) -> int:
-        payload, readings = self._prepared.pop((site, round_), None) or self.envelope(site, round_)
+        prepared = self._prepared.pop((site, round_), None)
+        payload, readings = prepared if prepared is not None else self.envelope(site, round_)
         with self._stats_lock:
             self.stats.readings_published += readings
         self._conns[connection].publish(f"{self.prefix}/{site}/up/data", payload, readings)

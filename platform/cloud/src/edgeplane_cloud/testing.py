@@ -172,9 +172,11 @@ class NatsCluster:
                 deadline = time.monotonic() + timeout
                 while True:
                     try:
-                        if (await js.stream_info(stream)).cluster.leader and \
-                                (await js.consumer_info(stream, consumer)).cluster.leader:
-                            return
+                        stream_cluster = (await js.stream_info(stream)).cluster
+                        if stream_cluster is not None and stream_cluster.leader:
+                            consumer_cluster = (await js.consumer_info(stream, consumer)).cluster
+                            if consumer_cluster is not None and consumer_cluster.leader:
+                                return
                     except Exception:  # noqa: BLE001 - not created yet, or no leader elected yet
                         pass
                     if time.monotonic() > deadline:

@@ -61,7 +61,7 @@ def on_message(_client, message):
     emit(doc)
 
 
-raw_payloads = {}
+raw_payloads: dict[str, bytes] = {}
 _handle = client._handle_message
 
 

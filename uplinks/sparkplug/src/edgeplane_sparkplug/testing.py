@@ -33,7 +33,9 @@ class PeerHost:
     """The pysparkplug host application as a subprocess: JSON lines out, commands in."""
 
     def __init__(self, proc: asyncio.subprocess.Process):
+        assert proc.stdin is not None and proc.stdout is not None  # started with both piped
         self.proc = proc
+        self.stdin, self.stdout = proc.stdin, proc.stdout
         self.seen: list[dict[str, Any]] = []
 
     @classmethod
@@ -55,7 +57,7 @@ class PeerHost:
                 return message
         async with asyncio.timeout(timeout):
             while True:
-                line = await self.proc.stdout.readline()
+                line = await self.stdout.readline()
                 if not line:
                     raise AssertionError(f"the peer host ended; it saw {self.seen[-5:]}")
                 message = json.loads(line)
@@ -65,8 +67,8 @@ class PeerHost:
                     return message
 
     async def send(self, **command: Any) -> None:
-        self.proc.stdin.write((json.dumps(command) + "\n").encode())
-        await self.proc.stdin.drain()
+        self.stdin.write((json.dumps(command) + "\n").encode())
+        await self.stdin.drain()
         await self.wait(lambda m: m["type"] == "done" and m["op"] == command["op"])
 
     async def close(self) -> None:

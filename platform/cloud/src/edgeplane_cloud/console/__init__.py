@@ -67,7 +67,8 @@ class ConsoleServer:
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
-        self.host, self.port = self.httpd.server_address[:2]
+        address = self.httpd.server_address
+        self.host, self.port = str(address[0]), int(address[1])  # an AF_INET address: (host, port)
         self._thread: threading.Thread | None = None
 
     @property
