@@ -103,13 +103,14 @@ def concatenate_inputs(model: LoadedModel, items: Sequence[Any]) -> tuple[dict[s
     """Check each of many requests and join them into one: (feeds, total rows, rows per item)."""
     if not model.batchable:
         raise InputError(f"{model.label} has a fixed first axis, so it cannot run many requests as one: call infer() per request")
-    if len(model.inputs) == 1 and len(items) > 1 and all(type(item) is np.ndarray and item.ndim >= 1 for item in items):
-        # the common case (many windows for a one-input model): join first, check the join once
+    if (len(model.inputs) == 1 and len(items) > 1 and {type(item) for item in items} == {np.ndarray}
+            and len({item.dtype for item in items}) == 1):
+        # the common case (many windows of one dtype for a one-input model): join first, check the join once
         try:
             joined = np.concatenate(items, axis=0)
         except ValueError:
-            joined = None  # shapes disagree: the item-by-item check below names the bad one
-        if joined is not None and all(item.dtype == joined.dtype for item in items):
+            joined = None  # shapes disagree (or an item has no axis): the item-by-item check below names the bad one
+        if joined is not None:
             feeds, rows = check_inputs(model, joined)
             return feeds, rows, [len(item) for item in items]
     checked = [check_inputs(model, item) for item in items]
@@ -246,6 +247,7 @@ class ModelServer:
                 lane.timer = None
             while lane.queue:
                 request = lane.queue.popleft()
+                self._release(request)
                 if not request.future.done():
                     request.future.set_exception(
                         ServiceStoppedError(f"the inference service stopped before {self.current.label} ran this request")
@@ -257,8 +259,12 @@ class ModelServer:
     def depth(self, priority: str) -> int:
         return len((self.realtime if priority == "realtime" else self.bulk).queue)
 
-    async def submit(self, inputs: Any, priority: str, caller: str) -> Outputs:
-        """Queue one request (any number of rows) and wait for its outputs."""
+    def submit(self, inputs: Any, priority: str, caller: str) -> asyncio.Future[Outputs]:
+        """Queue one request (any number of rows); await the future for its outputs.
+
+        Not a coroutine: the caller's own ``await`` is the only one on the way (each coroutine
+        level costs every request a frame and a resume).
+        """
         lane = self._lane(priority)
         model = self.current
         try:
@@ -266,8 +272,7 @@ class ModelServer:
         except InputError:
             self.errors("input").inc()
             raise
-        result: Outputs = await self._enqueue(lane, model, feeds, rows, caller, None)
-        return result
+        return self._enqueue(lane, model, feeds, rows, caller, None)
 
     async def submit_many(self, items: Sequence[Any], priority: str, caller: str,
                           return_exceptions: bool = False) -> list[Outputs | ModelRunError]:
@@ -304,8 +309,8 @@ class ModelServer:
             return self.bulk
         raise ValueError(f"priority must be 'realtime' or 'bulk', not {priority!r}")
 
-    async def _enqueue(self, lane: _Lane, model: LoadedModel, feeds: dict[str, np.ndarray], rows: int, caller: str,
-                       splits: list[int] | None) -> Any:
+    def _enqueue(self, lane: _Lane, model: LoadedModel, feeds: dict[str, np.ndarray], rows: int, caller: str,
+                 splits: list[int] | None) -> asyncio.Future[Any]:
         waiting = self.pending_by_caller.get(caller, 0)
         settings = self.settings
         if waiting >= settings.max_queue_per_caller or self.pending >= settings.max_queue:
@@ -330,15 +335,17 @@ class ModelServer:
             # its request (a dispatch per request would run the first of 64 callers alone)
             lane.pump_scheduled = True
             self._loop.call_soon(self._scheduled_pump, lane)
-        try:
-            return await future
-        finally:
-            self.pending -= 1
-            left = self.pending_by_caller[caller] - 1
-            if left:
-                self.pending_by_caller[caller] = left
-            else:
-                del self.pending_by_caller[caller]
+        # the request counts against its caller's limit until its batch is handed back (or it is dropped)
+        return future
+
+    def _release(self, request: Request) -> None:
+        self.pending -= 1
+        caller = request.caller
+        left = self.pending_by_caller[caller] - 1
+        if left:
+            self.pending_by_caller[caller] = left
+        else:
+            del self.pending_by_caller[caller]
 
     # -- dispatch (event loop) --------------------------------------------------------------
 
@@ -377,6 +384,7 @@ class ModelServer:
             request = queue.popleft()
             lane.rows -= request.rows
             if request.future.done():  # its caller gave up (cancelled) while it waited
+                self._release(request)
                 continue
             batch.append(request)
             rows += request.rows
@@ -453,7 +461,9 @@ class ModelServer:
             now = time.perf_counter()
             stats.latency[lane.priority].observe_many(now - np.fromiter((r.enqueued for r in batch), np.float64, len(batch)))
             failed = 0
+            release = self._release
             for request, outcome in zip(batch, outcomes):
+                release(request)
                 if isinstance(outcome, list):
                     failed += sum(isinstance(o, BaseException) for o in outcome)
                 elif isinstance(outcome, BaseException):
@@ -488,6 +498,7 @@ class ModelServer:
                     request.model = model
                 except InputError as e:
                     self.errors("input").inc()
+                    self._release(request)
                     if not request.future.done():
                         request.future.set_exception(InputError(f"{e} (the model was swapped while this request waited)"))
                     continue

@@ -57,7 +57,11 @@ class InferenceClient:
         self.caller = caller
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray] | np.ndarray, *, priority: Priority = "realtime") -> dict[str, np.ndarray]:
-        return await self.service.infer(model, inputs, priority=priority, caller=self.caller)
+        """As :meth:`InferenceService.infer`, for this caller."""
+        service = self.service
+        # straight to the model's server: one coroutine level less per request than going through service.infer
+        server = service._servers.get(model) or await service._server(model)
+        return await server.submit(inputs, priority, self.caller)
 
     @overload
     async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *,
@@ -124,12 +128,6 @@ class InferenceService:
         if self.state != "created":
             raise LifecycleError(f"cannot start an inference service that is {self.state}: create a new one")
         self._executor = ThreadPoolExecutor(2, thread_name_prefix="inference-load")
-        # realtime runs have threads of their own: neither a model load nor a bulk batch can hold them up
-        self._realtime_executor = ThreadPoolExecutor(self.workers, thread_name_prefix="inference-realtime")
-        # bulk batches run on their own, lower-priority threads: the OS gives realtime runs the cores first
-        self._bulk_executor = ThreadPoolExecutor(
-            self.workers, thread_name_prefix="inference-bulk", initializer=_lower_thread_priority, initargs=(self.config.bulk_nice,)
-        )
         loop = asyncio.get_running_loop()
         self.trust = await loop.run_in_executor(self._executor, self._load_trust)
         self.report = await loop.run_in_executor(self._executor, choose_providers, tuple(self.config.providers))
@@ -139,6 +137,15 @@ class InferenceService:
         )
         if self.config.intra_op_threads == "auto" and self.separate_bulk:
             self.intra_op_threads = max(1, self.cpus - self.bulk_threads)
+        # realtime runs have threads of their own: neither a model load nor a bulk batch can hold them up
+        self._realtime_executor = ThreadPoolExecutor(self.workers, thread_name_prefix="inference-realtime")
+        # bulk batches run on their own, lower-priority threads: the OS gives realtime runs the cores first. With a
+        # separate bulk session one bulk run already uses the whole bulk budget (bulk_threads cores), so bulk runs of
+        # every model take turns on one thread: two at once would take the cores left to realtime
+        self._bulk_executor = ThreadPoolExecutor(
+            1 if self.separate_bulk else self.workers, thread_name_prefix="inference-bulk",
+            initializer=_lower_thread_priority, initargs=(self.config.bulk_nice,),
+        )
         level = logging.WARNING if self.report.gpu_present and "cuda" in self.report.rejected else logging.INFO
         log.log(level, "%s, %d intra-op threads per realtime run, %s, %d workers", self.report.summary(), self.intra_op_threads,
                 f"{self.bulk_threads} per bulk run (own session)" if self.separate_bulk else "bulk on the same session", self.workers)

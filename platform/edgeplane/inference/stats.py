@@ -34,7 +34,11 @@ class BucketCounts:
         self.total += value
 
     def observe_many(self, values: np.ndarray) -> None:
-        np.add.at(self.counts, np.searchsorted(self.bounds, values, side="left"), 1)
+        if len(values) <= 8:  # a few values (one per request of a batch): a loop costs less than numpy's set-up
+            for value in values.tolist():
+                self.observe(value)
+            return
+        self.counts += np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.counts))
         self.total += float(values.sum())
 
     def buckets(self) -> list[tuple[str, float]]:
