@@ -84,7 +84,7 @@ def test_demonstrations_use_train_demand_and_selection_validation_demand_only(tm
 
     meta = training.train(resolve("single-intersection"), "ppo", 64, tmp_path / "policy", seed=3, episode_seconds=150,
                           checkpoints=1, validation_patterns=2, progress=False, warm_start="actuated", teacher_gap=1.5,
-                          demonstrations=1, bc_epochs=2)
+                          demonstrations=1, bc_epochs=2, dagger=1)
 
     def split(seed: int) -> str:
         return {0: "train", 1: "validation"}.get(seed // 1_000_000, "evaluation")
@@ -97,7 +97,8 @@ def test_demonstrations_use_train_demand_and_selection_validation_demand_only(tm
     validation_routes = [generated[r] for where, r in opened if where == "validation"]
     assert sorted(set(validation_routes)) == meta["validation_demand_seeds"] == [1_000_000, 1_000_001]
     warm = meta["warm_start"]
-    assert warm["teacher"] == "actuated" and warm["episodes"] == 1 and all(split(s) == "train" for s in warm["demand_seeds"])
+    assert warm["teacher"] == "actuated" and warm["episodes"] == 2 and len(warm["dagger_rounds"]) == 2
+    assert all(split(s) == "train" for s in warm["demand_seeds"])
     assert not set(warm["demand_seeds"]) & set(meta["training_demand_seeds"])  # demonstrations on their own train patterns
     # the clone is checkpoint 0: selection keeps it unless a fine-tuned checkpoint does better on validation
     steps = [row["timestep"] for row in meta["validation"]]

@@ -58,17 +58,20 @@ def _timing(yellow: float, all_red: float, min_green: float, max_green: float): 
 @click.option("--checkpoints", type=int, default=4, show_default=True, help="checkpoints compared on validation demand")
 @click.option("--validation-patterns", type=int, default=2, show_default=True, help="validation demand patterns per checkpoint")
 @click.option("--shared", is_flag=True, help="multi-signal nets: one PPO policy for every signal (steps count all signals' decisions)")
-@click.option("--warm-start", type=click.Choice(["actuated", "max-pressure"]), default=None,
-              help="PPO: first clone this detector controller from train-demand demonstrations (checkpoint 0), then fine-tune")
+@click.option("--warm-start", type=click.Choice(["actuated", "max-pressure", "max-pressure-lanes"]), default=None,
+              help="PPO: first clone this controller from train-demand demonstrations (checkpoint 0), then fine-tune "
+                   "(max-pressure-lanes: whole-lane counts, seen by the recording only)")
 @click.option("--teacher-gap", type=float, default=1.0, show_default=True,
               help="warm start: actuated = vehicles per served lane per decision that extend a green; max-pressure = hold ratio")
 @click.option("--demonstrations", type=int, default=8, show_default=True, help="warm start: teacher episodes recorded")
 @click.option("--bc-epochs", type=int, default=30, show_default=True, help="warm start: behaviour-cloning epochs")
+@click.option("--dagger", type=int, default=0, show_default=True,
+              help="warm start: DAgger rounds (the clone drives, the teacher labels, the clone is refitted)")
 @_timing_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def train_command(net: str, route: str | None, algo: str, steps: int, out: Path, seed: int, episode_seconds: int | None,
                   checkpoints: int, validation_patterns: int, shared: bool, warm_start: str | None, teacher_gap: float,
-                  demonstrations: int, bc_epochs: int, yellow: float, all_red: float, min_green: float,
+                  demonstrations: int, bc_epochs: int, dagger: int, yellow: float, all_red: float, min_green: float,
                   max_green: float, as_json: bool) -> None:
     """Train a policy on generated demand, select it on validation demand, export ONNX plus metadata."""
     try:
@@ -82,6 +85,11 @@ def train_command(net: str, route: str | None, algo: str, steps: int, out: Path,
     if warm_start is not None and demonstrations < 1:
         raise click.BadParameter(f"{demonstrations}: record at least one demonstration episode", param_hint="--demonstrations")
     warm = {"warm_start": warm_start, "teacher_gap": teacher_gap, "demonstrations": demonstrations, "bc_epochs": bc_epochs}
+    if dagger:
+        if shared:
+            raise click.BadParameter("DAgger is implemented for single-signal training; drop --dagger with --shared",
+                                     param_hint="--dagger")
+        warm["dagger"] = dagger
     command = "edgeplane traffic train " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else None
     if shared:
         from edgeplane_traffic.training_shared import train_shared

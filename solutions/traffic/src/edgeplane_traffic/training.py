@@ -226,11 +226,13 @@ def train(
     teacher_gap: float = 1.0,
     demonstrations: int = 8,
     bc_epochs: int = 30,
+    dagger: int = 0,
 ) -> dict[str, Any]:
     """Train, pick the checkpoint with the lowest validation delay, export ``model.onnx`` + ``metadata.json``.
 
     ``warm_start`` (PPO only): clone the detector controller of that name (:mod:`.warm_start`) from
-    ``demonstrations`` episodes on train demand, then fine-tune; the clone is checkpoint 0."""
+    ``demonstrations`` episodes on train demand (plus ``dagger`` rounds of the clone driving and the
+    teacher labelling, half as many episodes each), then fine-tune; the clone is checkpoint 0."""
     import torch
     from stable_baselines3 import DQN, PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -286,7 +288,7 @@ def train(
     warm: dict[str, Any] | None = None
     if warm_start is not None:
         warm = _warm_start(model, spec, layout, timing, warm_start, teacher_gap, demonstrations, bc_epochs, seconds=seconds,
-                           first_index=seed * 10_000 + 5_000, seed=seed, progress=progress)
+                           first_index=seed * 10_000 + 5_000, seed=seed, progress=progress, dagger=dagger)
         model.save(ckpt_dir / "step0.zip")
         saved.append((0, ckpt_dir / "step0.zip"))
     use_bar = progress and sys.stderr.isatty()
@@ -306,24 +308,39 @@ def train(
 
 
 def _warm_start(model: Any, spec: NetSpec, layout: IntersectionLayout, timing: ShieldConfig, teacher: str, gap: float,
-                episodes: int, epochs: int, *, seconds: int, first_index: int, seed: int, progress: bool) -> dict[str, Any]:
+                episodes: int, epochs: int, *, seconds: int, first_index: int, seed: int, progress: bool,
+                dagger: int = 0) -> dict[str, Any]:
     """Record the teacher on train demand (patterns from ``first_index``), clone it into ``model``."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from edgeplane_traffic.warm_start import DetectorTeacher, behaviour_clone, record_demonstrations
+    from edgeplane_traffic.warm_start import behaviour_clone, make_teacher, merge, record_demonstrations
 
     demo_env = SignalEnv(spec, layout, timing, first_index=first_index, episode_seconds=seconds, split="train")
     vec = DummyVecEnv([lambda: demo_env])
+    rounds: list[dict[str, Any]] = []
     try:
-        demos = record_demonstrations(vec, [DetectorTeacher(layout, teacher, gap)], episodes, model.gamma,
-                                      lambda: demo_env.demand_seeds[:episodes], progress=progress)
+        teacher_fn = make_teacher(teacher, layout, gap, demo_env.traci)
+        demos = record_demonstrations(vec, [teacher_fn], episodes, model.gamma, lambda: demo_env.demand_seeds[:episodes],
+                                      progress=progress)
+        teacher_return = demos.mean_return
+        fit = behaviour_clone(model, demos, epochs, seed=seed)
+        rounds.append({"samples": fit["samples"], "action_agreement": fit["action_agreement"]})
+        for r in range(dagger):
+            # record_demonstrations resets first: its episodes are the patterns from the next one on
+            start, count = len(demo_env.demand_seeds), max(1, episodes // 2)
+            more = record_demonstrations(vec, [teacher_fn], count, model.gamma,
+                                         lambda start=start, count=count: demo_env.demand_seeds[start:start + count],
+                                         progress=progress, actor=lambda obs: model.predict(obs, deterministic=True)[0])
+            rounds[-1]["clone_return"] = round(more.mean_return, 3)
+            demos = merge(demos, more)
+            fit = behaviour_clone(model, demos, epochs, seed=seed + r + 1)
+            rounds.append({"samples": fit["samples"], "action_agreement": fit["action_agreement"]})
     finally:
         vec.close()
-    fit = behaviour_clone(model, demos, epochs, seed=seed)
     if progress:
         print(f"behaviour cloning of {teacher} (gap {gap:g}): {fit}", file=sys.stderr, flush=True)
     return {"teacher": teacher, "teacher_gap": gap, "episodes": demos.episodes, "demand_seeds": demos.demand_seeds,
-            "teacher_mean_return": round(demos.mean_return, 3), **fit}
+            "teacher_mean_return": round(teacher_return, 3), "dagger_rounds": rounds, **fit}
 
 
 def policy_metadata(*, algo: str, steps: int, seed: int, spec: Any, validation_patterns: int, seconds: float,

@@ -270,11 +270,12 @@ def train_shared(spec: NetSpec, steps: int, out: Path, *, seed: int = 0, timing:
     started = time.time()
     warm: dict[str, Any] | None = None
     if warm_start is not None:
-        from edgeplane_traffic.warm_start import DetectorTeacher, behaviour_clone, record_demonstrations
+        from edgeplane_traffic.warm_start import behaviour_clone, make_teacher, record_demonstrations
 
         demo_env = _vec_env_class()(spec, timing, seed * 10_000 + 5_000, seconds)
         try:
-            demos = record_demonstrations(demo_env, [DetectorTeacher(x, warm_start, teacher_gap) for x in demo_env.layouts],
+            teachers = [make_teacher(warm_start, x, teacher_gap, demo_env.traci) for x in demo_env.layouts]
+            demos = record_demonstrations(demo_env, teachers,
                                           demonstrations, model.gamma, lambda: demo_env.demand_seeds[:demonstrations],
                                           progress=progress)
         finally:

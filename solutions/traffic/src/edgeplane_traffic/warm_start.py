@@ -20,6 +20,10 @@ The teachers read only the observation vector, so a policy can copy them exactly
   occupancy plus advance occupancy and counts), held while its own demand is at least ``gap``
   times the strongest other green's. Out-lane counts, which textbook max-pressure uses, have no
   detector, so the downstream term is left out.
+* ``max-pressure-lanes``: textbook max-pressure (vehicles on the lanes in minus on the lanes out,
+  :func:`~edgeplane_traffic.control.max_pressure_choice`) read from the simulation: a privileged
+  teacher ("learning by cheating") that only the recording sees; the policy still observes detectors
+  only, so it copies it approximately, as far as detectors reveal the queues.
 """
 
 from __future__ import annotations
@@ -34,16 +38,17 @@ import numpy as np
 from edgeplane_traffic.layout import IntersectionLayout
 from edgeplane_traffic.observation import DETECTOR_COUNT_SCALE
 
-__all__ = ["TEACHERS", "Demonstrations", "DetectorTeacher", "behaviour_clone", "record_demonstrations"]
+__all__ = ["TEACHERS", "Demonstrations", "DetectorTeacher", "LaneMaxPressureTeacher", "behaviour_clone", "make_teacher",
+           "record_demonstrations"]
 
-TEACHERS = ("actuated", "max-pressure")
+TEACHERS = ("actuated", "max-pressure", "max-pressure-lanes")
 
 
 class DetectorTeacher:
     """A controller that decides from the detector observation vector alone."""
 
     def __init__(self, layout: IntersectionLayout, kind: str, gap: float):
-        if kind not in TEACHERS:
+        if kind not in TEACHERS[:2]:
             raise ValueError(f"warm-start teacher {kind!r}: use one of {', '.join(TEACHERS)}")
         self.kind, self.gap = kind, float(gap)
         self.greens, self.lanes = layout.num_greens, len(layout.lanes)
@@ -78,6 +83,27 @@ class DetectorTeacher:
         return best if demand[best] > 0 else green
 
 
+class LaneMaxPressureTeacher:
+    """Max-pressure from whole-lane vehicle counts read from the running simulation (recording only)."""
+
+    def __init__(self, layout: IntersectionLayout, conn: Any):
+        self.layout, self.conn = layout, conn
+
+    def __call__(self, obs: np.ndarray) -> int:
+        from edgeplane_traffic.control import LaneReading, max_pressure_choice
+
+        lanes = dict.fromkeys([*self.layout.lanes, *self.layout.out_lanes])
+        readings = {lane: LaneReading(self.conn.lane.getLastStepVehicleNumber(lane)) for lane in lanes}
+        return max_pressure_choice(self.layout, readings)
+
+
+def make_teacher(kind: str, layout: IntersectionLayout, gap: float, conn: Any) -> Callable[[np.ndarray], int]:
+    """The teacher ``kind`` for one signal; ``conn`` (libsumo/TraCI) is read by ``max-pressure-lanes`` only."""
+    if kind == "max-pressure-lanes":
+        return LaneMaxPressureTeacher(layout, conn)
+    return DetectorTeacher(layout, kind, gap)
+
+
 @dataclass
 class Demonstrations:
     obs: np.ndarray  # [samples, observation size]
@@ -89,15 +115,20 @@ class Demonstrations:
 
 
 def record_demonstrations(env: Any, teachers: list[Callable[[np.ndarray], int]], episodes: int, gamma: float,
-                          seeds: Callable[[], list[int]], progress: bool = True) -> Demonstrations:
-    """Run ``teachers`` (one per sub-environment of the SB3 ``VecEnv`` ``env``) for ``episodes`` episodes."""
+                          seeds: Callable[[], list[int]], progress: bool = True,
+                          actor: Callable[[np.ndarray], np.ndarray] | None = None) -> Demonstrations:
+    """Run ``teachers`` (one per sub-environment of the SB3 ``VecEnv`` ``env``) for ``episodes`` episodes.
+
+    With ``actor`` (DAgger), the actor's actions drive the simulation and the teachers only label the
+    observations it reaches, so the clone learns the teacher's answer where the clone itself goes."""
     obs = env.reset()
     rows: list[list[tuple[np.ndarray, int, float]]] = [[] for _ in range(env.num_envs)]
     done_rows: list[list[tuple[np.ndarray, int, float]]] = []
     finished, returns_sum, running = 0, 0.0, np.zeros(env.num_envs)
     while finished < episodes:
         actions = np.array([teachers[k](obs[k]) for k in range(env.num_envs)], dtype=np.int64)
-        next_obs, rewards, dones, _ = env.step(actions)
+        taken = actions if actor is None else np.asarray(actor(obs), dtype=np.int64).reshape(-1)
+        next_obs, rewards, dones, _ = env.step(taken)
         for k in range(env.num_envs):
             rows[k].append((np.asarray(obs[k], dtype=np.float32), int(actions[k]), float(rewards[k])))
             running[k] += float(rewards[k])
@@ -108,7 +139,8 @@ def record_demonstrations(env: Any, teachers: list[Callable[[np.ndarray], int]],
             done_rows.extend(rows)
             rows = [[] for _ in range(env.num_envs)]
             if progress:
-                print(f"demonstration {finished}/{episodes}: return {returns_sum / finished:.1f} (mean so far)",
+                print(f"{'demonstration' if actor is None else 'DAgger episode'} {finished}/{episodes}: "
+                      f"mean return {returns_sum / finished:.1f}",
                       file=sys.stderr, flush=True)
         obs = next_obs
     all_obs, all_actions, all_returns = [], [], []
@@ -123,6 +155,13 @@ def record_demonstrations(env: Any, teachers: list[Callable[[np.ndarray], int]],
         all_actions.extend(a for _, a, _ in row)
     return Demonstrations(np.asarray(all_obs, dtype=np.float32), np.asarray(all_actions, dtype=np.int64),
                           np.asarray(all_returns, dtype=np.float32), finished, seeds(), returns_sum / max(1, finished))
+
+
+def merge(a: Demonstrations, b: Demonstrations) -> Demonstrations:
+    """Both sets of samples (DAgger's aggregation)."""
+    return Demonstrations(np.concatenate([a.obs, b.obs]), np.concatenate([a.actions, b.actions]),
+                          np.concatenate([a.returns, b.returns]), a.episodes + b.episodes, [*a.demand_seeds, *b.demand_seeds],
+                          a.mean_return)
 
 
 def behaviour_clone(model: Any, demos: Demonstrations, epochs: int, *, seed: int = 0, batch_size: int = 256,
