@@ -96,3 +96,29 @@ def test_compression_from_many_threads_at_once(codec):
 
     with ThreadPoolExecutor(8) as pool:
         assert all(pool.map(round_trips, bodies * 2))
+
+
+def test_raw_blocks_decoded_together_equal_each_decoded_alone():
+    """decode_raw_blocks (the cloud worker: a whole envelope at once) gives decode_block's columns,
+    bit for bit, for blocks of any length mixed; anything else is left to decode_block."""
+    import struct
+
+    from edgeplane.sync.codec import RAW, decode_raw_blocks, encode_aggregate
+
+    rng = np.random.default_rng(3)
+    blocks = []
+    for n in rng.choice([1, 1, 2, 10, 57], size=120):
+        ts = 1.7e9 + np.cumsum(rng.random(n) * 5)
+        quality = rng.integers(0, 3, n).astype(np.uint8)
+        blocks.append(encode_batch(Batch.of("d/p", ts, rng.normal(size=n) * 1e3, quality))[0])
+    others = [encode_batch(Batch.of("d/s", [1.7e9], np.array(["text"], dtype=object)))[0],  # JSON raw block
+              encode_aggregate(60.0, np.array([1.7e9]), {"mean": np.array([1.0])})[0],
+              struct.pack("<BI", RAW, 3) + b"\0" * 17,  # says 3 readings, holds 1
+              b"\x01\x00"]
+    got = decode_raw_blocks(blocks + others)
+    assert got[len(blocks):] == [None] * len(others)
+    for block, columns in zip(blocks, got[:len(blocks)], strict=True):
+        alone = decode_block(block)
+        assert columns is not None
+        for mine, theirs in zip(columns, (alone["ts"], alone["values"], alone["quality"]), strict=True):
+            assert mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes()

@@ -244,3 +244,37 @@ def test_the_binary_copy_stores_every_kind_of_record_as_written(clean_store: str
     assert got["agg"][5] == ts[:2].tolist() and got["agg"][8] == {"window": 60.0, "stats": {"mean": [1.0, 2.0],
                                                                                              "max": [3.0, 4.0]}}
     assert got["ev"][5:8] == (None, None, None) and got["ev"][8]["events"][0]["data"] == {"score": 0.9}
+
+
+def test_an_envelope_decoded_at_once_gives_each_record_its_own_row_and_names_a_bad_one():
+    """The worker decodes an envelope's numeric raw blocks together (decode_raw_blocks): every
+    row equals the record decoded alone; a record with a timestamp that is not finite or a count
+    its block does not hold still makes the message a dead letter that names that record."""
+    from edgeplane.sync.codec import decode_block, encode_aggregate
+
+    from edgeplane_cloud.ingest import decode_uplink
+
+    created = datetime.now(timezone.utc).timestamp() - 60
+    rng = np.random.default_rng(5)
+    records = []
+    for seq, n in enumerate([1, 1, 10, 3, 1]):
+        block, count = encode_batch(Batch.of(f"d/p{seq}", 1.7e9 + np.arange(n), rng.normal(size=n)))
+        records.append(Record(f"d/p{seq}", seq, "raw", 2, count, created, block))
+    agg, count = encode_aggregate(60.0, np.array([1.7e9]), {"mean": np.array([2.0])})
+    records.append(Record("d/agg", 99, "aggregate", 1, count, created, agg))
+    rows, dead = decode_uplink("edgeplane.vec-1.up.data", encode_envelope("vec-1", created, records, "zstd"), {})
+    assert dead is None and [r.seq for r in rows] == [0, 1, 2, 3, 4, 99]
+    for row, record in zip(rows[:5], records[:5], strict=True):
+        alone = decode_block(record.block)
+        assert row.count == len(row.ts) == record.count and row.kind == "raw"
+        assert row.ts.tobytes() == alone["ts"].tobytes() and row.vals.tobytes() == alone["values"].tobytes()
+        assert row.quality.tobytes() == alone["quality"].tobytes()
+    assert rows[5].kind == "aggregate" and rows[5].ts.tolist() == [1.7e9]
+
+    nan_ts, _ = encode_batch(Batch.of("d/bad", np.array([1.7e9, np.nan]), np.array([1.0, 2.0])))
+    lying = Record("d/liar", 8, "raw", 2, 5, created, records[2].block)  # says 5, holds 10
+    for bad, named in ((Record("d/bad", 7, "raw", 2, 2, created, nan_ts), "stream 'd/bad' seq 7 timestamps"),
+                       (lying, "stream 'd/liar' seq 8: the index says 5 readings, the block holds 10")):
+        rows, dead = decode_uplink("edgeplane.vec-1.up.data",
+                                   encode_envelope("vec-1", created, [*records[:3], bad], "zstd"), {})
+        assert rows == [] and dead is not None and named in dead.reason, dead
