@@ -36,8 +36,9 @@ import collections
 import enum
 import itertools
 import re
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class Quality(enum.IntEnum):
     BAD = 2
 
 
-class Overflow(str, enum.Enum):
+class Overflow(str, enum.Enum):  # noqa: UP042 - StrEnum changes str() of a member, which callers may print
     """What a full subscription queue does with one more message."""
 
     BLOCK = "block"

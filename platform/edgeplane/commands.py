@@ -36,7 +36,7 @@ _INTEGER_RANGES = {
 }
 
 
-class CommandStatus(str, enum.Enum):
+class CommandStatus(str, enum.Enum):  # noqa: UP042 - StrEnum changes str() of a member, which callers may print
     OK = "ok"  # written and confirmed by read-back (or written, where no read-back exists)
     REJECTED = "rejected"  # refused by the guard; nothing was written
     FAILED = "failed"  # the connector raised, or the read-back differs

@@ -58,7 +58,7 @@ PartT = TypeVar("PartT", "AnyConnector", "AnySolution", "CompanionProcess")
 PartConfig = DeviceConfig | SolutionConfig | SimulatorConfig
 
 
-class HostState(str, enum.Enum):
+class HostState(str, enum.Enum):  # noqa: UP042 - StrEnum changes str() of a member, which callers may print
     CREATED = "created"
     STARTING = "starting"
     RUNNING = "running"
