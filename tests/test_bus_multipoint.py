@@ -175,3 +175,28 @@ async def test_a_full_poll_splits_into_views_sharing_one_time_and_quality():
     # a poll whose rows differ in quality keeps one quality view per point
     mixed = Batch.rows(TABLE, TABLE.all_ids, 8.0, np.zeros(4), np.array([0, 2, 0, 0], dtype=np.uint8))
     assert [p.quality.tolist() for p in mixed.split()] == [[0], [2], [0], [0]]
+
+
+async def test_latest_follows_publish_order_across_tables_and_single_point_batches():
+    # whole-table batches are recorded per table and spread over their topics only when read:
+    # the newest reading of a topic must still win, whichever way it came
+    bus = Bus()
+    a = PointTable(["d/t", "d/u"])
+    b = PointTable(["d/t", "d/v"])
+
+    def poll(table: PointTable, ts: float) -> Batch:
+        return Batch.rows(table, table.all_ids, ts, np.array([ts, ts + 0.5]), Quality.GOOD)
+
+    await bus.publish(poll(a, 1.0))
+    assert bus.latest("d/t")[:2] == (1.0, 1.0) and bus.latest("d/u")[:2] == (1.0, 1.5)
+    await bus.publish(poll(b, 2.0))
+    await bus.publish(poll(a, 3.0))
+    await bus.publish(poll(b, 4.0))
+    assert bus.latest("d/t")[:2] == (4.0, 4.0) and bus.latest("d/u")[:2] == (3.0, 3.5)
+    await bus.publish(poll(a, 5.0))
+    await bus.publish(Batch.of("d/t", [6.0], [60.0]))  # a write's read-back, after the poll
+    assert bus.latest("d/t")[:2] == (6.0, 60.0) and bus.latest("d/u")[:2] == (5.0, 5.5)
+    await bus.publish(poll(b, 7.0))
+    assert bus.latest_matching("d/*") == {"d/t": (7.0, 7.0, Quality.GOOD), "d/u": (5.0, 5.5, Quality.GOOD),
+                                          "d/v": (7.0, 7.5, Quality.GOOD)}
+    assert bus.latest_batch("d/v").ts.tolist() == [7.0]

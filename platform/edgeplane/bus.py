@@ -555,6 +555,9 @@ class Bus:
         self._generation = 0  # changes with the set of subscriptions: invalidates PointTable routes
         # topic -> the newest batch holding it (for a multi-point batch, its last row of the topic)
         self._latest: dict[str, Batch] = {}
+        # newest batch of every point of a table (a poll), not yet spread over _latest's topics:
+        # spread only when something reads or writes _latest, not once per topic per poll
+        self._latest_tables: dict[PointTable, Batch] = {}
         self.published_batches = 0
         self.published_points = 0
         self.published_events = 0
@@ -706,12 +709,16 @@ class Bus:
             if not n:
                 return
             table = message.table
+            ids = message.point_ids
+            if table is not None and ids is table.all_ids:
+                pending = self._latest_tables
+                pending.pop(table, None)  # re-inserted last: spread in the order they came
+                pending[table] = message
+                return
+            if self._latest_tables:
+                self._spread_latest()
             if table is None:
                 self._latest[message._topic] = message
-                return
-            ids = message.point_ids
-            if ids is table.all_ids:
-                self._latest.update(dict.fromkeys(table.topics, message))
             else:
                 assert ids is not None  # a multi-point batch always has its point-id column
                 topics = table.topics
@@ -719,8 +726,15 @@ class Bus:
         else:
             self.published_events += 1
 
+    def _spread_latest(self) -> None:
+        pending, self._latest_tables = self._latest_tables, {}
+        for table, batch in pending.items():
+            self._latest.update(dict.fromkeys(table.topics, batch))
+
     def latest(self, topic: str) -> tuple[float, Any, Quality] | None:
         """The newest reading seen on ``topic`` as (timestamp, value, quality), or None."""
+        if self._latest_tables:
+            self._spread_latest()
         found = self._latest.get(topic)
         return None if found is None else _newest(found, topic)
 
@@ -728,6 +742,8 @@ class Bus:
         """The newest single-point batch seen on ``topic`` (a whole waveform window, say), or None.
 
         When the newest readings came in a multi-point batch, its rows of ``topic``."""
+        if self._latest_tables:
+            self._spread_latest()
         batch = self._latest.get(topic)
         if batch is None or batch.table is None:
             return batch
@@ -738,6 +754,8 @@ class Bus:
     def latest_matching(self, pattern: str) -> dict[str, tuple[float, Any, Quality]]:
         """The newest reading of every topic matching ``pattern``."""
         matcher = _compile(pattern)
+        if self._latest_tables:
+            self._spread_latest()
         return {t: _newest(found, t) for t, found in self._latest.items() if matcher(t)}
 
     @property
