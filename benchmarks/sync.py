@@ -14,10 +14,7 @@ import argparse
 import asyncio
 import csv
 import json
-import shutil
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,29 +29,9 @@ from edgeplane.sync import SyncConfig, SyncService
 from edgeplane.sync.codec import Record, compress, encode_batch, encode_envelope
 from edgeplane.sync.outbox import Outbox, OutboxItem
 from edgeplane.sync.policy import PolicyMapper
-from edgeplane.testing import free_port
+from edgeplane.testing import Mosquitto, free_port
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pv"
-
-
-class Mosquitto:
-    def __init__(self, folder: Path, port: int | None = None):
-        self.port = port or free_port()
-        conf = folder / "mosquitto.conf"
-        conf.write_text(f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n"
-                        f"max_inflight_messages 100\nlog_dest none\n")
-        self.proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait()
 
 
 def telemetry() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -196,7 +173,7 @@ async def bench_drain(folder: Path, readings: int, streams) -> dict[str, float]:
         await bus.publish(Batch(f"dev{k % 20}/p", np.arange(100.0) * 900 + k * 90_000, chunks[k % len(chunks)]))
     while service.outbox.total("enqueued_readings") < readings:
         await asyncio.sleep(0.05)
-    mosq = Mosquitto(broker_dir, port)  # the link comes back: measure from here (includes reconnect)
+    mosq = Mosquitto(broker_dir, port=port).start()  # the link comes back: measure from here (includes reconnect)
     try:
         t0 = time.perf_counter()
         while service.outbox.backlog()["low"]["records"]:

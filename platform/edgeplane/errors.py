@@ -67,7 +67,7 @@ outside this tree or missing from this drawing.
     ├── BrokerConfigError          cloud: the NATS stream is not set up as ingest needs (also RuntimeError)
     ├── NotReady                   cloud: a probed process did not report ready in time (also TimeoutError)
     ├── EngineError                cloud test kit: NATS or PostgreSQL did not start (also RuntimeError)
-    └── MosquittoError             MQTT test kit: Mosquitto did not start (also RuntimeError)
+    └── MosquittoError             test kit (edgeplane.testing): Mosquitto did not start (also RuntimeError)
 
 Each message names the thing (plugin, device, point, config path) and the way out.
 """

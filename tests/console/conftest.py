@@ -1,5 +1,6 @@
 """Fixtures for the console tests: users with argon2 hashes, a solar site running in a thread
-(so that blocking selenium calls and the host's event loop run side by side), headless Chromium."""
+(so that blocking selenium calls and the host's event loop run side by side), headless Chromium;
+and the protocol plugins' simulated devices (opt-in fixtures, imported by name) for commissioning."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pandas as pd
 import pytest
 
 from edgeplane.console.auth import hash_password
+from edgeplane_modbus.testing import sunspec_inverter  # noqa: F401 - a fixture
+from edgeplane_opcua.testing import opcua_machine  # noqa: F401 - a fixture
 
 OPERATOR = ("olga", "operator-secret-1")
 VIEWER = ("victor", "viewer-secret-1")
@@ -49,7 +52,7 @@ class SiteThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="console-test-site", daemon=True)
         self.thread.start()
         self.host: Any = None
-        self._stack: Any = None
+        self.stack: Any = None  # what close() unwinds: the site's parts, entered in the loop
 
     def call(self, coro: Any, timeout: float = 60.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -68,8 +71,8 @@ class SiteThread:
         return future.result(timeout)
 
     def close(self) -> None:
-        if self._stack is not None:
-            self.call(self._stack.aclose())
+        if self.stack is not None:
+            self.call(self.stack.aclose())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
@@ -90,7 +93,7 @@ def solar_site(tmp_path_factory, console_users):
 
     from edgeplane.testing import run_host
 
-    from edgeplane_mqtt.testing import Mosquitto
+    from edgeplane.testing import Mosquitto
 
     tmp = tmp_path_factory.mktemp("console-site")
     broker = Mosquitto(tmp / "broker").start()
@@ -98,7 +101,7 @@ def solar_site(tmp_path_factory, console_users):
 
     async def start() -> None:
         stack = contextlib.AsyncExitStack()
-        runner._stack = stack
+        runner.stack = stack
         start_ts = pd.Timestamp("2021-06-10 08:00", tz=TMY_LOCATION["timezone"]).timestamp()
         _, ports = await stack.enter_async_context(running_plant(weather=TmyWeather(), start=start_ts, speed=900))
         site = plant_site(ports, poll="500ms", site_id="solar-console")

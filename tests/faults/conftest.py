@@ -1,4 +1,5 @@
-"""Fixtures for fault injection: a small real filesystem that can be filled up."""
+"""Fixtures for fault injection: a small real filesystem that can be filled up; the MQTT
+plugin's publisher (opt-in, imported by name; the broker is the core kit's ``mqtt_broker``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from edgeplane_mqtt.testing import mqtt_publisher  # noqa: F401 - a fixture
 
 
 class SmallDisk:

@@ -84,7 +84,7 @@ async def test_the_sync_service_counts_disk_full_drops_logs_once_and_recovers(sm
         rng = np.random.default_rng(1)
         for i in range(60):
             await bus.publish(Batch.of("dev/temp", np.arange(i * 500, i * 500 + 500, dtype=float), rng.normal(size=500)))
-        dropped = metrics.dropped.labels(part="sync", reason="disk_full")._value.get()
+        dropped = metrics.value("edgeplane_dropped_total", part="sync", reason="disk_full")
         assert dropped > 0
         full_lines = [r for r in caplog.records if "full" in r.getMessage() and r.levelno >= logging.ERROR]
         assert len(full_lines) == 1, [r.getMessage() for r in full_lines]  # once per state change, not per round

@@ -27,10 +27,8 @@ SITE = "plant-9"
 
 def cloud_counts(cloud: CloudServer) -> tuple[int, int]:
     """(readings stored, distinct (stream, ts) among them)."""
-    db = cloud.store.site_db(SITE)
-    with cloud.store._lock:
-        total = db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-        distinct = db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT stream, ts FROM readings)").fetchone()[0]
+    (total, distinct), = cloud.store.query(SITE, "SELECT COUNT(*), (SELECT COUNT(*) FROM (SELECT DISTINCT stream, ts "
+                                                 "FROM readings)) FROM readings")
     return total, distinct
 
 

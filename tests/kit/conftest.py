@@ -1,13 +1,10 @@
-"""Fixtures for the kit's tests: a Mosquitto broker with mutual TLS from a site folder's lab CA,
+"""Fixtures for the kit's tests: a Mosquitto broker (edgeplane.testing's) with mutual TLS from a site folder's lab CA,
 an SNTP server on loopback, and helpers to run the kit's commands."""
 
 from __future__ import annotations
 
-import shutil
-import signal
 import socket
 import struct
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,9 +17,7 @@ from cryptography.x509 import load_pem_x509_certificate
 from edgeplane.kit.plugin_cli import plugin_group
 from edgeplane.provisioning.certs import issue_certificate, make_ca, write_private
 from edgeplane.provisioning.site_cli import site_group
-from edgeplane.testing import free_port
-
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from edgeplane.testing import Mosquitto, TlsFiles
 
 
 def invoke(group, *args: str, ok: bool = True):
@@ -66,52 +61,13 @@ def new_ca(folder: Path, cn: str) -> Path:
     return folder
 
 
-class TlsBroker:
-    """Mosquitto on loopback requiring client certificates from one CA (the site's identity is its CN)."""
-
-    def __init__(self, folder: Path, ca_dir: Path):
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        cert, key = issue_pair(ca_dir, "broker", folder, server=True)
-        (folder / "mosquitto.conf").write_text(
-            "user root\n"
-            f"listener {self.port} 127.0.0.1\n"
-            f"cafile {ca_dir / 'ca.pem'}\ncertfile {cert}\nkeyfile {key}\n"
-            "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n"
-            "persistence false\nmax_queued_messages 100000\n"
-            f"log_dest file {folder}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n"
-        )
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(folder / "mosquitto.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 15
-        while True:
-            with socket.socket() as s:
-                s.settimeout(0.2)
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    break
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("mosquitto did not open its port")
-            time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"mqtts://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        path = self.folder / "mosquitto.log"
-        return path.read_text() if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def tls_broker(folder: Path, ca_dir: Path) -> Mosquitto:
+    """Mosquitto on loopback requiring client certificates from one CA (the site's identity is its
+    CN), started; the caller stops it."""
+    cert, key = issue_pair(ca_dir, "broker", folder, server=True)
+    broker = Mosquitto(folder, tls=TlsFiles(ca_dir / "ca.pem", cert, key), require_certificate=True,
+                       identity_from_certificate=True, max_queued_messages=100_000)
+    return broker.start(timeout=15)
 
 
 class SntpServer:

@@ -12,9 +12,9 @@ import yaml
 
 from edgeplane_cloud.cli import cloud as cloud_group
 from edgeplane_cloud.embedded import CloudServer
-from edgeplane.testing import run_host, wait_for
+from edgeplane.testing import free_port, run_host, wait_for
 
-from .conftest import SntpServer, TlsBroker, free_port, invoke, issue_pair, new_ca, site_cmd
+from .conftest import SntpServer, invoke, issue_pair, new_ca, site_cmd, tls_broker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ def listener():
 
 def test_doctor_gives_a_pass_or_fail_line_per_check(tmp_path: Path, listener: int, sntp: SntpServer):
     folder = make_site(tmp_path, "solar", "plant-7")
-    broker = TlsBroker(tmp_path / "broker", tmp_path / "operator" / "lab-ca")
+    broker = tls_broker(tmp_path / "broker", tmp_path / "operator" / "lab-ca")
     closed = free_port()
     try:
         def point_at_loopback(doc):
@@ -84,7 +84,7 @@ def test_doctor_gives_a_pass_or_fail_line_per_check(tmp_path: Path, listener: in
 
 def test_doctor_fails_a_foreign_certificate_a_skewed_clock_and_a_short_validity(tmp_path: Path):
     folder = make_site(tmp_path, "intersection", "crossing-1")
-    broker = TlsBroker(tmp_path / "broker", tmp_path / "operator" / "lab-ca")
+    broker = tls_broker(tmp_path / "broker", tmp_path / "operator" / "lab-ca")
     skewed = SntpServer(offset=30.0)
     try:
         edit(folder, lambda doc: doc["sync"]["uplink"].update(url=broker.url))
@@ -106,7 +106,7 @@ def test_doctor_fails_a_foreign_certificate_a_skewed_clock_and_a_short_validity(
 async def test_init_certs_run_push_monitor_a_site_end_to_end(tmp_path: Path):
     """The newcomer's path: init, certs, run, push a changed site file, read /metrics and /readyz."""
     folder = make_site(tmp_path, "intersection", "crossing-1")
-    broker = TlsBroker(tmp_path / "broker", tmp_path / "operator" / "lab-ca")
+    broker = tls_broker(tmp_path / "broker", tmp_path / "operator" / "lab-ca")
     cloud_cert, cloud_key = issue_pair(tmp_path / "operator" / "lab-ca", "cloud", tmp_path / "cloud-id")
     tls = {"ca": str(folder / "certs" / "ca.pem"), "cert": str(cloud_cert), "key": str(cloud_key)}
     cloud = CloudServer(broker.url, tmp_path / "cloud", **tls)

@@ -1,8 +1,8 @@
 """The protocol simulator fixtures plugin authors get (Modbus/SunSpec, OPC UA, Mosquitto) and
 their fault injection: a connector recovers from a server restart, a slow device, a broker outage.
 
-The fixtures ship in the connector distributions (``edgeplane_<protocol>.pytest_fixtures``,
-entry points ``pytest11``); imported here so this file also runs before those entry points exist.
+The fixtures ship in the connector distributions (``edgeplane_<protocol>.testing``) and are
+opt-in: imported here by name; the broker and ``broker_outage`` are the core kit's (edgeplane.testing).
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import math
 
-from edgeplane.testing import wait_for
+from edgeplane.testing import broker_outage, wait_for
 from edgeplane_modbus import plugin as modbus_plugin
-from edgeplane_modbus.pytest_fixtures import sunspec_inverter  # noqa: F401 - a fixture
+from edgeplane_modbus.testing import sunspec_inverter  # noqa: F401 - a fixture
 from edgeplane_mqtt import plugin as mqtt_plugin
-from edgeplane_mqtt.pytest_fixtures import broker_outage, mqtt_broker, mqtt_publisher  # noqa: F401 - fixtures
+from edgeplane_mqtt.testing import mqtt_publisher  # noqa: F401 - a fixture
 from edgeplane_opcua import plugin as opcua_plugin
-from edgeplane_opcua.pytest_fixtures import opcua_machine  # noqa: F401 - a fixture
+from edgeplane_opcua.testing import opcua_machine  # noqa: F401 - a fixture
 
 
 def modbus_errors(host, device: str) -> float:

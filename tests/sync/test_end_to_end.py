@@ -22,7 +22,7 @@ from edgeplane.metrics import Metrics
 from edgeplane.sync import SyncConfig, SyncService
 from edgeplane_cloud.embedded import CloudServer
 
-from .conftest import Broker, wait_until
+from .conftest import Mosquitto, wait_until
 
 OUTAGE_S = float(os.environ.get("EDGEPLANE_SYNC_OUTAGE_S", "60"))
 
@@ -50,14 +50,12 @@ def make_service(config: SyncConfig, tmp: Path, bus: Bus | None = None, metrics:
 
 def cloud_counts(server: CloudServer, site: str = "plant-1") -> tuple[int, int]:
     """(readings stored, distinct (stream, ts) among them)."""
-    db = server.store.site_db(site)
-    with server.store._lock:
-        total = db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-        distinct = db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT stream, ts FROM readings)").fetchone()[0]
+    (total, distinct), = server.store.query(site, "SELECT COUNT(*), (SELECT COUNT(*) FROM (SELECT DISTINCT stream, ts "
+                                                  "FROM readings)) FROM readings")
     return total, distinct
 
 
-async def test_broker_outage_mid_stream_loses_nothing_and_stores_no_duplicates(broker: Broker, tmp_path: Path):
+async def test_broker_outage_mid_stream_loses_nothing_and_stores_no_duplicates(broker: Mosquitto, tmp_path: Path):
     cloud = CloudServer(broker.url, tmp_path / "cloud")
     cloud.start()
     bus = Bus()
@@ -100,7 +98,7 @@ async def test_broker_outage_mid_stream_loses_nothing_and_stores_no_duplicates(b
         cloud.stop()
 
 
-def start_cloud_then_cut(broker: Broker, folder: Path) -> CloudServer:
+def start_cloud_then_cut(broker: Mosquitto, folder: Path) -> CloudServer:
     """A cloud end whose persistent session exists at the broker, then a broker outage."""
     cloud = CloudServer(broker.url, folder)
     cloud.start()
@@ -109,7 +107,7 @@ def start_cloud_then_cut(broker: Broker, folder: Path) -> CloudServer:
     return cloud
 
 
-async def test_backlog_drains_high_then_normal_then_low(broker: Broker, tmp_path: Path):
+async def test_backlog_drains_high_then_normal_then_low(broker: Mosquitto, tmp_path: Path):
     cloud = start_cloud_then_cut(broker, tmp_path / "cloud")  # the site starts offline
     bus = Bus()
     config = make_config(broker.url, uplink={"url": broker.url, "inflight": 1, "max_envelope_bytes": 1_000})
@@ -131,10 +129,9 @@ async def test_backlog_drains_high_then_normal_then_low(broker: Broker, tmp_path
         await wait_until(lambda: cloud.store.site_db("plant-1").execute("SELECT COUNT(*) FROM records").fetchone()[0]
                          >= 3, what="records at the cloud end")
         await asyncio.sleep(0.5)
-        with cloud.store._lock:
-            order = [r[0] for r in cloud.store.site_db("plant-1").execute("SELECT priority FROM records ORDER BY rowid")]
-            events = cloud.store.site_db("plant-1").execute("SELECT COUNT(*) FROM events").fetchone()[0]
-            aggregates = cloud.store.site_db("plant-1").execute("SELECT COUNT(*) FROM aggregates").fetchone()[0]
+        order = [r[0] for r in cloud.store.query("plant-1", "SELECT priority FROM records ORDER BY rowid")]
+        (events, aggregates), = cloud.store.query("plant-1", "SELECT (SELECT COUNT(*) FROM events), "
+                                                             "(SELECT COUNT(*) FROM aggregates)")
         cloud.stop()
         assert order == sorted(order), f"drain order by priority class was {order}"
         assert set(order) == {0, 1, 2}
@@ -143,7 +140,7 @@ async def test_backlog_drains_high_then_normal_then_low(broker: Broker, tmp_path
         await service.stop()
 
 
-async def test_quota_eviction_counters_match_what_the_cloud_misses(broker: Broker, tmp_path: Path):
+async def test_quota_eviction_counters_match_what_the_cloud_misses(broker: Mosquitto, tmp_path: Path):
     cloud = start_cloud_then_cut(broker, tmp_path / "cloud")
     bus = Bus()
     metrics = Metrics()
@@ -163,19 +160,19 @@ async def test_quota_eviction_counters_match_what_the_cloud_misses(broker: Broke
         await wait_until(lambda: service.outbox.backlog()["low"]["records"] == 0, what="the outbox drained")
         await wait_until(lambda: cloud_counts(cloud)[0] == published - evicted, what="the cloud has the rest")
         total, distinct = cloud_counts(cloud)
-        with cloud.store._lock:
-            first_ts = cloud.store.site_db("plant-1").execute("SELECT MIN(ts) FROM readings").fetchone()[0]
+        (first_ts,), = cloud.store.query("plant-1", "SELECT MIN(ts) FROM readings")
         cloud.stop()
         assert total == distinct == published - evicted
         assert first_ts == evicted  # the oldest were evicted, the newest kept
-        service._sync_counters()
-        assert metrics.value("edgeplane_sync_readings_total", stage="evicted", priority="low") == evicted
+        # the counters are published by the service's housekeeping, once a second
+        await wait_until(lambda: metrics.value("edgeplane_sync_readings_total", stage="evicted", priority="low") == evicted,
+                         what="the evictions counted in metrics")
         assert metrics.value("edgeplane_dropped_total", part="sync", reason="quota") == evicted
     finally:
         await service.stop()
 
 
-async def test_cloud_end_restart_loses_nothing(broker: Broker, tmp_path: Path):
+async def test_cloud_end_restart_loses_nothing(broker: Mosquitto, tmp_path: Path):
     cloud = CloudServer(broker.url, tmp_path / "cloud")
     cloud.start()
     bus = Bus()
@@ -230,7 +227,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] == "1"))
 """
 
 
-async def test_host_sigkilled_mid_stream_and_restarted_loses_nothing(broker: Broker, tmp_path: Path):
+async def test_host_sigkilled_mid_stream_and_restarted_loses_nothing(broker: Mosquitto, tmp_path: Path):
     cloud = CloudServer(broker.url, tmp_path / "cloud")
     cloud.start()
     store = tmp_path / "site"
@@ -254,8 +251,7 @@ async def test_host_sigkilled_mid_stream_and_restarted_loses_nothing(broker: Bro
         await asyncio.sleep(0.5)
         total, distinct = cloud_counts(cloud)
         assert total == distinct  # nothing stored twice, even what was sent before the kill and again after
-        with cloud.store._lock:
-            ts = {r[0] for r in cloud.store.site_db("plant-1").execute("SELECT ts FROM readings")}
+        ts = {r[0] for r in cloud.store.query("plant-1", "SELECT ts FROM readings")}
         assert set(map(float, range(acknowledged))) <= ts
     finally:
         if proc.poll() is None:

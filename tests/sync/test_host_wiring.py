@@ -12,7 +12,7 @@ from edgeplane.sync import generate_keypair
 from edgeplane_cloud.embedded import CloudServer, push_message
 from edgeplane.testing import run_host
 
-from .conftest import Broker, wait_until
+from .conftest import Mosquitto, wait_until
 
 
 @pytest.fixture
@@ -23,8 +23,7 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def cloud_events(cloud: CloudServer) -> list[tuple[str, str]]:
-    with cloud.store._lock:
-        return cloud.store.site_db("plant-9").execute("SELECT stream, kind FROM events").fetchall()
+    return cloud.store.query("plant-9", "SELECT stream, kind FROM events")
 
 
 def site(url: str, public: Path, store: Path) -> dict:
@@ -43,7 +42,7 @@ def site(url: str, public: Path, store: Path) -> dict:
     }
 
 
-async def test_alerts_and_readings_reach_the_cloud_and_desired_config_reloads(broker: Broker, tmp_path: Path, keys):
+async def test_alerts_and_readings_reach_the_cloud_and_desired_config_reloads(broker: Mosquitto, tmp_path: Path, keys):
     private, public = keys
     cloud = CloudServer(broker.url, tmp_path / "cloud")
     cloud.start()

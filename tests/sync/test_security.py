@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import signal
 import ssl
 import threading
 import time
@@ -21,9 +20,10 @@ from cryptography.x509.oid import NameOID
 from edgeplane import Batch, Bus, WallClock
 from edgeplane.metrics import Metrics
 from edgeplane.sync import SyncConfig, SyncService
+from edgeplane.testing import Mosquitto, TlsFiles
 from edgeplane_cloud.embedded import CloudServer
 
-from .conftest import Broker, free_port, wait_until
+from .conftest import wait_until
 
 
 def _key():
@@ -72,21 +72,21 @@ def pki(tmp_path: Path) -> dict[str, tuple[str, str]]:
 
 
 @pytest.fixture
-def tls_broker(tmp_path: Path, pki):
-    port = free_port()
+def tls_broker(tmp_path: Path, pki, mqtt_broker) -> Mosquitto:
     acl = tmp_path / "broker" / "acl"
     acl.parent.mkdir(parents=True, exist_ok=True)
     acl.write_text("pattern write edgeplane/%u/up/#\npattern read edgeplane/%u/down/#\n"
                    "user cloud\ntopic readwrite edgeplane/#\n")
-    listener = (f"listener {port} 127.0.0.1\ncafile {pki['ca'][0]}\ncertfile {pki['broker'][0]}\nkeyfile {pki['broker'][1]}\n"
-                f"require_certificate true\nuse_identity_as_username true\nacl_file {acl}\n")
-    broker = Broker(tmp_path / "broker", extra=listener, port=port)
-    broker.start()
-    yield broker
-    broker.stop()
+    return mqtt_broker(tls=broker_files(pki), require_certificate=True, identity_from_certificate=True, acl=acl,
+                       persistence=True, extra=["autosave_interval 1"])
 
 
-def _client(broker: Broker, pki, who: str, received: list | None = None):
+def broker_files(pki) -> TlsFiles:
+    """The broker's side of the test PKI (sites bring their own certificates)."""
+    return TlsFiles(Path(pki["ca"][0]), Path(pki["broker"][0]), Path(pki["broker"][1]))
+
+
+def _client(broker: Mosquitto, pki, who: str, received: list | None = None):
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"raw-{who}", protocol=mqtt.MQTTv311)
     client.tls_set(ca_certs=pki["ca"][0], certfile=pki[who][0], keyfile=pki[who][1], cert_reqs=ssl.CERT_REQUIRED)
     connected = threading.Event()
@@ -96,7 +96,7 @@ def _client(broker: Broker, pki, who: str, received: list | None = None):
     return client, connected
 
 
-async def test_site_publishes_only_under_its_own_tree_and_reads_only_its_own_downlink(tls_broker: Broker, pki, tmp_path: Path):
+async def test_site_publishes_only_under_its_own_tree_and_reads_only_its_own_downlink(tls_broker: Mosquitto, pki, tmp_path: Path):
     url = f"mqtts://127.0.0.1:{tls_broker.port}"
     cloud = CloudServer(url, tmp_path / "cloud", ca=pki["ca"][0], cert=pki["cloud"][0], key=pki["cloud"][1])
     cloud.start()
@@ -146,7 +146,7 @@ async def test_site_publishes_only_under_its_own_tree_and_reads_only_its_own_dow
         cloud.stop()
 
 
-def test_a_certificate_from_another_ca_is_refused(tls_broker: Broker, pki):
+def test_a_certificate_from_another_ca_is_refused(tls_broker: Mosquitto, pki):
     client, up = _client(tls_broker, pki, "rogue")
     refused = False
     try:
@@ -160,7 +160,7 @@ def test_a_certificate_from_another_ca_is_refused(tls_broker: Broker, pki):
     assert refused and not up.is_set()
 
 
-def test_no_certificate_is_refused(tls_broker: Broker, pki):
+def test_no_certificate_is_refused(tls_broker: Mosquitto, pki):
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="anon", protocol=mqtt.MQTTv311)
     client.tls_set(ca_certs=pki["ca"][0], cert_reqs=ssl.CERT_REQUIRED)
     refused = False
@@ -175,7 +175,7 @@ def test_no_certificate_is_refused(tls_broker: Broker, pki):
     assert refused
 
 
-def _connects(broker: Broker, pki, who: str) -> bool:
+def _connects(broker: Mosquitto, pki, who: str) -> bool:
     """Whether ``who``'s certificate gets an MQTT session on the TLS broker."""
     client, up = _client(broker, pki, who)
     try:
@@ -206,17 +206,15 @@ def test_a_revoked_site_certificate_is_refused_by_the_broker(tmp_path: Path, pki
         return result.output
 
     assert "revoked serial" in revoke(pki["cloud"][0])  # a CRL with someone else on it to begin with
-    port = free_port()
-    listener = (f"listener {port} 127.0.0.1\ncafile {pki['ca'][0]}\ncertfile {pki['broker'][0]}\n"
-                f"keyfile {pki['broker'][1]}\nrequire_certificate true\nuse_identity_as_username true\ncrlfile {crl}\n")
-    broker = Broker(tmp_path / "broker", extra=listener, port=port)
+    broker = Mosquitto(tmp_path / "broker", tls=broker_files(pki), require_certificate=True,
+                       identity_from_certificate=True, crl=crl, persistence=True, extra=["autosave_interval 1"])
     broker.start()
     try:
         assert _connects(broker, pki, "plant-a") and _connects(broker, pki, "plant-b")
         assert "CN=plant-a" in revoke(pki["plant-a"][0])
         assert "2 already revoked" in revoke(pki["plant-a"][0], pki["cloud"][0])  # idempotent
         # Mosquitto 2 reads the CRL again on SIGHUP: no restart, the other sites stay connected
-        broker.proc.send_signal(signal.SIGHUP)
+        broker.reload()
         deadline = time.monotonic() + 15
         while _connects(broker, pki, "plant-a"):
             assert time.monotonic() < deadline, "plant-a still connects after the broker reloaded its CRL"

@@ -9,10 +9,11 @@ import subprocess
 
 import pytest
 from pymodbus.framer import FramerType
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edgeplane.testing import wait_for
+from edgeplane_modbus.simulator import SimServer
 from edgeplane_modbus.testing import PLUGINS, site
 
 
@@ -60,9 +61,8 @@ async def test_rtu_over_a_serial_line(edgeplane_host, serial_pair):
 
 
 async def test_rtu_framing_over_tcp(edgeplane_host):
-    server = ModbusTcpServer(sim_device(2, [7, 8, 9]), address=("127.0.0.1", 0), framer=FramerType.RTU)
-    await server.serve_forever(background=True)
-    port = server.transport.sockets[0].getsockname()[1]
+    server = SimServer(framer=FramerType.RTU)
+    port = await server.start({2: [SimData(0, values=[7, 8, 9], datatype=DataType.REGISTERS)]})
     try:
         devices = {"g": {"connector": "modbus", "url": f"rtu+tcp://127.0.0.1:{port}", "unit": 2, "poll": "50ms",
                          "points": {"x": {"address": 2}}}}
@@ -70,4 +70,4 @@ async def test_rtu_framing_over_tcp(edgeplane_host):
             await wait_for(lambda: host.bus.latest("g/x") is not None)
             assert host.bus.latest("g/x")[1] == 9
     finally:
-        await server.shutdown()
+        await server.stop()

@@ -19,7 +19,7 @@ from edgeplane import Batch, Bus, WallClock
 from edgeplane.cli import main
 from edgeplane.metrics import Metrics
 from edgeplane.sync import SyncConfig, SyncService
-from edgeplane_mqtt.testing import Mosquitto
+from edgeplane.testing import Mosquitto
 
 from edgeplane_cloud.testing import free_port, port_open
 
@@ -115,3 +115,22 @@ async def test_cloud_serve_as_the_reference_deployments_run_it(tmp_path: Path):
     assert out.returncode == 0, out.stderr
     (row,) = [r for r in json.loads(out.stdout) if r["site"] == "ref-1"]
     assert row["readings"] == 100 and row["duplicates"] == 0
+
+
+def test_the_store_answers_read_only_queries_on_a_sites_records(tmp_path):
+    import pytest
+
+    from edgeplane.sync import Record, encode_envelope
+    from edgeplane.sync.codec import encode_batch
+
+    from edgeplane_cloud.embedded import CloudStore
+
+    store = CloudStore(tmp_path / "cloud")
+    block, count = encode_batch(Batch.of("dev/temp", np.array([1.0, 2.0]), np.array([20.5, 21.5])))
+    store.store_envelope("plant-1", encode_envelope("plant-1", 3.0, [Record("dev/temp", 1, "raw", 2, count, 0.0, block)],
+                                                    "zstd"))
+    assert store.query("plant-1", "SELECT ts, value FROM readings ORDER BY ts") == [(1.0, 20.5), (2.0, 21.5)]
+    assert store.query("plant-1", "WITH r AS (SELECT * FROM readings) SELECT COUNT(*) FROM r") == [(2,)]
+    with pytest.raises(ValueError, match="SELECT"):
+        store.query("plant-1", "DELETE FROM readings")
+    assert store.query("plant-1", "SELECT COUNT(*) FROM readings") == [(2,)]

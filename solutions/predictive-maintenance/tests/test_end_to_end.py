@@ -7,7 +7,7 @@ import asyncio
 from edgeplane import Event
 from edgeplane.testing import wait_for
 
-from edgeplane_pdm.testkit import line_server, line_site
+from edgeplane_pdm.testing import line_server, line_site
 
 
 async def next_event(subscription, kind: str, timeout: float) -> Event:

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from edgeplane_pdm.demo import default_site, run_demo
-from edgeplane_pdm.testkit import free_port
+from edgeplane_pdm.testing import free_port
 
 
 def test_factory_site_validates(edgeplane_site, plugins):

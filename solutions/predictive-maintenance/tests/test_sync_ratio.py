@@ -8,7 +8,7 @@ from edgeplane import Event
 from edgeplane_cloud.embedded import CloudServer
 from edgeplane.testing import wait_for
 
-from edgeplane_pdm.testkit import line_server, line_site
+from edgeplane_pdm.testing import line_server, line_site
 
 
 async def test_cloud_gets_alerts_and_aggregates_not_waveforms(edgeplane_host, plugins, mosquitto, tmp_path):
@@ -51,10 +51,8 @@ async def test_cloud_gets_alerts_and_aggregates_not_waveforms(edgeplane_host, pl
 
 def _streams(cloud: CloudServer) -> set[str]:
     """Streams of every record the cloud stored (raw readings, aggregates and events alike)."""
-    with cloud.store._lock:  # the store has no public listing of records; it is shared with paho's thread
-        return {row[0] for row in cloud.store.site_db("factory-test").execute("SELECT DISTINCT stream FROM records")}
+    return {row[0] for row in cloud.store.query("factory-test", "SELECT DISTINCT stream FROM records")}
 
 
 def _events(cloud: CloudServer) -> list[tuple[str, str | None]]:
-    with cloud.store._lock:
-        return list(cloud.store.site_db("factory-test").execute("SELECT kind, severity FROM events"))
+    return cloud.store.query("factory-test", "SELECT kind, severity FROM events")

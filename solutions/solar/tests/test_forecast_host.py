@@ -16,6 +16,7 @@ from edgeplane_solar.sites import plant_site
 from edgeplane_solar.testing import running_plant
 
 PLUGINS = [modbus_plugin, solar_plugin]
+FAILURES = "edgeplane_solar_forecast_model_failures_total"  # forecasts issued with baselines only, by reason
 
 
 async def test_forecasts_with_the_shipped_model_through_the_inference_service(edgeplane_host, tmp_path, tmy):
@@ -39,7 +40,7 @@ async def test_forecasts_with_the_shipped_model_through_the_inference_service(ed
             assert hour["clearsky_w"] > 5_000 and 0.2 * hour["clearsky_w"] < hour["p50_w"] < 1.3 * hour["clearsky_w"]
             message = await asyncio.wait_for(events.get(), 5)
             assert message.kind == "forecast" and message.topic == "forecast/forecast"
-            assert forecast.failures.labels(reason="no_inference_service")._value.get() == 0
+            assert host.metrics.value(FAILURES, reason="no_inference_service") == 0
 
 
 async def test_without_inference_the_baselines_still_come(edgeplane_host, tmy):
@@ -74,7 +75,7 @@ async def test_day_ahead_through_the_inference_service_once_a_utc_day(edgeplane_
             events = host.bus.subscribe("forecast/forecast/day-ahead", name="test-day-ahead", overflow="drop_oldest")
             midnight = pd.Timestamp("2021-06-12 00:00", tz="UTC").timestamp()
             assert await forecast.issue_day_ahead(midnight) is None  # no history yet: nothing, counted
-            assert forecast.failures.labels(reason="day_ahead_no_history")._value.get() == 1
+            assert host.metrics.value(FAILURES, reason="day_ahead_no_history") == 1
             # two days of a plant at 60 % of its clear-sky power, as the 15-min steps would hold them
             times = pd.date_range(end=pd.Timestamp(midnight, unit="s", tz="UTC"), periods=192, freq="15min")
             clear = forecast.model.clearsky_ac(times)
@@ -100,7 +101,6 @@ async def test_the_day_ahead_forecast_is_attempted_at_utc_midnight_of_plant_time
         site["inference"] = {"providers": ["cpu"], "models": str(tmp_path / "models")}
         async with edgeplane_host(site, plugins=PLUGINS) as host:
             forecast = host.solution("forecast")
-            tried = forecast.failures.labels(reason="day_ahead_no_history")
             # the plant's history starts minutes before midnight: the attempt is made, and counted as lacking history
-            await wait_for(lambda: tried._value.get() >= 1, timeout=30)
+            await wait_for(lambda: host.metrics.value(FAILURES, reason="day_ahead_no_history") >= 1, timeout=30)
             assert forecast.latest_day_ahead is None and forecast.plant_now >= start + 20 * 60

@@ -134,8 +134,8 @@ def test_faults_from_the_simulator_raise_the_right_alert_once():
 def test_curtailment_and_nameplate_clipping_are_not_faults():
     sim = SunSpecInverterSimulator(rating_w=10_000, irradiance=800.0, interval=None)
     diag = _diagnoser()
-    sim._put("123.WMaxLimPct", 300)
-    sim._put("123.WMaxLim_Ena", 1)
+    sim.put("123.WMaxLimPct", 300)
+    sim.put("123.WMaxLim_Ena", 1)
     for i in range(5):
         sim.update(i)
         assert diag.observe(_snapshot(sim, 800.0, i)) == []

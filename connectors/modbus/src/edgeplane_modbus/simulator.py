@@ -39,9 +39,10 @@ import asyncio
 import contextlib
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -60,6 +61,64 @@ FAMILIES: dict[str | None, tuple[int, ...]] = {
 #: registers after ID and L of each fixed-length model served
 MODEL_LENGTH = {1: 66, 103: 50, 120: 26, 123: 24, 701: 153, 702: 50, 704: 65}
 IrradianceSource = float | Sequence[float] | Callable[[float], float]
+#: pymodbus's device action: (function code, start address, address, count, registers, values to set) -> exception code or None
+Action = Callable[[int, int, int, int, list[Any], Any], Awaitable[Any]]
+
+
+class SimServer:
+    """pymodbus's Modbus TCP server for simulated devices on loopback: the one wrapper of it.
+
+    ``action`` sees every request (pymodbus's device action: it may fill ``registers`` or answer
+    an exception code); the server counts them in :attr:`requests` and answers each
+    :attr:`delay` seconds late (a slow device). It can be stopped and started again, e.g. on the
+    same port after a simulated reboot::
+
+        server = SimServer(action)
+        port = await server.start({1: [SimData(40000, values=image, datatype=DataType.REGISTERS)]})
+        server.delay = 2.0
+        await server.stop()
+
+    ``framer=FramerType.RTU`` serves RTU frames over TCP (``rtu+tcp://``).
+    """
+
+    def __init__(self, action: Action | None = None, *, framer: FramerType = FramerType.SOCKET,
+                 ignore_missing_devices: bool = False):
+        self.action = action
+        self.framer = framer
+        self.ignore_missing_devices = ignore_missing_devices
+        self.delay = 0.0
+        self.requests = 0
+        self.port: int | None = None
+        self._server: ModbusTcpServer | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    async def _on_request(self, function_code: int, start_address: int, address: int, count: int, registers: list[Any],
+                          set_values: Any) -> Any:
+        self.requests += 1
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
+        if self.action is None:
+            return None
+        return await self.action(function_code, start_address, address, count, registers, set_values)
+
+    async def start(self, devices: Mapping[int, Any], host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve ``devices`` (unit id -> pymodbus simdata, as :class:`SimDevice` takes it) on ``host:port``
+        (0 picks a free port); returns the port."""
+        sim_devices = [SimDevice(unit, simdata=simdata, action=self._on_request) for unit, simdata in devices.items()]
+        self._server = ModbusTcpServer(sim_devices, address=(host, port), framer=self.framer,
+                                       ignore_missing_devices=self.ignore_missing_devices)
+        await self._server.serve_forever(background=True)
+        self.port = int(self._server.transport.sockets[0].getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop serving (open connections drop); :meth:`start` serves again."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.shutdown()
 
 
 class SunSpecInverterSimulator:
@@ -99,7 +158,7 @@ class SunSpecInverterSimulator:
         # the limit in force (% of rating) as it ramps towards the setpoint; None: no limit
         self._effective_pct: float | None = None
         self._ramp_from = 100.0  # where the current ramp started
-        self.server: ModbusTcpServer | None = None
+        self.server = SimServer(self._action)
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None
         self._build_image(serial)
@@ -177,6 +236,12 @@ class SunSpecInverterSimulator:
         registers = sunspec.encode_value(raw, point.type, point.size)
         i = point.address - self.base
         self.image[i:i + point.size] = registers
+
+    def put(self, name: str, raw: Any) -> None:
+        """Put the raw value ``raw`` into a point's registers, as the inverter's own panel would: no
+        Modbus write checks, no revert timer, not logged in :attr:`writes`. A frozen point, or one
+        this family does not serve, keeps its value."""
+        self._put(name, raw)
 
     def get(self, name: str) -> Any:
         """The raw value a point holds now (None if not implemented or not in this family's models)."""
@@ -406,11 +471,8 @@ class SunSpecInverterSimulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve on ``host:port`` (0 picks a free port); returns the port."""
         self.update()
-        device = SimDevice(self.unit, simdata=[SimData(self.base, values=list(self.image), datatype=DataType.REGISTERS)],
-                           action=self._action)
-        self.server = ModbusTcpServer(device, address=(host, port))
-        await self.server.serve_forever(background=True)
-        self.port = self.server.transport.sockets[0].getsockname()[1]
+        self.port = await self.server.start({self.unit: [SimData(self.base, values=list(self.image),
+                                                                 datatype=DataType.REGISTERS)]}, host, port)
         if self.interval:
             self._task = asyncio.get_running_loop().create_task(self._updater())
         return self.port
@@ -426,9 +488,7 @@ class SunSpecInverterSimulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self.server is not None:
-            await self.server.shutdown()
-            self.server = None
+        await self.server.stop()
 
     async def __aenter__(self) -> SunSpecInverterSimulator:
         await self.start()

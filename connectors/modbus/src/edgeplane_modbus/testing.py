@@ -1,20 +1,46 @@
-"""Real Modbus servers on the loopback, for this package's tests and for sites that use Modbus devices.
+"""The Modbus plugin's test kit: real Modbus servers on the loopback, and their fixtures.
 
 * :class:`PymodbusServer`: pymodbus's TCP server over a plain datastore, recording requests;
 * :class:`SilentServer`: accepts connections and never answers (a hung device);
+* :class:`FaultyInverter` and the fixture ``sunspec_inverter``: a SunSpec inverter that can be
+  restarted and slowed;
 * :func:`device` / :func:`site`: site-file fragments for tests.
+
+Every server here runs on :class:`edgeplane_modbus.simulator.SimServer`. The fixture is opt-in:
+a test folder's conftest.py imports it::
+
+    from edgeplane_modbus.testing import sunspec_inverter  # noqa: F401 - a fixture
+
+    async def test_recovers_after_a_restart(edgeplane_host, sunspec_inverter):
+        inverter = await sunspec_inverter(irradiance=800)     # 127.0.0.1:<free port>
+        site = {"site": {"id": "t"}, "devices": {"inv1": {"connector": "modbus", "url": inverter.url,
+                                                          "poll": "100ms", "sunspec": {}}}}
+        async with edgeplane_host(site) as host:             # with entry_points=True or plugins=[...]
+            await inverter.restart(down_for=1.0)              # the device reboots
+            inverter.slow(2.0)                                # every answer 2 s late (a slow device)
+            inverter.slow(0)                                  # back to normal
+
+Faults: :meth:`FaultyInverter.restart` (server gone for ``down_for`` seconds, same port),
+:meth:`FaultyInverter.slow` (answers delayed), :meth:`FaultyInverter.stop` (gone for good), and
+the simulator's own (``inverter.sim.trip()``, ``lose_string``, ``freeze``; see
+:class:`edgeplane_modbus.simulator.SunSpecInverterSimulator`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
+import pytest
+from pymodbus.simulator import DataType, SimData
 
 from edgeplane_modbus import plugin
+from edgeplane_modbus.simulator import SimServer, SunSpecInverterSimulator
+
+__all__ = ["FAST", "PLUGINS", "Datastore", "FaultyInverter", "PymodbusServer", "SilentServer", "device", "site",
+           "sunspec_inverter"]
 
 PLUGINS = [plugin]
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.2}
@@ -38,7 +64,7 @@ class PymodbusServer:
     def __init__(self, units: tuple[int, ...] = (1,), size: int = 1000):
         self.units = units
         self.store = Datastore([0] * size, [0] * size, [False] * size, [False] * size)
-        self.server: ModbusTcpServer | None = None
+        self.server = SimServer(self._action)
         self.port = 0
 
     async def _action(self, fc, start, address, count, registers, values):
@@ -49,26 +75,23 @@ class PymodbusServer:
             return ExcCodes.DEVICE_FAILURE
         return None
 
-    def _device(self, unit: int) -> SimDevice:
+    def _tables(self) -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
         s = self.store
-        return SimDevice(unit, simdata=(
+        return (
             [SimData(0, values=list(s.coils), datatype=DataType.BITS)],
             [SimData(0, values=list(s.discrete), datatype=DataType.BITS)],
             [SimData(0, values=list(s.holding), datatype=DataType.REGISTERS)],
             [SimData(0, values=list(s.inputs), datatype=DataType.REGISTERS)],
-        ), action=self._action)
+        )
 
     async def start(self, port: int = 0, ignore_missing: bool = True) -> int:
-        devices = [self._device(u) for u in self.units]
-        self.server = ModbusTcpServer(devices, address=("127.0.0.1", port), ignore_missing_devices=ignore_missing)
-        await self.server.serve_forever(background=True)
-        self.port = self.server.transport.sockets[0].getsockname()[1]
+        self.server.ignore_missing_devices = ignore_missing
+        self.port = await self.server.start({u: self._tables() for u in self.units}, port=port)
         return self.port
 
     async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.shutdown()
-            self.server = None
+        if self.server.running:
+            await self.server.stop()
             await asyncio.sleep(0.05)
 
 
@@ -103,3 +126,58 @@ def device(port: int, points: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 def site(devices: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"site": {"id": "mb"}, "devices": devices, "supervision": FAST, **extra}
+
+
+class FaultyInverter:
+    """A :class:`SunSpecInverterSimulator` (``.sim``) whose server can be restarted and slowed."""
+
+    def __init__(self, **options: Any):
+        self.sim = SunSpecInverterSimulator(**options)
+        self.port = 0
+
+    @property
+    def requests(self) -> int:
+        """Requests served so far (across restarts)."""
+        return self.sim.server.requests
+
+    @property
+    def delay(self) -> float:
+        """Seconds every answer is late (see :meth:`slow`)."""
+        return self.sim.server.delay
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    async def start(self, port: int = 0) -> int:
+        self.port = await self.sim.start(port=port or self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        await self.sim.stop()
+
+    async def restart(self, down_for: float = 0.0) -> None:
+        """Stop the server (open connections drop), wait ``down_for`` seconds, serve again on the same port."""
+        await self.sim.stop()
+        await asyncio.sleep(down_for)
+        await self.start(self.port)
+
+    def slow(self, delay: float) -> None:
+        """Answer every request ``delay`` seconds late from now on (0: normal again)."""
+        self.sim.server.delay = delay
+
+
+@pytest.fixture
+async def sunspec_inverter() -> AsyncIterator[Callable[..., Awaitable[FaultyInverter]]]:
+    """Factory: ``await sunspec_inverter(**SunSpecInverterSimulator options)`` starts one; all stop after the test."""
+    started: list[FaultyInverter] = []
+
+    async def factory(**options: Any) -> FaultyInverter:
+        inverter = FaultyInverter(**options)
+        await inverter.start()
+        started.append(inverter)
+        return inverter
+
+    yield factory
+    for inverter in started:
+        await inverter.stop()

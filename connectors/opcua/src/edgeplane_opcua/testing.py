@@ -1,6 +1,7 @@
-"""pytest fixtures for plugin authors: a simulated machine on a real OPC UA server, with faults.
+"""The OPC UA plugin's test kit: a simulated machine on a real OPC UA server, with faults.
 
-Registered with pytest through the entry point ``pytest11: edgeplane_opcua``::
+The fixture ``opcua_machine`` is opt-in: a test folder's conftest.py imports it
+(``from edgeplane_opcua.testing import opcua_machine  # noqa: F401``)::
 
     async def test_resubscribes_after_a_restart(edgeplane_host, opcua_machine):
         machine = await opcua_machine()                    # opc.tcp://127.0.0.1:<free port>/edgeplane/sim/
@@ -17,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from edgeplane.testing import free_port
-
 from edgeplane_opcua.simulator import animate, build
 
 __all__ = ["FaultyMachine", "opcua_machine"]

@@ -77,6 +77,15 @@ class CloudStore:
             self._sites[site] = db
         return db
 
+    def query(self, site: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read-only query (SELECT or WITH) on ``site``'s database: tables ``records``,
+        ``readings``, ``aggregates``, ``events``. Taken under the store's lock, since paho's thread
+        writes meanwhile; for tests, reports and tools that look at what a site delivered."""
+        if sql.lstrip().split(None, 1)[0].upper() not in ("SELECT", "WITH"):
+            raise ValueError(f"CloudStore.query runs SELECT (or WITH) statements only, not {sql.split(None, 1)[0]!r}")
+        with self._lock:
+            return self.site_db(site).execute(sql, params).fetchall()
+
     def store_envelope(self, topic_site: str, payload: bytes, received: float | None = None) -> tuple[int, int]:
         """Store an envelope's new records; returns (stored, duplicates). Raises EnvelopeError."""
         envelope = decode_envelope(payload)

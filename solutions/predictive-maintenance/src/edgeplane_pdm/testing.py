@@ -7,7 +7,6 @@ import contextlib
 from typing import Any
 
 from edgeplane.testing import free_port
-
 from edgeplane_pdm.features import CWRU_DRIVE_END
 
 __all__ = ["free_port", "line_server", "line_site"]

@@ -141,19 +141,17 @@ class WeatherStation:
         return None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        from pymodbus.server import ModbusTcpServer
-        from pymodbus.simulator import DataType, SimData, SimDevice
+        from edgeplane_modbus.simulator import SimServer
+        from pymodbus.simulator import DataType, SimData
 
-        device = SimDevice(1, simdata=[SimData(0, values=list(self.image), datatype=DataType.REGISTERS)],
-                           action=self._action)
-        self.server = ModbusTcpServer(device, address=(host, port))
-        await self.server.serve_forever(background=True)
-        self.port = self.server.transport.sockets[0].getsockname()[1]
+        self.server = SimServer(self._action)
+        self.port = await self.server.start({1: [SimData(0, values=list(self.image), datatype=DataType.REGISTERS)]},
+                                            host, port)
         return self.port
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.shutdown()
+            await self.server.stop()
             self.server = None
 
 
