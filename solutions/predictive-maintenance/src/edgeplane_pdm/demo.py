@@ -45,6 +45,7 @@ async def run_demo(site_path: Path | None, duration: float, *, echo: Callable[[s
     from edgeplane.errors import SiteError
     from edgeplane.host import Host
     from edgeplane.plugins import Plugins
+    from edgeplane_pdm.solution import PdmSolution
 
     site_path = site_path or default_site()
     plugins = Plugins.load_for_site(yaml.safe_load(site_path.read_text()))
@@ -63,6 +64,7 @@ async def run_demo(site_path: Path | None, duration: float, *, echo: Callable[[s
             if not names:
                 raise click.ClickException(f"{site_path} has no solution of type 'pdm'")
             solution = host.solution(names[0])
+            assert isinstance(solution, PdmSolution)  # the type 'pdm' is this plugin's
             subscription = host.bus.subscribe("alerts/#", name="pdm-demo")
             began = time.monotonic()
             next_table = began

@@ -68,7 +68,8 @@ def features_at(history: np.ndarray, cycle: float, mean: np.ndarray, std: np.nda
 
 def _affine(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(scale, shift) with features(standardised) = features(raw) * scale + shift: means shift, slopes only scale."""
-    scale, shift = [], []
+    scale: list[np.ndarray | list[float]] = []
+    shift: list[np.ndarray | list[float]] = []
     for _ in WINDOWS:
         scale += [1 / std, 1 / std]
         shift += [-mean / std, np.zeros(len(SENSORS))]
