@@ -100,3 +100,33 @@ def test_the_core_imports_no_plugin_distribution():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offenders += [f"{path.relative_to(REPO)}:{node.lineno}: {n}" for n in names if n.startswith("edgeplane_")]
     assert not offenders, offenders
+
+
+def test_plugins_import_only_the_plugin_api():
+    """The other direction: a plugin distribution (connectors, solutions, uplinks, plugins, the cloud
+    end; code and tests) imports from the core only the modules ``edgeplane.PLUGIN_API`` lists, and
+    no private name from them. Widen the list deliberately (and say why in edgeplane/__init__.py)."""
+    import ast
+    import importlib.util
+
+    assert all(importlib.util.find_spec(m) is not None for m in edgeplane.PLUGIN_API), "PLUGIN_API names a lost module"
+
+    def core(module: str) -> bool:
+        return module == "edgeplane" or module.startswith("edgeplane.")
+
+    offenders = []
+    for folder in _distribution_folders():
+        for path in folder.rglob("*.py"):
+            relative = path.relative_to(REPO).as_posix()
+            if "/build/" in relative or "/node_modules/" in relative:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                where = f"{relative}:{getattr(node, 'lineno', 0)}"
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and core(node.module or ""):
+                    if node.module not in edgeplane.PLUGIN_API:
+                        offenders.append(f"{where}: from {node.module} import ...")
+                    offenders += [f"{where}: {node.module}.{a.name} is private" for a in node.names if a.name.startswith("_")]
+                elif isinstance(node, ast.Import):
+                    offenders += [f"{where}: import {a.name}" for a in node.names
+                                  if core(a.name) and a.name not in edgeplane.PLUGIN_API]
+    assert not offenders, "outside edgeplane.PLUGIN_API:\n" + "\n".join(offenders)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeplane.host import Host
-from edgeplane.inference.errors import ManifestError
+from edgeplane.inference import ManifestError
 from edgeplane.inference.manifest import ModelManifest
 from edgeplane.inference.registry import ModelRegistry
 from edgeplane.inference.trust import TrustPolicy, generate_keypair as model_keypair

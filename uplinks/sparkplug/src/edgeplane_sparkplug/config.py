@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edgeplane.sync.config import UplinkConfig
+from edgeplane.sync import UplinkConfig
 
 __all__ = ["SparkplugConfig"]
 

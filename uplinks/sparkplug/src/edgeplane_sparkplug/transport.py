@@ -37,7 +37,7 @@ from typing import Any, Callable
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from edgeplane.sync.codec import EnvelopeError, Record
-from edgeplane.sync.transport import MqttTransport, Reading, UplinkSite, record_readings
+from edgeplane.sync import MqttTransport, Reading, UplinkSite, record_readings
 from edgeplane_mqtt.sparkplug import BDSEQ_METRIC, NAMESPACE, REBIRTH_METRIC, DataType, Payload
 from edgeplane_sparkplug.config import SparkplugConfig
 

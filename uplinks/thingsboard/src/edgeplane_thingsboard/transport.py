@@ -31,9 +31,8 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field, SecretStr
 
+from edgeplane.sync import MqttTransport, UplinkConfig, record_readings
 from edgeplane.sync.codec import EnvelopeError, Record
-from edgeplane.sync.config import UplinkConfig
-from edgeplane.sync.transport import MqttTransport, record_readings
 
 __all__ = ["ThingsBoardConfig", "ThingsBoardTransport"]
 
