@@ -15,9 +15,10 @@ import asyncio
 import json
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -79,7 +80,7 @@ class Console:
         self.live = LiveData(host, config.history_points)
         self.panels = host.plugins.console_panels()
         self.scanners = host.plugins.console_scanners()
-        self._devices: tuple[Any, list[dict[str, Any]]] = (None, [])
+        self._devices: tuple[object, list[dict[str, Any]]] = (None, [])  # (cache key, the device list)
         m = host.metrics
         self._m_logins = m.counter("edgeplane_console_logins_total", "Console logins by result", ["result"])
         self._m_refused = m.counter("edgeplane_console_refused_total", "Console requests refused, by reason", ["reason"])
@@ -228,7 +229,7 @@ class Console:
             while not self.live.closing.is_set():
                 try:
                     message = await asyncio.wait_for(queue.get(), 15.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     message = b": keep-alive\n\n"
                 if self.live.closing.is_set() or not self.sessions.alive(session.token):
                     break
