@@ -101,7 +101,7 @@ async def test_http_json_polls_an_https_api_served_with_the_server_context(tmp_p
     server_tls = TlsSettings(cert=str(pki.server_cert), key=str(pki.server_key)).server_context()
     https = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
     await https.start()
-    port = https._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     device = {"connector": "http_json", "url": f"https://127.0.0.1:{port}/value", "poll": 3600,
               "points": {"v": {"field": "value"}}}
     try:

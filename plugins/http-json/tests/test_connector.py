@@ -188,7 +188,7 @@ async def test_the_tutorials_demo_logger_is_read_end_to_end(edgeplane_host):
     await runner.setup()
     server = web.TCPSite(runner, "127.0.0.1", 0)
     await server.start()
-    port = server._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     device = {"url": f"http://127.0.0.1:{port}/api/v1/readings", "auth": {"type": "bearer", "token": "demo-token"},
               "pagination": {"type": "page", "size_param": "per_page", "size": 25}, "records": "data",
               "timestamp": "ts", "rate_limit": "30/min", "poll": 60,
