@@ -240,7 +240,7 @@ async def test_rul_features_follow_the_served_models_manifest(edgeplane_host, pl
     s["inference"]["models"] = str(tmp_path / "models")
     async with edgeplane_host(s, plugins=plugins) as host:
         solution = host.solution("pdm")
-        assert solution._rul_windows == (10, 30, 60)  # version 99, the newest, is served
+        assert solution.rul_windows == (10, 30, 60)  # version 99, the newest, is served
 
 
 async def test_rul_windows_that_contradict_the_models_manifest_are_refused(edgeplane_host, plugins):

@@ -219,6 +219,12 @@ class PdmSolution(Solution[PdmConfig]):
     def subscriptions(self) -> list[str]:
         return list(self._by_topic)
 
+    @property
+    def rul_windows(self) -> tuple[int, ...]:
+        """The RUL feature windows (cycles) in use now: the served model's, read from its manifest at
+        start and before each prediction; the shipped model's until then."""
+        return self._rul_windows
+
     def _baseline_key(self, machine: str) -> str:
         return f"pdm/{self.name}/{machine}/baseline"
 
