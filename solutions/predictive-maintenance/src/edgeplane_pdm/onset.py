@@ -170,9 +170,9 @@ def detect_onset(run: ImsRun, rules: OnsetRules = OnsetRules()) -> list[BearingA
         if others:
             stacked = np.vstack(others)
             common = np.zeros(len(hours))
-            for i in np.flatnonzero(np.isfinite(stacked).any(axis=0)):
-                column = stacked[:, i]
-                common[i] = np.median(column[np.isfinite(column)])
+            for hour in np.flatnonzero(np.isfinite(stacked).any(axis=0)):
+                column = stacked[:, hour]
+                common[hour] = np.median(column[np.isfinite(column)])
             own = own - common
         hourly = _hourly(hours, own, base_lo, base_hi)
         if len(hourly) < 3:

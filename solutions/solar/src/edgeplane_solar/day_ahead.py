@@ -147,6 +147,11 @@ def _network(mean: np.ndarray, std: np.ndarray, hidden: int) -> Any:
     from torch import nn
 
     class DayAheadForecaster(nn.Module):
+        mean: torch.Tensor  # buffers (register_buffer), typed for the checker
+        std: torch.Tensor
+        cap_p50: torch.Tensor
+        cap_p90: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))

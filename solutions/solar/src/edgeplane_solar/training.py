@@ -34,6 +34,9 @@ def _network(mean: np.ndarray, std: np.ndarray, hidden: int) -> Any:
     from torch import nn
 
     class QuantileForecaster(nn.Module):
+        mean: torch.Tensor  # buffers (register_buffer), typed for the checker
+        std: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
