@@ -182,7 +182,7 @@ class ThingsBoardTransport(MqttTransport):
                 changed[device] = digest
         if changed and path is not None:
 
-            def remember(future: asyncio.Future[None]) -> None:
+            def remember(future: asyncio.Future[list[None]]) -> None:
                 if future.cancelled() or future.exception() is not None:
                     return
                 try:
@@ -281,7 +281,8 @@ class ThingsBoardTransport(MqttTransport):
     async def _rpc(self, tb_device: Any, data: dict[str, Any]) -> None:
         rpc_id = data.get("id")
         method = data.get("method")
-        params = data.get("params") if isinstance(data.get("params"), dict) else {}
+        given = data.get("params")
+        params: dict[str, Any] = given if isinstance(given, dict) else {}
         device = self._site_device(tb_device) if isinstance(tb_device, str) else None
         answer: dict[str, Any]
         if not isinstance(rpc_id, int) or isinstance(rpc_id, bool):
