@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -214,14 +214,14 @@ class DispatchSolution(Solution[DispatchConfig]):
     async def set_power_factor(self, pf: float | None, *, expires_in: float | None = None, source: str = "api") -> None:
         """Write a power-factor setpoint to every inverter (None, 0 or 1: release to unity, disabled)."""
         now = self.context.clock.now()
-        release = pf is None or not math.isfinite(pf) or pf == 0 or abs(pf) >= 1
-        if release:
+        setpoint = None if pf is None or not math.isfinite(pf) or pf == 0 or abs(pf) >= 1 else float(pf)
+        if setpoint is None:  # released
             self.power_factor = None
         else:
             expiry = expires_in or self.next_expiry or self.config.default_expiry
             self.next_expiry = None
-            self.power_factor = (float(pf), now + expiry)
-        await self._write_power_factor(None if release else float(pf), f"power factor {pf} from {source}")
+            self.power_factor = (setpoint, now + expiry)
+        await self._write_power_factor(setpoint, f"power factor {pf} from {source}")
 
     async def _write_power_factor(self, pf: float | None, reason: str) -> None:
         self._pf_written_at = self.context.clock.now()
@@ -266,6 +266,7 @@ class DispatchSolution(Solution[DispatchConfig]):
                 out[dev] = 0.0
                 continue
             if self.poa is not None:
+                kind: Literal["module", "cell"]
                 temp, kind = (self.module_temp, "module") if self.module_temp is not None else (25.0, "cell")
                 expected = float(self.model.ac_from_poa(dev, np.array([self.poa]), temp, kind)[0])
             else:
