@@ -269,6 +269,11 @@ class Solution(_Supervised, Generic[SolutionConfigT]):
     #: every reading and is sure to keep up.
     queue_size: ClassVar[int] = 1000
     overflow: ClassVar[Overflow] = Overflow.DROP_OLDEST
+    #: True: :meth:`on_batch` receives multi-point batches as connectors publish them (one per
+    #: block read, holding the rows of the subscribed points: iterate ``batch.split()`` or read
+    #: ``batch.point_ids``), one queue entry per read instead of one per point. False: one
+    #: single-point batch per point, as before.
+    multipoint: ClassVar[bool] = False
 
     config: SolutionConfigT
 

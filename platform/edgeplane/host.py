@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from edgeplane.bus import Batch, Bus, Overflow, Subscription
+from edgeplane.bus import Batch, Bus, Event, Overflow, Subscription
 from edgeplane.clock import Clock, SimulatedClock, WallClock
 from edgeplane.commands import CommandGuard, CommandResult
 from edgeplane.components import (
@@ -56,6 +56,13 @@ log = logging.getLogger(__name__)
 # what a part runs (constrained, not bound: each is one of the types Part.obj holds)
 PartT = TypeVar("PartT", "AnyConnector", "AnySolution", "CompanionProcess")
 PartConfig = DeviceConfig | SolutionConfig | SimulatorConfig
+
+
+def _named(message: Batch | Event) -> str:
+    """What a log line calls a message: its topic (a multi-point batch has none of its own)."""
+    if isinstance(message, Batch) and message.table is not None and len(message.table) > 1:
+        return f"a batch of {len(message)} readings of {len(message.table)} points ({message.table.topics[0]}, ...)"
+    return message.topic
 
 
 class HostState(str, enum.Enum):  # noqa: UP042 - StrEnum changes str() of a member, which callers may print
@@ -352,7 +359,8 @@ class Host:
             # a simulation has no deadline to miss and must not lose data: it waits instead
             overflow = config.overflow or (Overflow.BLOCK if getattr(self.clock, "simulated", False) else cls.overflow)
             part.subscription = self.bus.subscribe(
-                patterns, name=part.key, maxsize=config.queue_size or cls.queue_size, overflow=overflow
+                patterns, name=part.key, maxsize=config.queue_size or cls.queue_size, overflow=overflow,
+                multipoint=cls.multipoint,
             )
         return part
 
@@ -446,7 +454,7 @@ class Host:
                 dropped.inc()
                 part.health.set(HealthState.DEGRADED, f"last message failed: {type(e).__name__}: {e}")
                 limited.warning(type(e).__name__, "%s could not handle %s: %s: %s (message dropped, counted)",
-                                part.key, message.topic, type(e).__name__, e)
+                                part.key, _named(message), type(e).__name__, e)
 
     async def _stop_part(self, key: PartKey) -> None:
         part = self.parts.pop(key, None)

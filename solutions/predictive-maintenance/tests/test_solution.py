@@ -252,3 +252,21 @@ async def test_rul_windows_that_contradict_the_models_manifest_are_refused(edgep
         detail = host.health()["solution:pdm"]["detail"]
         assert "[10, 45, 90]" in detail and "fix: remove rul.windows" in detail
         assert not host.ready
+
+
+async def test_one_multipoint_batch_feeds_each_of_its_points(edgeplane_host, plugins):
+    # the host subscribes the solution multi-point: one batch of a connector's read (temperature,
+    # vibration and a point it does not take) reaches on_batch once, and each point is handled
+    from edgeplane.bus import PointTable
+
+    async with edgeplane_host(site(), plugins=plugins) as host:
+        solution = host.solution("pdm")
+        assert host.parts["solution:pdm"].subscription.multipoint
+        table = PointTable(["sensor/other", "sensor/temp", "sensor/vib"])
+        x = synthetic_bearing_signal(FS, 4096 / FS, SHAFT, None)
+        ids = np.repeat(np.array([0, 1, 2]), [1, 2, 4096])
+        ts = np.concatenate([[1.0], [1.0, 2.0], 1.0 + np.arange(4096) / FS])
+        values = np.concatenate([[7.0], [40.0, 41.0], x])
+        await host.bus.publish(Batch.rows(table, ids, ts, values, Quality.GOOD))
+        await wait_for(lambda: solution.machines["m1"].windows == 1, timeout=30)
+        assert [v for _, v in solution.machines["m1"].temps][-2:] == [40.0, 41.0]

@@ -184,6 +184,7 @@ def health_index(score: float, high: float) -> float:
 
 
 class PdmSolution(Solution[PdmConfig]):
+    multipoint = True  # on_batch takes a connector's block reads whole
     def __init__(self, name: str, config: PdmConfig, context: Context):
         super().__init__(name, config, context)
         self.machines = {m: _MachineState(c) for m, c in config.machines.items()}
@@ -248,6 +249,11 @@ class PdmSolution(Solution[PdmConfig]):
                 for m, s in self.machines.items()}
 
     async def on_batch(self, batch: Batch) -> None:
+        # subscribed multi-point (class attribute multipoint): one batch per block read, its points in turn
+        for piece in batch.split():
+            await self._on_point(piece)
+
+    async def _on_point(self, batch: Batch) -> None:
         target = self._by_topic.get(batch.topic)
         if target is None:
             return

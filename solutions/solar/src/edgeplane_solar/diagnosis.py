@@ -292,6 +292,8 @@ class InverterDiagnoser:
 class DiagnosisSolution(Solution[DiagnosisConfig]):
     """``type: solar.diagnosis``: see the module doc."""
 
+    multipoint = True  # on_batch takes a connector's block reads whole
+
     def __init__(self, name: str, config: DiagnosisConfig, context: Context):
         super().__init__(name, config, context)
         self.model = PlantModel(config.plant)
@@ -354,6 +356,11 @@ class DiagnosisSolution(Solution[DiagnosisConfig]):
                     await self._publish(diag.stale(now - self.seen[dev]))
 
     async def on_batch(self, batch: Batch) -> None:
+        # subscribed multi-point (class attribute multipoint): one batch per block read, its points in turn
+        for piece in batch.split():
+            await self._on_point(piece)
+
+    async def _on_point(self, batch: Batch) -> None:
         good = batch.quality == Quality.GOOD
         if not good.any() or batch.values.dtype.kind not in "fiub":
             self.dropped.labels(reason="bad_quality").inc()

@@ -45,6 +45,8 @@ class ForecastConfig(SolutionConfig):
 class ForecastSolution(Solution[ForecastConfig]):
     """See the module doc."""
 
+    multipoint = True  # on_batch takes a connector's block reads whole
+
     def __init__(self, name: str, config: ForecastConfig, context: Context):
         super().__init__(name, config, context)
         self.model = PlantModel(config.plant)
@@ -78,6 +80,11 @@ class ForecastSolution(Solution[ForecastConfig]):
         return topics
 
     async def on_batch(self, batch: Batch) -> None:
+        # subscribed multi-point (class attribute multipoint): one batch per block read, its points in turn
+        for piece in batch.split():
+            await self._on_point(piece)
+
+    async def _on_point(self, batch: Batch) -> None:
         good = batch.quality == Quality.GOOD
         if not good.any() or batch.values.dtype.kind not in "fiub":
             return

@@ -60,6 +60,7 @@ class TrafficSignalConfig(SolutionConfig):
 class TrafficSignalSolution(Solution[TrafficSignalConfig]):
     queue_size = 100_000
     overflow = Overflow.BLOCK  # every step matters to the shield's clock; the connector paces itself
+    multipoint = True  # on_batch takes a connector's block reads whole
 
     def __init__(self, name: str, config: TrafficSignalConfig, context: Context):
         super().__init__(name, config, context)
@@ -196,6 +197,11 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
 
     # ---- the tick
     async def on_batch(self, batch: Batch) -> None:
+        # subscribed multi-point (class attribute multipoint): one batch per block read, its points in turn
+        for piece in batch.split():
+            await self._on_point(piece)
+
+    async def _on_point(self, batch: Batch) -> None:
         if not len(batch):
             return
         value = float(batch.values[-1])
