@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -26,7 +26,7 @@ def _command(name: str) -> str:
     return " ".join(parts)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """Bad input: say what and how to fix it, exit 2."""
     click.echo(f"Error: {message}", err=True)
     sys.exit(2)
@@ -170,8 +170,8 @@ def fit(power: Path | None, power_column: str | None, power_unit: str | None, po
         try:
             sensor = dataset.load_power(weather, orientation_column, TimeBase.parse(weather_time, what="--weather-time"),
                                         "W")
-        except (dataset.DataError, TimeBaseError) as e:
-            _fail(str(e))
+        except (dataset.DataError, TimeBaseError) as err:
+            _fail(str(err))
     s, e = dataset._utc(start), dataset._utc(end)
     try:
         result = fitting.fit(p, lat, lon, alt, s, e, ac_kw=ac_kw, timezone=zone, orientation_sensor=sensor, tilt=tilt,
@@ -332,12 +332,12 @@ def backtest(power: Path | None, power_column: str | None, power_unit: str | Non
             if label != "day-ahead":
                 features.horizon_steps(label)
         delay = pd.Timedelta(weather_delay)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--horizons / --weather-delay") from None
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--horizons / --weather-delay") from None
     try:
         folder = training.resolve_model_folder(model_dir or reference.shipped_models())
-    except FileNotFoundError as e:
-        _fail(f"{e}; train one with 'edgeplane solar train'")
+    except FileNotFoundError as err:
+        _fail(f"{err}; train one with 'edgeplane solar train'")
     prov = training.read_provenance(folder)
     described = _plant_file(plant_path)
     if described is None:
@@ -352,8 +352,8 @@ def backtest(power: Path | None, power_column: str | None, power_unit: str | Non
     try:
         dataset.check_capacity(p, cap)
         first, last = dataset.overlap(p, w)
-    except dataset.DataError as e:
-        _fail(str(e))
+    except dataset.DataError as err:
+        _fail(str(err))
     if start is None:
         start = reference.TEST[0] if defaults else str(first)
     if end is None:
