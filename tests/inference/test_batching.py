@@ -361,3 +361,36 @@ async def test_infer_many_returns_items_in_order_and_counts_each_failed_item(mak
         ok = await service.infer_many("lookup", [np.array([i], np.int64) for i in range(10)])  # equal items: cut by one reshape
         assert [r["y"].shape for r in ok] == [(1, 4)] * 10
         np.testing.assert_array_equal(np.concatenate([r["y"] for r in ok]), table)
+
+
+async def test_bulk_runs_of_all_models_take_turns_within_the_bulk_thread_budget(make_service):
+    """With bulk on its own sessions, one bulk run holds the whole bulk budget: a second model's bulk batch waits."""
+    async with make_service() as service:
+        mlp, cnn = await service.load("mlp"), await service.load("cnn")
+        first_in, release = threading.Event(), threading.Event()
+        entered: list[str] = []
+
+        def hold(model, name):
+            original = model.run_batch
+
+            def held(requests, rows, bulk=False, *more):
+                entered.append(f"{name}:{'bulk' if bulk else 'realtime'}")
+                if bulk and name == "mlp":
+                    first_in.set()
+                    release.wait(30)
+                return original(requests, rows, bulk, *more)
+
+            model.run_batch = held
+
+        hold(mlp, "mlp")
+        hold(cnn, "cnn")
+        a = asyncio.create_task(service.infer("mlp", np.ones((4, 32), np.float32), priority="bulk"))
+        await wait_for(first_in.is_set, timeout=10)
+        b = asyncio.create_task(service.infer("cnn", np.ones((2, 3, 256), np.float32), priority="bulk"))
+        # realtime work of either model is not held by the bulk budget
+        assert (await asyncio.wait_for(service.infer("cnn", np.ones((1, 3, 256), np.float32)), 10))["y"].shape == (1, 4)
+        await asyncio.sleep(0.05)
+        assert entered == ["mlp:bulk", "cnn:realtime"] and not b.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(a, b), 10)
+        assert entered == ["mlp:bulk", "cnn:realtime", "cnn:bulk"]
