@@ -406,7 +406,7 @@ class ModelServer:
             lane.executor.submit(self._execute, lane, batch, model, done)
         except RuntimeError as e:  # the pool is shut down: fail this batch only
             error = ServiceStoppedError(f"{model.label} could not run: {e}")
-            self._finish(lane, batch, [error] * len(batch), 0.0, 0.0, done)
+            self._finish(lane, batch, [error] * len(batch), len(batch), 0.0, 0.0, done)
 
     # -- the worker thread ------------------------------------------------------------------
 
@@ -414,16 +414,24 @@ class ModelServer:
         """Run one batch (in a worker thread) and hand every request's outcome back in one call."""
         began = time.perf_counter()
         outcomes: list[Outcome]
+        failed = 0  # counted here, off the event loop
         try:
             results = model.run_batch([r.feeds for r in batch], [r.rows for r in batch], lane.bulk, lane.max_batch)
             outcomes = [self._outcome(model, lane, r, result) for r, result in zip(batch, results)]
+            if any(isinstance(result, BaseException) for result in results):
+                for outcome in outcomes:
+                    if isinstance(outcome, list):
+                        failed += sum(isinstance(o, BaseException) for o in outcome)
+                    elif isinstance(outcome, BaseException):
+                        failed += 1
         except Exception as e:  # noqa: BLE001 - the run machinery itself failed: fail this batch, keep serving
             outcomes = [ModelRunError(f"{model.label} could not run: {type(e).__name__}: {e}")] * len(batch)
+            failed = len(batch)
         ended = time.perf_counter()
         del model  # a swapped-out version is freed as soon as its last batch ends
         assert self._loop is not None
         try:
-            self._loop.call_soon_threadsafe(self._finish, lane, batch, outcomes, began, ended, done)
+            self._loop.call_soon_threadsafe(self._finish, lane, batch, outcomes, failed, began, ended, done)
         except RuntimeError:
             pass  # the event loop is closed: nobody is waiting any more
 
@@ -451,7 +459,7 @@ class ModelServer:
 
     # -- back on the event loop -------------------------------------------------------------
 
-    def _finish(self, lane: _Lane, batch: list[Request], outcomes: list[Outcome], began: float, ended: float,
+    def _finish(self, lane: _Lane, batch: list[Request], outcomes: list[Outcome], failed: int, began: float, ended: float,
                 done: asyncio.Future[None]) -> None:
         try:
             stats = self.stats
@@ -459,15 +467,10 @@ class ModelServer:
                 stats.run_time.observe(ended - began)
                 stats.batch_size.observe(sum(r.rows for r in batch))
             now = time.perf_counter()
-            stats.latency[lane.priority].observe_many(now - np.fromiter((r.enqueued for r in batch), np.float64, len(batch)))
-            failed = 0
+            stats.latency[lane.priority].observe_many([now - r.enqueued for r in batch])
             release = self._release
             for request, outcome in zip(batch, outcomes):
                 release(request)
-                if isinstance(outcome, list):
-                    failed += sum(isinstance(o, BaseException) for o in outcome)
-                elif isinstance(outcome, BaseException):
-                    failed += 1
                 future = request.future
                 if future.done():  # the caller was cancelled
                     continue

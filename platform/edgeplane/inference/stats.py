@@ -25,20 +25,23 @@ class BucketCounts:
 
     def __init__(self, bounds: tuple[float, ...]):
         self.bounds = np.asarray(bounds, dtype=np.float64)
-        self._bound_list = [float(b) for b in bounds]  # bisect on a list: a third of numpy's cost for one value
-        self.counts = np.zeros(len(bounds) + 1, dtype=np.int64)  # last: above every bound (+Inf)
+        self._bound_list = [float(b) for b in bounds]
+        # plain ints: one sample is a bisect and a list increment (numpy costs more than that for one value)
+        self.counts = [0] * (len(bounds) + 1)  # last: above every bound (+Inf)
         self.total = 0.0
 
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self._bound_list, value)] += 1
         self.total += value
 
-    def observe_many(self, values: np.ndarray) -> None:
-        if len(values) <= 8:  # a few values (one per request of a batch): a loop costs less than numpy's set-up
-            for value in values.tolist():
+    def observe_many(self, values: Iterable[float] | np.ndarray) -> None:
+        if not isinstance(values, np.ndarray) or len(values) <= 8:
+            for value in values.tolist() if isinstance(values, np.ndarray) else values:
                 self.observe(value)
             return
-        self.counts += np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.counts))
+        counts = self.counts
+        for i, n in enumerate(np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(counts)).tolist()):
+            counts[i] += n
         self.total += float(values.sum())
 
     def buckets(self) -> list[tuple[str, float]]:
