@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from edgeplane_solar import dataset, evaluation, features, reference, training
+from edgeplane_solar import dataset, evaluation, features, forecasting, reference, training
 from edgeplane_solar.cli import _load_inputs
 
 LABELS = [f"{15 * h}min" for h in range(1, features.HORIZONS + 1)]
@@ -86,7 +86,7 @@ def main() -> None:
     pick = np.random.default_rng(0).integers(0, len(training.TRAIN_DELAYS), len(train.frame.times))
     drawn = np.choose(pick, [by_delay[d].frame.x[:, features.WEATHER_INDEX_COLUMN] for d in training.TRAIN_DELAYS])
     assert np.array_equal(drawn, train.frame.x[:, features.WEATHER_INDEX_COLUMN]), "mixed_delays draws differently now"
-    held = training.validation_rows(train.frame.times, (4, 3))
+    held = forecasting.validation_rows(train.frame.times, (4, 3))
     checks = {"on_time": by_delay["0min"], "1h_late": by_delay["1h"]}
     trials = [("none", 16, 15, (0, 1, 2)), ("k_3h_6h", 16, 15, (0,)), ("k_3h_6h", 32, 30, (0,)),
               ("k_3h", 16, 15, (0, 1, 2)), ("weather_change_30min", 16, 15, (0, 1, 2))]
@@ -101,7 +101,7 @@ def main() -> None:
         with n_features(data.frame.x.shape[1]):
             nets = [training.fit(data, epochs=epochs, hidden=hidden, seed=s, log=lambda m: None, rows=~held)
                     for s in seeds]
-            predictions = {name: [training._predict(net, extend(c, make(c.frame)).frame.x) for net in nets]
+            predictions = {name: [forecasting.predict(net, extend(c, make(c.frame)).frame.x) for net in nets]
                            for name, c in checks.items()}
         members = [(f"seed {s}", [i]) for i, s in enumerate(seeds)] + ([("mean of seeds", list(range(len(seeds))))]
                                                                          if len(seeds) > 1 else [])
@@ -110,7 +110,7 @@ def main() -> None:
             nrmse = []
             for name, c in checks.items():
                 q = np.mean([predictions[name][i] for i in idx], axis=0)
-                r = evaluation.score(training._subset(c, held), q[held], LABELS)
+                r = evaluation.score(forecasting.subset(c, held), q[held], LABELS)
                 nrmse.append(float(np.mean([v["nrmse"] for v in r.values()])))
                 row[f"skill_1h_{name}"] = round(r["60min"]["skill_smart_persistence"], 4)
             row["val_nrmse_mean"] = round(float(np.mean(nrmse)), 5)

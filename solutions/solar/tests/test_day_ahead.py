@@ -3,19 +3,20 @@ the backtest reports it with the same keys as the other horizons, and ``train --
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 from click.testing import CliRunner
 
-from edgeplane_solar import day_ahead, reference, training
+from edgeplane_solar import day_ahead, forecasting, reference
 from edgeplane_solar.cli import solar
 from edgeplane_solar.plant import PlantModel
 
 
 def _shipped():
-    return training.resolve_model_folder(reference.shipped_models(), day_ahead.MODEL_NAME)
+    return day_ahead.DAY_AHEAD.resolve(reference.shipped_models())
 
 
 def test_the_shipped_day_ahead_model_loads_and_its_quantiles_are_ordered():
@@ -27,7 +28,7 @@ def test_the_shipped_day_ahead_model_loads_and_its_quantiles_are_ordered():
     assert onnx.load(str(model_file)).ir_version == 9 and model_file.stat().st_size < 200_000
     session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["features"]
-    prov = training.read_provenance(folder)
+    prov = forecasting.read_provenance(folder)
     assert prov["train_period"] == ["2011-01-01", "2012-01-01"] and "--day-ahead" in prov["command"]
     power, _ = reference.load_system50(weather=False)
     data = day_ahead.prepare(power.values, reference.system50().plant, prov["capacity_w"], "2012-06-01", "2012-06-15")
@@ -46,7 +47,7 @@ def test_the_shipped_day_ahead_model_stays_under_its_caps_for_any_input():
     import onnxruntime as ort
 
     folder = _shipped()
-    prov = training.read_provenance(folder)
+    prov = forecasting.read_provenance(folder)
     cap_p50, cap_p90 = prov["cap_p50"], prov["cap_p90"]
     assert cap_p50 in day_ahead.CAPS_P50 and cap_p90 in day_ahead.CAPS_P90 and cap_p50 <= 1.0
     power, _ = reference.load_system50(weather=False)
@@ -113,7 +114,7 @@ def test_day_ahead_selection_never_trains_on_validation_weeks(monkeypatch):
     power, _ = reference.load_system50(weather=False)
     described = reference.system50()
     data = day_ahead.prepare(power.values, described.plant, described.capacity_w, "2011-05-01", "2011-07-01")
-    held = training.validation_rows(data.times, reference.VALIDATION_WEEKS)
+    held = forecasting.validation_rows(data.times, reference.VALIDATION_WEEKS)
     assert held.any() and (~held).any()
     fitted = []
     real_fit = day_ahead.fit
@@ -123,11 +124,11 @@ def test_day_ahead_selection_never_trains_on_validation_weeks(monkeypatch):
         return real_fit(d, **{**kw, "epochs": 1})
 
     monkeypatch.setattr(day_ahead, "fit", recording_fit)
-    monkeypatch.setattr(day_ahead, "CANDIDATES", ((4, 1), (8, 2)))
+    monkeypatch.setattr(day_ahead, "DAY_AHEAD", dataclasses.replace(day_ahead.DAY_AHEAD, candidates=((4, 1), (8, 2))))
     chosen, net, report = day_ahead.select_and_fit(data, log=lambda m: None)
     assert len(fitted) == 3  # two candidates on the training weeks, then the choice on the whole span
     for times in fitted[:2]:
-        assert not training.validation_rows(times, reference.VALIDATION_WEEKS).any()
+        assert not forecasting.validation_rows(times, reference.VALIDATION_WEEKS).any()
     assert len(fitted[2]) == len(data.times)
     best = min(report, key=lambda r: r["val_nrmse"])
     assert (chosen["hidden"], chosen["epochs"]) == (best["hidden"], best["epochs"])

@@ -13,14 +13,14 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeplane_solar import dataset, evaluation, features, reference, training
+from edgeplane_solar import dataset, features, reference, training
 from edgeplane_solar.dataset import Timed
 
 PLANT = reference.system50().plant
 CAPACITY = reference.system50().capacity_w
 START = pd.Timestamp("2012-06-10 12:00", tz="UTC")
 END = pd.Timestamp("2012-06-11 04:00", tz="UTC")
-MODEL = training.resolve_model_folder(reference.shipped_models()) / "model.onnx"
+MODEL = training.INTRADAY.resolve(reference.shipped_models()) / "model.onnx"
 
 
 def _series(rng: np.random.Generator, offset_min: int, interval: pd.Timedelta) -> tuple[Timed, Timed]:
@@ -56,7 +56,7 @@ def test_values_known_after_t_do_not_move_the_forecast_at_t(seed, row, off_grid,
                         CAPACITY, START, END, weather_delay=delay)
     assert np.array_equal(a.frame.x[row], b.frame.x[row])
     assert a.frame.valid[row] == b.frame.valid[row]
-    qa, qb = evaluation.run_onnx(MODEL, a.frame.x[row:row + 1]), evaluation.run_onnx(MODEL, b.frame.x[row:row + 1])
+    qa, qb = training.INTRADAY.run_onnx(MODEL, a.frame.x[row:row + 1]), training.INTRADAY.run_onnx(MODEL, b.frame.x[row:row + 1])
     assert np.array_equal(qa, qb)
     # and the test can fail: the later rows did see the change (their features moved)
     later = slice(row + 1, None)

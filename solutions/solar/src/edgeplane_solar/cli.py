@@ -267,7 +267,7 @@ def train(power: Path | None, power_column: str | None, power_unit: str | None, 
         _fail(str(e))
     provenance.update(chosen)
     provenance["selection"] = report
-    folder = training.save(net, out or reference.shipped_models(), version, provenance)
+    folder = training.INTRADAY.save(net, out or reference.shipped_models(), version, provenance)
     click.echo(f"chosen on validation weeks: {chosen}")
     click.echo(f"model written to {folder}")
 
@@ -284,8 +284,8 @@ def _train_day_ahead(p: Any, plant: Any, capacity: float, start: str, end: str, 
         _fail(str(e))
     provenance = {**provenance, **chosen, "selection": report, "data": provenance["data"][:1],
                   "inputs": "no weather forecast: clear-sky power and sun at the target, yesterday's power and clear-sky index"}
-    folder = day_ahead.save(net, out or reference.shipped_models(), version, provenance)
-    r = day_ahead.score(data, day_ahead.run_onnx(folder / "model.onnx", data.x))
+    folder = day_ahead.DAY_AHEAD.save(net, out or reference.shipped_models(), version, provenance)
+    r = day_ahead.score(data, day_ahead.DAY_AHEAD.run_onnx(folder / "model.onnx", data.x))
     click.echo(f"chosen on validation weeks: {chosen}")
     click.echo(f"in-sample (training period), day-ahead: n {r['n']}  nRMSE {r['nrmse']:.2%}  nMAE {r['nmae']:.2%}  "
                f"P10-P90 {r['coverage_p10_p90']:.1%}")
@@ -324,7 +324,7 @@ def backtest(power: Path | None, power_column: str | None, power_unit: str | Non
     """Score the forecaster against persistence and smart persistence on a period (every method on the same points)."""
     import pandas as pd
 
-    from edgeplane_solar import dataset, evaluation, features, plantfile, training
+    from edgeplane_solar import dataset, evaluation, features, forecasting, plantfile, training
 
     labels = [h.strip() for h in horizons.split(",") if h.strip()]
     try:
@@ -335,10 +335,10 @@ def backtest(power: Path | None, power_column: str | None, power_unit: str | Non
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--horizons / --weather-delay") from None
     try:
-        folder = training.resolve_model_folder(model_dir or reference.shipped_models())
+        folder = training.INTRADAY.resolve(model_dir or reference.shipped_models())
     except FileNotFoundError as err:
         _fail(f"{err}; train one with 'edgeplane solar train'")
-    prov = training.read_provenance(folder)
+    prov = forecasting.read_provenance(folder)
     described = _plant_file(plant_path)
     if described is None:
         if prov.get("plant_file"):
@@ -370,7 +370,7 @@ def backtest(power: Path | None, power_column: str | None, power_unit: str | Non
     labels = [label for label in labels if label != "day-ahead"]
     data = dataset.prepare(p, w, plant, cap, s, e, weather_delay=delay)
     try:
-        q = evaluation.run_onnx(folder / "model.onnx", data.frame.x)
+        q = training.INTRADAY.run_onnx(folder / "model.onnx", data.frame.x)
     except ValueError as err:
         _fail(str(err))
     results = evaluation.score(data, q, labels)
@@ -398,7 +398,7 @@ def backtest(power: Path | None, power_column: str | None, power_unit: str | Non
 def _score_day_ahead(p: Any, plant: Any, capacity: float, start: str, end: str, day_ahead_dir: Path | None,
                      model_dir: Path | None) -> dict[str, Any]:
     """Score the learned day-ahead model (or, when none is found, the daily-index baseline) and print a line."""
-    from edgeplane_solar import day_ahead, training
+    from edgeplane_solar import day_ahead
 
     candidates = [day_ahead_dir] if day_ahead_dir is not None else [model_dir, reference.shipped_models()]
     folder = None
@@ -406,7 +406,7 @@ def _score_day_ahead(p: Any, plant: Any, capacity: float, start: str, end: str, 
         if candidate is None:
             continue
         try:
-            folder = training.resolve_model_folder(candidate, day_ahead.MODEL_NAME)
+            folder = day_ahead.DAY_AHEAD.resolve(candidate)
             if (folder / "model.onnx").exists() and folder.parent.name == day_ahead.MODEL_NAME:
                 break
             folder = None
@@ -415,7 +415,10 @@ def _score_day_ahead(p: Any, plant: Any, capacity: float, start: str, end: str, 
                 _fail(f"{day_ahead_dir}: no {day_ahead.MODEL_NAME} model here; train one with "
                       "'edgeplane solar train --day-ahead'")
     data = day_ahead.prepare(p, plant, capacity, start, end)
-    q = day_ahead.run_onnx(folder / "model.onnx", data.x) if folder is not None else None
+    try:
+        q = day_ahead.DAY_AHEAD.run_onnx(folder / "model.onnx", data.x) if folder is not None else None
+    except ValueError as err:
+        _fail(str(err))
     d = day_ahead.score(data, q)
     what = f"model {folder}" if folder is not None else "no day-ahead model found: the daily-index baseline"
     cover = f"  P10-P90 {d['coverage_p10_p90']:.1%}" if q is not None else ""

@@ -11,7 +11,8 @@ each times the target's clear-sky power).
 
 The ONNX model takes ``features`` (N, N_FEATURES) float32, one row per target step, and returns
 ``quantiles`` (N, 3) float32 (P10, P50, P90 of power over capacity, ordered by construction).
-Training (torch) is training-only, like :mod:`edgeplane_solar.training`.
+The network, fit loop, export and scoring are :mod:`edgeplane_solar.forecasting`'s, configured
+by :data:`DAY_AHEAD`; torch is imported by training commands only.
 
 **Physical bounds are part of the model.** Its P50 and P90 are clear-sky indices capped in the
 graph: P50 <= ``cap_p50`` x clear-sky power and P90 <= ``cap_p90`` x clear-sky power, for any input.
@@ -26,13 +27,12 @@ median towards the mean for a better RMSE.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from edgeplane_solar import features
+from edgeplane_solar import dataset, features, forecasting
 from edgeplane_solar.plant import PlantConfig, PlantModel
 
 MODEL_NAME = "solar-day-ahead"
@@ -96,7 +96,6 @@ def build(times: pd.DatetimeIndex, power_norm: np.ndarray, clearsky_norm: np.nda
     k = features.clear_sky_index(p, cs)
     stats = _day_stats(p, cs, k)
     days = len(p) // DAY
-    n = (days - 2) * DAY
     t = slice(2 * DAY, days * DAY)
     y_ = slice(DAY, (days - 1) * DAY)  # yesterday, same time
     day_index = np.arange(2, days).repeat(DAY)
@@ -108,15 +107,11 @@ def build(times: pd.DatetimeIndex, power_norm: np.ndarray, clearsky_norm: np.nda
     k_y = np.where(np.isfinite(p[y_]), k[y_], k_day0)
     cs_t = cs[t]
     tt = times[t]
-    solar_hour = (tt.hour + tt.minute / 60.0 + lon / 15.0).to_numpy() % 24
-    doy = tt.day_of_year.to_numpy()
     persistence = np.nan_to_num(p[y_])
     smart = k_y * cs_t
     baseline = k_day0 * cs_t
     x = np.column_stack([
-        cs_t, np.sin(np.radians(elevation[t])),
-        np.sin(2 * np.pi * solar_hour / 24), np.cos(2 * np.pi * solar_hour / 24),
-        np.sin(2 * np.pi * doy / 365.25), np.cos(2 * np.pi * doy / 365.25),
+        cs_t, np.sin(np.radians(elevation[t])), features.calendar(tt, lon),
         persistence, k_y, k_day0, k_dby, np.nan_to_num(yday[:, 1]), np.nan_to_num(yday[:, 2], nan=1.0),
         np.nan_to_num(yday[:, 3], nan=0.5), baseline, smart,
     ]).astype(np.float32)
@@ -127,8 +122,8 @@ def build(times: pd.DatetimeIndex, power_norm: np.ndarray, clearsky_norm: np.nda
 def prepare(power: pd.Series, plant: PlantConfig, capacity_w: float, start: str | pd.Timestamp,
             end: str | pd.Timestamp) -> DayAheadData:
     """Day-ahead rows for target days in [start, end) (UTC midnights); reads the two days before ``start``."""
-    start = _utc(start).normalize()
-    end = _utc(end).normalize()
+    start = dataset._utc(start).normalize()
+    end = dataset._utc(end).normalize()
     model = PlantModel(plant)
     times = pd.date_range(start - pd.Timedelta(days=2), end, freq=features.STEP, inclusive="left")
     p = power[~power.index.duplicated()].reindex(times).to_numpy() / capacity_w
@@ -137,75 +132,38 @@ def prepare(power: pd.Series, plant: PlantConfig, capacity_w: float, start: str 
     return build(times, p, cs, elevation, plant.location.lon)
 
 
-def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
-
-
-def _network(mean: np.ndarray, std: np.ndarray, hidden: int) -> Any:
+def _quantiles(net: Any, x: Any, out: Any) -> Any:
+    """P50 as a clear-sky index around the daily-index baseline, two positive widths, the caps, no power without sun."""
     import torch
     from torch import nn
 
-    class DayAheadForecaster(nn.Module):
-        mean: torch.Tensor  # buffers (register_buffer), typed for the checker
-        std: torch.Tensor
-        cap_p50: torch.Tensor
-        cap_p90: torch.Tensor
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-            self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-            self.register_buffer("cap_p50", torch.tensor(NO_CAP, dtype=torch.float32))
-            self.register_buffer("cap_p90", torch.tensor(NO_CAP, dtype=torch.float32))
-            self.body = nn.Sequential(nn.Linear(N_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                      nn.Linear(hidden, 3))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out = self.body((x - self.mean) / self.std)
-            clearsky = x[:, CLEARSKY_COLUMN:CLEARSKY_COLUMN + 1]
-            # a clear-sky index in clear-sky units keeps the output in scale across seasons
-            p50 = torch.minimum(clearsky * out[:, 1:2] + x[:, BASELINE_COLUMN:BASELINE_COLUMN + 1],
-                                self.cap_p50 * clearsky)
-            p10 = p50 - clearsky * nn.functional.softplus(out[:, 0:1])
-            # cap_p90 >= cap_p50 >= P50's index, so the cap keeps P50 <= P90
-            p90 = torch.minimum(p50 + clearsky * nn.functional.softplus(out[:, 2:3]), self.cap_p90 * clearsky)
-            sun = (clearsky > 0).to(x.dtype)
-            return torch.relu(torch.cat([p10, p50, p90], dim=1)) * sun
-
-    return DayAheadForecaster()
+    clearsky = x[:, CLEARSKY_COLUMN:CLEARSKY_COLUMN + 1]
+    # a clear-sky index in clear-sky units keeps the output in scale across seasons
+    p50 = torch.minimum(clearsky * out[:, 1:2] + x[:, BASELINE_COLUMN:BASELINE_COLUMN + 1], net.cap_p50 * clearsky)
+    p10 = p50 - clearsky * nn.functional.softplus(out[:, 0:1])
+    # cap_p90 >= cap_p50 >= P50's index, so the cap keeps P50 <= P90
+    p90 = torch.minimum(p50 + clearsky * nn.functional.softplus(out[:, 2:3]), net.cap_p90 * clearsky)
+    sun = (clearsky > 0).to(x.dtype)
+    return torch.relu(torch.cat([p10, p50, p90], dim=1)) * sun
 
 
-def fit(data: DayAheadData, *, epochs: int = 30, hidden: int = 8, seed: int = 0, log: Any = print) -> Any:
+#: the day-ahead forecaster: ``features`` (N, N_FEATURES) in, ``quantiles`` (N, 3) out, capped by clear sky
+DAY_AHEAD = forecasting.Forecaster(
+    name=MODEL_NAME, outputs=3, quantiles_shape=(3,), head=_quantiles, candidates=CANDIDATES, default=(8, 30),
+    train_command="edgeplane solar train --day-ahead", label="day-ahead ",
+    buffers=(("cap_p50", NO_CAP), ("cap_p90", NO_CAP)))
+
+
+def _usable(data: DayAheadData) -> np.ndarray:
+    """The rows that are trained on and scored: daylight targets, measured, with complete inputs."""
+    return np.asarray(data.valid & data.daylight & np.isfinite(data.target))
+
+
+def fit(data: DayAheadData, *, epochs: int = DAY_AHEAD.default[1], hidden: int = DAY_AHEAD.default[0], seed: int = 0,
+        log: Any = print) -> Any:
     """Train with the pinball loss on daylight rows whose inputs are complete; returns the torch module."""
-    import torch
-
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    rows = data.valid & data.daylight & np.isfinite(data.target)
-    x, y = data.x[rows], data.target[rows]
-    if len(x) < 100:
-        raise ValueError(f"only {len(x)} usable day-ahead training rows: give a longer period with power data")
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-3
-    net = _network(mean, std, hidden)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-5)
-    q = torch.tensor(features.QUANTILES, dtype=torch.float32)
-    xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-    for epoch in range(epochs):
-        perm = torch.randperm(len(xt))
-        total = 0.0
-        for i in range(0, len(xt), 256):
-            b = perm[i:i + 256]
-            err = yt[b].unsqueeze(-1) - net(xt[b])
-            loss = torch.maximum(q * err, (q - 1) * err).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(b)
-        if epoch % 10 == 0 or epoch == epochs - 1:
-            log(f"day-ahead epoch {epoch + 1}/{epochs}: pinball {total / len(xt):.5f}")
-    net.eval()
-    return net
+    rows = _usable(data)
+    return DAY_AHEAD.fit(data.x[rows], data.target[rows], hidden=hidden, epochs=epochs, seed=seed, log=log)
 
 
 def select_and_fit(data: DayAheadData, *, seed: int = 0, epochs: int | None = None, hidden: int | None = None,
@@ -213,52 +171,45 @@ def select_and_fit(data: DayAheadData, *, seed: int = 0, epochs: int | None = No
     """Choose (hidden, epochs) and the caps on the intraday model's validation weeks of the span, then train
     the chosen size on all of it and give it the chosen caps.
 
-    The split is :func:`edgeplane_solar.training.validation_rows` on the target day (issued at its
+    The split is :func:`edgeplane_solar.forecasting.validation_rows` on the target day (issued at its
     00:00 UTC, so the issue time is in the same ISO week). Each setting (or the one fixed by
     ``hidden``/``epochs``) is trained on the other weeks; on the validation weeks' daylight rows
     its caps are chosen (:func:`choose_caps`) and it is scored by the capped P50's nRMSE; the
     lowest wins. Validation targets are never trained on while choosing.
     """
-    from edgeplane_solar import training
-
-    held = training.validation_rows(data.times, weeks)
-    check = _subset(data, held)
-    if not (check.valid & check.daylight & np.isfinite(check.target)).any():
-        raise ValueError(f"no usable validation rows (ISO week % {weeks[0]} == {weeks[1]}) in the span: the caps and "
+    held = forecasting.validation_rows(data.times, weeks)
+    check = forecasting.subset(data, held)
+    if not _usable(check).any():
+        raise ValueError(f"no usable validation rows ({forecasting.weeks_label(weeks)}) in the span: the caps and "
                          "the size are chosen on them; give a span of a month or more")
-    candidates = [(hidden, epochs)] if hidden and epochs else \
-        [c for c in CANDIDATES if (hidden is None or c[0] == hidden) and (epochs is None or c[1] == epochs)] or \
-        [(hidden or 8, epochs or 30)]
-    report: list[dict[str, Any]] = []
-    for h_units, n_epochs in candidates:
-        net = fit(_subset(data, ~held), epochs=n_epochs, hidden=h_units, seed=seed, log=log)
-        uncapped = score(check, _predict(net, check.x))["nrmse"]
+
+    def trial(h_units: int, n_epochs: int) -> dict[str, Any]:
+        net = fit(forecasting.subset(data, ~held), epochs=n_epochs, hidden=h_units, seed=seed, log=log)
+        uncapped = score(check, forecasting.predict(net, check.x))["nrmse"]
         cap_p50, cap_p90, cap_scores = choose_caps(net, check)
-        r = score(check, _predict(net, check.x))
-        entry = {"hidden": h_units, "epochs": n_epochs, "cap_p50": cap_p50, "cap_p90": cap_p90,
-                 "val_nrmse": round(r["nrmse"], 5), "val_nrmse_uncapped": round(uncapped, 5),
-                 "val_nmae": round(r["nmae"], 5), "val_coverage_p10_p90": round(r["coverage_p10_p90"], 4),
-                 "val_nrmse_daily_index": round(r["nrmse_daily_index"], 5), "val_n": r["n"], "caps": cap_scores}
-        log(f"candidate { {k: v for k, v in entry.items() if k != 'caps'} }")
-        report.append(entry)
-    best = min(report, key=lambda r: r["val_nrmse"])
+        r = score(check, forecasting.predict(net, check.x))
+        return {"cap_p50": cap_p50, "cap_p90": cap_p90, "val_nrmse": round(r["nrmse"], 5),
+                "val_nrmse_uncapped": round(uncapped, 5), "val_nmae": round(r["nmae"], 5),
+                "val_coverage_p10_p90": round(r["coverage_p10_p90"], 4),
+                "val_nrmse_daily_index": round(r["nrmse_daily_index"], 5), "val_n": r["n"], "caps": cap_scores}
+
+    best, report = forecasting.select(DAY_AHEAD.settings(hidden, epochs), trial, "val_nrmse", log)
     net = fit(data, epochs=best["epochs"], hidden=best["hidden"], seed=seed, log=log)
     set_caps(net, best["cap_p50"], best["cap_p90"])
     chosen: dict[str, Any] = {"hidden": best["hidden"], "epochs": best["epochs"], "cap_p50": best["cap_p50"],
-                              "cap_p90": best["cap_p90"], "validation_weeks": f"ISO week % {weeks[0]} == {weeks[1]}"}
+                              "cap_p90": best["cap_p90"], "validation_weeks": forecasting.weeks_label(weeks)}
     return chosen, net, report
 
 
 def choose_caps(net: Any, data: DayAheadData) -> tuple[float, float, dict[str, dict[str, float]]]:
     """Give ``net`` the P50 cap with the lowest pinball loss at 0.5 on ``data``'s daylight rows, then the
     P90 cap with the lowest at 0.9; returns both caps and every cap's loss."""
-    rows = data.valid & data.daylight & np.isfinite(data.target)
+    rows = _usable(data)
     x, y = data.x[rows], data.target[rows]
 
     def pinball(cap_p50: float, cap_p90: float, column: int, tau: float) -> float:
         set_caps(net, cap_p50, cap_p90)
-        e = y - _predict(net, x)[:, column]
-        return float(np.mean(np.maximum(tau * e, (tau - 1) * e)))
+        return forecasting.pinball(y, forecasting.predict(net, x)[:, column], tau)
 
     p50_loss = {c: pinball(c, NO_CAP, 1, 0.5) for c in CAPS_P50}
     cap_p50 = min(p50_loss, key=lambda c: p50_loss[c])
@@ -277,59 +228,9 @@ def set_caps(net: Any, cap_p50: float, cap_p90: float) -> None:
     net.cap_p90.fill_(cap_p90)
 
 
-def _subset(data: DayAheadData, rows: np.ndarray) -> DayAheadData:
-    return DayAheadData(data.times[rows], data.x[rows], data.target[rows], data.persistence[rows],
-                        data.smart_persistence[rows], data.baseline[rows], data.daylight[rows], data.valid[rows])
-
-
-def _predict(net: Any, x: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return net(torch.tensor(x, dtype=torch.float32)).numpy()
-
-
-def save(net: Any, registry_root: Path, version: str, provenance: dict[str, Any], replace: bool = True) -> Path:
-    """Export and add to the model registry at ``registry_root`` as ``solar-day-ahead/<version>``."""
-    from edgeplane_solar import training
-
-    return training.save(net, registry_root, version, provenance, replace, name=MODEL_NAME, n_features=N_FEATURES)
-
-
-def run_onnx(model_file: Path, x: np.ndarray) -> np.ndarray:
-    """Quantiles (n, 3) for feature rows ``x`` on CPU."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-    out = [session.run(["quantiles"], {"features": x[i:i + 8192]})[0] for i in range(0, len(x), 8192)]
-    return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
-
-
 def score(data: DayAheadData, quantiles: np.ndarray | None) -> dict[str, float]:
     """nRMSE/nMAE of P50 (or of the daily-index baseline without a model), against 24 h persistence and
     smart persistence (yesterday's index at the same time), P10-P90 coverage; all on the same daylight rows."""
-    rows = data.valid & data.daylight & np.isfinite(data.target)
-    y = data.target[rows]
-
-    def errors(pred: np.ndarray) -> tuple[float, float]:
-        e = pred[rows] - y
-        return float(np.sqrt(np.mean(e**2))), float(np.mean(np.abs(e)))
-
-    rmse_p, mae_p = errors(data.persistence)
-    rmse_sp, mae_sp = errors(data.smart_persistence)
-    rmse_b, mae_b = errors(data.baseline)
-    out = {"n": int(rows.sum()), "nrmse_persistence": rmse_p, "nmae_persistence": mae_p,
-           "nrmse_smart_persistence": rmse_sp, "nmae_smart_persistence": mae_sp,
-           "nrmse_daily_index": rmse_b, "nmae_daily_index": mae_b}
-    if quantiles is not None:
-        rmse, mae = errors(quantiles[:, 1])
-        inside = (quantiles[rows, 0] <= y) & (y <= quantiles[rows, 2])
-        out.update(nrmse=rmse, nmae=mae, coverage_p10_p90=float(inside.mean()))
-    else:
-        rmse, mae = rmse_b, mae_b
-        out.update(nrmse=rmse, nmae=mae)
-    out.update(skill_persistence=1 - rmse / rmse_p, skill_smart_persistence=1 - rmse / rmse_sp,
-               skill_daily_index=1 - rmse / rmse_b)
-    return out
+    baselines = {"persistence": data.persistence, "smart_persistence": data.smart_persistence,
+                 "daily_index": data.baseline}
+    return forecasting.point_scores(data.target, _usable(data), baselines, quantiles, fallback="daily_index")

@@ -7,23 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeplane_solar import features
+from edgeplane_solar import features, forecasting
 from edgeplane_solar.dataset import Prepared
-
-
-def run_onnx(model_file: Path, x: np.ndarray) -> np.ndarray:
-    """Quantile forecasts (n, HORIZONS, 3) for feature rows ``x``, in batches, on CPU."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-    expected = session.get_inputs()[0].shape[1]
-    if x.ndim != 2 or expected != x.shape[1]:
-        raise ValueError(f"{model_file}: the model takes {expected} features, this version of edgeplane-solar builds "
-                         f"{x.shape[1] if x.ndim == 2 else x.shape}; retrain it with 'edgeplane solar train'")
-    out = [session.run(["quantiles"], {"features": x[i:i + 8192]})[0] for i in range(0, len(x), 8192)]
-    return np.concatenate(out) if out else np.zeros((0, features.HORIZONS, 3), np.float32)
 
 
 def score(data: Prepared, quantiles: np.ndarray | None, horizons: list[str]) -> dict[str, dict[str, float]]:
@@ -38,24 +23,10 @@ def score(data: Prepared, quantiles: np.ndarray | None, horizons: list[str]) -> 
         h = features.horizon_steps(label) - 1
         y = data.targets[:, h]
         rows = frame.valid & np.isfinite(y) & data.daylight[:, h]
-        yt = y[rows]
-
-        def errors(pred: np.ndarray) -> tuple[float, float]:
-            e = pred[rows] - yt
-            return float(np.sqrt(np.mean(e**2))), float(np.mean(np.abs(e)))
-
-        rmse_p, mae_p = errors(frame.persistence[:, h])
-        rmse_sp, mae_sp = errors(frame.smart_persistence[:, h])
-        entry = {"n": int(rows.sum()), "nrmse_persistence": rmse_p, "nmae_persistence": mae_p,
-                 "nrmse_smart_persistence": rmse_sp, "nmae_smart_persistence": mae_sp}
-        if quantiles is not None:
-            rmse, mae = errors(quantiles[:, h, 1])
-            inside = (quantiles[rows, h, 0] <= yt) & (yt <= quantiles[rows, h, 2])
-            entry.update(nrmse=rmse, nmae=mae, skill_persistence=1 - rmse / rmse_p, skill_smart_persistence=1 - rmse / rmse_sp,
-                         coverage_p10_p90=float(inside.mean()))
-        else:  # no model: smart persistence is the forecast
-            entry.update(nrmse=rmse_sp, nmae=mae_sp, skill_persistence=1 - rmse_sp / rmse_p, skill_smart_persistence=0.0)
-        results[label] = entry
+        baselines = {"persistence": frame.persistence[:, h], "smart_persistence": frame.smart_persistence[:, h]}
+        # no model: smart persistence is the forecast
+        results[label] = forecasting.point_scores(y, rows, baselines, None if quantiles is None else quantiles[:, h],
+                                                  fallback="smart_persistence")
     return results
 
 

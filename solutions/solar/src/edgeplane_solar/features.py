@@ -54,6 +54,14 @@ def clear_sky_index(power: np.ndarray, clearsky: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(k, nan=np.nan), 0.0, K_MAX)
 
 
+def calendar(times: pd.DatetimeIndex, lon: float) -> np.ndarray:
+    """Time of day (local solar time at longitude ``lon``) and of year as sine and cosine: (n, 4), known in advance."""
+    solar_hour = (times.hour + times.minute / 60.0 + lon / 15.0).to_numpy() % 24
+    doy = times.day_of_year.to_numpy()
+    return np.column_stack([np.sin(2 * np.pi * solar_hour / 24), np.cos(2 * np.pi * solar_hour / 24),
+                            np.sin(2 * np.pi * doy / 365.25), np.cos(2 * np.pi * doy / 365.25)])
+
+
 def build(times: pd.DatetimeIndex, power_norm: np.ndarray, power_clearsky: np.ndarray, future_clearsky: np.ndarray,
           cos_zenith: np.ndarray, weather_index: np.ndarray | None, weather_age_h: np.ndarray | None,
           lon: float) -> FeatureFrame:
@@ -95,14 +103,9 @@ def build(times: pd.DatetimeIndex, power_norm: np.ndarray, power_clearsky: np.nd
         age_raw = np.asarray(weather_age_h, float) if weather_age_h is not None else np.zeros(n)
         age = np.where(known, np.clip(np.nan_to_num(age_raw, nan=MAX_WEATHER_AGE_H), 0, MAX_WEATHER_AGE_H),
                        MAX_WEATHER_AGE_H)
-    solar_hour = (times.hour + times.minute / 60.0 + lon / 15.0).to_numpy() % 24
-    doy = times.day_of_year.to_numpy()
     x = np.column_stack([
         np.nan_to_num(p_lags), np.nan_to_num(k_lags, nan=1.0), np.nan_to_num(k_mean, nan=1.0),
-        np.nan_to_num(k_std), wi, age, np.asarray(cos_zenith, float)[:n],
-        np.sin(2 * np.pi * solar_hour / 24), np.cos(2 * np.pi * solar_hour / 24),
-        np.sin(2 * np.pi * doy / 365.25), np.cos(2 * np.pi * doy / 365.25),
-        future_cs, smart,
+        np.nan_to_num(k_std), wi, age, np.asarray(cos_zenith, float)[:n], calendar(times, lon), future_cs, smart,
     ]).astype(np.float32)
     return FeatureFrame(times, x, persistence, smart, future_cs, valid)
 
