@@ -65,13 +65,15 @@ def _timing(yellow: float, all_red: float, min_green: float, max_green: float): 
               help="warm start: actuated = vehicles per served lane per decision that extend a green; max-pressure = hold ratio")
 @click.option("--demonstrations", type=int, default=8, show_default=True, help="warm start: teacher episodes recorded")
 @click.option("--bc-epochs", type=int, default=30, show_default=True, help="warm start: behaviour-cloning epochs")
+@click.option("--fine-tune-lr", type=float, default=5e-5, show_default=True,
+              help="warm start: PPO's learning rate when fine-tuning the clone (single-signal training)")
 @click.option("--dagger", type=int, default=0, show_default=True,
               help="warm start: DAgger rounds (the clone drives, the teacher labels, the clone is refitted)")
 @_timing_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def train_command(net: str, route: str | None, algo: str, steps: int, out: Path, seed: int, episode_seconds: int | None,
                   checkpoints: int, validation_patterns: int, shared: bool, warm_start: str | None, teacher_gap: float,
-                  demonstrations: int, bc_epochs: int, dagger: int, yellow: float, all_red: float, min_green: float,
+                  demonstrations: int, bc_epochs: int, fine_tune_lr: float, dagger: int, yellow: float, all_red: float, min_green: float,
                   max_green: float, as_json: bool) -> None:
     """Train a policy on generated demand, select it on validation demand, export ONNX plus metadata."""
     try:
@@ -90,6 +92,10 @@ def train_command(net: str, route: str | None, algo: str, steps: int, out: Path,
             raise click.BadParameter("DAgger is implemented for single-signal training; drop --dagger with --shared",
                                      param_hint="--dagger")
         warm["dagger"] = dagger
+    if fine_tune_lr != 5e-5:
+        if shared:
+            raise click.BadParameter("--fine-tune-lr is for single-signal training; drop it with --shared", param_hint="--fine-tune-lr")
+        warm["fine_tune_lr"] = fine_tune_lr
     command = "edgeplane traffic train " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else None
     if shared:
         from edgeplane_traffic.training_shared import train_shared

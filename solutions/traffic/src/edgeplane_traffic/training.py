@@ -227,6 +227,7 @@ def train(
     demonstrations: int = 8,
     bc_epochs: int = 30,
     dagger: int = 0,
+    fine_tune_lr: float = 5e-5,
 ) -> dict[str, Any]:
     """Train, pick the checkpoint with the lowest validation delay, export ``model.onnx`` + ``metadata.json``.
 
@@ -281,7 +282,7 @@ def train(
                     ent_coef=0.01, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0, device="cpu")
     else:
         # fine-tuning: small steps and a tight clip keep PPO near the cloned controller; no entropy bonus to undo it
-        model = PPO("MlpPolicy", env, n_steps=min(720, max(64, steps)), batch_size=64, n_epochs=5, learning_rate=5e-5,
+        model = PPO("MlpPolicy", env, n_steps=min(720, max(64, steps)), batch_size=64, n_epochs=5, learning_rate=fine_tune_lr,
                     clip_range=0.1, gamma=0.95, ent_coef=0.0, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0,
                     device="cpu")
     started = time.time()
