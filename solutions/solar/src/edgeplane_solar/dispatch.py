@@ -113,6 +113,8 @@ class InverterView:
 class DispatchSolution(Solution[DispatchConfig]):
     """See the module doc."""
 
+    multipoint = True  # on_batch takes a connector's block reads whole
+
     def __init__(self, name: str, config: DispatchConfig, context: Context):
         super().__init__(name, config, context)
         self.model = PlantModel(config.plant)
@@ -155,6 +157,11 @@ class DispatchSolution(Solution[DispatchConfig]):
         return DER if family_for(self.config.controls, self.views[device].family) == "der" else self.legacy
 
     async def on_batch(self, batch: Batch) -> None:
+        # subscribed multi-point (class attribute multipoint): one batch per block read, its points in turn
+        for piece in batch.split():
+            await self._on_point(piece)
+
+    async def _on_point(self, batch: Batch) -> None:
         good = batch.quality == Quality.GOOD
         if not good.any() or batch.values.dtype.kind not in "fiub":
             return
