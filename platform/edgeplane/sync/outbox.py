@@ -6,10 +6,11 @@ SIGKILL or a power cut loses nothing that was acknowledged to its producer.
 
 Deletions are written in bulk: an acknowledged record is never taken again at once, but its
 row is deleted in the next :meth:`Outbox.put_many`'s transaction (one commit, one fsync, for
-both), or by :meth:`Outbox.flush` (called by :meth:`Outbox.expire` and :meth:`Outbox.close`, and
-by :meth:`Outbox.acknowledge` itself once ``ack_delay`` seconds or ``ack_batch`` records have
-piled up). A crash before that only means the broker gets those records again: at least once,
-and the cloud end drops the duplicates on (site, stream, seq). The sent counters move when the
+both), or on its own once ``ack_delay`` seconds or ``ack_batch`` records have piled up (checked by
+:meth:`Outbox.acknowledge` and by :meth:`Outbox.expire`, which the sync service's housekeeping
+calls every second), or by :meth:`Outbox.flush` and :meth:`Outbox.close`. A crash before that
+only means the broker gets those records again: at least once, and the cloud end drops the
+duplicates on (site, stream, seq). The sent counters move when the
 deletion is committed, never before.
 
 Drain order (:meth:`Outbox.take`): priority class first (high, normal, low); within a class,
@@ -385,7 +386,12 @@ class Outbox:
         if not self._acked:
             self._acked_since = time.monotonic()
         self._acked.update((r.seq, r) for r in records)
-        if len(self._acked) >= self.ack_batch or time.monotonic() - self._acked_since >= self.ack_delay:
+        self._flush_due()
+
+    def _flush_due(self) -> None:
+        """Write the acknowledged deletions if they waited ``ack_delay`` or ``ack_batch`` piled up."""
+        if self._acked and (len(self._acked) >= self.ack_batch
+                            or time.monotonic() - self._acked_since >= self.ack_delay):
             self._retry_acknowledged()
 
     def flush(self) -> None:
@@ -449,9 +455,10 @@ class Outbox:
             self._acked.clear()
 
     def expire(self, now: float) -> int:
-        """Delete records whose time to live has passed; returns how many readings expired."""
+        """Delete records whose time to live has passed (and write acknowledged deletions that are
+        due); returns how many readings expired."""
         db = self.db
-        self._retry_acknowledged()
+        self._flush_due()
         rows = [r for r in db.execute("SELECT seq, size, count, priority FROM outbox WHERE expires < ?", (now,))
                 if r[0] not in self._inflight and r[0] not in self._acked]
         if not rows:
