@@ -151,7 +151,7 @@ class ModbusConnector(Connector[ModbusConfig, ModbusPoint]):
 
     def __init__(self, name: str, config: ModbusConfig, context: Context):
         super().__init__(name, config, context)
-        self.part = context.part or PartKey.device(name)
+        self._part = context.part or PartKey.device(name)  # the label of its metrics
         # points discovered on the device (SunSpec), and listed points with what discovery found
         self._discovered: dict[str, ModbusPoint] = {}
         self._specs: Mapping[str, ModbusPoint] = config.points
@@ -339,7 +339,7 @@ class ModbusConnector(Connector[ModbusConfig, ModbusPoint]):
         reason = error.reason if error is not None else None
         if error is not None:
             self._errors.labels(device=self.name, reason=reason).inc()
-            self.context.metrics.errors.labels(part=self.part, kind=f"modbus_{reason}").inc()
+            self.context.metrics.errors.labels(part=self._part, kind=f"modbus_{reason}").inc()
         previous = self._block_state[index]
         if reason == previous:
             return
