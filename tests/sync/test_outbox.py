@@ -335,3 +335,18 @@ def test_a_drained_class_is_read_again_when_something_is_put_in_it(tmp_path: Pat
         assert record.stream == f"p{prio}"
         box.acknowledge([record])
     box.close()
+
+
+def test_a_rewind_never_brings_back_acknowledged_records_whose_deletion_waits(tmp_path: Path):
+    box = Outbox(tmp_path / "o.db", durability="process", ack_delay=3600)
+    box.open()
+    box.put_many([item(f"s/{i}", 1) for i in range(10)])
+    box.link_up()
+    taken = box.take(max_bytes=10**6, max_records=6)
+    box.acknowledge(taken[:4])  # deletion deferred
+    box.rewind([r.seq for r in taken[4:]])  # the other two failed
+    again = box.take(max_bytes=10**6)
+    assert [r.stream for r in again] == [f"s/{i}" for i in range(4, 10)]
+    box.rewind([r.seq for r in again])
+    assert [r.stream for r in box.take(max_bytes=10**6)] == [f"s/{i}" for i in range(4, 10)]
+    box.close()

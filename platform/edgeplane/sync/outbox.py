@@ -352,7 +352,10 @@ class Outbox:
                 fetched = 0
                 for seq, stream, kind, priority, count, created, expires, body in self.db.execute(sql, args):
                     fetched += 1
-                    if seq in self._inflight or seq in self._acked:
+                    if seq in self._acked:
+                        cursor[prio] = seq  # never taken again: a rescan after a rewind need not see it
+                        continue
+                    if seq in self._inflight:
                         continue
                     if now is not None and expires < now:
                         cursor[prio] = seq
