@@ -564,6 +564,11 @@ class Host:
         return out
 
     @property
+    def running(self) -> bool:
+        """Started and not stopping (what ``/healthz`` answers 200 for)."""
+        return self.state is HostState.RUNNING
+
+    @property
     def ready(self) -> bool:
         """Running, and every part has started successfully at least once."""
         return self.state is HostState.RUNNING and all(p.up_once.is_set() for p in self.parts.values())

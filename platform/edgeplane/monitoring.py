@@ -23,11 +23,8 @@ async def start_monitoring(host: Host, bind: str, port: int) -> tuple[web.AppRun
         return web.Response(body=host.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        from edgeplane.host import HostState
-
-        running = host.state is HostState.RUNNING
         body = {"site": host.site.id, "state": host.state.value, "parts": host.health()}
-        return web.json_response(body, status=200 if running else 503)
+        return web.json_response(body, status=200 if host.running else 503)
 
     async def readyz(_: web.Request) -> web.Response:
         waiting = [key for key, part in host.parts.items() if not part.up_once.is_set()]

@@ -79,6 +79,11 @@ class LocalStore:
             self._db.close()
             self._db = None
 
+    def _connection(self) -> sqlite3.Connection:
+        # every caller runs on the database thread, which exists only while the store is open
+        assert self._db is not None, "LocalStore used before open() or after close()"
+        return self._db
+
     async def append_audit(self, record: dict[str, Any]) -> None:
         await self._call(self._append_audit, record)
 
@@ -113,12 +118,12 @@ class LocalStore:
     async def put_state(self, key: str, value: Any) -> None:
         import time
 
-        await self._call(lambda: self._db.execute(  # type: ignore[union-attr]
+        await self._call(lambda: self._connection().execute(
             "INSERT INTO state (key, value, updated) VALUES (?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated=excluded.updated",
             (key, json.dumps(value), time.time())))
 
     async def get_state(self, key: str, default: Any = None) -> Any:
-        row = await self._call(lambda: self._db.execute(  # type: ignore[union-attr]
+        row = await self._call(lambda: self._connection().execute(
             "SELECT value FROM state WHERE key = ?", (key,)).fetchone())
         return default if row is None else json.loads(row[0])

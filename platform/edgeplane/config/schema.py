@@ -38,8 +38,8 @@ def site_json_schema(registry: Registry) -> dict[str, Any]:
     schema_model = create_model(
         "EdgeplaneSite",
         __base__=CoreSite,
-        devices=(dict[str, device_union], Field(default_factory=dict)),  # type: ignore[valid-type]
-        solutions=(dict[str, solution_union], Field(default_factory=dict)),  # type: ignore[valid-type]
+        devices=(dict[str, device_union], Field(default_factory=dict)),  # type: ignore[valid-type]  # a union made at run time
+        solutions=(dict[str, solution_union], Field(default_factory=dict)),  # type: ignore[valid-type]  # likewise
         sync=(sync_model | None, Field(None, description="cloud sync: uplink policy, outbox, signed downlink; off when absent")),
     )
     schema = schema_model.model_json_schema()

@@ -168,7 +168,7 @@ def _session(path_or_bytes: Any, threads: int) -> Any:
 def _time_runs(session: Any, feeds: dict[str, Any], seconds: float) -> list[float]:
     names = [o.name for o in session.get_outputs()]
     session.run(names, feeds)
-    times = []
+    times: list[float] = []
     stop = time.perf_counter() + seconds
     while time.perf_counter() < stop or len(times) < 5:
         began = time.perf_counter()
@@ -290,8 +290,8 @@ def quantize(target: _Target, name: str, version: str | None, data: Path, as_ver
             source=f"int8 dynamic quantization of {name} {source_version} (sha256 {verified.manifest.sha256[:12]})",
         )
         try:
-            key = load_private_key(sign_key) if sign_key else None
-            target.registry().add(quantized, name, new_version, provenance, sign_key=key)
+            private_key = load_private_key(sign_key) if sign_key else None
+            target.registry().add(quantized, name, new_version, provenance, sign_key=private_key)
         except InferenceError as e:
             _fail(str(e))
     click.echo(f"quantized {name} {source_version} -> {new_version} (int8 dynamic), measured on {len(next(iter(feeds.values())))} rows of {data.name}")

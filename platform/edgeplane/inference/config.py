@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from edgeplane.config.base import ConfigModel
 from edgeplane.config.units import Duration
@@ -28,6 +28,7 @@ from edgeplane.config.units import Duration
 __all__ = ["BatchingConfig", "InferenceConfig", "ModelSettings", "TrustConfig"]
 
 ProviderName = Literal["cuda", "cpu"]
+DEFAULT_PROVIDERS: tuple[ProviderName, ...] = ("cuda", "cpu")
 
 
 class BatchingConfig(ConfigModel):
@@ -75,7 +76,7 @@ class TrustConfig(ConfigModel):
 
     @field_validator("required")
     @classmethod
-    def _keys_when_required(cls, value: bool, info) -> bool:  # type: ignore[no-untyped-def]
+    def _keys_when_required(cls, value: bool, info: ValidationInfo) -> bool:
         if value and not info.data.get("keys"):
             raise ValueError("trust.required is true but trust.keys is empty: list the public key files that sign models")
         return value
@@ -85,7 +86,7 @@ class InferenceConfig(ConfigModel):
     """The shared inference service: providers, model registry, batching, trust."""
 
     providers: list[ProviderName] = Field(
-        default_factory=lambda: ["cuda", "cpu"], min_length=1, description="execution providers in order of preference"
+        default_factory=lambda: list(DEFAULT_PROVIDERS), min_length=1, description="execution providers in order of preference"
     )
     models: str = Field("models", description="the model registry folder, relative to the site file")
     intra_op_threads: int | Literal["auto"] = Field(

@@ -204,8 +204,9 @@ class InputSpec:
     shape: tuple[int | None, ...]  # None: free axis
 
 
-def _is_free(dim: Any) -> bool:
-    return not isinstance(dim, int) or dim < 0
+def _fixed(dim: int | str | None) -> int | None:
+    """An ONNX dimension's size, or None for a free one (a name, unknown, or negative)."""
+    return dim if isinstance(dim, int) and dim >= 0 else None
 
 
 class LoadedModel:
@@ -220,10 +221,10 @@ class LoadedModel:
         self.bulk_session = bulk_session if bulk_session is not None else session
         self.trust = trust
         self.providers: list[str] = list(session.get_providers())
-        self.inputs = [InputSpec(s.name, np.dtype(s.dtype), tuple(None if _is_free(d) else d for d in s.shape)) for s in manifest.inputs]
+        self.inputs = [InputSpec(s.name, np.dtype(s.dtype), tuple(_fixed(d) for d in s.shape)) for s in manifest.inputs]
         self.output_names = [s.name for s in manifest.outputs]
         # Batching concatenates along axis 0, so every input and output needs a free first axis.
-        self.batchable = all(len(s.shape) >= 1 and _is_free(s.shape[0]) for s in (*manifest.inputs, *manifest.outputs))
+        self.batchable = all(len(s.shape) >= 1 and _fixed(s.shape[0]) is None for s in (*manifest.inputs, *manifest.outputs))
         # (name, dtype, shape after the batch axis) of a batchable one-input model whose other axes are fixed:
         # the request check's fast path is one tuple compare
         self.single_input: tuple[str, np.dtype, tuple[int, ...]] | None = None

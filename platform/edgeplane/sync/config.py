@@ -38,6 +38,8 @@ from edgeplane.config.units import Duration, Rate, Size, parse_size
 __all__ = ["PRIORITIES", "Deadband", "PolicyRule", "SyncConfig", "TrustConfig", "UplinkConfig", "parse_size"]
 
 PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
+StatName = Literal["mean", "min", "max", "count", "sum", "last", "first", "std"]
+DEFAULT_STATS: tuple[StatName, ...] = ("mean", "min", "max", "count")
 """Priority class name -> drain rank (0 drains first)."""
 
 STATS = ("mean", "min", "max", "count", "sum", "last", "first", "std")
@@ -122,9 +124,7 @@ class PolicyRule(ConfigModel):
     max_interval: Duration | None = Field(
         None, description="mode exception: send a reading at least this often even if it did not change (heartbeat)"
     )
-    stats: list[Literal["mean", "min", "max", "count", "sum", "last", "first", "std"]] = Field(
-        default_factory=lambda: ["mean", "min", "max", "count"]
-    )
+    stats: list[StatName] = Field(default_factory=lambda: list(DEFAULT_STATS))
     priority: Literal["high", "normal", "low"] = "normal"
     ttl: Duration = Field(7 * 86400.0, description="how long data waits for the link before it expires")
 

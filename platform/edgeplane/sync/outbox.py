@@ -336,7 +336,7 @@ class Outbox:
         used = 0
         budget = backlog_readings
         for prio in (0, 1, 2):
-            lanes = [("live", self._live_cursor, None, self._live_more)]
+            lanes: list[tuple[str, list[int], int | None, list[bool]]] = [("live", self._live_cursor, None, self._live_more)]
             lanes.append(("backlog", self._backlog_cursor, self._watermark, self._backlog_more))
             for lane, cursor, upper, more in lanes:
                 if not more[prio] or (lane == "backlog" and budget is not None and budget <= 0):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -135,7 +136,7 @@ class ExceptionFilter:
                 if v != v or last != last:  # NaN: send on the change into or out of it
                     send = (v != v) != (last != last)
                 else:
-                    send = abs(v - last) > deadband.threshold(last) or (deadband.amount == 0 and v != last)
+                    send = abs(v - last) > deadband.threshold(cast(float, last)) or (deadband.amount == 0 and v != last)
             else:
                 send = v != last
             if send:
