@@ -55,7 +55,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import yaml
 
@@ -68,7 +68,16 @@ log = logging.getLogger(__name__)
 KINDS = ("config", "model", "command")
 
 ApplyConfig = Callable[[dict[str, Any]], Awaitable[Any]]
-ApplyModel = Callable[..., Awaitable[Any]]
+
+
+class ApplyModel(Protocol):
+    """What takes a verified model file (the host's ``_apply_model``); ``manifest`` is the model's own
+    signed manifest when the fleet sent one."""
+
+    def __call__(self, *, name: str, version: str, path: Path, sha256: str,
+                 manifest: dict[str, Any] | None = None) -> Awaitable[Any]: ...
+
+
 ExecuteCommand = Callable[[str, str, Any], Awaitable[Any]]
 
 _TEXT = 400  # characters of any refusal or error text kept in the twin
@@ -502,8 +511,8 @@ class Downlink:
             _write_atomic(path, data, 0o644)
             if self.apply_model is not None:
                 # the model's own manifest (signed by the model key) when the fleet sent one
-                extra = {"manifest": body["manifest"]} if isinstance(body.get("manifest"), dict) else {}
-                await self.apply_model(name=name, version=version, path=path, sha256=digest, **extra)
+                manifest = body["manifest"] if isinstance(body.get("manifest"), dict) else None
+                await self.apply_model(name=name, version=version, path=path, sha256=digest, manifest=manifest)
         except Exception as e:  # noqa: BLE001 - the inference service's verify/warm-up errors are reported too
             state.update(status="failed", error=_bounded(f"{type(e).__name__}: {e}"), applied=previous.get("applied"))
             self.twin["models"][name if _PLAIN_NAME.match(name) else "?"] = state

@@ -19,7 +19,7 @@ from edgeplane.errors import LifecycleError
 from edgeplane.plugins import Plugins
 from edgeplane.ratelimit import TokenBucket
 from edgeplane.sync.codec import Record, encode_envelope
-from edgeplane.sync.downlink import Downlink
+from edgeplane.sync.downlink import ApplyConfig, ApplyModel, Downlink, ExecuteCommand
 from edgeplane.sync.outbox import PRIORITY_NAMES, Outbox, OutboxFull
 from edgeplane.sync.pacing import LinkPacer
 from edgeplane.sync.policy import PolicyMapper
@@ -57,7 +57,8 @@ class SyncService:
     """
 
     def __init__(self, config: SyncConfig, *, site_id: str, bus: Bus, clock: Any, metrics: Any, store_dir: str | Path,
-                 apply_config: Any = None, apply_model: Any = None, execute_command: Any = None,
+                 apply_config: ApplyConfig | None = None, apply_model: ApplyModel | None = None,
+                 execute_command: ExecuteCommand | None = None,
                  base_site: dict[str, Any] | None = None, base_dir: str | Path | None = None,
                  transport: Transport | None = None, transports: dict[str, type] | None = None,
                  devices: Any = None, queue_size: int = 10_000, flush_timeout: float = 5.0):
