@@ -219,12 +219,3 @@ async def test_commands_run_once_and_need_an_expiry(tmp_path: Path, keys):
         assert service.downlink.twin["commands"][1]["status"] == "refused"
     finally:
         await service.stop()
-
-
-def test_topic_filters_match_as_a_broker_matches_them():
-    from edgeplane.testing.transport import topic_matches
-
-    assert topic_matches("edgeplane/plant-1/down/#", "edgeplane/plant-1/down/config")
-    assert topic_matches("a/+/c", "a/b/c") and not topic_matches("a/+/c", "a/b/d")
-    assert not topic_matches("edgeplane/plant-1/down/#", "edgeplane/plant-2/down/config")
-    assert not topic_matches("a/b", "a/b/c") and topic_matches("a/#", "a")

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from edgeplane.testing import start_each
+
 from edgeplane_modbus.testing import PymodbusServer
 
 
 @pytest.fixture
 async def pymodbus_server():
     """Factory: ``server = await pymodbus_server(setup)``; ``setup(store)`` fills the tables first."""
-    servers: list[PymodbusServer] = []
-
-    async def factory(setup=None, units=(1,)) -> PymodbusServer:
+    def make(setup=None, units=(1,)) -> PymodbusServer:
         server = PymodbusServer(units)
         if setup is not None:
             setup(server.store)
-        await server.start()
-        servers.append(server)
         return server
 
-    yield factory
-    for server in servers:
-        await server.stop()
+    async with start_each(make) as factory:
+        yield factory
 
 

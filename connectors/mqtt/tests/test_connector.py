@@ -240,7 +240,7 @@ async def test_full_hand_over_queue_drops_and_counts(edgeplane_host, broker, pub
 
 async def test_site_validation_names_the_problem(edgeplane_site):
     cases = [
-        ({"url": "http://x"}, "not a broker URL"),
+        ({"url": "http://x"}, "not an MQTT broker URL"),
         ({"url": "mqtt://h", "subscribe": [{"topic": "a/{x}/{x}"}]}, "appears twice"),
         ({"url": "mqtt://h", "subscribe": [{"topic": "a/b"}]}, "captures no level"),
         ({"url": "mqtt://h", "subscribe": [{"topic": "a/{x}", "point": "{y}"}]}, "does not capture"),

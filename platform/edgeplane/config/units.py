@@ -1,4 +1,5 @@
-"""Value types shared by every config model: durations, rates and sizes as a site file writes them.
+"""Value types shared by every config model: durations, rates and sizes as a site file writes them, and
+the MQTT broker URL that the uplink and the MQTT connector both take.
 
 The bottom of the config package: it imports nothing from edgeplane, so any settings module
 (core, inference, sync, console, a plugin's) may import it.
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
-__all__ = ["Duration", "Rate", "Size", "parse_duration", "parse_rate", "parse_size"]
+__all__ = ["Duration", "MqttUrl", "Rate", "Size", "check_mqtt_url", "parse_duration", "parse_rate", "parse_size"]
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h|d)?\s*$")
@@ -78,3 +80,18 @@ def parse_size(value: Any) -> int:
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 """Bytes, written in a site file as a number or as ``100kB``, ``512MB``, ``2GiB``."""
+
+
+def check_mqtt_url(value: str) -> str:
+    """``mqtt://host:port`` or ``mqtts://host:port`` (``tcp``/``ssl`` as paho spells them), with a valid port."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an MQTT broker URL: write mqtt://host:1883 or mqtts://host:8883")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise ValueError(f"{value!r} has an invalid port: write a number from 1 to 65535") from None
+    return value
+
+
+MqttUrl = Annotated[str, AfterValidator(check_mqtt_url)]

@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NamedTuple
-from urllib.parse import urlsplit
 
 from pydantic import (
     BeforeValidator,
@@ -33,7 +32,7 @@ from pydantic import (
 from edgeplane.bus import topic_matches
 from edgeplane.config.base import ConfigModel
 from edgeplane.config.tls import TlsSettings
-from edgeplane.config.units import Duration, Rate, Size, parse_size
+from edgeplane.config.units import Duration, MqttUrl, Rate, Size, parse_size
 
 __all__ = ["PRIORITIES", "Deadband", "PolicyRule", "SyncConfig", "TrustConfig", "UplinkConfig", "parse_size"]
 
@@ -85,7 +84,7 @@ class UplinkConfig(TlsSettings):
     """
 
     transport: str = Field("mqtt", description="uplink transport plugin (edgeplane_register_transports)")
-    url: str = Field(description="mqtt://host:port or mqtts://host:port (TLS)")
+    url: MqttUrl = Field(description="mqtt://host:port or mqtts://host:port (TLS)")
     username: str | None = None
     password: SecretStr | None = None
     client_id: str | None = Field(None, description="MQTT client id; default edgeplane-<site id>")
@@ -101,14 +100,6 @@ class UplinkConfig(TlsSettings):
     keepalive: Duration = 30.0
     reconnect_initial: Duration = Field(0.2, gt=0, description="first wait before reconnecting; doubles up to reconnect_max")
     reconnect_max: Duration = Field(5.0, gt=0, description="longest wait between reconnect attempts")
-
-    @field_validator("url")
-    @classmethod
-    def _known_scheme(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an uplink URL: write mqtt://host:1883 or mqtts://host:8883")
-        return value
 
 
 class PolicyRule(ConfigModel):

@@ -32,6 +32,8 @@ Helpers, by module:
   :func:`wait_for_batch`;
 * :mod:`~edgeplane.testing.mosquitto`: :class:`Mosquitto` (plain, TLS, mutual TLS, users, ACL,
   CRL, persistence, restart on the same port), :func:`make_certificates`, :func:`broker_outage`;
+* :mod:`~edgeplane.testing.parts`: :func:`start_each`, the body of a factory fixture that starts
+  several servers or simulators and stops them all after the test;
 * :mod:`~edgeplane.testing.transport`: :class:`MemoryTransport`, the sync layer's in-memory
   twin of a broker (acknowledges, refuses, holds, drops the link, delivers downlink messages);
 * :class:`~edgeplane.netfaults.FaultProxy`: a TCP proxy that puts latency, jitter, a bandwidth
@@ -54,6 +56,7 @@ from edgeplane.netfaults import FaultProxy
 from edgeplane.testing.fixtures import edgeplane_host, edgeplane_site, fake_clock, mqtt_broker
 from edgeplane.testing.host import make_site, run_host, wait_for, wait_for_batch
 from edgeplane.testing.mosquitto import Mosquitto, MosquittoError, TlsFiles, broker_outage, make_certificates
+from edgeplane.testing.parts import Startable, start_each
 from edgeplane.testing.ports import free_port
 from edgeplane.testing.transport import MemoryTransport, Message, memory_transport_plugin
 
@@ -63,6 +66,7 @@ __all__ = [
     "Message",
     "Mosquitto",
     "MosquittoError",
+    "Startable",
     "TlsFiles",
     "broker_outage",
     "edgeplane_host",
@@ -74,6 +78,7 @@ __all__ = [
     "memory_transport_plugin",
     "mqtt_broker",
     "run_host",
+    "start_each",
     "wait_for",
     "wait_for_batch",
 ]

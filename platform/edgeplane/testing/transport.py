@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from paho.mqtt.client import topic_matches_sub
+
 from edgeplane.hookspecs import hookimpl
 from edgeplane.plugins import TransportRegistrar
 from edgeplane.sync.config import UplinkConfig
@@ -41,17 +43,6 @@ class Message:
     topic: str
     payload: bytes
     retain: bool
-
-
-def topic_matches(pattern: str, topic: str) -> bool:
-    """MQTT topic filter matching (``+`` one level, ``#`` the rest), as a broker would do it."""
-    want, have = pattern.split("/"), topic.split("/")
-    for i, part in enumerate(want):
-        if part == "#":
-            return True
-        if i >= len(have) or (part != "+" and part != have[i]):
-            return False
-    return len(want) == len(have)
 
 
 class MemoryTransport(Transport):
@@ -158,7 +149,7 @@ class MemoryTransport(Transport):
 
     def deliver(self, topic: str, payload: bytes) -> int:
         """A message from the cloud: handed to every subscription whose filter matches; returns how many."""
-        handlers = [h for pattern, h in self._subscriptions.items() if topic_matches(pattern, topic)]
+        handlers = [h for pattern, h in self._subscriptions.items() if topic_matches_sub(pattern, topic)]
         for handler in handlers:
             handler(topic, bytes(payload))
         return len(handlers)

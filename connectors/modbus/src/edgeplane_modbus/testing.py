@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 from pymodbus.simulator import DataType, SimData
 
+from edgeplane.testing import start_each
 from edgeplane_modbus import plugin
 from edgeplane_modbus.simulator import SimServer, SunSpecInverterSimulator
 
@@ -170,14 +171,5 @@ class FaultyInverter:
 @pytest.fixture
 async def sunspec_inverter() -> AsyncIterator[Callable[..., Awaitable[FaultyInverter]]]:
     """Factory: ``await sunspec_inverter(**SunSpecInverterSimulator options)`` starts one; all stop after the test."""
-    started: list[FaultyInverter] = []
-
-    async def factory(**options: Any) -> FaultyInverter:
-        inverter = FaultyInverter(**options)
-        await inverter.start()
-        started.append(inverter)
-        return inverter
-
-    yield factory
-    for inverter in started:
-        await inverter.stop()
+    async with start_each(FaultyInverter) as factory:
+        yield factory

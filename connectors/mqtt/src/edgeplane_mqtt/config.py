@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from edgeplane import DeviceConfig, Duration, PointSpec
-from edgeplane.config import TlsSettings
+from edgeplane.config import MqttUrl, TlsSettings
 from edgeplane.reconnect import ReconnectPolicy
 from edgeplane_mqtt.topics import PointNameTemplate, TopicTemplate
 
@@ -166,7 +166,7 @@ class MqttConfig(DeviceConfig):
     # the spelling every connector shares (edgeplane.reconnect)
     renamed_fields: ClassVar[dict[str, str]] = {"reconnect_min": "reconnect_initial"}
 
-    url: str = Field(description="mqtt://host:1883 or mqtts://host:8883 (TLS)")
+    url: MqttUrl = Field(description="mqtt://host:1883 or mqtts://host:8883 (TLS)")
     client_id: str | None = Field(None, description="default: edgeplane-<site>-<device>; fixed, so a persistent session survives restarts")
     protocol: Literal["3.1.1", "5"] = "5"
     clean_start: bool = Field(True, description="false: a persistent session; the broker keeps subscriptions and queues QoS 1/2 messages while away")
@@ -203,18 +203,6 @@ class MqttConfig(DeviceConfig):
             return "5"
         if value in (3, 311, 3.1, "3", "311", "3.1"):
             raise ValueError(f"protocol {value!r} is ambiguous: write '3.1.1' or '5'")
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _valid_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-            raise ValueError(f"{value!r} is not a broker URL: write mqtt://host:1883 or mqtts://host:8883")
-        try:
-            parts.port
-        except ValueError:
-            raise ValueError(f"{value!r} has an invalid port") from None
         return value
 
     @model_validator(mode="after")

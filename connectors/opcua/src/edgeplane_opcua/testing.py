@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from edgeplane.testing import free_port
+from edgeplane.testing import free_port, start_each
 from edgeplane_opcua.simulator import animate, build
 
 __all__ = ["FaultyMachine", "opcua_machine"]
@@ -79,14 +79,5 @@ class FaultyMachine:
 @pytest.fixture
 async def opcua_machine() -> AsyncIterator[Callable[..., Awaitable[FaultyMachine]]]:
     """Factory: ``await opcua_machine(period=0.05, **build options)`` starts one; all stop after the test."""
-    started: list[FaultyMachine] = []
-
-    async def factory(**options: Any) -> FaultyMachine:
-        machine = FaultyMachine(**options)
-        await machine.start()
-        started.append(machine)
-        return machine
-
-    yield factory
-    for machine in started:
-        await machine.stop()
+    async with start_each(FaultyMachine) as factory:
+        yield factory
