@@ -36,6 +36,7 @@ outbox's own thread, for asyncio code).
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 import sqlite3
@@ -50,6 +51,8 @@ from edgeplane.errors import EdgeplaneError
 from edgeplane.sync.codec import Record
 
 __all__ = ["Outbox", "OutboxFull", "OutboxItem"]
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -171,8 +174,10 @@ class Outbox:
         if self._db is not None:
             try:
                 self.flush()
-            except sqlite3.Error:
-                pass  # not written: those records are sent again after the restart (at least once)
+            except sqlite3.Error as e:
+                # not written: those records are sent again after the restart (at least once)
+                log.warning("outbox %s: closing without writing %d acknowledged deletions (%s); "
+                            "the broker gets those records again after the restart", self.path, len(self._acked), e)
             self._db.close()
             self._db = None
         self._thread.stop(wait=False)
