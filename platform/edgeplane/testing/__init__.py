@@ -22,7 +22,9 @@ Fixtures (:mod:`edgeplane.testing.fixtures`):
 * ``edgeplane_site(site, plugins=())``: validate a site dict and return the
   :class:`~edgeplane.config.Site` (or raise :class:`~edgeplane.errors.SiteError`);
 * ``mqtt_broker(**options)``: a real Mosquitto on a free loopback port, plain or TLS, stopped
-  after the test (see :class:`Mosquitto`).
+  after the test (see :class:`Mosquitto`);
+* ``root_logging_restored`` (automatic): the root logger's handlers and level are put back after
+  every test, since ``edgeplane run`` replaces them.
 
 Helpers, by module:
 
@@ -53,7 +55,7 @@ Async tests need an asyncio test runner (pytest-asyncio, installed with ``edgepl
 from __future__ import annotations
 
 from edgeplane.netfaults import FaultProxy
-from edgeplane.testing.fixtures import edgeplane_host, edgeplane_site, fake_clock, mqtt_broker
+from edgeplane.testing.fixtures import edgeplane_host, edgeplane_site, fake_clock, mqtt_broker, root_logging_restored
 from edgeplane.testing.host import make_site, run_host, wait_for, wait_for_batch
 from edgeplane.testing.mosquitto import Mosquitto, MosquittoError, TlsFiles, broker_outage, make_certificates
 from edgeplane.testing.parts import Startable, start_each
@@ -77,6 +79,7 @@ __all__ = [
     "make_site",
     "memory_transport_plugin",
     "mqtt_broker",
+    "root_logging_restored",
     "run_host",
     "start_each",
     "wait_for",

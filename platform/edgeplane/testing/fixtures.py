@@ -9,6 +9,7 @@ opt-in: a conftest.py imports them from ``edgeplane_<protocol>.testing``.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,26 @@ from edgeplane.plugins import Plugins
 from edgeplane.testing.host import make_site, run_host
 from edgeplane.testing.mosquitto import Mosquitto
 
-__all__ = ["edgeplane_host", "edgeplane_site", "fake_clock", "mqtt_broker"]
+__all__ = ["edgeplane_host", "edgeplane_site", "fake_clock", "mqtt_broker", "root_logging_restored"]
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored() -> Iterator[None]:
+    """Put the root logger's handlers and level back after every test.
+
+    ``edgeplane run`` and ``configure_logging`` replace the root handlers with one bound to the
+    ``sys.stderr`` of that moment (a test's capture); left behind, it writes into later tests' output.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
