@@ -99,7 +99,9 @@ def evaluate(nets: list[str], patterns: int, seconds: int, controllers: list[str
                             continue
                         sessions = {p.onnx: onnx_infer(p.onnx) for p in policies.values()}  # one session per policy file
                         kwargs["infer_for"] = {tls: sessions[p.onnx] for tls, p in policies.items()}
-                        kwargs["observation"] = next(iter(policies.values())).metadata.get("observation_kind", "lanes")
+                        first = next(iter(policies.values()))
+                        kwargs["observation"] = first.metadata.get("observation_kind", "lanes")
+                        kwargs["decision_period"], kwargs["detector_window"] = first.decision_period, first.detector_window
                     if controller == "max-pressure":
                         kwargs["decision_period"] = tuned_max_pressure_period(net)
                     r = run_episode(replace(spec, route=route), controller, seed=1000 + i, **kwargs)

@@ -32,7 +32,8 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 def test_smoke_training_exports_onnx_that_agrees_with_sb3_and_the_metadata(tmp_path) -> None:
     out = tmp_path / "policy"
     done = run_cli("train", "--net", "single-intersection", "--algo", "ppo", "--steps", "256", "--episode-seconds", "400",
-                   "--seed", "7", "--checkpoints", "2", "--validation-patterns", "1", "--out", str(out), "--json")
+                   "--seed", "7", "--checkpoints", "2", "--validation-patterns", "1", "--decision-period", "2", "--out", str(out),
+                   "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["episodes"] >= 1
@@ -41,6 +42,8 @@ def test_smoke_training_exports_onnx_that_agrees_with_sb3_and_the_metadata(tmp_p
     assert meta["observation"][:4] == ["phase_0", "phase_1", "min_green", "green_time"] and len(meta["phases"]) == 2
     assert meta["observation_kind"] == "detectors" and not any(n.startswith(("density", "queue")) for n in meta["observation"])
     assert meta["timing"]["yellow"] == 3.0 and meta["timing"]["all_red"] == 2.0
+    # the cadence it was trained at, for the host and evaluate: every 2 s, counts over the last 5 s
+    assert meta["timing"]["decision_period"] == 2.0 and meta["timing"]["detector_window"] == 5
     # model selection saw validation demand only, and picked the checkpoint with the lowest delay
     assert [v["timestep"] for v in meta["validation"]] == [128, 256]
     best = min(meta["validation"], key=lambda v: v["validation_avg_delay_s"])

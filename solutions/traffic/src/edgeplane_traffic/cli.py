@@ -51,7 +51,7 @@ def _timing(yellow: float, all_red: float, min_green: float, max_green: float): 
 @click.option("--net", required=True, help="scenario name (single-intersection, cologne1, ingolstadt1) or a .net.xml file")
 @click.option("--route", default=None, help="reference route file the demand generator learns routes from (default: the scenario's)")
 @click.option("--algo", type=click.Choice(["ppo", "dqn"]), default="dqn", show_default=True)
-@click.option("--steps", type=int, default=20_000, show_default=True, help="decisions (one every 5 s of signal time)")
+@click.option("--steps", type=int, default=20_000, show_default=True, help="decisions (one every --decision-period s of green)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--episode-seconds", type=int, default=None, help="simulated seconds per training episode (default: the scenario's)")
@@ -69,12 +69,17 @@ def _timing(yellow: float, all_red: float, min_green: float, max_green: float): 
               help="warm start: PPO's learning rate when fine-tuning the clone (single-signal training)")
 @click.option("--dagger", type=int, default=0, show_default=True,
               help="warm start: DAgger rounds (the clone drives, the teacher labels, the clone is refitted)")
+@click.option("--decision-period", type=float, default=5.0, show_default=True,
+              help="s between the policy's decisions (1-2: extend or end the green every second or two); kept in the metadata")
+@click.option("--detector-window", type=int, default=None,
+              help="s of detector readings the counts span, sliding (default: since the previous decision at 5 s or more, 5 below)")
 @_timing_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def train_command(net: str, route: str | None, algo: str, steps: int, out: Path, seed: int, episode_seconds: int | None,
                   checkpoints: int, validation_patterns: int, shared: bool, warm_start: str | None, teacher_gap: float,
-                  demonstrations: int, bc_epochs: int, fine_tune_lr: float, dagger: int, yellow: float, all_red: float, min_green: float,
-                  max_green: float, as_json: bool) -> None:
+                  demonstrations: int, bc_epochs: int, fine_tune_lr: float, dagger: int, decision_period: float,
+                  detector_window: int | None, yellow: float, all_red: float, min_green: float, max_green: float,
+                  as_json: bool) -> None:
     """Train a policy on generated demand, select it on validation demand, export ONNX plus metadata."""
     try:
         from edgeplane_traffic.training import train
@@ -96,6 +101,17 @@ def train_command(net: str, route: str | None, algo: str, steps: int, out: Path,
         if shared:
             raise click.BadParameter("--fine-tune-lr is for single-signal training; drop it with --shared", param_hint="--fine-tune-lr")
         warm["fine_tune_lr"] = fine_tune_lr
+    if decision_period != 5.0 or detector_window is not None:
+        if shared:
+            raise click.BadParameter("a shared policy decides every 5 s; drop --decision-period/--detector-window with --shared",
+                                     param_hint="--decision-period")
+        if not 1.0 <= decision_period <= max_green:
+            raise click.BadParameter(f"{decision_period:g}: give 1 s (SUMO's step) up to the maximum green ({max_green:g} s)",
+                                     param_hint="--decision-period")
+        if detector_window is not None and detector_window < 1:
+            raise click.BadParameter(f"{detector_window}: give 1 s or more", param_hint="--detector-window")
+        warm["decision_period"] = decision_period
+        warm["detector_window"] = detector_window if detector_window is not None else "auto"
     command = "edgeplane traffic train " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else None
     if shared:
         from edgeplane_traffic.training_shared import train_shared
@@ -179,7 +195,7 @@ def _signals(spec) -> list[str]:  # type: ignore[no-untyped-def]
 @click.option("--seeds", type=int, default=1, show_default=True, help="SUMO seeds FIRST..FIRST+K-1; figures are means")
 @click.option("--first-seed", type=int, default=1000, show_default=True, help="first SUMO seed")
 @_timing_options
-@click.option("--decision-period", type=float, default=None, help="s between decisions (max-pressure: its tuned value; rl: 5)")
+@click.option("--decision-period", type=float, default=None, help="s between decisions (max-pressure: its tuned value; rl: the policy's own, from its metadata)")
 @click.option("--warmup", type=float, default=900.0, show_default=True, help="webster: seconds of counting under the fixed program")
 @click.option("--counts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="webster: JSON {lane id: veh/h} instead of a warm-up")
@@ -201,6 +217,8 @@ def evaluate_command(net: str, route: str | None, controller: str, model: Path |
     signals = _signals(spec) if all_signals else [layout_from_net(spec.net, spec.tls).tls]
     infer_for = None
     observation = "detectors"
+    window = None
+    given_period = decision_period
     if controller == "rl":
         from edgeplane_traffic.evaluate import onnx_infer
 
@@ -218,6 +236,11 @@ def evaluate_command(net: str, route: str | None, controller: str, model: Path |
                 raise click.ClickException(f"policy {folder} was trained on another intersection layout than signal {tls!r} of "
                                            f"{spec.net.name}: train one for this net")
             observation = policy.metadata.get("observation_kind", "lanes")
+            if decision_period is not None and decision_period != policy.decision_period:
+                hint = "drop --decision-period" if given_period is not None else "use policies trained with one decision period"
+                raise click.BadParameter(f"policy {folder} decides every {policy.decision_period:g} s (it was trained so), "
+                                         f"not {decision_period:g} s: {hint}", param_hint="--decision-period")
+            decision_period, window = policy.decision_period, policy.detector_window
             infer_for[tls] = onnx_infer(policy.onnx)
     counts_map = None
     if counts is not None:
@@ -230,8 +253,8 @@ def evaluate_command(net: str, route: str | None, controller: str, model: Path |
     try:
         for seed in range(first_seed, first_seed + seeds):
             results.append(run_episode(spec, controller, seed=seed, timing=timing, deadline=deadline, infer_for=infer_for,
-                                       observation=observation, decision_period=period, warmup=warmup, counts=counts_map,
-                                       all_signals=all_signals))
+                                       observation=observation, decision_period=period, detector_window=window, warmup=warmup,
+                                       counts=counts_map, all_signals=all_signals))
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--net/--route/--seconds") from None
     summary = summarize(results)

@@ -10,13 +10,15 @@ Per incoming lane, two inductive loops (SUMO E1 detectors):
 
 Nothing else about a lane is observed: no whole-lane vehicle counts, no speeds, no waiting times.
 Readings are accumulated over a decision period (:class:`DetectorWindow`): mean occupancy, counts
-summed, presence at the last step.
+summed, presence at the last step; or, for a policy deciding every second or two, over a sliding
+window of the last ``span`` readings, so a count still spans a few seconds of traffic.
 """
 
 from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,10 +74,15 @@ def write_detectors(path: Path, detectors: list[DetectorLayout]) -> None:
 
 
 class DetectorWindow:
-    """Accumulates loop readings between two decisions."""
+    """Accumulates loop readings between two decisions (``span`` None), or over the last ``span``
+    readings (one a second: the last ``span`` s), whatever the decisions; :meth:`reset` then does nothing."""
 
-    def __init__(self, detectors: DetectorLayout):
+    def __init__(self, detectors: DetectorLayout, span: int | None = None):
+        if span is not None and span < 1:
+            raise ValueError(f"detector window of signal {detectors.tls!r}: span {span} readings; give 1 or more (or None)")
         self.detectors = detectors
+        self.span = span
+        self._history: deque[tuple[np.ndarray, ...]] = deque()
         n = len(detectors.lanes)
         self._sb_occ = np.zeros(n)
         self._adv_occ = np.zeros(n)
@@ -94,20 +101,33 @@ class DetectorWindow:
     def add(self, stop_bar_occupancy_pct: Any, stop_bar_count: Any, advance_occupancy_pct: Any, advance_count: Any) -> None:
         """Add one step's readings, per lane: occupancy in % of the step, vehicles that crossed."""
         sb = np.asarray(stop_bar_occupancy_pct, dtype=np.float64) / 100.0
-        self._sb_occ += sb
+        row = (sb, np.asarray(stop_bar_count, dtype=np.float64), np.asarray(advance_occupancy_pct, dtype=np.float64) / 100.0,
+               np.asarray(advance_count, dtype=np.float64))
+        self._sb_occ += row[0]
         self.presence = (sb > 0).astype(float)
-        self._sb_count += np.asarray(stop_bar_count, dtype=np.float64)
-        self._adv_occ += np.asarray(advance_occupancy_pct, dtype=np.float64) / 100.0
-        self._adv_count += np.asarray(advance_count, dtype=np.float64)
+        self._sb_count += row[1]
+        self._adv_occ += row[2]
+        self._adv_count += row[3]
         self.steps += 1
+        if self.span is not None:
+            self._history.append(row)
+            if len(self._history) > self.span:
+                self._history.popleft()
 
     def snapshot(self) -> dict[str, np.ndarray]:
+        if self.span is not None and self._history:
+            sb_occ, sb_count, adv_occ, adv_count = (np.sum(column, axis=0) for column in zip(*self._history))
+            steps = len(self._history)
+            return {"stop_bar_presence": self.presence.copy(), "stop_bar_occupancy": sb_occ / steps, "stop_bar_count": sb_count,
+                    "advance_occupancy": adv_occ / steps, "advance_count": adv_count}
         steps = max(1, self.steps)
         return {"stop_bar_presence": self.presence.copy(), "stop_bar_occupancy": self._sb_occ / steps,
                 "stop_bar_count": self._sb_count.copy(), "advance_occupancy": self._adv_occ / steps,
                 "advance_count": self._adv_count.copy()}
 
     def reset(self) -> None:
+        if self.span is not None:
+            return  # a sliding window forgets by age, not at decisions
         self._sb_occ[:] = 0
         self._adv_occ[:] = 0
         self._adv_count[:] = 0

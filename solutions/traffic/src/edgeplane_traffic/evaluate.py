@@ -134,6 +134,7 @@ def run_episode(
     infer_for: Mapping[str, Callable[[np.ndarray], Any]] | None = None,
     observation: str = "detectors",
     decision_period: float = 5.0,
+    detector_window: int | None = None,
     warmup: float = 900.0,
     counts: Mapping[str, float] | None = None,
     all_signals: bool = False,
@@ -145,6 +146,9 @@ def run_episode(
     ``all_signals``: one controller instance per signal of the net (``infer_for`` maps a signal id
     to its policy); otherwise only ``spec.tls`` (default: the first signal) is controlled and the
     others run the net's program. ``counts``: per-lane flows (veh/h) for Webster instead of a warm-up.
+    ``decision_period`` and ``detector_window`` (readings the detector counts span; None: since the
+    previous decision) must be the policy's own (:func:`~edgeplane_traffic.models.policy_cadence`);
+    with ``model`` they are read from its metadata.
     """
     if controller not in CONTROLLERS:
         raise ValueError(f"controller {controller!r}: use one of {', '.join(CONTROLLERS)}")
@@ -154,7 +158,11 @@ def run_episode(
 
         meta_file = (model if model.is_dir() else model.parent) / "metadata.json"
         if meta_file.is_file():
-            observation = json.loads(meta_file.read_text()).get("observation_kind", "lanes")
+            from edgeplane_traffic.models import policy_cadence
+
+            meta = json.loads(meta_file.read_text())
+            observation = meta.get("observation_kind", "lanes")
+            decision_period, detector_window = policy_cadence(meta)
     check_route_window(spec.route, spec.begin, spec.begin + spec.seconds)
     traci = traci_module()
     ids = tls_ids(spec.net) if all_signals else [layout_from_net(spec.net, spec.tls).tls]
@@ -174,7 +182,7 @@ def run_episode(
             ctl = IntersectionController(layout, controller, shield=timing, deadline=deadline, infer=policy,  # type: ignore[arg-type]
                                          decision_period=decision_period, observation=observation)  # type: ignore[arg-type]
         dets = detector_layout(layout, f"ep{k}")
-        signals[tls] = _Signal(layout, dets, DetectorWindow(dets), ctl)
+        signals[tls] = _Signal(layout, dets, DetectorWindow(dets, detector_window), ctl)
     if not signals:
         raise ValueError(f"net {spec.net} has no signal with two or more greens to control")
     plans: dict[str, Any] = {}

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODELS_DIR", "PolicyFiles", "model_name_for", "shipped_policy", "load_policy_files"]
+__all__ = ["DEFAULT_DECISION_PERIOD", "MODELS_DIR", "PolicyFiles", "model_name_for", "policy_cadence", "shipped_policy",
+           "load_policy_files"]
 
 MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_DECISION_PERIOD = 5.0  # s; every policy without its own in its metadata was trained deciding this often
+
+
+def policy_cadence(metadata: Mapping[str, Any] | None) -> tuple[float, int | None]:
+    """How often a policy decides and over what its detector counts run, as it was trained: (decision
+    period s, detector window in readings, None = since the previous decision), from ``metadata.json``'s
+    ``timing``; a policy run at another cadence sees observations it was not trained on."""
+    timing = (metadata or {}).get("timing") or {}
+    span = timing.get("detector_window")
+    return float(timing.get("decision_period", DEFAULT_DECISION_PERIOD)), None if span is None else int(span)
 
 
 def model_name_for(net_name: str) -> str:
@@ -29,6 +41,7 @@ class PolicyFiles:
                 f"(made by 'edgeplane traffic train --out {self.folder}')"
             )
         self.metadata: dict[str, Any] = json.loads(meta.read_text())
+        self.decision_period, self.detector_window = policy_cadence(self.metadata)
 
     def layout(self):  # type: ignore[no-untyped-def]
         from edgeplane_traffic.layout import IntersectionLayout

@@ -31,7 +31,7 @@ from edgeplane import Batch, Context, Duration, HealthState, Overflow, Solution,
 from edgeplane_traffic.control import IntersectionController, LaneReading
 from edgeplane_traffic.detectors import DETECTOR_METRICS, DetectorWindow, detector_layout
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_name
-from edgeplane_traffic.models import MODELS_DIR, model_name_for
+from edgeplane_traffic.models import DEFAULT_DECISION_PERIOD, MODELS_DIR, model_name_for, policy_cadence
 from edgeplane_traffic.nets import NAMED, resolve
 from edgeplane_traffic.shield import ShieldConfig
 
@@ -45,7 +45,8 @@ class TrafficSignalConfig(SolutionConfig):
     controller: Literal["fixed", "max-pressure", "rl"] = "rl"
     model: str | None = Field(None, description="policy name in the model registry (default: traffic-<net>)")
     fallback: Literal["max-pressure", "fixed"] = "max-pressure"
-    decision_period: Duration = 5.0
+    decision_period: Duration | None = Field(
+        None, description="s between decisions; default: rl the policy's own (its metadata), others 5 s")
     deadline: Duration = Field(0.05, description="wall time the policy may take per decision; later = fallback")
     min_green: Duration = 5.0
     yellow: Duration = 3.0
@@ -67,15 +68,16 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
         self.layout = self._layout()
         self.model_name = config.model or model_name_for(self._net_name())
         self._fault: str | None = None
+        period, window = self._cadence()
         self.controller = IntersectionController(
             self.layout, config.controller,
             shield=ShieldConfig(config.min_green, config.yellow, config.all_red, config.max_green,
                                 {k: tuple(v) for k, v in config.allowed_transitions.items()} if config.allowed_transitions else None),
-            decision_period=config.decision_period, deadline=config.deadline, fallback=config.fallback,
+            decision_period=period, deadline=config.deadline, fallback=config.fallback,
             infer=self._infer if context.inference is not None else None,
             observation=self._observation_kind(),
         )
-        self._detectors = DetectorWindow(detector_layout(self.layout))
+        self._detectors = DetectorWindow(detector_layout(self.layout), window)
         self._det_now = {metric: np.zeros(len(self.layout.lanes)) for metric in DETECTOR_METRICS}
         self._lanes = list(dict.fromkeys([*self.layout.lanes, *self.layout.out_lanes]))
         self._readings = {lane: LaneReading() for lane in self._lanes}
@@ -123,6 +125,18 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
         except ValueError as e:
             raise ValueError(f"solution {self.name!r}: {e}") from None
         return layout_from_net(spec.net, self.config.tls)
+
+    def _cadence(self) -> tuple[float, int | None]:
+        """Decision period and detector window: an RL policy's own, as trained (it has seen no other)."""
+        configured = self.config.decision_period
+        if self.config.controller != "rl":
+            return (DEFAULT_DECISION_PERIOD if configured is None else float(configured)), None
+        meta = self._shipped_metadata()
+        period, window = policy_cadence(meta)
+        if meta is not None and configured is not None and abs(float(configured) - period) > 1e-9:
+            raise ValueError(f"solution {self.name!r}: model {self.model_name} was trained to decide every {period:g} s, "
+                             f"not decision_period {float(configured):g} s: remove decision_period (or set it to {period:g}s)")
+        return (period if configured is None else float(configured)), window
 
     def _observation_kind(self) -> Literal["lanes", "detectors"]:
         if self.config.observation != "auto":

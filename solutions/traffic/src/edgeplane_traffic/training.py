@@ -3,10 +3,15 @@
 Needs the ``[training]`` extra (torch, stable-baselines3). The environment (:class:`SignalEnv`) runs
 SUMO through libsumo with the same :class:`~edgeplane_traffic.control.IntersectionController`,
 safety shield and timing as evaluation (yellow 3 s, all-red 2 s, minimum green 5 s, maximum green
-50 s by default), decisions every 5 s, and the detector-only observation
+50 s by default), decisions every ``decision_period`` s (5 by default; at 1-2 s each decision in a green
+is "extend or end it", the shield still holding the minimum green and the clearances), and the detector-only observation
 (:func:`~edgeplane_traffic.observation.build_detector_observation`). Every training episode is a new
 ``train`` demand pattern (:mod:`.demand`); checkpoints are compared on ``validation`` patterns only
 and the best is exported. Evaluation patterns are never touched here.
+
+The decision period and the detector window (the counts of the last ``detector_window`` s, sliding,
+or, when None, since the previous decision) are recorded in the metadata's ``timing``: the host and
+``traffic evaluate`` run a policy at its own cadence (:func:`~edgeplane_traffic.models.policy_cadence`).
 
 Reward: minus the vehicles halted on the signal's incoming lanes plus the vehicles waiting to enter
 the network, averaged over the decision period (a policy that blocks entry is not rewarded).
@@ -35,24 +40,33 @@ from edgeplane_traffic.control import IntersectionController
 from edgeplane_traffic.demand import demand_seed, generate_demand
 from edgeplane_traffic.detectors import DetectorWindow, detector_layout, write_detectors
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net
+from edgeplane_traffic.models import DEFAULT_DECISION_PERIOD
 from edgeplane_traffic.nets import NetSpec
 from edgeplane_traffic.observation import detector_observation_names
 from edgeplane_traffic.shield import ShieldConfig
 
-__all__ = ["DECISION_PERIOD", "SignalEnv", "export_onnx", "train"]
+__all__ = ["DECISION_PERIOD", "SignalEnv", "default_detector_window", "export_onnx", "train"]
 
-DECISION_PERIOD = 5.0
+DECISION_PERIOD = DEFAULT_DECISION_PERIOD  # s, unless ``train(decision_period=...)`` says otherwise
+SHORT_PERIOD_WINDOW = 5  # s of detector readings a policy deciding more often than every 5 s sees
+
+
+def default_detector_window(decision_period: float) -> int | None:
+    """Since the previous decision at 5 s or more; a sliding 5 s below, so counts still show a gap in traffic."""
+    return None if decision_period >= SHORT_PERIOD_WINDOW else SHORT_PERIOD_WINDOW
 
 
 class SignalEnv(gym.Env):  # type: ignore[misc]
     """A gymnasium environment: one signal, one generated ``train`` demand pattern per episode."""
 
     def __init__(self, spec: NetSpec, layout: IntersectionLayout, timing: ShieldConfig, *, first_index: int = 0,
-                 episode_seconds: int | None = None, split: str = "train"):
+                 episode_seconds: int | None = None, split: str = "train", decision_period: float = DECISION_PERIOD,
+                 detector_window: int | None = None):
         os.environ.setdefault("LIBSUMO_AS_TRACI", "quiet")
         from edgeplane_traffic.sumo_runtime import sumo_binary, traci_module
 
         self.spec, self.layout, self.timing, self.split = spec, layout, timing, split
+        self.decision_period, self.detector_window = float(decision_period), detector_window
         self.seconds = int(episode_seconds or spec.seconds)
         self.index = first_index
         self.traci = traci_module(prefer_libsumo=True)
@@ -80,9 +94,9 @@ class SignalEnv(gym.Env):  # type: ignore[misc]
                           "--time-to-teleport", "-1", "--max-depart-delay", "-1"])
         self._open = True
         self.end = self.spec.begin + self.seconds
-        self.window = DetectorWindow(self.detectors)
+        self.window = DetectorWindow(self.detectors, self.detector_window)
         self.choice = 0
-        self.ctl = IntersectionController(self.layout, "rl", shield=self.timing, decision_period=DECISION_PERIOD,
+        self.ctl = IntersectionController(self.layout, "rl", shield=self.timing, decision_period=self.decision_period,
                                           infer=self._infer, observation="detectors", deadline=10.0)
         self.phase, self.elapsed = 0, 0.0
         self.traci.trafficlight.setRedYellowGreenState(self.layout.tls, self.layout.phase_states[0])
@@ -190,7 +204,8 @@ def _check_export(model: Any, path: Path, obs_size: int, greens: int, seed: int)
     return float((ours == np.asarray(theirs)).mean())
 
 
-def validation_delay(spec: NetSpec, onnx_path: Path, timing: ShieldConfig, patterns: int, seconds: int) -> float:
+def validation_delay(spec: NetSpec, onnx_path: Path, timing: ShieldConfig, patterns: int, seconds: int, *,
+                     decision_period: float = DECISION_PERIOD, detector_window: int | None = None) -> float:
     """Mean RESCO delay of a policy over the first ``patterns`` validation demand patterns."""
     from dataclasses import replace
 
@@ -204,7 +219,8 @@ def validation_delay(spec: NetSpec, onnx_path: Path, timing: ShieldConfig, patte
             generate_demand(spec.net, spec.route, route, begin=spec.begin, seconds=seconds,
                             seed=demand_seed("validation", i), signal_lanes=layout.lanes)
             result = run_episode(replace(spec, route=route, seconds=seconds), "rl", seed=demand_seed("validation", i) % 100_000,
-                                 timing=timing, infer=onnx_infer(onnx_path), deadline=10.0)
+                                 timing=timing, infer=onnx_infer(onnx_path), deadline=10.0, decision_period=decision_period,
+                                 detector_window=detector_window)
             delays.append(result.avg_delay_s)
     return float(np.mean(delays))
 
@@ -228,12 +244,18 @@ def train(
     bc_epochs: int = 30,
     dagger: int = 0,
     fine_tune_lr: float = 5e-5,
+    decision_period: float = DECISION_PERIOD,
+    detector_window: int | None | str = "auto",
 ) -> dict[str, Any]:
     """Train, pick the checkpoint with the lowest validation delay, export ``model.onnx`` + ``metadata.json``.
 
     ``warm_start`` (PPO only): clone the detector controller of that name (:mod:`.warm_start`) from
     ``demonstrations`` episodes on train demand (plus ``dagger`` rounds of the clone driving and the
-    teacher labelling, half as many episodes each), then fine-tune; the clone is checkpoint 0."""
+    teacher labelling, half as many episodes each), then fine-tune; the clone is checkpoint 0.
+
+    ``decision_period`` (s) and ``detector_window`` (s of readings the counts span, sliding; None:
+    since the previous decision; "auto": :func:`default_detector_window`) hold for the teacher, the
+    policy, validation and the exported metadata."""
     import torch
     from stable_baselines3 import DQN, PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -245,13 +267,21 @@ def train(
     if warm_start is not None and algo != "ppo":
         raise ValueError("--warm-start fine-tunes a PPO policy: add --algo ppo")
     timing = timing or ShieldConfig()
+    if not 1.0 <= decision_period <= timing.max_green:
+        raise ValueError(f"decision period {decision_period:g} s: give 1 s (SUMO's step) to the maximum green ({timing.max_green:g} s)")
+    window = default_detector_window(decision_period) if detector_window == "auto" else detector_window
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise ValueError(f"detector window {window!r}: give whole seconds, 1 or more (or None: since the previous decision)")
+    cadence: dict[str, Any] = {"decision_period": float(decision_period), "detector_window": window}
+    # the discount per decision that keeps DQN's/PPO's horizon at 0.95 per 5 s whatever the period
+    gamma = round(0.95 ** (decision_period / DECISION_PERIOD), 6)
     torch.set_num_threads(1)  # two shared cores: one for SUMO, one for torch
     set_random_seed(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     layout = layout_from_net(spec.net, spec.tls)
     seconds = int(episode_seconds or spec.seconds)
-    inner = SignalEnv(spec, layout, timing, first_index=seed * 10_000, episode_seconds=seconds)
+    inner = SignalEnv(spec, layout, timing, first_index=seed * 10_000, episode_seconds=seconds, **cadence)
     env = Monitor(inner)
     curve: list[dict[str, float]] = []
     every = max(1, steps // max(1, checkpoints))
@@ -275,21 +305,21 @@ def train(
         model: Any = DQN(
             "MlpPolicy", env, learning_rate=5e-4, learning_starts=500, train_freq=1, target_update_interval=500,
             exploration_fraction=0.2, exploration_initial_eps=1.0, exploration_final_eps=0.02, buffer_size=50_000,
-            batch_size=64, gamma=0.95, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0, device="cpu",
+            batch_size=64, gamma=gamma, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0, device="cpu",
         )
     elif warm_start is None:
-        model = PPO("MlpPolicy", env, n_steps=min(720, steps), batch_size=64, n_epochs=10, learning_rate=3e-4, gamma=0.95,
+        model = PPO("MlpPolicy", env, n_steps=min(720, steps), batch_size=64, n_epochs=10, learning_rate=3e-4, gamma=gamma,
                     ent_coef=0.01, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0, device="cpu")
     else:
         # fine-tuning: small steps and a tight clip keep PPO near the cloned controller; no entropy bonus to undo it
         model = PPO("MlpPolicy", env, n_steps=min(720, max(64, steps)), batch_size=64, n_epochs=5, learning_rate=fine_tune_lr,
-                    clip_range=0.1, gamma=0.95, ent_coef=0.0, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0,
+                    clip_range=0.1, gamma=gamma, ent_coef=0.0, policy_kwargs={"net_arch": [64, 64]}, seed=seed, verbose=0,
                     device="cpu")
     started = time.time()
     warm: dict[str, Any] | None = None
     if warm_start is not None:
         warm = _warm_start(model, spec, layout, timing, warm_start, teacher_gap, demonstrations, bc_epochs, seconds=seconds,
-                           first_index=seed * 10_000 + 5_000, seed=seed, progress=progress, dagger=dagger)
+                           first_index=seed * 10_000 + 5_000, seed=seed, progress=progress, dagger=dagger, cadence=cadence)
         model.save(ckpt_dir / "step0.zip")
         saved.append((0, ckpt_dir / "step0.zip"))
     use_bar = progress and sys.stderr.isatty()
@@ -304,19 +334,19 @@ def train(
     metadata = select_and_export(spec, algo, out, saved, timing=timing, seed=seed, steps=steps, seconds=seconds,
                                  validation_patterns=validation_patterns, curve=curve, train_seconds=train_seconds,
                                  command=command, progress=progress, warm_start=warm,
-                                 training_demand_seeds=inner.demand_seeds)
+                                 training_demand_seeds=inner.demand_seeds, **cadence)
     return metadata
 
 
 def _warm_start(model: Any, spec: NetSpec, layout: IntersectionLayout, timing: ShieldConfig, teacher: str, gap: float,
                 episodes: int, epochs: int, *, seconds: int, first_index: int, seed: int, progress: bool,
-                dagger: int = 0) -> dict[str, Any]:
+                dagger: int = 0, cadence: dict[str, Any] | None = None) -> dict[str, Any]:
     """Record the teacher on train demand (patterns from ``first_index``), clone it into ``model``."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from edgeplane_traffic.warm_start import behaviour_clone, make_teacher, merge, record_demonstrations
 
-    demo_env = SignalEnv(spec, layout, timing, first_index=first_index, episode_seconds=seconds, split="train")
+    demo_env = SignalEnv(spec, layout, timing, first_index=first_index, episode_seconds=seconds, split="train", **(cadence or {}))
     vec = DummyVecEnv([lambda: demo_env])
     rounds: list[dict[str, Any]] = []
     try:
@@ -347,7 +377,8 @@ def _warm_start(model: Any, spec: NetSpec, layout: IntersectionLayout, timing: S
 def policy_metadata(*, algo: str, steps: int, seed: int, spec: Any, validation_patterns: int, seconds: float,
                     reward: str, timing: Any, layout: Any, training_curve: list[dict[str, Any]],
                     validation: Any, selected_timestep: Any, train_seconds: float, command: str,
-                    onnx_agreement: float) -> dict[str, Any]:
+                    onnx_agreement: float, decision_period: float = DECISION_PERIOD,
+                    detector_window: int | None = None) -> dict[str, Any]:
     """What a trained policy's ``metadata.json`` says (one signal's layout; the shared trainer adds its signals)."""
     return {
         "format": "edgeplane-traffic-policy/2",
@@ -361,7 +392,8 @@ def policy_metadata(*, algo: str, steps: int, seed: int, spec: Any, validation_p
         "begin": spec.begin,
         "episode_seconds": seconds,
         "reward": reward,
-        "timing": {**asdict(timing), "decision_period": DECISION_PERIOD},
+        # the cadence the policy was trained at: the host and evaluation run it at the same (models.policy_cadence)
+        "timing": {**asdict(timing), "decision_period": decision_period, "detector_window": detector_window},
         "observation_kind": "detectors",
         "tls": layout.tls,
         "layout_fingerprint": layout.fingerprint(),
@@ -382,7 +414,8 @@ def policy_metadata(*, algo: str, steps: int, seed: int, spec: Any, validation_p
 def select_and_export(spec: NetSpec, algo: str, out: Path, saved: list[tuple[int, Path]], *, timing: ShieldConfig, seed: int,
                       steps: int, seconds: int, validation_patterns: int, curve: list[dict[str, float]],
                       train_seconds: float, command: str | None, progress: bool = True, note: str | None = None,
-                      warm_start: dict[str, Any] | None = None, training_demand_seeds: list[int] | None = None) -> dict[str, Any]:
+                      warm_start: dict[str, Any] | None = None, training_demand_seeds: list[int] | None = None,
+                      decision_period: float = DECISION_PERIOD, detector_window: int | None = None) -> dict[str, Any]:
     """Compare the checkpoints ``saved`` ((step, SB3 zip)) on validation demand; export the best."""
     from stable_baselines3 import DQN, PPO
 
@@ -398,7 +431,8 @@ def select_and_export(spec: NetSpec, algo: str, out: Path, saved: list[tuple[int
         candidate = cls.load(path, device="cpu")
         onnx_path = ckpt_dir / f"step{step_count}.onnx"
         export_onnx(candidate, algo, layout.observation_size_detectors, onnx_path)
-        delay = validation_delay(spec, onnx_path, timing, validation_patterns, seconds)
+        delay = validation_delay(spec, onnx_path, timing, validation_patterns, seconds, decision_period=decision_period,
+                                 detector_window=detector_window)
         scores.append({"timestep": step_count, "validation_avg_delay_s": round(delay, 2)})
         if progress:
             print(f"checkpoint {step_count}: validation delay {delay:.2f} s", file=sys.stderr)
@@ -418,7 +452,8 @@ def select_and_export(spec: NetSpec, algo: str, out: Path, saved: list[tuple[int
         algo=algo, steps=steps, seed=seed, spec=spec, validation_patterns=validation_patterns, seconds=seconds,
         reward="-(halted on incoming lanes + waiting to enter) / (10 x lanes), mean over the decision period",
         timing=timing, layout=layout, training_curve=curve, validation=scores, selected_timestep=best[1],
-        train_seconds=train_seconds, command=command, onnx_agreement=agreement)
+        train_seconds=train_seconds, command=command, onnx_agreement=agreement, decision_period=decision_period,
+        detector_window=detector_window)
     metadata["note"] = note
     metadata["warm_start"] = warm_start
     metadata["validation_demand_seeds"] = [demand_seed("validation", i) for i in range(validation_patterns)]
