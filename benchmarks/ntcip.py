@@ -14,7 +14,16 @@ cabinet would, with ``--detectors`` loops. The host side polls a single-intersec
    the simulator, the shipped RL policy through the inference service): decision latency
    (observation in -> command confirmed by read-back; decisions that keep the green write nothing).
 
+5. with ``--site S`` (instead of 1-4): the two intersection reference deployments for S simulated
+   seconds each, in this process one after the other, same net (cologne1) and policy: decision latency
+   through the host on the NTCIP path (``configs/intersection-ntcip.yaml``: the cabinet a companion
+   process keeping its own time, SNMP polls, phase control) against the direct path
+   (``configs/intersection.yaml``: the ``sumo`` connector in lockstep; its broker and cloud end left
+   out). "decide" is observation in -> shielded command ready (the policy through the inference
+   service included); "decision" adds the guarded write until the controller shows it.
+
     python benchmarks/ntcip.py [--seconds 5] [--detectors 16] [--cabinet 300] [--json]
+    python benchmarks/ntcip.py --site 600 [--json]
 """
 
 from __future__ import annotations
@@ -141,6 +150,65 @@ async def cabinet_loop(seconds: int) -> dict:
             "cabinet_commands_ok": sum(a["status"] == "ok" for a in audit), "cabinet_conflict_faults": len(cabinet.model.monitor.faults)}
 
 
+async def reference_sites(seconds: int, folder: str) -> dict[str, dict]:
+    """Run both intersection reference sites for ``seconds`` simulated seconds; their demo summaries."""
+    from pathlib import Path
+
+    import yaml
+
+    from edgeplane.testing import free_port
+    from edgeplane_traffic.demo import default_site, run_demo
+
+    shipped = default_site().parent
+    out: dict[str, dict] = {}
+    for path, name in ((shipped / "intersection-ntcip.yaml", "ntcip"), (shipped / "intersection.yaml", "direct")):
+        text = path.read_text()
+        for fixed in ("1161", "1162", "18833"):
+            text = text.replace(f'"{fixed}"', f'"{free_port()}"').replace(f"port: {fixed}", f"port: {free_port()}")
+        site = yaml.safe_load(text)
+        if name == "ntcip":  # the device's port is the cabinet's
+            command = site["simulators"]["cabinet"]["command"]
+            site["devices"]["ctl"]["port"] = int(command[command.index("--port") + 1])
+            ready = command[command.index("--ready-port") + 1]
+            site["simulators"]["cabinet"]["ready"] = f"tcp://127.0.0.1:{ready}"
+        else:  # the host's own path only: no broker, no cloud end
+            site.pop("simulators", None)
+            site.pop("sync", None)
+        site["inference"]["models"] = f"{folder}/models-{name}"
+        site["store"] = {"path": f"{folder}/store-{name}"}
+        site["http"] = {"port": None}
+        site_file = Path(folder) / f"{name}.yaml"
+        site_file.write_text(yaml.safe_dump(site))
+        out[name] = await run_demo(site_file, seconds=seconds, speed=None, kill_at=None, restore_at=None, fault="missing",
+                                   every=1_000_000, echo=lambda *_: None)
+    return out
+
+
+def site_main(seconds: int, as_json: bool) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        runs = asyncio.run(reference_sites(seconds, folder))
+    rows = [("decisions", "decisions"), ("decide p50 ms", "decide_p50_ms"), ("decide p99 ms", "decide_p99_ms"),
+            ("decision (confirmed) p50 ms", "decision_p50_ms"), ("decision (confirmed) p99 ms", "decision_p99_ms"),
+            ("commands confirmed", "commands"), ("commands failed", "commands_failed"),
+            ("shield interventions", "shield_interventions"), ("fallbacks", "fallbacks"),
+            ("unsafe transitions", "unsafe_transitions"), ("avg delay s", "avg_delay_s"), ("fixed-time twin delay s", "fixed_time_delay_s")]
+    print(f"reference site, cologne1, {seconds} simulated s each")
+    print(f"{'figure':<30}{'NTCIP (SNMP)':>14}{'direct (sumo)':>15}")
+    for label, key in rows:
+        print(f"{label:<30}{runs['ntcip'][key]!s:>14}{runs['direct'][key]!s:>15}")
+    ntcip = runs["ntcip"]
+    print(f"NTCIP: {ntcip['phase_reads']} periods read, {ntcip['changes_unobserved']} changes between two reads, "
+          f"conflict monitor flash: {ntcip['conflict_monitor_flash']}")
+    if as_json:
+        result = {"site_seconds": seconds}
+        for name, summary in runs.items():
+            result |= {f"{name}_{key}": value for key, value in summary.items()
+                       if isinstance(value, (int, float, bool)) and not isinstance(value, dict)}
+        print(json.dumps(result))
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
@@ -152,8 +220,13 @@ def main() -> None:
     parser.add_argument("--detectors", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--cabinet", type=int, default=0, help="also run the whole loop for this many simulated seconds")
+    parser.add_argument("--site", type=int, default=0,
+                        help="instead: both intersection reference sites for this many simulated seconds (decision latency)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.site:
+        site_main(args.site, args.json)
+        return
     agent = subprocess.Popen([sys.executable, "-c", AGENT, str(args.detectors)], stdout=subprocess.PIPE, text=True)
     try:
         port = int(agent.stdout.readline())  # type: ignore[union-attr]

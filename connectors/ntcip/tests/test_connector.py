@@ -165,6 +165,33 @@ async def test_points_the_controller_lacks_are_published_bad_and_the_rest_good(c
         assert host.device("ctl").health.state.value == "ok"  # one missing object does not take the device down
 
 
+async def test_a_simulators_private_objects_read_as_points_and_refuse_sets(edgeplane_host) -> None:
+    from edgeplane_ntcip.simulator import NEMA_PRIVATE, ControllerAgent, SignalControllerModel
+
+    measured = {"delay_cs": 1234}
+    own = f"{NEMA_PRIVATE}.65535.1.3.0"
+    with pytest.raises(ValueError, match="nemaPrivate"):
+        ControllerAgent(SignalControllerModel([[1], [2]]), private={"1.3.6.1.2.1.1.1.0": lambda: 1})
+    agent = ControllerAgent(SignalControllerModel([[1], [2]], start_time=START), community="rw-secret",
+                            private={own: lambda: measured["delay_cs"], f"{NEMA_PRIVATE}.65535.1.9.0": lambda: None})
+    await agent.start()
+    try:
+        points = {"delay": {"oid": own, "scale": 0.01, "unit": "s"}, "gone": {"oid": f"{NEMA_PRIVATE}.65535.1.9.0"}}
+        site = {"site": {"id": "ntcip"}, "devices": {"ctl": device(agent, signal=None, points=points)}}
+        async with edgeplane_host(site, plugins=[plugin]) as host:
+            await wait_for(lambda: host.bus.latest("ctl/delay") is not None, timeout=5)
+            assert float(host.bus.latest("ctl/delay")[1]) == pytest.approx(12.34)
+            measured["delay_cs"] = 2500  # read live at every GET
+            await wait_for(lambda: float(host.bus.latest("ctl/delay")[1]) == pytest.approx(25.0), timeout=5)
+            assert host.bus.latest("ctl/gone")[2] == Quality.BAD  # None: no such instance
+        session = SnmpSession("ctl", "127.0.0.1", agent.port, SnmpCredentials(community="rw-secret"), 0.3, 0)
+        with pytest.raises(NtcipRejected, match="notWritable"):
+            await session.set({own: 1})
+        session.close()
+    finally:
+        await agent.stop()
+
+
 async def test_v3_faulty_loops_and_control_that_lapses(controller, edgeplane_host) -> None:
     from edgeplane_ntcip.simulator import DetectorReading
 

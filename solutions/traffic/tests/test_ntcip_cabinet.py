@@ -62,6 +62,62 @@ async def test_rl_controls_a_sumo_intersection_through_ntcip(edgeplane_host, tmp
         await cabinet.stop()
 
 
+def _impatient_policy(path, layout) -> None:
+    """An ONNX policy that always wants the other green at once: its scores are the green one-hot
+    (the observation's head) reversed. Every wish it makes while a green is young is unsafe."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    order = helper.make_tensor("order", TensorProto.INT64, [2], [1, 0])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["obs", "order"], ["scores"], axis=1)], "impatient",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, layout.observation_size_detectors])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2])], initializer=[order])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+async def test_the_shield_refuses_unsafe_wishes_before_they_reach_the_controller(edgeplane_host, tmp_path) -> None:
+    from edgeplane.inference.registry import ModelRegistry
+
+    seconds, shield_min_green = 45, 10.0
+    cabinet = SumoCabinet("single-intersection", seconds=seconds, speed=10.0, seed=4, start_time=SIM_START)
+    layout = cabinet.layout
+    assert layout.num_greens == 2
+    _impatient_policy(tmp_path / "impatient.onnx", layout)
+    ModelRegistry(tmp_path / "models").add(tmp_path / "impatient.onnx", "traffic-impatient", "1")
+    await cabinet.start()
+    try:
+        site = {
+            "site": {"id": "cabinet-shield"},
+            "inference": {"providers": ["cpu"], "models": str(tmp_path / "models"), "preload": ["traffic-impatient"]},
+            "devices": {"ctl": cabinet.device_config()},
+            "solutions": {"signal": {"type": "traffic-signal", "device": "ctl", "net": "single-intersection",
+                                     "controller": "rl", "model": "traffic-impatient", "observation": "detectors",
+                                     "decision_period": 2.0, "min_green": shield_min_green, "fallback": "fixed",
+                                     "deadline": 1.0, "command_timeout": 3.0}},
+        }
+        async with edgeplane_host(site, plugins=[plugin, ntcip_plugin], clock=SimulatedClock(SIM_START)) as host:
+            await wait_for(cabinet.finished.is_set, timeout=seconds / 10 + 30)
+            solution = host.solution("signal")
+            audit = [a for a in await host.store.audit(10_000) if a["point"] == f"{point_name(layout.tls)}.phase"]
+        controller = solution.controller
+        # the policy decided (no fallback) and wanted a change at every decision; the shield refused the
+        # ones made before its minimum green, so they never reached the controller
+        assert controller.decisions["rl"] >= 8 and controller.fallbacks == {}
+        assert controller.shield.interventions["min_green"] >= 2, controller.shield.interventions
+        assert audit and all(a["status"] == "ok" for a in audit), audit
+        # the controller would allow a 5 s green; every green the host ended lasted the shield's 10 s
+        model = cabinet.model
+        greens = [seconds for interval, _, seconds in model.intervals() if interval == "G"]
+        assert len(greens) >= 2 and all(g >= shield_min_green for g in greens), model.intervals()
+        assert model.timing[1].min_green < shield_min_green
+        assert model.monitor.faults == [] and cabinet.agent.sets > 0
+    finally:
+        await cabinet.stop()
+
+
 def test_the_cabinet_command_refuses_bad_input_with_exit_2() -> None:
     from click.testing import CliRunner
 

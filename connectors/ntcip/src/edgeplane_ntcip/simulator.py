@@ -16,7 +16,9 @@ its full yellow, no green starting before every conflicting phase has had its re
 fault puts the controller in flash (all red here; ``unitFlashStatus`` = mmu(6)) and stays.
 
 :class:`ControllerAgent` serves the objects of :mod:`edgeplane_ntcip.mib` for one model, with a
-read-write SNMPv2c community and, optionally, SNMPv3 USM users. The intersection behind the model
+read-write SNMPv2c community and, optionally, SNMPv3 USM users, plus ``private`` read-only objects
+of the caller's (a vendor's own objects under NEMA's private arc ``1.3.6.1.4.1.1206.3``; a simulated
+cabinet serves its simulation's measures there). The intersection behind the model
 (a SUMO simulation, or nothing) is the caller's: it calls :meth:`SignalControllerModel.step` once
 per period with the detector readings, and shows :meth:`SignalControllerModel.display`.
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from pysnmp.carrier.asyncio.dgram import udp
 from pysnmp.entity import config, engine
@@ -38,9 +40,10 @@ from pysnmp.smi.instrum import AbstractMibInstrumController
 from edgeplane_ntcip.mib import OBJECTS, bits_to_members, members_to_bits
 from edgeplane_ntcip.session import AUTH_PROTOCOLS, PRIV_PROTOCOLS
 
-__all__ = ["ConflictMonitor", "ControllerAgent", "DetectorReading", "PhaseTiming", "SignalControllerModel"]
+__all__ = ["NEMA_PRIVATE", "ConflictMonitor", "ControllerAgent", "DetectorReading", "PhaseTiming", "SignalControllerModel"]
 
 NOT_FLASH, FLASH_MMU = 2, 6
+NEMA_PRIVATE = "1.3.6.1.4.1.1206.3"  # nemaPrivate (NTCIP 8004): where vendors put their own objects
 
 
 @dataclass(frozen=True)
@@ -288,6 +291,10 @@ class _ModelInstrumentation(AbstractMibInstrumController):
         return bool(check and check(view, (name, value), **{**ctx, "idx": idx}))
 
     def _value(self, oid: tuple[int, ...]) -> Any:
+        private = self._agent.private_objects.get(oid)
+        if private is not None:
+            value = private()
+            return rfc1902.Integer32(value) if value is not None else None
         found = _split(oid)
         value = self._agent.model.read(*found) if found else None
         if value is None:
@@ -302,7 +309,8 @@ class _ModelInstrumentation(AbstractMibInstrumController):
                 out.append((name, rfc1905.noSuchObject))
                 continue
             got = self._value(oid)
-            out.append((name, got if got is not None else (rfc1905.noSuchInstance if _split(oid) else rfc1905.noSuchObject)))
+            known = _split(oid) or oid in self._agent.private_objects
+            out.append((name, got if got is not None else (rfc1905.noSuchInstance if known else rfc1905.noSuchObject)))
         return out
 
     def read_next_variables(self, *var_binds: Any, **ctx: Any) -> list[Any]:
@@ -323,6 +331,8 @@ class _ModelInstrumentation(AbstractMibInstrumController):
             oid = tuple(name)
             if self._denied("write", idx, name, value, ctx):
                 raise smi_error.NoAccessError(name=name, idx=idx)
+            if oid in self._agent.private_objects:
+                raise smi_error.NotWritableError(name=name, idx=idx)
             found = _split(oid)
             if found is None or self._agent.model.read(*found) is None:
                 raise smi_error.NoSuchObjectError(name=name, idx=idx)
@@ -350,14 +360,28 @@ class UsmUser:
 
 @dataclass
 class ControllerAgent:
-    """An SNMP agent (v2c community, optional v3 users) serving one :class:`SignalControllerModel`."""
+    """An SNMP agent (v2c community, optional v3 users) serving one :class:`SignalControllerModel`.
+
+    ``private`` maps full numeric instance OIDs under :data:`NEMA_PRIVATE` (``...1206.3.<arc>...0``)
+    to functions returning their current whole value (Integer32; None: no such instance): read-only
+    objects of the caller's, served beside the NTCIP ones."""
 
     model: SignalControllerModel
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free port, read .port after start
     community: str = "public"
     users: list[UsmUser] = field(default_factory=list)
+    private: dict[str, Callable[[], int | None]] = field(default_factory=dict)
     sets: int = 0
+
+    def __post_init__(self) -> None:
+        self.private_objects: dict[tuple[int, ...], Callable[[], int | None]] = {}
+        for oid, read in self.private.items():
+            parts = oid.strip(".").split(".")
+            if not all(p.isdigit() for p in parts) or not oid.strip(".").startswith(NEMA_PRIVATE + "."):
+                raise ValueError(f"private object {oid!r}: give a numeric instance OID under {NEMA_PRIVATE} "
+                                 f"(nemaPrivate), e.g. {NEMA_PRIVATE}.9999.1.1.0")
+            self.private_objects[tuple(int(p) for p in parts)] = read
 
     def instances(self) -> list[tuple[int, ...]]:
         out = []
@@ -366,6 +390,7 @@ class ControllerAgent:
             for index in ([0] if obj.kind == "scalar" else range(1, obj.max_index + 1)):
                 if self.model.read(obj.name, index) is not None:
                     out.append((*base, index))
+        out += [oid for oid, read in self.private_objects.items() if read() is not None]
         return sorted(out)
 
     async def start(self) -> None:

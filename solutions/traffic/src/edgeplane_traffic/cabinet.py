@@ -14,7 +14,14 @@ The mapping, one NTCIP phase per green of the layout (a one-ring, stage-based co
 * lane k's stop-bar loop is vehicle detector 2k + 1, its advance loop 2k + 2 (positions:
   :mod:`edgeplane_traffic.detectors`); each detector calls the phases of the greens serving its lane.
 
-SUMO runs over TraCI (its own process), so a ``sumo`` device with libsumo can share the process.
+The simulation's own measures, which no field controller has, are served read-only beside the NTCIP
+objects under the simulator's private arc :data:`SIM_ARC` (``nemaPrivate.65535``: no vendor's),
+so a reference deployment reports the run's delay through the same SNMP link
+(:data:`SIM_OBJECTS`; :meth:`SumoCabinet.device_config` names them ``sim.time``, ``sim.avg_delay``...,
+as the ``sumo`` connector does).
+
+SUMO runs over TraCI (its own process) by default, so a ``sumo`` device with libsumo can share the
+process; a cabinet in a process of its own (``edgeplane traffic cabinet``) takes libsumo.
 """
 
 from __future__ import annotations
@@ -22,19 +29,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from collections.abc import Callable
 
-from edgeplane_ntcip.simulator import ControllerAgent, DetectorReading, PhaseTiming, SignalControllerModel, UsmUser
+from edgeplane_ntcip.simulator import NEMA_PRIVATE, ControllerAgent, DetectorReading, PhaseTiming, SignalControllerModel, UsmUser
+from edgeplane_traffic.connector import SUMO_MEASURE_ARGS, RunningDelay
 from edgeplane_traffic.detectors import detector_layout, write_detectors
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_name
 from edgeplane_traffic.nets import NetSpec, resolve
-from edgeplane_traffic.sumo_runtime import sumo_binary, traci_module
+from edgeplane_traffic.sumo_runtime import binding_name, sumo_binary, traci_module
 
-__all__ = ["SumoCabinet"]
+__all__ = ["SIM_ARC", "SIM_OBJECTS", "SIM_RUNNING", "SIM_FINISHED", "SumoCabinet", "serve_cabinet"]
+
+SIM_ARC = f"{NEMA_PRIVATE}.65535.1"
+# point name -> (scalar under SIM_ARC, scale to engineering units, unit, meaning)
+SIM_OBJECTS: dict[str, tuple[int, float, str | None, str]] = {
+    "sim.time": (1, 1.0, "s", "SUMO's simulation time"),
+    "sim.begin": (2, 1.0, "s", "SUMO's begin time (sim.time at the start)"),
+    "sim.avg_delay": (3, 0.01, "s", "running average delay per vehicle (timeLoss + departDelay), hundredths of s"),
+    "sim.arrived": (4, 1.0, None, "vehicles arrived so far"),
+    "sim.running": (5, 1.0, None, "vehicles in the network"),
+    "sim.state": (6, 1.0, None, "1 running, 2 finished (the signal stays as it was)"),
+}
+SIM_RUNNING, SIM_FINISHED = 1, 2
 
 
 class SumoCabinet:
@@ -42,7 +64,8 @@ class SumoCabinet:
 
     def __init__(self, net: str | Path, *, route: str | Path | None = None, tls: str | None = None, seconds: float = 3600,
                  speed: float = 1.0, seed: int = 0, timing: PhaseTiming = PhaseTiming(), community: str = "public",
-                 users: list[UsmUser] | None = None, start_time: float = 1_700_000_000.0, control_timeout: float = 10.0):
+                 users: list[UsmUser] | None = None, start_time: float = 1_700_000_000.0, control_timeout: float = 10.0,
+                 binding: str = "traci"):
         self.spec: NetSpec = resolve(net, route)
         self.layout: IntersectionLayout = layout_from_net(self.spec.net, tls)
         self.detectors = detector_layout(self.layout, "cab")
@@ -54,13 +77,26 @@ class SumoCabinet:
                       if any(m.in_lane == lane for m in self.layout.green_movements(g))}
             calls[2 * k + 1] = calls[2 * k + 2] = phases
         self.model = SignalControllerModel(stages, timing, calls, start_time=start_time, control_timeout=control_timeout)
-        self.agent = ControllerAgent(self.model, community=community, users=list(users or []))
+        if binding not in ("traci", "libsumo", "auto"):
+            raise ValueError(f"binding {binding!r}: use traci (SUMO in a process of its own), libsumo (in this process) or auto")
+        self.binding = binding
+        self.delay = RunningDelay()
+        self.sim_time = float(self.spec.begin)
+        measures = {"sim.time": lambda: round(self.sim_time), "sim.begin": lambda: int(self.spec.begin),
+                    "sim.avg_delay": lambda: round(self.delay.average * 100), "sim.arrived": lambda: self.delay.arrived,
+                    "sim.running": lambda: self.delay.running,
+                    "sim.state": lambda: SIM_FINISHED if self.finished.is_set() else SIM_RUNNING}
+        self.agent = ControllerAgent(self.model, community=community, users=list(users or []),
+                                     private={f"{SIM_ARC}.{SIM_OBJECTS[name][0]}.0": read for name, read in measures.items()})
         self.shown: list[tuple[float, str]] = []  # (controller time, SUMO state) at every change
-        self.arrived = 0
         self.finished = asyncio.Event()
         self._conn: Any = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def arrived(self) -> int:
+        return self.delay.arrived
 
     # ---- what a host needs
     def device_config(self, **overrides: Any) -> dict[str, Any]:
@@ -71,6 +107,10 @@ class SumoCabinet:
             for loop, number in (("stop_bar", 2 * k + 1), ("advance", 2 * k + 2)):
                 points[f"det.{name}.{loop}_occupancy"] = {"object": "detectorOccupancy", "index": number, "scale": 0.5, "unit": "%"}
                 points[f"det.{name}.{loop}_count"] = {"object": "detectorVolume", "index": number}
+        points["controller.flash"] = {"object": "unitFlashStatus", "description": "2 notFlash, 6 mmu (conflict monitor)"}
+        for point, (arc, scale, unit, meaning) in SIM_OBJECTS.items():
+            points[point] = {"oid": f"{SIM_ARC}.{arc}.0", **({"scale": scale} if scale != 1 else {}),
+                             **({"unit": unit} if unit else {}), "description": meaning}
         entry = {"connector": "ntcip", "host": self.agent.host, "port": self.agent.port, "community": self.agent.community,
                  "time_source": "controller", "poll": 0.05,
                  "signal": {"name": point_name(self.layout.tls), "stages": [sorted(s) for s in self.model.stages]},
@@ -105,20 +145,24 @@ class SumoCabinet:
         await asyncio.get_running_loop().run_in_executor(None, self._close)
 
     def _open(self) -> None:
-        traci = traci_module(prefer_libsumo=False)
+        module = traci_module(prefer_libsumo=self.binding != "traci")
+        if self.binding == "libsumo" and binding_name(module) != "libsumo":
+            raise RuntimeError("binding libsumo: libsumo is not installed here; use binding traci")
         self._tmp = tempfile.TemporaryDirectory(prefix="edgeplane-cabinet-")
         det_file = Path(self._tmp.name) / "loops.add.xml"
         write_detectors(det_file, [self.detectors])
+        # the same options as the sumo connector's, so a twin under the net's program measures alike
+        cmd = [sumo_binary(), "-n", str(self.spec.net), "-r", str(self.spec.route), "-b", str(self.spec.begin),
+               "-a", str(det_file), "--seed", str(self.seed), "--no-step-log", "--no-warnings", *SUMO_MEASURE_ARGS]
+        if binding_name(module) == "libsumo":
+            module.start(cmd)
+            self._conn = module
+            return
         label = f"edgeplane-cabinet-{os.getpid()}-{id(self)}"
         # TraCI prints "Retrying in 1 seconds" while SUMO starts: keep stdout for the device entry
         with contextlib.redirect_stdout(sys.stderr):
-            self._start_sumo(traci, det_file, label)
-        self._conn = traci.getConnection(label)
-
-    def _start_sumo(self, traci: Any, det_file: Path, label: str) -> None:
-        traci.start([sumo_binary(), "-n", str(self.spec.net), "-r", str(self.spec.route), "-b", str(self.spec.begin),
-                     "-a", str(det_file), "--seed", str(self.seed), "--no-step-log", "--no-warnings",
-                     "--time-to-teleport", "-1"], label=label)
+            module.start(cmd, label=label)
+        self._conn = module.getConnection(label)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -135,7 +179,8 @@ class SumoCabinet:
             self.shown.append((self.model.now, state))
         conn.trafficlight.setRedYellowGreenState(self.layout.tls, state)
         conn.simulationStep()
-        self.arrived += conn.simulation.getArrivedNumber()
+        self.delay.update(conn)
+        self.sim_time = float(conn.simulation.getTime())
         loop = conn.inductionloop
         readings = {}
         for k, (sb, adv) in enumerate(zip(self.detectors.stop_bar_ids, self.detectors.advance_ids)):
@@ -154,3 +199,49 @@ class SumoCabinet:
             ahead = (k + 1) / self.speed - (time.monotonic() - wall0) if self.speed > 0 else 0.0
             await asyncio.sleep(max(0.0, ahead))
         self.finished.set()
+
+
+async def serve_cabinet(cabinet: SumoCabinet, *, ready_port: int | None = None, linger: bool = False,
+                        poll: float | None = None, echo: Callable[[str], None] = print) -> None:
+    """Run ``cabinet`` as a process of its own (``edgeplane traffic cabinet``) until its run ends or SIGTERM.
+
+    Prints the device entry once the agent answers; ``ready_port`` then opens a TCP listener on the
+    agent's address (SNMP is UDP, which a host's ``simulators: ready:`` probe cannot see);
+    ``linger`` keeps the agent answering after the run (``sim.state`` finished, the signal as it
+    was) until stopped, so a host that supervises it does not restart a finished run."""
+    import yaml
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await cabinet.start()
+    ready: asyncio.Server | None = None
+    try:
+        agent = cabinet.agent
+        echo(f"# NTCIP 1202 controller for signal {cabinet.layout.tls} of {cabinet.spec.name} on udp://{agent.host}:{agent.port}")
+        entry = cabinet.device_config(**({"poll": poll} if poll is not None else {}))
+        echo(yaml.safe_dump({"devices": {"ctl": entry}}, sort_keys=False).rstrip("\n"))
+        if ready_port is not None:
+            def close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                writer.close()
+
+            ready = await asyncio.start_server(close, agent.host, ready_port)
+        finished = asyncio.ensure_future(cabinet.finished.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([finished, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if cabinet.finished.is_set():
+            echo(f"# finished: {cabinet.seconds:g} s simulated, {cabinet.arrived} vehicles arrived, average delay "
+                 f"{cabinet.delay.average:.1f} s, conflict monitor faults: {len(cabinet.model.monitor.faults)}, "
+                 f"SNMP SETs {agent.sets}")
+            if linger:
+                await stopped
+        finished.cancel()
+        stopped.cancel()
+    finally:
+        if ready is not None:
+            ready.close()
+            await ready.wait_closed()
+        await cabinet.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

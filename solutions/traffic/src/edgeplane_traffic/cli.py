@@ -317,39 +317,37 @@ def demo_command(site_path: Path | None, seconds: float | None, speed: float | N
 @click.option("--seconds", type=int, default=3600, show_default=True, help="simulated seconds, then it exits")
 @click.option("--speed", type=float, default=1.0, show_default=True, help="simulated seconds per wall second")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--start-time", type=float, default=None, help="the controller's globalTime at the start (default: now)")
+@click.option("--ready-port", type=click.IntRange(1, 65535), default=None,
+              help="also listen on this TCP port once the agent answers (a host's simulators: ready: probe)")
+@click.option("--linger", is_flag=True, help="after the run, keep answering (sim.state finished) until stopped")
+@click.option("--binding", type=click.Choice(["auto", "libsumo", "traci"]), default="auto", show_default=True,
+              help="SUMO binding (auto: libsumo when installed)")
 def cabinet_command(net: str, route: str | None, tls: str | None, host: str, port: int, community: str, seconds: int,
-                    speed: float, seed: int) -> None:
+                    speed: float, seed: int, start_time: float | None, ready_port: int | None, linger: bool,
+                    binding: str) -> None:
     """Run a SUMO intersection behind an NTCIP 1202 controller simulator (an SNMP agent); print its device entry."""
     import asyncio
+    import time
 
-    import yaml
-
-    from edgeplane_traffic.cabinet import SumoCabinet
+    from edgeplane_traffic.cabinet import SumoCabinet, serve_cabinet
 
     if speed <= 0:
         raise click.BadParameter("the cabinet runs in real time or faster: give a speed > 0", param_hint="--speed")
     _resolve(net, route)  # a clear error for an unknown net or route (exit 2)
     try:
-        cabinet = SumoCabinet(net, route=route, tls=tls, seconds=seconds, speed=speed, seed=seed, community=community)
+        cabinet = SumoCabinet(net, route=route, tls=tls, seconds=seconds, speed=speed, seed=seed, community=community,
+                              start_time=time.time() if start_time is None else start_time, binding=binding)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--tls") from None
     cabinet.agent.host, cabinet.agent.port = host, port
 
     async def run() -> None:
         try:
-            await cabinet.start()
+            await serve_cabinet(cabinet, ready_port=ready_port, linger=linger, poll=1.0 / speed,
+                                echo=lambda line: click.echo(line))
         except OSError as e:
-            raise click.ClickException(f"cannot listen on udp://{host}:{port} ({e}): choose another --port") from None
-        try:
-            click.echo(f"# NTCIP 1202 controller for signal {cabinet.layout.tls} of {cabinet.spec.name} on udp://{host}:{cabinet.agent.port}")
-            click.echo(yaml.safe_dump({"devices": {"ctl": cabinet.device_config(poll=1.0 / speed)}}, sort_keys=False), nl=False)
-            await cabinet.finished.wait()
-            click.echo(f"# finished: {seconds} s simulated, {cabinet.arrived} vehicles arrived, "
-                       f"conflict monitor faults: {len(cabinet.model.monitor.faults)}")
-        finally:
-            await cabinet.stop()
+            raise click.ClickException(f"cannot listen on {host} port {port} (udp) or {ready_port} (tcp) ({e}): "
+                                       f"choose another --port/--ready-port") from None
 
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(run())

@@ -47,11 +47,44 @@ from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_
 from edgeplane_traffic.nets import NAMED, resolve
 from edgeplane_traffic.sumo_runtime import binding_name, sumo_binary, traci_module
 
-__all__ = ["LANE_METRICS", "SumoConfig", "SumoConnector", "SumoPoint"]
+__all__ = ["LANE_METRICS", "SUMO_MEASURE_ARGS", "RunningDelay", "SumoConfig", "SumoConnector", "SumoPoint"]
 
 LANE_METRICS = ("vehicles", "halting", "vehicle_length", "occupancy", "speed", "waiting")
 
+# SUMO options every simulation whose delay is compared must share: waiting time remembered over
+# the whole run, no vehicle dropped for waiting too long to enter
+SUMO_MEASURE_ARGS = ["--time-to-teleport", "-1", "--waiting-time-memory", "1000", "--max-depart-delay", "-1"]
+
 _libsumo_lock = threading.Lock()
+
+
+class RunningDelay:
+    """``sim.avg_delay``: the running average of timeLoss + departDelay over arrived and running vehicles.
+
+    :meth:`update` after every SUMO step, with the connection (libsumo module or TraCI connection);
+    an arrived vehicle keeps the delay it had at its last step."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, float] = {}
+        self._done_sum = 0.0
+        self.arrived = 0
+
+    def update(self, conn: Any) -> None:
+        for vid in conn.simulation.getArrivedIDList():
+            self._done_sum += self._running.pop(vid, 0.0)
+            self.arrived += 1
+        for vid in conn.vehicle.getIDList():
+            self._running[vid] = conn.vehicle.getTimeLoss(vid) + max(0.0, conn.vehicle.getDepartDelay(vid))
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def average(self) -> float:
+        total = self.arrived + len(self._running)
+        return (self._done_sum + sum(self._running.values())) / total if total else 0.0
+
 _libsumo_owner: str | None = None
 
 
@@ -90,9 +123,7 @@ class SumoConnector(Connector[SumoConfig, SumoPoint]):
         self._phase: dict[str, int] = {}
         self._phase_since: dict[str, float] = {}
         self._pending: dict[str, int] = {}
-        self._delay_running: dict[str, float] = {}
-        self._delay_done_sum = 0.0
-        self._arrived = 0
+        self._delay = RunningDelay()
         self._t0 = 0.0
         self._begin = 0
         self._end: float | None = None
@@ -147,8 +178,7 @@ class SumoConnector(Connector[SumoConfig, SumoPoint]):
         det_file = Path(self._det_tmp.name) / "detectors.add.xml"
         write_detectors(det_file, self._detectors)
         cmd = [sumo_binary(), "-n", str(spec.net), "-r", str(spec.route), "-b", str(self._begin), "-a", str(det_file),
-               "--seed", str(self.config.seed), "--no-step-log", "--no-warnings", "--time-to-teleport", "-1",
-               "--waiting-time-memory", "1000", "--max-depart-delay", "-1"]
+               "--seed", str(self.config.seed), "--no-step-log", "--no-warnings", *SUMO_MEASURE_ARGS]
         if self.config.tripinfo:
             cmd += ["--tripinfo-output", str(Path(self.context.site_dir) / self.config.tripinfo),
                     "--tripinfo-output.write-unfinished"]
@@ -262,12 +292,7 @@ class SumoConnector(Connector[SumoConfig, SumoPoint]):
                 self._phase_since[tls] = now
         conn.simulationStep()
         now = float(conn.simulation.getTime())
-        # running delay: remember each vehicle's latest delay; arrived vehicles keep their last one
-        for vid in conn.simulation.getArrivedIDList():
-            self._delay_done_sum += self._delay_running.pop(vid, 0.0)
-            self._arrived += 1
-        for vid in conn.vehicle.getIDList():
-            self._delay_running[vid] = conn.vehicle.getTimeLoss(vid) + max(0.0, conn.vehicle.getDepartDelay(vid))
+        self._delay.update(conn)
         if not read:
             return {"time": now}
         lane = conn.lane
@@ -288,12 +313,9 @@ class SumoConnector(Connector[SumoConfig, SumoPoint]):
         }
         signals = {tls: (self._phase[tls], now - self._phase_since[tls], int(conn.trafficlight.getPhase(tls)))
                    for tls in self._layouts}
-        running = len(self._delay_running)
-        total = self._arrived + running
-        avg_delay = (self._delay_done_sum + sum(self._delay_running.values())) / total if total else 0.0
         remaining = conn.simulation.getMinExpectedNumber()
-        return {"time": now, "lanes": values, "detectors": detectors, "signals": signals, "running": running, "arrived": self._arrived,
-                "avg_delay": avg_delay, "remaining": remaining}
+        return {"time": now, "lanes": values, "detectors": detectors, "signals": signals, "running": self._delay.running,
+                "arrived": self._delay.arrived, "avg_delay": self._delay.average, "remaining": remaining}
 
     async def run(self) -> None:
         clock = self.context.clock
@@ -352,7 +374,9 @@ class SumoConnector(Connector[SumoConfig, SumoPoint]):
 
     async def _wait_lockstep(self, sim_time: float) -> None:
         """Wait until every lockstep topic has published a value >= ``sim_time`` (or time out)."""
-        waiting = set(self.config.lockstep)
+        # a topic already there (a simulation that runs ahead on its own, such as a field cabinet's
+        # clock) releases the step at once: its queued older values must not pace this one
+        waiting = {t for t in self.config.lockstep if not self._reached(t, sim_time)}
         deadline = time.monotonic() + self.config.lockstep_timeout
         while waiting:
             remaining = deadline - time.monotonic()
@@ -366,6 +390,10 @@ class SumoConnector(Connector[SumoConfig, SumoPoint]):
                 return
             if isinstance(message, Batch) and len(message) and float(message.values[-1]) + 1e-6 >= sim_time:
                 waiting.discard(message.topic)
+
+    def _reached(self, topic: str, sim_time: float) -> bool:
+        latest = self.context.bus.latest(topic)
+        return latest is not None and float(latest[1]) + 1e-6 >= sim_time
 
     # ---- commands
     async def write(self, point: str, value: Any) -> Any:
