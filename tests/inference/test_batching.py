@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from edgeplane.inference import InputError, ModelRunError, QueueFullError, ServiceStoppedError
+from edgeplane.inference import InputError, ItemOutputs, ModelRunError, QueueFullError, ServiceStoppedError
 from edgeplane.metrics import Metrics
 from edgeplane.testing import wait_for
 
@@ -210,6 +210,43 @@ async def test_infer_many_joins_requests_into_one_and_cuts_outputs_back(make_ser
         start += len(x)
     # one queued request for the whole call, not one per item
     assert metrics.value("edgeplane_inference_requests_total", model="mlp", priority="bulk") == 1
+
+
+async def test_infer_many_gives_the_joined_block_and_per_request_views_of_it(make_service, site_dir, run_reference):
+    rng = np.random.default_rng(5)
+    windows = rng.standard_normal((24, 32)).astype(np.float32)
+    items = [windows[i : i + 1] for i in range(24)]  # one-row views of one block: the join's fast path
+    async with make_service() as service:
+        results = await service.infer_many("mlp", items, priority="realtime")
+    expected = run_reference(site_dir / "sources" / "mlp2.onnx", {"x": windows})[0]
+    assert isinstance(results, ItemOutputs) and len(results) == 24 and results.splits == [1] * 24
+    np.testing.assert_allclose(results.outputs["y"], expected, rtol=1e-4, atol=1e-5)  # the block, rows in request order
+    for i in (0, 7, 23, -1):
+        assert results[i]["y"].shape == (1, 8)
+        assert np.shares_memory(results[i]["y"], results.outputs["y"])  # a view of the block, not a copy
+        np.testing.assert_allclose(results[i]["y"], expected[i:][:1], rtol=1e-4, atol=1e-5)
+    assert [r["y"].shape for r in results[20:]] == [(1, 8)] * 4
+    assert results == [{"y": results.outputs["y"][i : i + 1]} for i in range(24)]
+    assert results != [{"y": results.outputs["y"][i : i + 1]} for i in range(23)]
+    with pytest.raises(IndexError, match="item 24 of 24"):
+        results[24]
+
+
+async def test_infer_many_joins_items_the_fast_path_cannot_take_and_refuses_wrong_ones_by_index(make_service, site_dir, run_reference):
+    rng = np.random.default_rng(6)
+    base = rng.standard_normal((12, 32)).astype(np.float32)
+    items = [base[0:4:2], base[4:5], np.asfortranarray(base[5:8]), base[8:12].tolist()]  # strided, plain, Fortran, a list
+    async with make_service() as service:
+        results = await service.infer_many("mlp", items)
+        assert results.splits == [2, 1, 3, 4]
+        joined = np.concatenate([base[0:4:2], base[4:12]])
+        np.testing.assert_allclose(results.outputs["y"], run_reference(site_dir / "sources" / "mlp2.onnx", {"x": joined})[0],
+                                   rtol=1e-4, atol=1e-5)
+        assert [r["y"].shape[0] for r in results] == [2, 1, 3, 4]
+        with pytest.raises(InputError, match=r"dtype float64 but the model expects float32"):
+            await service.infer_many("mlp", [base[:1], base[1:2].astype(np.float64)])
+        with pytest.raises(InputError, match=r"shape \[32\]"):
+            await service.infer_many("mlp", [base[:1], base[1]])  # a row without its batch axis
 
 
 async def test_infer_many_larger_than_max_batch_runs_in_bounded_slices(make_service, site_dir, run_reference):

@@ -11,6 +11,7 @@ only the bottom of :mod:`edgeplane.config`, which imports it for the site model.
 
 from __future__ import annotations
 
+from edgeplane.inference.batching import ItemOutputs
 from edgeplane.inference.config import BatchingConfig, InferenceConfig, ModelSettings, TrustConfig
 from edgeplane.inference.errors import (
     InferenceError,
@@ -38,6 +39,7 @@ __all__ = [
     "InferenceService",
     "InputError",
     "IntegrityError",
+    "ItemOutputs",
     "ManifestError",
     "ModelLoadError",
     "ModelManifest",

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence, overload
 import numpy as np
 
 from edgeplane.errors import LifecycleError
-from edgeplane.inference.batching import ModelServer, Priority
+from edgeplane.inference.batching import ItemOutputs, ModelServer, Priority
 from edgeplane.inference.config import InferenceConfig
 from edgeplane.inference.errors import InferenceError, ModelRunError, ServiceStoppedError, SwapError
 from edgeplane.inference.manifest import ModelManifest
@@ -65,11 +65,11 @@ class InferenceClient:
 
     @overload
     async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *,
-                         priority: Priority = ..., return_exceptions: Literal[False] = ...) -> list[dict[str, np.ndarray]]: ...
+                         priority: Priority = ..., return_exceptions: Literal[False] = ...) -> ItemOutputs: ...
 
     @overload
     async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *,
-                         priority: Priority = ..., return_exceptions: bool) -> list[dict[str, np.ndarray] | ModelRunError]: ...
+                         priority: Priority = ..., return_exceptions: bool) -> Sequence[dict[str, np.ndarray] | ModelRunError]: ...
 
     async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *,
                          priority: Priority = "bulk", return_exceptions: bool = False) -> Any:
@@ -218,11 +218,11 @@ class InferenceService:
 
     @overload
     async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *, priority: Priority = ...,
-                         caller: str = ..., return_exceptions: Literal[False] = ...) -> list[dict[str, np.ndarray]]: ...
+                         caller: str = ..., return_exceptions: Literal[False] = ...) -> ItemOutputs: ...
 
     @overload
     async def infer_many(self, model: str, requests: Sequence[dict[str, np.ndarray] | np.ndarray], *, priority: Priority = ...,
-                         caller: str = ..., return_exceptions: bool) -> list[dict[str, np.ndarray] | ModelRunError]: ...
+                         caller: str = ..., return_exceptions: bool) -> Sequence[dict[str, np.ndarray] | ModelRunError]: ...
 
     async def infer_many(
         self,
@@ -233,17 +233,20 @@ class InferenceService:
         caller: str = "anonymous",
         return_exceptions: bool = False,
     ) -> Any:
-        """Run ``model`` on many requests at once; returns one outputs dict per request, in order.
+        """Run ``model`` on many requests at once; returns each request's outputs by name, in order.
 
         The requests are joined into one queued request (one future, one slot of the caller's
-        queue limit, one check of the joined array for a one-input model) and the outputs are
-        cut back per request in the worker thread, so a caller with many windows to score pays
-        the service's per-request cost once. A joined request larger than the class's
-        ``max_batch`` runs in slices of ``max_batch`` rows. One malformed request refuses the
-        whole call (InputError names it). If the model fails on the joined run, the requests are
-        run one by one: each that fails is counted in the run errors and, with
-        ``return_exceptions``, comes back as a ModelRunError in its place (otherwise the first
-        is raised, naming its index).
+        queue limit, one check of the joined arrays for a one-input model), so a caller with
+        many windows to score pays the service's per-request cost once. What comes back is an
+        :class:`ItemOutputs` sequence: ``results[i]`` cuts request ``i``'s rows out of the joined
+        run when asked (views, no copies), and ``results.outputs`` is the joined run itself, one
+        array per output with every request's rows in order, for a caller that can take a block
+        (no per-request dicts at all). A joined request larger than the class's ``max_batch``
+        runs in slices of ``max_batch`` rows. One malformed request refuses the whole call
+        (InputError names it). If the model fails on the joined run, the requests are run one
+        by one: each that fails is counted in the run errors and, with ``return_exceptions``,
+        comes back as a ModelRunError in its place in a plain list (otherwise the first is
+        raised, naming its index).
         """
         server = self._servers.get(model) or await self._server(model)
         return await server.submit_many(requests, priority, caller, return_exceptions)
