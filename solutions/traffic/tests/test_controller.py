@@ -79,6 +79,23 @@ async def test_late_answers_fall_back_and_recovery_switches_back() -> None:
     assert max(ctl.latencies_s) < 5.0  # late answers are cut at the deadline, not awaited
 
 
+async def test_a_policy_deciding_every_second_falls_back_to_a_controller_deciding_every_5_s() -> None:
+    answers = {"ok": False}
+
+    async def infer(obs: np.ndarray) -> np.ndarray:
+        if not answers["ok"]:
+            raise RuntimeError("session exploded")
+        return np.array([1.0, 0.0], dtype=np.float32)
+
+    ctl = IntersectionController(LAYOUT, "rl", infer=infer, decision_period=1.0)
+    assert ctl.fallback_period == 5.0
+    await run_ticks(ctl, 20, readings(ns=9, we=1))  # green 0 throughout: max-pressure keeps it
+    assert ctl.fallbacks == {"error": 1} and ctl.decisions["max-pressure"] == 4  # t = 0, 5, 10, 15
+    answers["ok"] = True
+    await run_ticks(ctl, 10, readings(ns=9, we=1), start=20)
+    assert ctl.recoveries == 1 and ctl.decisions["rl"] == 10  # back to one decision a second
+
+
 @pytest.mark.parametrize(
     "answer, reason",
     [

@@ -6,7 +6,9 @@ run, one tick per simulation (or detector) step:
 1. every ``decision_period`` s the chosen controller states a wish (a green index);
 2. RL asks the policy (``infer``) under a wall-clock ``deadline``; a missing model, a late or
    failed answer, or a malformed one switches to the fallback controller (counted, with the
-   reason) until a later answer arrives in time;
+   reason) until a later answer arrives in time; the fallback decides at its own period
+   (``fallback_period``, default the longer of the policy's and 5 s: a classic controller asked
+   every second would end greens at the first lull);
 3. the :class:`~edgeplane_traffic.shield.SafetyShield` turns the wish into a safe command.
 """
 
@@ -76,6 +78,7 @@ class IntersectionController:
         fallback: Literal["max-pressure", "fixed"] = "max-pressure",
         infer: InferFn | None = None,
         observation: Literal["lanes", "detectors"] = "lanes",
+        fallback_period: float | None = None,
     ):
         if kind not in ("fixed", "max-pressure", "rl"):
             raise ValueError(f"controller {kind!r}: use fixed, max-pressure or rl")
@@ -83,6 +86,7 @@ class IntersectionController:
         self.kind = kind
         self.shield = SafetyShield(layout, shield)
         self.decision_period = decision_period
+        self.fallback_period = max(decision_period, 5.0) if fallback_period is None else fallback_period
         self.deadline = deadline
         self.fallback = fallback
         self.infer = infer
@@ -188,6 +192,8 @@ class IntersectionController:
                     outcome.recovered = True
             self.decisions[source] += 1
             outcome.source = source
+            if self.in_fallback:
+                self._next_decision = now + self.fallback_period
         step = self.shield.step(phase, elapsed, wish)
         outcome.wish = wish
         outcome.command = step.command
