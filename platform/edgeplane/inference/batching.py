@@ -28,7 +28,6 @@ import operator
 import sys
 import threading
 import time
-from concurrent.futures import Executor
 from typing import Any, Callable, Iterator, Literal, Sequence, TypeAlias, overload
 
 import numpy as np
@@ -37,6 +36,7 @@ from edgeplane.inference.config import BatchingConfig
 from edgeplane.inference.errors import InputError, ModelRunError, QueueFullError, ServiceStoppedError
 from edgeplane.inference.runtime import LoadedModel
 from edgeplane.inference.stats import ModelStats
+from edgeplane.inference.workers import RunThreads
 
 __all__ = ["ItemOutputs", "ModelServer", "Priority", "SwitchIntervalWhileBulk", "check_inputs", "concatenate_inputs", "split_outputs"]
 
@@ -133,11 +133,16 @@ def _join_rows(items: Sequence[Any], name: str, dtype: np.dtype, tail: tuple[int
     if type(items[0]) is not np.ndarray:
         return None
     try:
-        shapes = set(map(_SHAPE, items))
-        dtypes = set(map(_DTYPE, items))
+        # lists and list.count, not sets: each .shape is a new tuple, and hashing 64 of them costs twice the compare
+        shapes = list(map(_SHAPE, items))
+        dtypes = list(map(_DTYPE, items))
     except AttributeError:  # an item that is not an array (a list, a dict of inputs)
         return None
-    if len(dtypes) != 1 or dtypes.pop() != dtype or any(len(s) != len(tail) + 1 or s[1:] != tail for s in shapes):
+    if dtypes[0] != dtype or dtypes.count(dtype) != len(dtypes):
+        return None
+    first = shapes[0]
+    equal = shapes.count(first) == len(shapes)
+    if any(len(s) != len(tail) + 1 or s[1:] != tail for s in ([first] if equal else shapes)):
         return None
     try:
         data = bytearray().join(items)  # a writable buffer: onnxruntime and the caller may treat it as any array
@@ -145,7 +150,7 @@ def _join_rows(items: Sequence[Any], name: str, dtype: np.dtype, tail: tuple[int
         return None
     joined = np.frombuffer(data, dtype=dtype).reshape(-1, *tail)
     rows = joined.shape[0]
-    splits = [rows // len(items)] * len(items) if len(shapes) == 1 else list(map(len, items))
+    splits = [first[0]] * len(items) if equal else [s[0] for s in shapes]
     return {name: joined}, rows, splits
 
 
@@ -297,7 +302,7 @@ class Request:
 
 
 class _Lane:
-    def __init__(self, priority: str, max_batch: int, max_delay: float, concurrency: int, executor: Executor):
+    def __init__(self, priority: str, max_batch: int, max_delay: float, concurrency: int, executor: RunThreads):
         self.priority = priority
         self.bulk = priority == "bulk"
         self.max_batch = max_batch
@@ -315,7 +320,7 @@ class _Lane:
 class ModelServer:
     """Serves one model name: holds its current version and batches requests to it."""
 
-    def __init__(self, model: LoadedModel, settings: BatchingConfig, executor: Executor, bulk_executor: Executor,
+    def __init__(self, model: LoadedModel, settings: BatchingConfig, executor: RunThreads, bulk_executor: RunThreads,
                  stats: ModelStats, errors: Callable[[str], Any], dropped: Any, *, bulk_switch_interval: float = 0.0):
         self.current = model
         self.settings = settings

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -36,6 +37,7 @@ from edgeplane.inference.registry import ModelRegistry
 from edgeplane.inference.runtime import LoadedModel, ProviderReport, choose_providers, load_model, usable_cpus
 from edgeplane.inference.stats import ModelStats, StatsCollector
 from edgeplane.inference.trust import TrustPolicy
+from edgeplane.inference.workers import RunThreads
 
 __all__ = ["InferenceClient", "InferenceService"]
 
@@ -107,8 +109,8 @@ class InferenceService:
         self._servers: dict[str, ModelServer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._executor: ThreadPoolExecutor | None = None  # loading, verifying, warming up
-        self._realtime_executor: ThreadPoolExecutor | None = None
-        self._bulk_executor: ThreadPoolExecutor | None = None
+        self._realtime_executor: RunThreads | None = None
+        self._bulk_executor: RunThreads | None = None
         # sessions of versions swapped out, watched until they are really freed (for tests and /metrics)
         self._retired: list[weakref.ref[Any]] = []
         m = metrics
@@ -138,14 +140,12 @@ class InferenceService:
         if self.config.intra_op_threads == "auto" and self.separate_bulk:
             self.intra_op_threads = max(1, self.cpus - self.bulk_threads)
         # realtime runs have threads of their own: neither a model load nor a bulk batch can hold them up
-        self._realtime_executor = ThreadPoolExecutor(self.workers, thread_name_prefix="inference-realtime")
+        self._realtime_executor = RunThreads(self.workers, "inference-realtime")
         # bulk batches run on their own, lower-priority threads: the OS gives realtime runs the cores first. With a
         # separate bulk session one bulk run already uses the whole bulk budget (bulk_threads cores), so bulk runs of
         # every model take turns on one thread: two at once would take the cores left to realtime
-        self._bulk_executor = ThreadPoolExecutor(
-            1 if self.separate_bulk else self.workers, thread_name_prefix="inference-bulk",
-            initializer=_lower_thread_priority, initargs=(self.config.bulk_nice,),
-        )
+        self._bulk_executor = RunThreads(1 if self.separate_bulk else self.workers, "inference-bulk",
+                                         initializer=functools.partial(_lower_thread_priority, self.config.bulk_nice))
         level = logging.WARNING if self.report.gpu_present and "cuda" in self.report.rejected else logging.INFO
         log.log(level, "%s, %d intra-op threads per realtime run, %s, %d workers", self.report.summary(), self.intra_op_threads,
                 f"{self.bulk_threads} per bulk run (own session)" if self.separate_bulk else "bulk on the same session", self.workers)
@@ -276,7 +276,7 @@ class InferenceService:
 
         def in_bulk_thread(fn: Callable[[], Any]) -> Any:
             assert bulk_executor is not None
-            return bulk_executor.submit(fn).result()
+            return bulk_executor.call(fn)
 
         def work() -> LoadedModel:
             verified = registry.verify(name, version, trust)
