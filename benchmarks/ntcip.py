@@ -23,7 +23,7 @@ cabinet would, with ``--detectors`` loops. The host side polls a single-intersec
    service included); "decision" adds the guarded write until the controller shows it.
 
     python benchmarks/ntcip.py [--seconds 5] [--detectors 16] [--cabinet 300] [--json]
-    python benchmarks/ntcip.py --site 600 [--json]
+    python benchmarks/ntcip.py --site 600 [--cabinet-speed 10] [--json]
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ async def cabinet_loop(seconds: int) -> dict:
             "cabinet_commands_ok": sum(a["status"] == "ok" for a in audit), "cabinet_conflict_faults": len(cabinet.model.monitor.faults)}
 
 
-async def reference_sites(seconds: int, folder: str) -> dict[str, dict]:
+async def reference_sites(seconds: int, folder: str, speed: float | None = None) -> dict[str, dict]:
     """Run both intersection reference sites for ``seconds`` simulated seconds; their demo summaries."""
     from pathlib import Path
 
@@ -171,6 +171,9 @@ async def reference_sites(seconds: int, folder: str) -> dict[str, dict]:
             site["devices"]["ctl"]["port"] = int(command[command.index("--port") + 1])
             ready = command[command.index("--ready-port") + 1]
             site["simulators"]["cabinet"]["ready"] = f"tcp://127.0.0.1:{ready}"
+            if speed is not None:  # the cabinet's pace, and a poll at 40 % of its period
+                command[command.index("--speed") + 1] = str(speed)
+                site["devices"]["ctl"]["poll"] = 0.4 / speed
         else:  # the host's own path only: no broker, no cloud end
             site.pop("simulators", None)
             site.pop("sync", None)
@@ -184,17 +187,18 @@ async def reference_sites(seconds: int, folder: str) -> dict[str, dict]:
     return out
 
 
-def site_main(seconds: int, as_json: bool) -> None:
+def site_main(seconds: int, as_json: bool, speed: float | None) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        runs = asyncio.run(reference_sites(seconds, folder))
+        runs = asyncio.run(reference_sites(seconds, folder, speed))
     rows = [("decisions", "decisions"), ("decide p50 ms", "decide_p50_ms"), ("decide p99 ms", "decide_p99_ms"),
             ("decision (confirmed) p50 ms", "decision_p50_ms"), ("decision (confirmed) p99 ms", "decision_p99_ms"),
             ("commands confirmed", "commands"), ("commands failed", "commands_failed"),
             ("shield interventions", "shield_interventions"), ("fallbacks", "fallbacks"),
             ("unsafe transitions", "unsafe_transitions"), ("avg delay s", "avg_delay_s"), ("fixed-time twin delay s", "fixed_time_delay_s")]
-    print(f"reference site, cologne1, {seconds} simulated s each")
+    pace = "the site's pace (10x)" if speed is None else f"{speed:g}x"
+    print(f"reference sites, cologne1, {seconds} simulated s each; NTCIP cabinet at {pace}")
     print(f"{'figure':<30}{'NTCIP (SNMP)':>14}{'direct (sumo)':>15}")
     for label, key in rows:
         print(f"{label:<30}{runs['ntcip'][key]!s:>14}{runs['direct'][key]!s:>15}")
@@ -202,7 +206,7 @@ def site_main(seconds: int, as_json: bool) -> None:
     print(f"NTCIP: {ntcip['phase_reads']} periods read, {ntcip['changes_unobserved']} changes between two reads, "
           f"conflict monitor flash: {ntcip['conflict_monitor_flash']}")
     if as_json:
-        result = {"site_seconds": seconds}
+        result = {"site_seconds": seconds, "cabinet_speed": speed}
         for name, summary in runs.items():
             result |= {f"{name}_{key}": value for key, value in summary.items()
                        if isinstance(value, (int, float, bool)) and not isinstance(value, dict)}
@@ -222,10 +226,12 @@ def main() -> None:
     parser.add_argument("--cabinet", type=int, default=0, help="also run the whole loop for this many simulated seconds")
     parser.add_argument("--site", type=int, default=0,
                         help="instead: both intersection reference sites for this many simulated seconds (decision latency)")
+    parser.add_argument("--cabinet-speed", type=float, default=None,
+                        help="with --site: the NTCIP cabinet's simulated seconds per second (default: the site's, 10)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.site:
-        site_main(args.site, args.json)
+        site_main(args.site, args.json, args.cabinet_speed)
         return
     agent = subprocess.Popen([sys.executable, "-c", AGENT, str(args.detectors)], stdout=subprocess.PIPE, text=True)
     try:

@@ -47,3 +47,5 @@ def edgeplane_register_console_panels(register: Callable[..., Any]) -> None:
 def edgeplane_register_reference_sites(register: Callable[..., Any]) -> None:
     register(ReferenceSite("intersection", Path(__file__).parent / "reference_sites" / "intersection.yaml",
                            "a SUMO intersection under the shipped RL policy, with a fixed-time twin beside it"))
+    register(ReferenceSite("intersection-ntcip", Path(__file__).parent / "reference_sites" / "intersection-ntcip.yaml",
+                           "the same intersection reached only through NTCIP 1202 over SNMP, behind a simulated cabinet"))
