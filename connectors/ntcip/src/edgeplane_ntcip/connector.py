@@ -45,6 +45,7 @@ from edgeplane_ntcip.session import NtcipError, NtcipTimeout, SnmpCredentials, S
 __all__ = ["NtcipConnector"]
 
 DEFAULT_POLL = 1.0
+REST_FRACTION = 0.6  # of a volume/occupancy period: how long polling rests once a new period is read
 _GOOD = np.array([Quality.GOOD], dtype=np.uint8)
 _BAD = np.array([Quality.BAD], dtype=np.uint8)
 _STATUS = ("phaseStatusGroupGreens", "phaseStatusGroupYellows", "phaseStatusGroupPhaseNexts")
@@ -69,6 +70,12 @@ class NtcipConnector(Connector[NtcipConfig, NtcipPoint]):
         self._groups = ((max(self._phases) - 1) // 8 + 1) if self._phases else 0
         self._has_periods = any(p.object in ("detectorVolume", "detectorOccupancy") for p in self.config.points.values())
         self._sequence: int | None = None
+        # wall seconds between two consecutive volume/occupancy periods (smoothed), and when the last
+        # began: right after a period is read the next cannot come sooner, so the poll loop rests
+        # for part of it and leaves the event loop to whoever decides on the new readings
+        self._period_wall: float | None = None
+        self._period_seen_at: float | None = None
+        self._fresh = False
         self._shown: int | None = None  # phase-table index shown at the last poll
         self._shown_since = 0.0
         self._desired: int | None = None  # the green the host asked for
@@ -182,6 +189,8 @@ class NtcipConnector(Connector[NtcipConfig, NtcipPoint]):
                 await self.poll_once()
                 backoff.reset()
                 wait = self._period - (time.monotonic() - began)
+                if self._fresh and self._period_wall is not None:
+                    wait = max(wait, REST_FRACTION * self._period_wall - (time.monotonic() - began))
             except NtcipError as e:
                 reason = type(e).__name__.removeprefix("Ntcip").lower() or "error"
                 self._note_failure(reason, e)
@@ -229,11 +238,13 @@ class NtcipConnector(Connector[NtcipConfig, NtcipPoint]):
             if not isinstance(seq, int):
                 raise NtcipError(f"device {self.name!r} ({self.session.address}) answered {seq!r} for volumeOccupancySequence")
             if seq == self._sequence:
+                self._fresh = False
                 self._polls.labels(device=self.name, result="unchanged").inc()
                 await self._keep_control(values)
                 return
             if self._sequence is not None and (seq - self._sequence) % 256 > 1:
                 self._missed.labels(device=self.name).inc((seq - self._sequence) % 256 - 1)
+            self._note_period(seq)
             self._sequence = seq
         self._polls.labels(device=self.name, result="published").inc()
         controller_time = values.get(time_oid)
@@ -262,6 +273,14 @@ class NtcipConnector(Connector[NtcipConfig, NtcipPoint]):
                                  np.array([np.nan if shown is None else float(shown)]), _BAD if shown is None else _GOOD))
         await self.context.bus.publish_many(batches)
         await self._keep_control(values)
+
+    def _note_period(self, seq: int) -> None:
+        now = time.monotonic()
+        if self._sequence is not None and self._period_seen_at is not None and (seq - self._sequence) % 256 == 1:
+            seen = now - self._period_seen_at
+            self._period_wall = seen if self._period_wall is None else 0.8 * self._period_wall + 0.2 * seen
+        self._period_seen_at = now
+        self._fresh = True
 
     def _timestamp(self, controller_time: int | None) -> float:
         clock = self.context.clock
