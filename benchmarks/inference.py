@@ -32,6 +32,7 @@ import asyncio
 import json
 import logging
 import os
+import select
 import statistics
 import sys
 import tempfile
@@ -54,6 +55,8 @@ BATCH_SIZES = (1, 8, 64, 256)
 WINDOWS = 4  # alternations per comparison
 PERIOD = 0.002  # the realtime caller sends one request every 2 ms
 BULK_CALLERS, BULK_ROWS = 16, 32
+PARTS = ("latency", "callers", "sizes", "realtime")
+MODELS = ("mlp", "cnn1d")
 
 Side = Callable[[float], Awaitable[int]]  # runs for about the given seconds, returns how many inferences it made
 
@@ -128,9 +131,39 @@ def raw_paced(session: Any, feeds: dict[str, np.ndarray], seconds: float) -> lis
     return latencies
 
 
+class GilProbe:
+    """A thread that, every ``PERIOD``, leaves the interpreter for a system call that returns at once and times
+    taking the GIL back: what a realtime worker pays after ``session.run`` (and the event loop after epoll)
+    with no thread wake-up or run queue in it. Its p99 under bulk load against idle tells whether the GIL
+    is what delays realtime requests."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gil-probe", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.perf_counter()
+            select.select([], [], [], 0)  # drops the GIL around the call, takes it back after
+            self.waits.append(time.perf_counter() - began)
+            time.sleep(PERIOD)
+
+    def __enter__(self) -> GilProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 async def realtime_under_bulk(service: InferenceService, name: str, one: np.ndarray, bulk_batch: np.ndarray,
-                              seconds: float) -> tuple[list[float], list[float], float]:
-    """Idle and loaded windows in turn: (idle latencies, loaded latencies, bulk rows/s while loaded)."""
+                              seconds: float, gil: dict[str, list[float]] | None = None) -> tuple[list[float], list[float], float]:
+    """Idle and loaded windows in turn: (idle latencies, loaded latencies, bulk rows/s while loaded).
+
+    With ``gil``, a :class:`GilProbe` runs through each window and its waits are added under "idle" and "loaded".
+    """
     idle: list[float] = []
     loaded: list[float] = []
     bulk_rows, bulk_seconds = 0, 0.0
@@ -139,7 +172,10 @@ async def realtime_under_bulk(service: InferenceService, name: str, one: np.ndar
         await service.infer(name, one, caller="realtime")
 
     for _ in range(WINDOWS):
-        idle += await paced(seconds / WINDOWS, single)
+        with GilProbe() as probe:
+            idle += await paced(seconds / WINDOWS, single)
+        if gil is not None:
+            gil["idle"] += probe.waits
         stop = asyncio.Event()
         done = 0
 
@@ -152,7 +188,10 @@ async def realtime_under_bulk(service: InferenceService, name: str, one: np.ndar
         tasks = [asyncio.create_task(bulk_caller(i)) for i in range(BULK_CALLERS)]
         await asyncio.sleep(0.1)  # bulk under way before the realtime caller measures
         began_rows, began = done, time.perf_counter()
-        loaded += await paced(seconds / WINDOWS, single)
+        with GilProbe() as probe:
+            loaded += await paced(seconds / WINDOWS, single)
+        if gil is not None:
+            gil["loaded"] += probe.waits
         bulk_rows += done - began_rows
         bulk_seconds += time.perf_counter() - began
         stop.set()
@@ -182,7 +221,8 @@ def raw_realtime_under_bulk(session: Any, bulk_session: Any, one: np.ndarray, bu
     return idle, loaded
 
 
-async def bench_model(service: InferenceService, name: str, path: Path, sample: np.ndarray, seconds: float, runs: int) -> dict[str, Any]:
+async def bench_model(service: InferenceService, name: str, path: Path, sample: np.ndarray, seconds: float, runs: int,
+                      parts: frozenset[str] = frozenset(PARTS)) -> dict[str, Any]:
     ort = onnxruntime()
     providers = service.providers
     # the raw side gets the realtime session's options (threads, spinning): the same kernel, without the service
@@ -192,8 +232,19 @@ async def bench_model(service: InferenceService, name: str, path: Path, sample: 
                                         providers=providers)
     rows = [sample[i : i + 1] for i in range(len(sample))]
     out: dict[str, Any] = {}
-    loop = asyncio.get_running_loop()
+    if "latency" in parts:
+        await latency_part(service, name, session, rows, seconds, out)
+    if "callers" in parts:
+        await callers_part(service, name, session, rows, seconds, out)
+    if "sizes" in parts:
+        await sizes_part(service, name, session, sample, seconds, out)
+    if "realtime" in parts:
+        await realtime_part(service, name, session, bulk_session, rows, sample, seconds, runs, out)
+    return out
 
+
+async def latency_part(service: InferenceService, name: str, session: Any, rows: list[np.ndarray], seconds: float,
+                       out: dict[str, Any]) -> None:
     # latency at batch 1, one caller back to back: raw session.run against await service.infer
     raw_lat: list[float] = []
     svc_lat: list[float] = []
@@ -227,6 +278,10 @@ async def bench_model(service: InferenceService, name: str, path: Path, sample: 
     out["cpu_s_per_1000_raw_sequential"] = single["raw"]["cpu_s_per_1000"]
     out["cpu_s_per_1000_service_single"] = single["service"]["cpu_s_per_1000"]
 
+
+async def callers_part(service: InferenceService, name: str, session: Any, rows: list[np.ndarray], seconds: float,
+                       out: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
     # 64 concurrent callers at batch 1: one session.run per request (a pool of the service's size) against dynamic batching
     with ThreadPoolExecutor(service.workers) as pool:
         async def unbatched(i: int) -> None:
@@ -243,10 +298,14 @@ async def bench_model(service: InferenceService, name: str, path: Path, sample: 
     out["unbatched_64_per_s"] = callers["unbatched"]["per_s"]
     out["batched_64_per_s"] = callers["batched"]["per_s"]
     out["ratio_batched_vs_unbatched"] = out["batched_64_per_s"] / out["unbatched_64_per_s"]
-    out["ratio_batched_vs_raw_sequential"] = out["batched_64_per_s"] / out["raw_sequential_per_s"]
+    if "raw_sequential_per_s" in out:
+        out["ratio_batched_vs_raw_sequential"] = out["batched_64_per_s"] / out["raw_sequential_per_s"]
     out["cpu_s_per_1000_unbatched_64"] = callers["unbatched"]["cpu_s_per_1000"]
     out["cpu_s_per_1000_batched_64"] = callers["batched"]["cpu_s_per_1000"]
 
+
+async def sizes_part(service: InferenceService, name: str, session: Any, sample: np.ndarray, seconds: float,
+                     out: dict[str, Any]) -> None:
     # rows/s at the same batch sizes: raw session.run on B rows, infer_many of B one-row requests, infer of one B-row block
     for size in BATCH_SIZES:
         block = np.concatenate([sample] * (size // len(sample) + 1))[:size]
@@ -275,12 +334,17 @@ async def bench_model(service: InferenceService, name: str, path: Path, sample: 
         out[f"cpu_s_per_1000_infer_many_b{size}"] = sizes["many"]["cpu_s_per_1000"]
         out[f"cpu_s_per_1000_infer_block_b{size}"] = sizes["block"]["cpu_s_per_1000"]
 
+
+async def realtime_part(service: InferenceService, name: str, session: Any, bulk_session: Any, rows: list[np.ndarray],
+                        sample: np.ndarray, seconds: float, runs: int, out: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
     # realtime p99 idle vs under a bulk load (16 bulk callers sending 32-row batches), several runs; raw beside it
     one = rows[0]
     bulk_batch = np.concatenate([sample] * (BULK_ROWS // len(sample) + 1))[:BULK_ROWS]
     ratios, raw_ratios, bulk_rates, idle_p99, loaded_p99, loaded_p50 = [], [], [], [], [], []
+    gil: dict[str, list[float]] = {"idle": [], "loaded": []}
     for _ in range(runs):
-        idle, loaded, bulk_rate = await realtime_under_bulk(service, name, one, bulk_batch, seconds)
+        idle, loaded, bulk_rate = await realtime_under_bulk(service, name, one, bulk_batch, seconds, gil)
         raw_idle, raw_loaded = await loop.run_in_executor(None, raw_realtime_under_bulk, session, bulk_session, one, bulk_batch, seconds)
         ratios.append(pct(loaded, 99) / pct(idle, 99))
         raw_ratios.append(pct(raw_loaded, 99) / pct(raw_idle, 99))
@@ -288,6 +352,8 @@ async def bench_model(service: InferenceService, name: str, path: Path, sample: 
         idle_p99.append(1000 * pct(idle, 99))
         loaded_p99.append(1000 * pct(loaded, 99))
         loaded_p50.append(1000 * statistics.median(loaded))
+    out["gil_retake_idle_p99_us"] = 1e6 * pct(gil["idle"], 99)
+    out["gil_retake_under_bulk_p99_us"] = 1e6 * pct(gil["loaded"], 99)
     out["realtime_idle_p99_ms"] = statistics.median(idle_p99)
     out["realtime_under_bulk_p99_ms"] = statistics.median(loaded_p99)
     out["realtime_under_bulk_p50_ms"] = statistics.median(loaded_p50)
@@ -297,10 +363,10 @@ async def bench_model(service: InferenceService, name: str, path: Path, sample: 
     out["raw_ratio_realtime_p99_bulk_vs_idle"] = statistics.median(raw_ratios)
     out["raw_ratio_realtime_p99_bulk_vs_idle_worst"] = max(raw_ratios)
     out["bulk_rows_per_s_during"] = statistics.median(bulk_rates)
-    return out
 
 
-async def main_async(seconds: float, runs: int) -> dict[str, Any]:
+async def main_async(seconds: float, runs: int, parts: frozenset[str] = frozenset(PARTS), only: tuple[str, ...] = MODELS,
+                     bulk_switch_interval: float | None = None) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="edgeplane-bench-"))
     registry = ModelRegistry(folder / "models")
     rng = np.random.default_rng(1)
@@ -312,7 +378,8 @@ async def main_async(seconds: float, runs: int) -> dict[str, Any]:
     for name, (proto, _) in models.items():
         paths[name] = toy.save(proto, folder / f"{name}.onnx")
         registry.add(paths[name], name, "1")
-    config = InferenceConfig(models=str(folder / "models"), preload="all")
+    overrides = {} if bulk_switch_interval is None else {"bulk_switch_interval": bulk_switch_interval}
+    config = InferenceConfig(models=str(folder / "models"), preload=list(only), **overrides)
     service = InferenceService(config, Metrics(), base_dir=folder)
     load_start = os.getloadavg()[0]
     await service.start()
@@ -320,9 +387,10 @@ async def main_async(seconds: float, runs: int) -> dict[str, Any]:
         results: dict[str, Any] = {
             "provider": service.providers[0], "intra_op_threads": service.intra_op_threads,
             "bulk_threads": service.bulk_threads if service.separate_bulk else 0, "workers": service.workers,
+            "bulk_switch_interval_ms": 1000 * config.bulk_switch_interval,
         }
-        for name, (_, sample) in models.items():
-            results[name] = await bench_model(service, name, paths[name], sample, seconds, runs)
+        for name in only:
+            results[name] = await bench_model(service, name, paths[name], models[name][1], seconds, runs, parts)
     finally:
         await service.stop()
     results["load_average_1m_start"], results["load_average_1m_end"] = load_start, os.getloadavg()[0]
@@ -347,6 +415,7 @@ ROWS = [
     ("  raw library's own ratio, median / worst", ("raw_ratio_realtime_p99_bulk_vs_idle", "raw_ratio_realtime_p99_bulk_vs_idle_worst"),
      "{:.2f}x / {:.2f}x"),
     ("bulk rows/s meanwhile", "bulk_rows_per_s_during", "{:,.0f}"),
+    ("GIL retake after a system call, p99 idle / under bulk (us)", ("gil_retake_idle_p99_us", "gil_retake_under_bulk_p99_us"), "{:.0f} / {:.0f}"),
     *[row for b in BATCH_SIZES for row in (
         (f"raw session.run at batch {b} (rows/s)", f"raw_rows_per_s_b{b}", "{:,.0f}"),
         (f"infer_many of {b} requests, 4 callers (rows/s)", f"infer_many_rows_per_s_b{b}", "{:,.0f}"),
@@ -364,13 +433,13 @@ def table(results: dict[str, Any]) -> str:
     width = max(len(r[0]) for r in ROWS) + 2
     bulk = f"{results['bulk_threads']} per bulk run (own session)" if results["bulk_threads"] else "bulk on the same session"
     lines = [f"inference on {results['provider']}, {results['intra_op_threads']} intra-op threads per realtime run, {bulk}, "
-             f"{results['workers']} workers; load average {results['load_average_1m_start']:.1f} -> {results['load_average_1m_end']:.1f}",
+             f"{results['workers']} workers, GIL switch interval {results['bulk_switch_interval_ms']:g} ms while bulk runs; load average {results['load_average_1m_start']:.1f} -> {results['load_average_1m_end']:.1f}",
              "figure".ljust(width) + "".join(n.rjust(26) for n in names)]
     for label, key, fmt in ROWS:
         cells = []
         for n in names:
-            values = [results[n][k] for k in key] if isinstance(key, tuple) else [results[n][key]]
-            cells.append(fmt.format(*values).rjust(26))
+            keys = key if isinstance(key, tuple) else (key,)
+            cells.append((fmt.format(*(results[n][k] for k in keys)) if all(k in results[n] for k in keys) else "-").rjust(26))
         lines.append(label.ljust(width) + "".join(cells))
     return "\n".join(lines)
 
@@ -380,9 +449,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="length of each comparison (split into alternating windows)")
     parser.add_argument("--runs", type=int, default=3, help="separate realtime-under-bulk measurements")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"which measurements, comma-separated from {','.join(PARTS)} (default all)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"which models, comma-separated from {','.join(MODELS)} (default both)")
+    parser.add_argument("--bulk-switch-interval", type=float, default=None,
+                        help="inference.bulk_switch_interval in seconds for this run (default: the config's default)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    results = asyncio.run(main_async(args.seconds, args.runs))
+    parts, only = frozenset(args.parts.split(",")), tuple(args.models.split(","))
+    if not parts <= set(PARTS) or not set(only) <= set(MODELS):
+        parser.error(f"--parts takes {','.join(PARTS)} and --models takes {','.join(MODELS)}")
+    results = asyncio.run(main_async(args.seconds, args.runs, parts, only, args.bulk_switch_interval))
     print(table(results))
     if args.json:
         flat: dict[str, Any] = {k: v for k, v in results.items() if not isinstance(v, dict)}

@@ -103,8 +103,9 @@ class InferenceConfig(ConfigModel):
     )
     bulk_nice: int = Field(10, ge=0, le=19, description="OS niceness of the threads that run bulk batches (Linux), so realtime runs get the cores first; 0: off")
     bulk_switch_interval: Duration = Field(
-        0.0005, ge=0, description="the interpreter's GIL switch interval while bulk batches run (process-wide, only ever "
-        "shortened, restored after): how long a realtime thread back from onnxruntime may wait for the GIL; 0: leave it alone"
+        0.0001, ge=0, description="the interpreter's GIL switch interval while bulk batches run (process-wide, only ever "
+        "shortened, restored after): how long a realtime thread back from onnxruntime may wait for the GIL; 0: leave it alone. "
+        "Measured under bulk load: p99 of taking the GIL back 50-75 us at 0.5 ms, 23-26 us at 0.1 ms, bulk rows/s unchanged"
     )
     spin_wait: bool = Field(
         False, description="let idle intra-op threads spin for the next run: a little lower latency on cores nothing else "
