@@ -5,9 +5,12 @@ host:  the same simulation through the sumo connector, the bus, the traffic-sign
        the shared inference service, lockstep) and the guarded command path.
 
 multi: one traffic-signal solution per signal of a multi-signal net (default cologne8) in one host,
-       max-pressure behind the shield (no policy is shipped for those signals): decision p99 per
-       intersection and the host process's CPU per intersection per simulated second, which says
-       how many intersections one core can carry in real time.
+       each with its shipped policy through the shared inference service (``traffic-<net>-<tls>``
+       per signal, or the net's shared ``traffic-<net>``; max-pressure where none is shipped, or with
+       ``--multi-controller max-pressure``): decision p50/p99 per intersection, the host process's CPU
+       per intersection per simulated second (how many intersections one core carries in real
+       time), and what part of the p99 is load: the load average during the run, and the event
+       loop's own lag (a probe that sleeps 5 ms and measures how late it wakes) beside it.
 
     python benchmarks/traffic.py [--seconds 1200] [--multi cologne8 --multi-seconds 600] [--json]
 """
@@ -67,8 +70,25 @@ async def host(seconds: int) -> tuple[float, float, float]:
     return seconds / elapsed, p50, p99
 
 
-async def multi(net: str, seconds: int) -> dict[str, float]:
+def multi_policies(net: str, ids: list[str]) -> dict[str, str]:
+    """The model name each signal's RL solution uses: its own (``traffic-<net>-<tls>``), else the net's shared one."""
+    from edgeplane_traffic.models import PolicyFiles, model_name_for, shipped_policy
+
+    shared = shipped_policy(net)
+    found = {}
+    for tls in ids:
+        if shipped_policy(f"{net}-{tls}") is not None:
+            found[tls] = model_name_for(f"{net}-{tls}")
+        elif shared is not None and PolicyFiles(shared).metadata.get("shared"):
+            found[tls] = model_name_for(net)
+    return found if set(found) == set(ids) else {}
+
+
+async def multi(net: str, seconds: int, controller: str = "auto") -> dict[str, float | str]:
+    import os
     import resource
+
+    import numpy as np
 
     import edgeplane_traffic.plugin as plugin
     from edgeplane.testing import run_host
@@ -84,29 +104,57 @@ async def multi(net: str, seconds: int) -> dict[str, float]:
         except ValueError:
             continue
     names = {tls: f"sig{k}" for k, tls in enumerate(ids)}
+    models = multi_policies(net, ids) if controller in ("auto", "rl") else {}
+    if controller == "rl" and not models:
+        raise SystemExit(f"--multi-controller rl: no policy is shipped for every signal of {net}")
+    kind = "rl" if models else "max-pressure"
     with tempfile.TemporaryDirectory() as tmp:
-        site = {
+        site: dict = {
             "site": {"id": "bench-multi"}, "clock": {"mode": "simulated"},
             "devices": {"sumo": {"connector": "sumo", "net": net, "seconds": seconds, "tls": ids,
                                  "lockstep": [f"{n}/ack" for n in names.values()]}},
-            "solutions": {n: {"type": "traffic-signal", "device": "sumo", "net": net, "tls": tls, "controller": "max-pressure"}
+            "solutions": {n: {"type": "traffic-signal", "device": "sumo", "net": net, "tls": tls, "controller": kind,
+                              **({"model": models[tls], "deadline": 1.0} if models else {})}
                           for tls, n in names.items()},
         }
+        if models:
+            site["inference"] = {"providers": ["cpu"], "models": str(Path(tmp) / "models"), "preload": sorted(set(models.values()))}
+        lags: list[float] = []
+
+        async def probe() -> None:  # how late the event loop wakes a 5 ms sleep: the part of a latency that is waiting
+            while True:
+                started = time.perf_counter()
+                await asyncio.sleep(0.005)
+                lags.append(time.perf_counter() - started - 0.005)
+
         async with run_host(site, plugins=[plugin], store_dir=Path(tmp) / "store") as h:
             device = h.device("sumo")
+            load0 = os.getloadavg()[0]
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
+            prober = asyncio.get_running_loop().create_task(probe())
             while device.health.state.value != "finished":
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
+            prober.cancel()
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-            p99s = [h.solution(n).latency_percentiles_ms()[1] for n in names.values()]
+            load1 = os.getloadavg()[0]
+            percentiles = [h.solution(n).latency_percentiles_ms() for n in names.values()]
+            fallbacks = sum(sum(h.solution(n).controller.fallbacks.values()) for n in names.values())
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     per_signal = cpu / len(ids) / seconds  # CPU s per intersection per simulated s (SUMO included)
-    return {"signals": len(ids), "steps_per_s": round(seconds / elapsed, 1), "decision_p99_ms_max": round(max(p99s), 3),
-            "decision_p99_ms_median": round(sorted(p99s)[len(p99s) // 2], 3),
+    p50s = sorted(p[0] for p in percentiles)
+    p99s = sorted(p[1] for p in percentiles)
+    lag = np.asarray(lags) * 1000 if lags else np.zeros(1)
+    return {"controller": kind, "signals": len(ids), "steps_per_s": round(seconds / elapsed, 1),
+            "decision_p50_ms_median": round(p50s[len(p50s) // 2], 3),
+            "decision_p99_ms_max": round(p99s[-1], 3), "decision_p99_ms_median": round(p99s[len(p99s) // 2], 3),
+            "fallbacks": fallbacks,
             "cpu_ms_per_signal_per_sim_s": round(per_signal * 1000, 3),
-            "intersections_per_core_real_time": int(1.0 / per_signal) if per_signal > 0 else 0}
+            "intersections_per_core_real_time": int(1.0 / per_signal) if per_signal > 0 else 0,
+            "process_cpu_share": round(cpu / elapsed, 2),
+            "loop_lag_p50_ms": round(float(np.percentile(lag, 50)), 3), "loop_lag_p99_ms": round(float(np.percentile(lag, 99)), 3),
+            "load_average": round((load0 + load1) / 2, 2)}
 
 
 def main() -> None:
@@ -114,11 +162,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=1200)
     parser.add_argument("--multi", default=None, help="also run a multi-signal net, one solution per signal (e.g. cologne8)")
     parser.add_argument("--multi-seconds", type=int, default=600)
+    parser.add_argument("--multi-controller", choices=["auto", "rl", "max-pressure"], default="auto",
+                        help="auto: the shipped policies where every signal has one, else max-pressure")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    extra: dict[str, float] = {}
+    extra: dict[str, float | str] = {}
     if args.multi:
-        extra = asyncio.run(multi(args.multi, args.multi_seconds))
+        extra = asyncio.run(multi(args.multi, args.multi_seconds, args.multi_controller))
         for name, value in extra.items():
             print(f"{args.multi + ': ' + name:<52}{value:>10}")
     raw_rate = raw(args.seconds)

@@ -58,6 +58,9 @@ def _timing(yellow: float, all_red: float, min_green: float, max_green: float): 
 @click.option("--checkpoints", type=int, default=4, show_default=True, help="checkpoints compared on validation demand")
 @click.option("--validation-patterns", type=int, default=2, show_default=True, help="validation demand patterns per checkpoint")
 @click.option("--shared", is_flag=True, help="multi-signal nets: one PPO policy for every signal (steps count all signals' decisions)")
+@click.option("--per-signal", is_flag=True,
+              help="multi-signal nets whose signals differ: one policy per signal, imitating the gap-out-pressure detector "
+                   "teacher (--teacher-gap vehicles in the --detector-window extend a green) with --dagger rounds")
 @click.option("--warm-start", type=click.Choice(["actuated", "max-pressure", "max-pressure-lanes"]), default=None,
               help="PPO: first clone this controller from train-demand demonstrations (checkpoint 0), then fine-tune "
                    "(max-pressure-lanes: whole-lane counts, seen by the recording only)")
@@ -76,7 +79,8 @@ def _timing(yellow: float, all_red: float, min_green: float, max_green: float): 
 @_timing_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def train_command(net: str, route: str | None, algo: str, steps: int, out: Path, seed: int, episode_seconds: int | None,
-                  checkpoints: int, validation_patterns: int, shared: bool, warm_start: str | None, teacher_gap: float,
+                  checkpoints: int, validation_patterns: int, shared: bool, per_signal: bool, warm_start: str | None,
+                  teacher_gap: float,
                   demonstrations: int, bc_epochs: int, fine_tune_lr: float, dagger: int, decision_period: float,
                   detector_window: int | None, yellow: float, all_red: float, min_green: float, max_green: float,
                   as_json: bool) -> None:
@@ -87,6 +91,13 @@ def train_command(net: str, route: str | None, algo: str, steps: int, out: Path,
         raise click.ClickException(f"training needs the [training] extra: pip install 'edgeplane-traffic[training]' ({e})")
     spec = _resolve(net, route)
     timing = _timing(yellow, all_red, min_green, max_green)
+    if per_signal:
+        from edgeplane_traffic.training_per_signal import train_per_signal_command
+
+        train_per_signal_command(spec, out, timing=timing, teacher_gap=teacher_gap, decision_period=decision_period,
+                                 detector_window=detector_window, demonstrations=demonstrations, dagger=dagger,
+                                 epochs=bc_epochs, validation_patterns=validation_patterns, seed=seed, as_json=as_json)
+        return
     if warm_start is not None and algo != "ppo":
         raise click.BadParameter("--warm-start fine-tunes a PPO policy: add --algo ppo", param_hint="--algo")
     if warm_start is not None and demonstrations < 1:
