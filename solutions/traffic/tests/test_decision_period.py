@@ -27,9 +27,11 @@ LAYOUT = layout_from_net(resolve("single-intersection").net)
 def test_a_sliding_detector_window_spans_its_last_readings_whatever_the_decisions() -> None:
     n = len(LAYOUT.lanes)
     since_decision, sliding = DetectorWindow(detector_layout(LAYOUT)), DetectorWindow(detector_layout(LAYOUT), span=3)
-    for second in range(5):  # one vehicle a second over lane 0's advance loop, lane 1's stop bar half occupied
+    counts = np.zeros(n)  # one buffer refilled every step, as the host solution does
+    for second in range(5):  # 1, 2, ... 5 vehicles over lane 0's advance loop, lane 1's stop bar half occupied
+        counts[:] = np.eye(n)[0] * (second + 1)
         for window in (since_decision, sliding):
-            window.add(np.eye(n)[1] * 50.0, np.zeros(n), np.zeros(n), np.eye(n)[0] * (second + 1))
+            window.add(np.eye(n)[1] * 50.0, np.zeros(n), np.zeros(n), counts)
     # counts of the last 3 readings: 3 + 4 + 5; since the decision: all five
     assert sliding.snapshot()["advance_count"][0] == 12.0 and since_decision.snapshot()["advance_count"][0] == 15.0
     assert sliding.snapshot()["stop_bar_occupancy"][1] == pytest.approx(0.5)

@@ -29,6 +29,9 @@ from edgeplane_traffic.shield import SafetyShield, ShieldConfig
 __all__ = ["ControllerKind", "IntersectionController", "LaneReading", "TickOutcome", "max_pressure_choice"]
 
 ControllerKind = Literal["fixed", "max-pressure", "rl"]
+# s of slack when a decision is due: decisions fall on whole steps, and a host's clock (about 1.8e9 s
+# since the epoch) carries float error of a few 1e-7 s, so "now + period" may land an ulp past the step
+TIME_SLACK = 1e-3
 InferFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
 
 
@@ -143,7 +146,7 @@ class IntersectionController:
 
     def decision_due(self, now: float, phase: int) -> bool:
         """Whether :meth:`tick` at ``now`` with ``phase`` shown makes a controller decision."""
-        due = self._next_decision is None or now + 1e-9 >= self._next_decision
+        due = self._next_decision is None or now + TIME_SLACK >= self._next_decision
         return due and self.layout.phase_kind(phase) == "green"
 
     # ---- one tick
@@ -161,7 +164,7 @@ class IntersectionController:
         wish: int | None = None
         if self._next_decision is None:
             self._next_decision = now
-        if now + 1e-9 >= self._next_decision and self.layout.phase_kind(phase) == "green":
+        if now + TIME_SLACK >= self._next_decision and self.layout.phase_kind(phase) == "green":
             self._next_decision = now + self.decision_period
             outcome.decided = True
             source = self.kind

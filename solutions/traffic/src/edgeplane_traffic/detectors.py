@@ -101,8 +101,9 @@ class DetectorWindow:
     def add(self, stop_bar_occupancy_pct: Any, stop_bar_count: Any, advance_occupancy_pct: Any, advance_count: Any) -> None:
         """Add one step's readings, per lane: occupancy in % of the step, vehicles that crossed."""
         sb = np.asarray(stop_bar_occupancy_pct, dtype=np.float64) / 100.0
-        row = (sb, np.asarray(stop_bar_count, dtype=np.float64), np.asarray(advance_occupancy_pct, dtype=np.float64) / 100.0,
-               np.asarray(advance_count, dtype=np.float64))
+        # copies: a caller may pass the same buffer every step (the host solution does)
+        row = (sb, np.array(stop_bar_count, dtype=np.float64), np.asarray(advance_occupancy_pct, dtype=np.float64) / 100.0,
+               np.array(advance_count, dtype=np.float64))
         self._sb_occ += row[0]
         self.presence = (sb > 0).astype(float)
         self._sb_count += row[1]

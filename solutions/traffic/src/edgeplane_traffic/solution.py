@@ -248,7 +248,8 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
             self._held_since = (phase, ts)  # the signal changed without our command: count from now
         elapsed = self._phase_time
         if self._held_since is not None:
-            elapsed = min(elapsed, ts - self._held_since[1])
+            # rounded: two absolute times (about 1.8e9 s) differ by whole steps only up to float error
+            elapsed = min(elapsed, round(ts - self._held_since[1], 6))
         now = self._det_now
         self._detectors.add(now["stop_bar_occupancy"], now["stop_bar_count"], now["advance_occupancy"], now["advance_count"])
         outcome = await self.controller.tick(ts, phase, elapsed, self._readings, self._detectors.snapshot())

@@ -13,7 +13,9 @@ The teachers read only the observation vector, so a policy can copy them exactly
 
 * ``actuated``: gap-based actuated control over the stop-bar and advance loops. After the minimum
   green, the green is extended while the advance loops of the lanes it serves counted at least
-  ``gap`` vehicles per lane in the last decision period (and the maximum green is not reached);
+  ``gap`` vehicles per lane in the observation's detector window (the last decision period, or the
+  last few seconds, sliding, for a policy deciding every second or two) and the maximum green is not
+  reached;
   then the next green in cyclic order whose lanes show demand (stop-bar presence or occupancy,
   advance occupancy) is called; with no demand elsewhere the green rests.
 * ``max-pressure``: the green whose lanes show the most detector demand (stop-bar presence and
