@@ -95,7 +95,7 @@ def test_demo_runs_the_loop_through_ntcip(tmp_path) -> None:
     command = site["simulators"]["cabinet"]["command"]
     udp, ready = free_port(), free_port()
     for option, value in (("--net", "single-intersection"), ("--port", str(udp)), ("--ready-port", str(ready)),
-                          ("--speed", "10"), ("--seconds", "400")):
+                          ("--speed", "10"), ("--seconds", "110")):
         command[command.index(option) + 1] = value
     site["simulators"]["cabinet"]["ready"] = f"tcp://127.0.0.1:{ready}"
     entry = SumoCabinet("single-intersection").device_config()
@@ -108,17 +108,19 @@ def test_demo_runs_the_loop_through_ntcip(tmp_path) -> None:
     site["http"] = {"port": None}
     path = tmp_path / "intersection-ntcip.yaml"
     path.write_text(yaml.safe_dump(site))
-    done = subprocess.run([sys.executable, "-m", "edgeplane.cli", "traffic", "demo", "--site", str(path), "--seconds", "150",
+    # the demo would go on to 300 s: it ends when the cabinet's run does (sim.state finished), which
+    # --linger keeps answering instead of exiting (a supervised companion that exits is started again)
+    done = subprocess.run([sys.executable, "-m", "edgeplane.cli", "traffic", "demo", "--site", str(path), "--seconds", "300",
                            "--json"], capture_output=True, text=True, timeout=240, cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
-    assert summary["source"] == "ntcip" and summary["simulated_s"] >= 150
+    assert summary["source"] == "ntcip" and 100 <= summary["simulated_s"] <= 111  # the cabinet's 110 s, not 300
     # the policy decided, and its changes reached the controller over SNMP: every command confirmed by
     # the controller's read-back, and the controller showed the greens it was asked for
     assert summary["decisions"] > 10 and summary["fallbacks"] == 0
     assert summary["commands"] >= 3 and summary["commands_failed"] == 0
-    assert summary["greens_shown"] >= 4 and summary["phase_reads"] > 100
+    assert summary["greens_shown"] >= 4 and summary["phase_reads"] > 60
     # no conflicting greens, no clearance cut: the controller's conflict monitor never flashed, and every
     # change read period by period went green -> yellow -> all-red -> green
     assert summary["conflict_monitor_flash"] is False and summary["unsafe_transitions"] == 0

@@ -54,7 +54,7 @@ SIM_OBJECTS: dict[str, tuple[int, float, str | None, str]] = {
     "sim.avg_delay": (3, 0.01, "s", "running average delay per vehicle (timeLoss + departDelay), hundredths of s"),
     "sim.arrived": (4, 1.0, None, "vehicles arrived so far"),
     "sim.running": (5, 1.0, None, "vehicles in the network"),
-    "sim.state": (6, 1.0, None, "1 running, 2 finished (the signal stays as it was)"),
+    "sim.state": (6, 1.0, None, "1 running, 2 finished (SUMO has stopped; the controller runs on)"),
 }
 SIM_RUNNING, SIM_FINISHED = 1, 2
 
@@ -202,13 +202,14 @@ class SumoCabinet:
 
 
 async def serve_cabinet(cabinet: SumoCabinet, *, ready_port: int | None = None, linger: bool = False,
-                        poll: float | None = None, echo: Callable[[str], None] = print) -> None:
+                        poll: float | None = None, entry: bool = True, echo: Callable[[str], None] = print) -> None:
     """Run ``cabinet`` as a process of its own (``edgeplane traffic cabinet``) until its run ends or SIGTERM.
 
-    Prints the device entry once the agent answers; ``ready_port`` then opens a TCP listener on the
+    Prints the device entry once the agent answers (unless ``entry`` is false); ``ready_port`` then opens a TCP listener on the
     agent's address (SNMP is UDP, which a host's ``simulators: ready:`` probe cannot see);
-    ``linger`` keeps the agent answering after the run (``sim.state`` finished, the signal as it
-    was) until stopped, so a host that supervises it does not restart a finished run."""
+    ``linger`` keeps the agent answering after the run until stopped, so a host that supervises it
+    does not restart a finished run: the controller runs on at the same pace on an empty
+    intersection (no detector calls), reporting ``sim.state`` finished every period."""
     import yaml
 
     loop = asyncio.get_running_loop()
@@ -220,8 +221,9 @@ async def serve_cabinet(cabinet: SumoCabinet, *, ready_port: int | None = None, 
     try:
         agent = cabinet.agent
         echo(f"# NTCIP 1202 controller for signal {cabinet.layout.tls} of {cabinet.spec.name} on udp://{agent.host}:{agent.port}")
-        entry = cabinet.device_config(**({"poll": poll} if poll is not None else {}))
-        echo(yaml.safe_dump({"devices": {"ctl": entry}}, sort_keys=False).rstrip("\n"))
+        if entry:
+            device = cabinet.device_config(**({"poll": poll} if poll is not None else {}))
+            echo(yaml.safe_dump({"devices": {"ctl": device}}, sort_keys=False).rstrip("\n"))
         if ready_port is not None:
             def close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 writer.close()
@@ -234,8 +236,11 @@ async def serve_cabinet(cabinet: SumoCabinet, *, ready_port: int | None = None, 
             echo(f"# finished: {cabinet.seconds:g} s simulated, {cabinet.arrived} vehicles arrived, average delay "
                  f"{cabinet.delay.average:.1f} s, conflict monitor faults: {len(cabinet.model.monitor.faults)}, "
                  f"SNMP SETs {agent.sets}")
-            if linger:
-                await stopped
+            if linger:  # the controller runs on, on an empty intersection, reporting its periods
+                while not stop.is_set():
+                    cabinet.model.step({})
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0 / cabinet.speed)
         finished.cancel()
         stopped.cancel()
     finally:

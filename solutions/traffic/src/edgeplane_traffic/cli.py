@@ -332,11 +332,12 @@ def demo_command(site_path: Path | None, seconds: float | None, speed: float | N
 @click.option("--ready-port", type=click.IntRange(1, 65535), default=None,
               help="also listen on this TCP port once the agent answers (a host's simulators: ready: probe)")
 @click.option("--linger", is_flag=True, help="after the run, keep answering (sim.state finished) until stopped")
+@click.option("--entry/--no-entry", default=True, show_default=True, help="print the ntcip device entry (YAML) at start")
 @click.option("--binding", type=click.Choice(["auto", "libsumo", "traci"]), default="auto", show_default=True,
               help="SUMO binding (auto: libsumo when installed)")
 def cabinet_command(net: str, route: str | None, tls: str | None, host: str, port: int, community: str, seconds: int,
                     speed: float, seed: int, start_time: float | None, ready_port: int | None, linger: bool,
-                    binding: str) -> None:
+                    entry: bool, binding: str) -> None:
     """Run a SUMO intersection behind an NTCIP 1202 controller simulator (an SNMP agent); print its device entry."""
     import asyncio
     import time
@@ -355,7 +356,7 @@ def cabinet_command(net: str, route: str | None, tls: str | None, host: str, por
 
     async def run() -> None:
         try:
-            await serve_cabinet(cabinet, ready_port=ready_port, linger=linger, poll=1.0 / speed,
+            await serve_cabinet(cabinet, ready_port=ready_port, linger=linger, poll=1.0 / speed, entry=entry,
                                 echo=lambda line: click.echo(line))
         except OSError as e:
             raise click.ClickException(f"cannot listen on {host} port {port} (udp) or {ready_port} (tcp) ({e}): "
