@@ -65,7 +65,7 @@ def _timing(yellow: float, all_red: float, min_green: float, max_green: float): 
               help="PPO: first clone this controller from train-demand demonstrations (checkpoint 0), then fine-tune "
                    "(max-pressure-lanes: whole-lane counts, seen by the recording only)")
 @click.option("--teacher-gap", type=float, default=1.0, show_default=True,
-              help="warm start: actuated = vehicles per served lane per decision that extend a green; max-pressure = hold ratio")
+              help="warm start: actuated = vehicles per served lane in the detector window that extend a green; max-pressure = hold ratio")
 @click.option("--demonstrations", type=int, default=8, show_default=True, help="warm start: teacher episodes recorded")
 @click.option("--bc-epochs", type=int, default=30, show_default=True, help="warm start: behaviour-cloning epochs")
 @click.option("--fine-tune-lr", type=float, default=5e-5, show_default=True,
