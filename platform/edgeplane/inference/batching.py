@@ -1,10 +1,12 @@
-"""Dynamic batching for one model: two latency classes, per-caller limits, runs in thread pools.
+"""Dynamic batching for one model: two latency classes, per-caller limits, runs in worker threads.
 
 Each served model has two lanes, ``realtime`` and ``bulk``, each with its own queue, its own
-thread pool and (on CPU) its own onnxruntime session with its own intra-op threads. A lane takes
-what is queued (waiting up to its ``max_delay`` for a batch to fill up to ``max_batch`` rows),
-and runs it in a worker thread, which joins the requests along the first axis, runs the model,
-cuts the outputs back per request and hands the whole batch back to the event loop with one
+threads (:class:`~edgeplane.inference.workers.RunThreads`, one queue put per batch) and (on CPU)
+its own onnxruntime session with its own intra-op threads. A lane takes what is queued (waiting
+up to its ``max_delay`` for a batch to fill up to ``max_batch`` rows), and runs it in a worker
+thread, which joins the requests along the first axis, runs the model, cuts the outputs back per
+request (an ``infer_many`` request gets its joined run whole, as :class:`ItemOutputs`, cut per
+item on access) and hands the whole batch back to the event loop with one
 ``call_soon_threadsafe``. There is no task per batch and no thread hop per request: the
 event loop's cost per request is one future and the bookkeeping around it.
 
