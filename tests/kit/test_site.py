@@ -61,7 +61,7 @@ def test_init_from_a_site_file_keeps_comments(tmp_path: Path):
 def test_an_unknown_vertical_names_the_ones_installed(tmp_path: Path):
     out = site_cmd("init", tmp_path / "s", "--vertical", "solr", ok=False)
     assert out.exit_code == 2
-    assert "no reference site 'solr'" in out.output and "factory, intersection, solar" in out.output
+    assert "no reference site 'solr'" in out.output and "factory, intersection, intersection-ntcip, solar" in out.output
 
 
 def test_init_copies_profiles_and_refuses_to_overwrite(tmp_path: Path):
