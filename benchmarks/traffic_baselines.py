@@ -83,13 +83,13 @@ def evaluate(nets: list[str], patterns: int, seconds: int, controllers: list[str
             ids = signals(spec)
             multi = len(ids) > 1
             policies = {}
-            shared = shipped_policy(net) if multi else None
-            if shared is not None and PolicyFiles(shared).metadata.get("shared"):
-                policies = {tls: PolicyFiles(shared) for tls in ids}  # one policy at every signal (train --shared)
-            for tls in ids:
+            for tls in ids:  # a signal's own policy (train --per-signal) first
                 folder = shipped_policy(net if not multi else f"{net}-{tls}")
-                if folder is not None and tls not in policies:
+                if folder is not None:
                     policies[tls] = PolicyFiles(folder)
+            shared = shipped_policy(net) if multi else None
+            if shared is not None and PolicyFiles(shared).metadata.get("shared") and set(policies) != set(ids):
+                policies = {tls: PolicyFiles(shared) for tls in ids}  # one policy at every signal (train --shared)
             for i in range(patterns):
                 route = pattern(spec, "evaluation", i, Path(tmp))
                 for controller in controllers:
