@@ -85,20 +85,21 @@ def test_per_signal_training_writes_a_policy_for_every_signal_from_train_and_val
 
 
 
-async def test_every_cologne8_signal_loads_its_own_shipped_policy(edgeplane_host) -> None:
+@pytest.mark.parametrize("net", ["cologne8", "grid4x4"])
+async def test_every_signal_loads_its_own_shipped_policy(edgeplane_host, net: str) -> None:
     import edgeplane_traffic.plugin as plugin
     from edgeplane_traffic.models import model_name_for
 
-    layouts = signal_layouts(resolve("cologne8").net)
+    layouts = signal_layouts(resolve(net).net)
     for layout in layouts:
-        folder = shipped_policy(per_signal_model_name("cologne8", layout.tls))
-        assert folder is not None, f"signal {layout.tls} of cologne8 has no policy: ship one for every signal"
+        folder = shipped_policy(per_signal_model_name(net, layout.tls))
+        assert folder is not None, f"signal {layout.tls} of {net} has no policy: ship one for every signal"
         policy = PolicyFiles(folder)
         assert policy.metadata["layout_fingerprint"] == layout.fingerprint()
         assert policy.metadata["observation_kind"] == "detectors" and policy.metadata["algo"] == "dagger"
-    site = {"site": {"id": "cologne8"}, "devices": {"ctl": {"connector": "memory", "points": {}}},
-            "solutions": {f"s{k}": {"type": "traffic-signal", "device": "ctl", "net": "cologne8", "tls": x.tls, "controller": "rl",
-                                    "model": model_name_for(per_signal_model_name("cologne8", x.tls)), "fallback": "fixed"}
+    site = {"site": {"id": net}, "devices": {"ctl": {"connector": "memory", "points": {}}},
+            "solutions": {f"s{k}": {"type": "traffic-signal", "device": "ctl", "net": net, "tls": x.tls, "controller": "rl",
+                                    "model": model_name_for(per_signal_model_name(net, x.tls)), "fallback": "fixed"}
                           for k, x in enumerate(layouts)}}
     async with edgeplane_host(site, plugins=[plugin]) as host:
         for k, layout in enumerate(layouts):
