@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import Field
 
 from edgeplane import Batch, Context, Duration, HealthState, Overflow, Solution, SolutionConfig
+from edgeplane.bus import PointTable
 from edgeplane_traffic.control import IntersectionController, LaneReading
 from edgeplane_traffic.detectors import DETECTOR_METRICS, DetectorWindow, detector_layout
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_name
@@ -36,6 +37,9 @@ from edgeplane_traffic.nets import NAMED, resolve
 from edgeplane_traffic.shield import ShieldConfig
 
 __all__ = ["TrafficSignalConfig", "TrafficSignalSolution"]
+
+# what a point read from a multi-point batch updates (see TrafficSignalSolution._plan)
+_LANE, _DETECTOR, _PHASE_TIME, _SIM_TIME, _PHASE = range(5)
 
 
 class TrafficSignalConfig(SolutionConfig):
@@ -95,6 +99,8 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
         self._sim_time_topic = f"{config.device}/sim.time"
         self._phase_time = 0.0
         self._sim_time = 0.0
+        self._sim_time_seen = False
+        self._plans: dict[PointTable, dict[int, tuple[int, Any, Any]]] = {}
         self.commands_failed = 0
         self.decision_latencies_s: list[float] = []  # observation in -> command confirmed, per decision
         self.commanded: list[int] = []  # phases commanded and confirmed, in order (also in the audit log)
@@ -211,9 +217,54 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
 
     # ---- the tick
     async def on_batch(self, batch: Batch) -> None:
-        # subscribed multi-point (class attribute multipoint): one batch per block read, its points in turn
-        for piece in batch.split():
-            await self._on_point(piece)
+        # subscribed multi-point (class attribute multipoint): a connector's step or block read comes
+        # whole; its rows are read in place, in row order, without a batch per point
+        table = batch.table
+        if table is None:
+            await self._on_point(batch)
+            return
+        plan = self._plans.get(table)
+        if plan is None:
+            plan = self._plans[table] = self._plan(table)
+        assert batch.point_ids is not None  # a multi-point batch always has its point-id column
+        tick: tuple[float, float] | None = None
+        for row, (pid, value) in enumerate(zip(batch.point_ids.tolist(), batch.values.tolist(), strict=True)):
+            target = plan.get(pid)
+            if target is None:
+                continue
+            if tick is not None:  # a row after the phase belongs to the next reading: decide on this one first
+                await self._tick(*tick)
+                tick = None
+            kind, where, what = target
+            if kind == _PHASE:
+                tick = (float(batch.ts[row]), float(value))
+            elif kind == _LANE:
+                setattr(where, what, 0.0 if value != value else float(value))
+            elif kind == _DETECTOR:
+                self._det_now[what][where] = 0.0 if value != value else value
+            elif kind == _PHASE_TIME:
+                self._phase_time = float(value)
+            else:
+                self._sim_time = float(value)
+                self._sim_time_seen = True
+        if tick is not None:
+            await self._tick(*tick)
+
+    def _plan(self, table: PointTable) -> dict[int, tuple[int, Any, Any]]:
+        """Point id -> (kind, where, what) for the points of ``table`` this solution reads."""
+        plan: dict[int, tuple[int, Any, Any]] = {}
+        for pid, topic in enumerate(table.topics):
+            if (lane_target := self._topics.get(topic)) is not None:
+                plan[pid] = (_LANE, self._readings[lane_target[0]], lane_target[1])
+            elif (det := self._det_topics.get(topic)) is not None:
+                plan[pid] = (_DETECTOR, det[0], det[1])
+            elif topic == self._phase_time_topic:
+                plan[pid] = (_PHASE_TIME, None, None)
+            elif topic == self._sim_time_topic:
+                plan[pid] = (_SIM_TIME, None, None)
+            elif topic == self._phase_topic:
+                plan[pid] = (_PHASE, None, None)
+        return plan
 
     async def _on_point(self, batch: Batch) -> None:
         if not len(batch):
@@ -234,6 +285,7 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
             return
         if topic == self._sim_time_topic:
             self._sim_time = value
+            self._sim_time_seen = True
             return
         if topic == self._phase_topic:
             await self._tick(float(batch.ts[-1]), value)
@@ -296,5 +348,5 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
 
     async def _ack(self, ts: float) -> None:
         # the sim time when a simulator reports one (its lockstep compares sim times), else the clock
-        value = self._sim_time if self.context.bus.latest(self._sim_time_topic) is not None else ts
+        value = self._sim_time if self._sim_time_seen else ts
         await self.context.bus.publish(Batch(f"{self.name}/ack", np.array([ts]), np.array([value])))
