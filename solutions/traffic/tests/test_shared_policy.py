@@ -50,7 +50,8 @@ async def test_the_shipped_shared_policy_loads_at_every_grid_signal(edgeplane_ho
     layouts = controllable_signals(resolve("grid4x4").net)
     site = {"site": {"id": "grid"}, "devices": {"ctl": {"connector": "memory", "points": {}}},
             "solutions": {f"s{k}": {"type": "traffic-signal", "device": "ctl", "net": "grid4x4", "tls": x.tls,
-                                    "controller": "rl", "fallback": "fixed"} for k, x in enumerate(layouts)}}
+                                    "controller": "rl", "model": "traffic-grid4x4", "fallback": "fixed"}
+                          for k, x in enumerate(layouts)}}
     async with edgeplane_host(site, plugins=[plugin]) as host:
         for k in range(len(layouts)):
             solution = host.solution(f"s{k}")

@@ -32,7 +32,7 @@ from edgeplane.bus import PointTable
 from edgeplane_traffic.control import IntersectionController, LaneReading
 from edgeplane_traffic.detectors import DETECTOR_METRICS, DetectorWindow, detector_layout
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_name
-from edgeplane_traffic.models import DEFAULT_DECISION_PERIOD, MODELS_DIR, model_name_for, policy_cadence
+from edgeplane_traffic.models import DEFAULT_DECISION_PERIOD, MODELS_DIR, model_name_for, policy_cadence, shipped_policy
 from edgeplane_traffic.nets import NAMED, resolve
 from edgeplane_traffic.shield import ShieldConfig
 
@@ -47,7 +47,8 @@ class TrafficSignalConfig(SolutionConfig):
     net: str = Field(description="scenario name or .net.xml (relative to the site file): the intersection's layout")
     tls: str | None = Field(None, description="the signal id in the net (default: the first)")
     controller: Literal["fixed", "max-pressure", "rl"] = "rl"
-    model: str | None = Field(None, description="policy name in the model registry (default: traffic-<net>)")
+    model: str | None = Field(None, description="policy name in the model registry (default: the signal's own "
+                                                "traffic-<net>-<tls> where shipped, else traffic-<net>)")
     fallback: Literal["max-pressure", "fixed"] = "max-pressure"
     decision_period: Duration | None = Field(
         None, description="s between decisions; default: rl the policy's own (its metadata), others 5 s")
@@ -70,7 +71,7 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
     def __init__(self, name: str, config: TrafficSignalConfig, context: Context):
         super().__init__(name, config, context)
         self.layout = self._layout()
-        self.model_name = config.model or model_name_for(self._net_name())
+        self.model_name = config.model or self._default_model()
         self._fault: str | None = None
         period, window = self._cadence()
         self.controller = IntersectionController(
@@ -121,6 +122,13 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
     def _net_name(self) -> str:
         net = self.config.net
         return net if net in NAMED else Path(net).name.replace(".net.xml", "")
+
+    def _default_model(self) -> str:
+        """The signal's own policy (``traffic-<net>-<tls>``, as ``train --per-signal`` ships it) where one
+        is shipped, else the net's (shared by every signal, or the single signal's)."""
+        net = self._net_name()
+        own = f"{net}-{self.layout.tls}"
+        return model_name_for(own) if shipped_policy(own) is not None else model_name_for(net)
 
     def _layout(self) -> IntersectionLayout:
         net: Any = self.config.net
