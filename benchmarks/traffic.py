@@ -88,7 +88,7 @@ def multi_policies(net: str, ids: list[str]) -> dict[str, str]:
 
 
 async def multi(net: str, seconds: int, controller: str = "auto", speed: float = 0.0,
-                gc_freeze: bool = False) -> dict[str, float | str]:
+                gc_freeze: bool = False, gc_gen0: int | None = None) -> dict[str, float | str]:
     import gc
     import os
     import resource
@@ -132,10 +132,23 @@ async def multi(net: str, seconds: int, controller: str = "auto", speed: float =
                 await asyncio.sleep(0.005)
                 lags.append(time.perf_counter() - started - 0.005)
 
+        pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}  # collector pauses by generation, s
+        gc_started = [0.0]
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            else:
+                pauses[info["generation"]].append(time.perf_counter() - gc_started[0])
+
+        thresholds = gc.get_threshold()
         async with run_host(site, plugins=[plugin], store_dir=Path(tmp) / "store") as h:
             if gc_freeze:  # start-up objects out of the collector's reach: a full collection no longer walks them
                 gc.collect()
                 gc.freeze()
+            if gc_gen0:  # fewer young collections (each also ages survivors toward the costly full ones)
+                gc.set_threshold(gc_gen0, *thresholds[1:])
+            gc.callbacks.append(on_gc)
             device = h.device("sumo")
             load0 = os.getloadavg()[0]
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -148,6 +161,9 @@ async def multi(net: str, seconds: int, controller: str = "auto", speed: float =
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
             load1 = os.getloadavg()[0]
             percentiles = [h.solution(n).latency_percentiles_ms() for n in names.values()]
+            worst = max(max(h.solution(n).decision_latencies_s, default=0.0) for n in names.values())
+            gc.callbacks.remove(on_gc)
+            gc.set_threshold(*thresholds)
             if gc_freeze:
                 gc.unfreeze()
             fallbacks = sum(sum(h.solution(n).controller.fallbacks.values()) for n in names.values())
@@ -159,7 +175,11 @@ async def multi(net: str, seconds: int, controller: str = "auto", speed: float =
     return {"controller": kind, "signals": len(ids), "speed": speed, "gc_freeze": gc_freeze, "steps_per_s": round(seconds / elapsed, 1),
             "decision_p50_ms_median": round(p50s[len(p50s) // 2], 3),
             "decision_p99_ms_max": round(p99s[-1], 3), "decision_p99_ms_median": round(p99s[len(p99s) // 2], 3),
-            "fallbacks": fallbacks,
+            "decision_max_ms": round(worst * 1000, 3),
+            "fallbacks": fallbacks, "gc_gen0_threshold": gc_gen0 or thresholds[0],
+            **{f"gc_gen{g}_collections": len(p) for g, p in pauses.items()},
+            **{f"gc_gen{g}_pause_max_ms": round(max(p, default=0.0) * 1000, 3) for g, p in pauses.items()},
+            "gc_pause_total_ms": round(sum(sum(p) for p in pauses.values()) * 1000, 1),
             "cpu_ms_per_signal_per_sim_s": round(per_signal * 1000, 3),
             "intersections_per_core_real_time": int(1.0 / per_signal) if per_signal > 0 else 0,
             "process_cpu_share": round(cpu / elapsed, 2),
@@ -177,6 +197,8 @@ def main() -> None:
     parser.add_argument("--gc-freeze", action="store_true",
                         help="multi: gc.freeze() once the host has started (what the decision p99 is without full "
                              "collections walking every start-up object)")
+    parser.add_argument("--gc-gen0", type=int, default=None,
+                        help="multi: the collector's generation-0 threshold once the host has started (Python's default 700 or 2000)")
     parser.add_argument("--multi-speed", type=float, default=0.0,
                         help="simulated s per wall s (0: as fast as possible, so the host is never idle; 1: real time, as in the field)")
     parser.add_argument("--json", action="store_true")
@@ -184,7 +206,7 @@ def main() -> None:
     extra: dict[str, float | str] = {}
     if args.multi:
         extra = asyncio.run(multi(args.multi, args.multi_seconds, args.multi_controller, args.multi_speed,
-                                  args.gc_freeze))
+                                  args.gc_freeze, args.gc_gen0))
         for name, value in extra.items():
             print(f"{args.multi + ': ' + name:<52}{value:>10}")
     raw_rate = raw(args.seconds)
