@@ -82,6 +82,7 @@ class SumoCabinet:
         self.binding = binding
         self.delay = RunningDelay()
         self.sim_time = float(self.spec.begin)
+        self.finished = asyncio.Event()  # set when SUMO's run ends; the controller runs on
         measures = {"sim.time": lambda: round(self.sim_time), "sim.begin": lambda: int(self.spec.begin),
                     "sim.avg_delay": lambda: round(self.delay.average * 100), "sim.arrived": lambda: self.delay.arrived,
                     "sim.running": lambda: self.delay.running,
@@ -89,7 +90,6 @@ class SumoCabinet:
         self.agent = ControllerAgent(self.model, community=community, users=list(users or []),
                                      private={f"{SIM_ARC}.{SIM_OBJECTS[name][0]}.0": read for name, read in measures.items()})
         self.shown: list[tuple[float, str]] = []  # (controller time, SUMO state) at every change
-        self.finished = asyncio.Event()
         self._conn: Any = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._task: asyncio.Task[None] | None = None

@@ -61,7 +61,7 @@ async def run_demo(site_path: Path, *, seconds: float | None, speed: float | Non
                    restore_at: float | None, fault: str, every: int, echo=click.echo) -> dict[str, Any]:
     """Run the site whose ``traffic-signal`` solution drives a ``sumo`` device (lockstep) or an ``ntcip``
     controller (a cabinet that keeps its own time); narrate, and return the summary."""
-    from edgeplane import Host, Plugins
+    from edgeplane import Batch, Host, Plugins
     from edgeplane.config import parse_site
     from edgeplane_traffic.layout import point_name
     from edgeplane_traffic.shield import unsafe_transitions
@@ -114,6 +114,8 @@ async def run_demo(site_path: Path, *, seconds: float | None, speed: float | Non
         def drain_display() -> None:
             nonlocal flashed
             while display is not None and (message := display.get_nowait()) is not None:
+                if not isinstance(message, Batch):  # a lifecycle event, not readings
+                    continue
                 for ts, value in zip(message.ts, message.values, strict=True):
                     if message.topic.endswith(".flash"):
                         flashed = flashed or (value == value and int(value) != 2)  # 2: notFlash

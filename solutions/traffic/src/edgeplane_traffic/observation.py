@@ -8,14 +8,14 @@ with values read from bus points, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from edgeplane_traffic.layout import IntersectionLayout
 
-__all__ = ["DETECTOR_COUNT_SCALE", "MIN_GAP", "build_detector_observation", "build_observation", "detector_observation_names",
-           "lane_capacity", "make_layout_observation"]
+__all__ = ["DETECTOR_COUNT_SCALE", "MIN_GAP", "DetectorObservation", "build_detector_observation", "build_observation",
+           "detector_observation_names", "lane_capacity", "make_layout_observation", "read_detector_observation", "served_lanes"]
 
 MIN_GAP = 2.5  # SUMO's default minimum gap (m), as sumo-rl uses it
 
@@ -88,6 +88,35 @@ def build_detector_observation(
     head[layout.num_greens] = 1.0 if min_green_passed else 0.0
     head[layout.num_greens + 1] = green_time_fraction
     return np.clip(np.concatenate([head, *parts]), 0.0, 1.0).astype(np.float32)
+
+
+class DetectorObservation(NamedTuple):
+    """A detector observation vector read back by field (what a rule-based teacher decides on)."""
+
+    green: int
+    min_green_passed: bool
+    green_time: float  # fraction of the maximum green
+    presence: np.ndarray  # per lane, in ``layout.lanes`` order
+    stop_bar_occupancy: np.ndarray
+    advance_occupancy: np.ndarray
+    advance_count: np.ndarray  # divided by DETECTOR_COUNT_SCALE, as in the vector
+
+
+def read_detector_observation(obs: np.ndarray, greens: int, lanes: int) -> DetectorObservation:
+    """The fields of :func:`build_detector_observation`'s vector for a signal of ``greens`` greens and ``lanes`` lanes."""
+    obs = np.asarray(obs, dtype=np.float64).reshape(-1)
+    presence, sb_occ, adv_occ, adv_count = (obs[greens + 2 + k * lanes: greens + 2 + (k + 1) * lanes] for k in range(4))
+    return DetectorObservation(int(np.argmax(obs[:greens])), bool(obs[greens] > 0.5), float(obs[greens + 1]),
+                               presence, sb_occ, adv_occ, adv_count)
+
+
+def served_lanes(layout: IntersectionLayout) -> np.ndarray:
+    """A (greens x lanes) matrix: 1 where green ``g`` gives way to incoming lane ``layout.lanes[i]``."""
+    served = np.zeros((layout.num_greens, len(layout.lanes)))
+    for g in range(layout.num_greens):
+        for m in layout.green_movements(g):
+            served[g, layout.lanes.index(m.in_lane)] = 1.0
+    return served
 
 
 def _sumo_rl_observation_base() -> type:

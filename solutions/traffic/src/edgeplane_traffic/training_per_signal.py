@@ -49,7 +49,7 @@ import numpy as np
 from edgeplane_traffic.demand import demand_seed, generate_demand
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, tls_ids
 from edgeplane_traffic.nets import NetSpec
-from edgeplane_traffic.observation import DETECTOR_COUNT_SCALE
+from edgeplane_traffic.observation import DETECTOR_COUNT_SCALE, read_detector_observation, served_lanes
 from edgeplane_traffic.shield import ShieldConfig
 
 __all__ = ["PER_SIGNAL_TEACHER", "GapOutPressureTeacher", "per_signal_model_name", "signal_layouts", "train_per_signal"]
@@ -83,22 +83,16 @@ class GapOutPressureTeacher:
             raise ValueError(f"teacher gap {gap:g}: give the vehicles (> 0) that must cross the advance loops to extend a green")
         self.gap = float(gap)
         self.greens, self.lanes = layout.num_greens, len(layout.lanes)
-        self.served = np.zeros((self.greens, self.lanes))
-        for g in range(self.greens):
-            for m in layout.green_movements(g):
-                self.served[g, layout.lanes.index(m.in_lane)] = 1.0
+        self.served = served_lanes(layout)
 
     def __call__(self, obs: np.ndarray) -> int:
-        g_count, n = self.greens, self.lanes
-        obs = np.asarray(obs, dtype=np.float64).reshape(-1)
-        green = int(np.argmax(obs[:g_count]))
-        if obs[g_count] <= 0.5:  # minimum green not yet passed
+        seen = read_detector_observation(obs, self.greens, self.lanes)
+        green = seen.green
+        if not seen.min_green_passed:
             return green
-        green_time = obs[g_count + 1]
-        presence, sb_occ, adv_occ, adv_count = (obs[g_count + 2 + k * n: g_count + 2 + (k + 1) * n] for k in range(4))
-        if green_time < 1.0 and float(self.served[green] @ adv_count) * DETECTOR_COUNT_SCALE >= self.gap:
+        if seen.green_time < 1.0 and float(self.served[green] @ seen.advance_count) * DETECTOR_COUNT_SCALE >= self.gap:
             return green
-        lane_demand = presence + sb_occ + adv_occ + adv_count
+        lane_demand = seen.presence + seen.stop_bar_occupancy + seen.advance_occupancy + seen.advance_count
         waiting = np.clip(self.served - self.served[green], 0.0, 1.0) @ lane_demand
         waiting[green] = -1.0
         best = int(np.argmax(waiting))
@@ -176,7 +170,7 @@ def _export(net: Any, obs_size: int, path: Path) -> None:
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, torch.zeros(1, obs_size), str(tmp), input_names=["obs"], output_names=["scores"],
+        torch.onnx.export(net, (torch.zeros(1, obs_size),), str(tmp), input_names=["obs"], output_names=["scores"],
                           dynamic_axes={"obs": {0: "batch"}, "scores": {0: "batch"}}, opset_version=17, dynamo=False)
     proto = onnx.load(str(tmp))
     proto.ir_version = 9
@@ -227,7 +221,6 @@ def train_per_signal(spec: NetSpec, out: Path, *, teacher_gap: float = 1.0, deci
     layouts = signal_layouts(spec.net)
     teachers: dict[str, Callable[[np.ndarray], int]] = {x.tls: GapOutPressureTeacher(x, teacher_gap) for x in layouts}
     samples = {x.tls: _Samples() for x in layouts}
-    cadence = {"decision_period": decision_period, "detector_window": detector_window}
     first_index = seed * 10_000 + 5_000
     train_indices: list[int] = []
     rounds: list[dict[str, Any]] = []
@@ -237,7 +230,7 @@ def train_per_signal(spec: NetSpec, out: Path, *, teacher_gap: float = 1.0, deci
             print(text, file=sys.stderr, flush=True)
 
     def validate(actors: dict[str, Callable[[np.ndarray], int]], folder: Path) -> float:
-        delays = [_episode(spec, "validation", i, folder, layouts, timing, actors, None, None, **cadence)
+        delays = [_episode(spec, "validation", i, folder, layouts, timing, actors, None, None, decision_period, detector_window)
                   for i in range(validation_patterns)]
         return float(np.mean(delays))
 
@@ -245,7 +238,8 @@ def train_per_signal(spec: NetSpec, out: Path, *, teacher_gap: float = 1.0, deci
         tmp = Path(tmp_name)
         for k in range(demonstrations):
             train_indices.append(first_index + len(train_indices))
-            delay = _episode(spec, "train", train_indices[-1], tmp, layouts, timing, teachers, teachers, samples, **cadence)
+            delay = _episode(spec, "train", train_indices[-1], tmp, layouts, timing, teachers, teachers, samples,
+                             decision_period, detector_window)
             say(f"demonstration {k + 1}/{demonstrations} (train pattern {train_indices[-1]}): teacher delay {delay:.2f} s")
         teacher_validation = validate(teachers, tmp)
         say(f"teacher on validation: {teacher_validation:.2f} s")
@@ -253,7 +247,8 @@ def train_per_signal(spec: NetSpec, out: Path, *, teacher_gap: float = 1.0, deci
             if r > 0:  # the clones of the previous round drive, the teachers label
                 train_indices.append(first_index + len(train_indices))
                 actors = {x.tls: _onnx_actor(tmp / f"round{r - 1}" / f"{k}.onnx") for k, x in enumerate(layouts)}
-                delay = _episode(spec, "train", train_indices[-1], tmp, layouts, timing, actors, teachers, samples, **cadence)
+                delay = _episode(spec, "train", train_indices[-1], tmp, layouts, timing, actors, teachers, samples,
+                                 decision_period, detector_window)
                 say(f"DAgger round {r}/{dagger} (train pattern {train_indices[-1]}): clone delay {delay:.2f} s")
             folder = tmp / f"round{r}"
             folder.mkdir()
@@ -291,7 +286,8 @@ def train_per_signal(spec: NetSpec, out: Path, *, teacher_gap: float = 1.0, deci
                         validation_demand_seeds=[demand_seed("validation", i) for i in range(validation_patterns)])
             (target / "metadata.json").write_text(json.dumps(meta, indent=1))
     summary = {"net": spec.name, "signals": [x.tls for x in layouts], "rounds": rounds, "selected_round": best["round"],
-               "teacher_validation_avg_delay_s": round(teacher_validation, 2), "train_seconds": train_seconds, **cadence,
+               "teacher_validation_avg_delay_s": round(teacher_validation, 2), "train_seconds": train_seconds,
+               "decision_period": decision_period, "detector_window": detector_window,
                "command": command}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from edgeplane_traffic.layout import IntersectionLayout
-from edgeplane_traffic.observation import DETECTOR_COUNT_SCALE
+from edgeplane_traffic.observation import DETECTOR_COUNT_SCALE, read_detector_observation, served_lanes
 
 __all__ = ["TEACHERS", "Demonstrations", "DetectorTeacher", "LaneMaxPressureTeacher", "behaviour_clone", "make_teacher",
            "record_demonstrations"]
@@ -54,30 +54,25 @@ class DetectorTeacher:
             raise ValueError(f"warm-start teacher {kind!r}: use one of {', '.join(TEACHERS)}")
         self.kind, self.gap = kind, float(gap)
         self.greens, self.lanes = layout.num_greens, len(layout.lanes)
-        self.served = np.zeros((self.greens, self.lanes))
-        for g in range(self.greens):
-            for m in layout.green_movements(g):
-                self.served[g, layout.lanes.index(m.in_lane)] = 1.0
+        self.served = served_lanes(layout)
 
     def __call__(self, obs: np.ndarray) -> int:
-        g_count, n = self.greens, self.lanes
-        obs = np.asarray(obs, dtype=np.float64).reshape(-1)
-        green = int(np.argmax(obs[:g_count]))
-        min_green_passed, green_time = obs[g_count] > 0.5, obs[g_count + 1]
-        presence, sb_occ, adv_occ, adv_count = (obs[g_count + 2 + k * n: g_count + 2 + (k + 1) * n] for k in range(4))
-        adv_count = adv_count * DETECTOR_COUNT_SCALE
-        if not min_green_passed:
+        g_count = self.greens
+        seen = read_detector_observation(obs, g_count, self.lanes)
+        green, green_time = seen.green, seen.green_time
+        if not seen.min_green_passed:
             return green
+        occupied = seen.presence + seen.stop_bar_occupancy + seen.advance_occupancy
         if self.kind == "actuated":
-            demand = self.served @ (presence + sb_occ + adv_occ)
+            demand = self.served @ occupied
             lanes_served = max(1.0, float(self.served[green].sum()))
-            if green_time < 1.0 and float(self.served[green] @ adv_count) >= self.gap * lanes_served:
+            if green_time < 1.0 and float(self.served[green] @ seen.advance_count) * DETECTOR_COUNT_SCALE >= self.gap * lanes_served:
                 return green
             waiting = [g for g in range(g_count) if g != green and demand[g] > 0]
             if not waiting:
                 return green
             return min(waiting, key=lambda g: (g - green) % g_count)
-        demand = self.served @ (presence + sb_occ + adv_occ + adv_count / DETECTOR_COUNT_SCALE)
+        demand = self.served @ (occupied + seen.advance_count)
         others = [g for g in range(g_count) if g != green]
         best = max(others, key=lambda g: demand[g])
         if green_time < 1.0 and demand[green] >= self.gap * demand[best]:
