@@ -101,7 +101,9 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
         self._phase_time = 0.0
         self._sim_time = 0.0
         self._sim_time_seen = False
-        self._plans: dict[PointTable, dict[int, tuple[int, Any, Any]]] = {}
+        # the read plan of the last point table seen: one per device, remade only when its connector
+        # makes a new table (points added), so nothing piles up for tables no longer published
+        self._plan_of: tuple[PointTable, dict[int, tuple[int, Any, Any]]] | None = None
         self.commands_failed = 0
         self.decision_latencies_s: list[float] = []  # observation in -> command confirmed, per decision
         self.commanded: list[int] = []  # phases commanded and confirmed, in order (also in the audit log)
@@ -231,9 +233,9 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
         if table is None:
             await self._on_point(batch)
             return
-        plan = self._plans.get(table)
-        if plan is None:
-            plan = self._plans[table] = self._plan(table)
+        if self._plan_of is None or self._plan_of[0] is not table:
+            self._plan_of = (table, self._plan(table))
+        plan = self._plan_of[1]
         assert batch.point_ids is not None  # a multi-point batch always has its point-id column
         tick: tuple[float, float] | None = None
         for row, (pid, value) in enumerate(zip(batch.point_ids.tolist(), batch.values.tolist(), strict=True)):
