@@ -8,11 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from edgeplane_traffic.demand import SPLIT_SEED_BASE
-from edgeplane_traffic.layout import IntersectionLayout
+from edgeplane_traffic.layout import IntersectionLayout, signal_layouts
 from edgeplane_traffic.models import PolicyFiles, shipped_policy
 from edgeplane_traffic.nets import resolve
 from edgeplane_traffic.observation import DETECTOR_COUNT_SCALE
-from edgeplane_traffic.training_per_signal import GapOutPressureTeacher, per_signal_model_name, signal_layouts
+from edgeplane_traffic.training_per_signal import GapOutPressureTeacher, per_signal_model_name
 
 
 def _observation(layout: IntersectionLayout, green: int, *, min_green_passed: bool = True, green_time: float = 0.2,

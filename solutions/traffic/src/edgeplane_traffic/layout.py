@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IntersectionLayout", "Movement", "layout_from_net", "point_name", "tls_ids"]
+__all__ = ["IntersectionLayout", "Movement", "layout_from_net", "point_name", "signal_layouts", "tls_ids"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -221,3 +221,16 @@ def _parse_net(net_file: str, mtime: int) -> tuple[dict[str, IntersectionLayout]
             fixed_program=phases,
         )
     return layouts, problems
+
+
+def signal_layouts(net: str | Path) -> list[IntersectionLayout]:
+    """Every signal of ``net`` with two or more greens (the ones a controller decides for)."""
+    layouts = []
+    for tls in tls_ids(net):
+        try:
+            layouts.append(layout_from_net(net, tls))
+        except ValueError:
+            continue  # one green: nothing to decide, it keeps its program
+    if not layouts:
+        raise ValueError(f"net {net} has no signal with two or more greens to control")
+    return layouts

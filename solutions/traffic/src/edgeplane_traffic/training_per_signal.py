@@ -47,27 +47,14 @@ from typing import Any
 import numpy as np
 
 from edgeplane_traffic.demand import demand_seed, generate_demand
-from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, tls_ids
+from edgeplane_traffic.layout import IntersectionLayout, signal_layouts
 from edgeplane_traffic.nets import NetSpec
 from edgeplane_traffic.observation import DETECTOR_COUNT_SCALE, read_detector_observation, served_lanes
 from edgeplane_traffic.shield import ShieldConfig
 
-__all__ = ["PER_SIGNAL_TEACHER", "GapOutPressureTeacher", "per_signal_model_name", "signal_layouts", "train_per_signal"]
+__all__ = ["PER_SIGNAL_TEACHER", "GapOutPressureTeacher", "per_signal_model_name", "train_per_signal"]
 
 PER_SIGNAL_TEACHER = "gap-out-pressure"
-
-
-def signal_layouts(net: Path) -> list[IntersectionLayout]:
-    """Every signal of ``net`` with two or more greens (the ones a controller decides for)."""
-    layouts = []
-    for tls in tls_ids(net):
-        try:
-            layouts.append(layout_from_net(net, tls))
-        except ValueError:
-            continue  # one green: nothing to decide, it keeps its program
-    if not layouts:
-        raise ValueError(f"net {net} has no signal with two or more greens to control")
-    return layouts
 
 
 def per_signal_model_name(net_name: str, tls: str) -> str:

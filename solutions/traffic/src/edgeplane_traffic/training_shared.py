@@ -34,7 +34,7 @@ import numpy as np
 from edgeplane_traffic.control import IntersectionController
 from edgeplane_traffic.demand import demand_seed, generate_demand
 from edgeplane_traffic.detectors import DetectorWindow, detector_layout, write_detectors
-from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, tls_ids
+from edgeplane_traffic.layout import IntersectionLayout, signal_layouts
 from edgeplane_traffic.nets import NetSpec
 from edgeplane_traffic.shield import ShieldConfig
 from edgeplane_traffic.training import DECISION_PERIOD, _check_export, export_onnx, policy_metadata
@@ -44,12 +44,7 @@ __all__ = ["controllable_signals", "shared_validation_delay", "train_shared"]
 
 def controllable_signals(net: Path) -> list[IntersectionLayout]:
     """Every signal with two or more greens, checked to share one structure (else ValueError)."""
-    layouts = []
-    for tls in tls_ids(net):
-        try:
-            layouts.append(layout_from_net(net, tls))
-        except ValueError:
-            continue
+    layouts = signal_layouts(net)
     if len(layouts) < 2:
         raise ValueError(f"net {net} has {len(layouts)} controllable signal(s): a shared policy is for multi-signal nets")
     shapes = {(len(x.lanes), tuple(x.green_states)) for x in layouts}
