@@ -11,6 +11,7 @@ import edgeplane_ntcip.plugin as plugin
 from edgeplane import Quality, SimulatedClock
 from edgeplane.testing import wait_for
 from edgeplane_ntcip.config import NtcipConfig
+from edgeplane_ntcip.connector import poll_wait
 from edgeplane_ntcip.mib import OBJECTS
 from edgeplane_ntcip.simulator import PhaseTiming
 from edgeplane_ntcip.session import NtcipAuthError, NtcipNoSuchObject, NtcipRejected, NtcipTimeout, SnmpCredentials, SnmpSession
@@ -211,3 +212,13 @@ async def test_v3_faulty_loops_and_control_that_lapses(controller, edgeplane_hos
     for _ in range(11):  # ... and drops when nobody rewrites it for control_timeout (10 s)
         model.step({})
     assert model.control["hold"] == set() and model.control_lapses == 1
+
+
+def test_polling_rests_after_a_new_period_but_never_past_two_polls():
+    # a cabinet at 10x: 100 ms periods, 40 ms polls: rest 60 % of the period after a fresh one
+    assert poll_wait(0.01, 0.04, None) == pytest.approx(0.03)
+    assert poll_wait(0.01, 0.04, 0.1) == pytest.approx(0.05)
+    # a field controller with a one-minute volume period, polled every second: phase status is read
+    # again within two polls, not after 36 s
+    assert poll_wait(0.1, 1.0, 60.0) == pytest.approx(1.9)
+    assert poll_wait(0.1, 1.0, None) == pytest.approx(0.9)

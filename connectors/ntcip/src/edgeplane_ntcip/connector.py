@@ -42,10 +42,11 @@ from edgeplane_ntcip.config import NtcipConfig, NtcipPoint
 from edgeplane_ntcip.mib import OBJECTS, bits_to_members, members_to_bits
 from edgeplane_ntcip.session import NtcipError, NtcipTimeout, SnmpCredentials, SnmpSession
 
-__all__ = ["NtcipConnector"]
+__all__ = ["NtcipConnector", "poll_wait"]
 
 DEFAULT_POLL = 1.0
 REST_FRACTION = 0.6  # of a volume/occupancy period: how long polling rests once a new period is read
+REST_MAX_POLLS = 2  # but never longer than this many polls: phase status and control keep their pace
 _GOOD = np.array([Quality.GOOD], dtype=np.uint8)
 _BAD = np.array([Quality.BAD], dtype=np.uint8)
 _STATUS = ("phaseStatusGroupGreens", "phaseStatusGroupYellows", "phaseStatusGroupPhaseNexts")
@@ -53,6 +54,21 @@ _STATUS = ("phaseStatusGroupGreens", "phaseStatusGroupYellows", "phaseStatusGrou
 # groups, not an object of their own
 _SIGNAL_POINT = "0"
 _CONTROL = ("phaseControlGroupHold", "phaseControlGroupForceOff", "phaseControlGroupVehCall", "phaseControlGroupPhaseOmit")
+
+
+def poll_wait(elapsed: float, poll: float, period_wall: float | None) -> float:
+    """Seconds to wait before the next poll, ``elapsed`` s after this one began.
+
+    ``period_wall``: the measured wall length of a volume/occupancy period when this poll read a new
+    one (else None). The next period cannot come sooner, so polling rests for part of it, leaving the
+    event loop to whoever decides on the new readings; but at most REST_MAX_POLLS polls, because the
+    phase status and the control it keeps up are read on the same poll, and a field controller's
+    volume period is often a minute.
+    """
+    wait = poll - elapsed
+    if period_wall is not None:
+        wait = max(wait, min(REST_FRACTION * period_wall, REST_MAX_POLLS * poll) - elapsed)
+    return wait
 
 
 class NtcipConnector(Connector[NtcipConfig, NtcipPoint]):
@@ -188,9 +204,7 @@ class NtcipConnector(Connector[NtcipConfig, NtcipPoint]):
             try:
                 await self.poll_once()
                 backoff.reset()
-                wait = self._period - (time.monotonic() - began)
-                if self._fresh and self._period_wall is not None:
-                    wait = max(wait, REST_FRACTION * self._period_wall - (time.monotonic() - began))
+                wait = poll_wait(time.monotonic() - began, self._period, self._period_wall if self._fresh else None)
             except NtcipError as e:
                 reason = type(e).__name__.removeprefix("Ntcip").lower() or "error"
                 self._note_failure(reason, e)
