@@ -56,6 +56,16 @@ async def test_single_point_subscribers_get_one_batch_per_point_as_views():
     assert other.get_nowait() is second
 
 
+def test_newest_numbers_gives_each_points_newest_good_reading_or_none():
+    # rows out of point order, a bad newest reading, a point with no good reading at all
+    batch = Batch.rows(TABLE, [3, 0, 0, 3, 1], np.array([1.0, 2.0, 3.0, 4.0, 5.0]),
+                       np.array([800.0, 100.0, 110.0, 900.0, 40.0]),
+                       np.array([Quality.GOOD, Quality.GOOD, Quality.GOOD, Quality.BAD, Quality.UNCERTAIN], np.uint8))
+    assert batch.newest_numbers() == [("inv1/ac_power", (3.0, 110.0)), ("inv1/temp", None), ("met/ghi", (1.0, 800.0))]
+    text = Batch("plc/state", np.array([1.0]), np.array(["RUN"], object), np.zeros(1, np.uint8))
+    assert text.newest_numbers() == [("plc/state", None)]
+
+
 async def test_rows_out_of_point_order_are_grouped_and_keep_their_order():
     bus = Bus()
     legacy = bus.subscribe("#")

@@ -319,6 +319,20 @@ class Batch:
                       for i, (topic, unit) in enumerate(zip(table.topics, table.units))]
         return list(range(n)), pieces
 
+    def newest_numbers(self) -> list[tuple[str, tuple[float, float] | None]]:
+        """Per point present (as :meth:`split`), its topic and its newest GOOD numeric reading as
+        ``(timestamp, value)``, or None when the batch holds no such reading of it (bad quality
+        throughout, or a text or bytes value): what a solution that acts on the latest value of
+        each point wants from a block read."""
+        newest: list[tuple[str, tuple[float, float] | None]] = []
+        for piece in self._split()[1]:
+            good = np.flatnonzero(piece.quality == Quality.GOOD)
+            if not len(good) or piece.values.dtype.kind not in "fiub":
+                newest.append((piece.topic, None))
+            else:
+                newest.append((piece.topic, (float(piece.ts[good[-1]]), float(piece.values[good[-1]]))))
+        return newest
+
     def __len__(self) -> int:
         return len(self.ts)
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from edgeplane import Batch, Context, Quality, Solution, SolutionConfig
+from edgeplane import Batch, Context, Solution, SolutionConfig
 from edgeplane.config import Duration
 
 from edgeplane_modbus.sunspec import model_definition
@@ -357,34 +357,32 @@ class DiagnosisSolution(Solution[DiagnosisConfig]):
 
     async def on_batch(self, batch: Batch) -> None:
         # subscribed multi-point (class attribute multipoint): one batch per block read, its points in turn
-        for piece in batch.split():
-            await self._on_point(piece)
+        for topic, newest in batch.newest_numbers():
+            if newest is None:
+                self.dropped.labels(reason="bad_quality").inc()
+            else:
+                await self._on_reading(topic, newest[1])
 
-    async def _on_point(self, batch: Batch) -> None:
-        good = batch.quality == Quality.GOOD
-        if not good.any() or batch.values.dtype.kind not in "fiub":
-            self.dropped.labels(reason="bad_quality").inc()
-            return
-        value = float(batch.values[good][-1])
-        device, _, point = batch.topic.partition("/")
+    async def _on_reading(self, topic: str, value: float) -> None:
+        device, _, point = topic.partition("/")
         weather = self.config.plant.weather
-        if batch.topic in (weather.poa or weather.ghi, weather.module_temp):
-            low, high = (-40.0, 95.0) if batch.topic == weather.module_temp else (-20.0, 1500.0)
+        if topic in (weather.poa or weather.ghi, weather.module_temp):
+            low, high = (-40.0, 95.0) if topic == weather.module_temp else (-20.0, 1500.0)
             plausible = low <= value <= high
             alert = self._implausible_station._step(
-                f"implausible:{batch.topic}", not plausible, plausible,
-                f"{batch.topic} reads {value:g}, outside the plausible {low:g}..{high:g}: inverters are not judged "
-                f"against it until it recovers", {"topic": batch.topic, "value": value, "range": [low, high]},
+                f"implausible:{topic}", not plausible, plausible,
+                f"{topic} reads {value:g}, outside the plausible {low:g}..{high:g}: inverters are not judged "
+                f"against it until it recovers", {"topic": topic, "value": value, "range": [low, high]},
                 raise_after=1)
             if alert is not None:
                 alert.fault = "implausible_sensor"
                 await self._publish([alert])
             if not plausible:
-                self.weather.pop(batch.topic, None)  # judging inverters against it would raise false alerts
+                self.weather.pop(topic, None)  # judging inverters against it would raise false alerts
                 self.dropped.labels(reason="implausible_sensor").inc()
                 return
-            self.weather.setdefault(batch.topic, deque(maxlen=2)).append(value)
-            if batch.topic == (weather.poa or weather.ghi):
+            self.weather.setdefault(topic, deque(maxlen=2)).append(value)
+            if topic == (weather.poa or weather.ghi):
                 await self._check_station(value)
             return
         if device not in self.values:

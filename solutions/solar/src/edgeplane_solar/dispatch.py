@@ -44,7 +44,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from edgeplane import Batch, Context, Quality, Solution, SolutionConfig
+from edgeplane import Batch, Context, Solution, SolutionConfig
 from edgeplane.config import Duration
 
 from edgeplane_solar.controls import (CONTROLS_DESCRIPTION, DER, ST_FAULT, ControlPoints, ControlsChoice, family_for,
@@ -158,15 +158,12 @@ class DispatchSolution(Solution[DispatchConfig]):
 
     async def on_batch(self, batch: Batch) -> None:
         # subscribed multi-point (class attribute multipoint): one batch per block read, its points in turn
-        for piece in batch.split():
-            await self._on_point(piece)
+        for topic, newest in batch.newest_numbers():
+            if newest is not None:
+                await self._on_reading(topic, newest[1])
 
-    async def _on_point(self, batch: Batch) -> None:
-        good = batch.quality == Quality.GOOD
-        if not good.any() or batch.values.dtype.kind not in "fiub":
-            return
-        value = float(batch.values[good][-1])
-        device, _, point = batch.topic.partition("/")
+    async def _on_reading(self, topic: str, value: float) -> None:
+        device, _, point = topic.partition("/")
         cfg = self.config
         weather = cfg.plant.weather
         if device == cfg.command_device:
@@ -179,10 +176,10 @@ class DispatchSolution(Solution[DispatchConfig]):
             elif point == cfg.pf_point:
                 await self.set_power_factor(value, source=f"{device}/{point}")
             return
-        if weather is not None and batch.topic == (weather.poa or weather.ghi):
+        if weather is not None and topic == (weather.poa or weather.ghi):
             self.poa = value
             return
-        if weather is not None and batch.topic == weather.module_temp:
+        if weather is not None and topic == weather.module_temp:
             self.module_temp = value
             return
         view = self.views.get(device)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from edgeplane import Batch, Context, Quality, Solution, SolutionConfig
+from edgeplane import Batch, Context, Solution, SolutionConfig
 
 from edgeplane_solar import day_ahead, features
 from edgeplane_solar.controls import CONTROLS_DESCRIPTION, DER, ControlsChoice, family_for, is_der_point
@@ -81,24 +81,21 @@ class ForecastSolution(Solution[ForecastConfig]):
 
     async def on_batch(self, batch: Batch) -> None:
         # subscribed multi-point (class attribute multipoint): one batch per block read, its points in turn
-        for piece in batch.split():
-            await self._on_point(piece)
+        for topic, newest in batch.newest_numbers():
+            if newest is not None:
+                await self._on_reading(topic, *newest)
 
-    async def _on_point(self, batch: Batch) -> None:
-        good = batch.quality == Quality.GOOD
-        if not good.any() or batch.values.dtype.kind not in "fiub":
-            return
-        value = float(batch.values[good][-1])
+    async def _on_reading(self, topic: str, ts: float, value: float) -> None:
         weather = self.config.plant.weather
-        if weather is not None and batch.topic == weather.time:
+        if weather is not None and topic == weather.time:
             await self._advance(value)
             return
-        if weather is not None and batch.topic == (weather.ghi or weather.poa):
+        if weather is not None and topic == (weather.ghi or weather.poa):
             # a simulated plant's readings are stamped in host time: take the plant clock then
-            taken = self.plant_now if weather.time and self.plant_now is not None else float(batch.ts[good][-1])
+            taken = self.plant_now if weather.time and self.plant_now is not None else ts
             self.irradiance = (value, taken)
             return
-        device, _, point = batch.topic.partition("/")
+        device, _, point = topic.partition("/")
         if device not in self.families:
             return
         if is_der_point(point):
@@ -107,7 +104,7 @@ class ForecastSolution(Solution[ForecastConfig]):
             return
         self.power[device] = value
         if weather is None or weather.time is None:
-            await self._advance(float(batch.ts[good][-1]))
+            await self._advance(ts)
         if len(self.power) == len(self.config.plant.inverters):
             self.samples.append(sum(self.power.values()))
 
