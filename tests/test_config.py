@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import textwrap
+from typing import Annotated, Literal, Union
 
 import pytest
+from pydantic import Field
 
-from edgeplane import Plugins, SiteError, load_site
-from edgeplane.config import parse_duration, parse_rate, site_json_schema
+from edgeplane import DeviceConfig, Plugins, PointSpec, SiteError, hookimpl, load_site
+from edgeplane.components import Connector
+from edgeplane.config import ConfigModel, parse_duration, parse_rate, site_json_schema
 
 
 @pytest.fixture
@@ -224,27 +227,45 @@ def test_schema_covers_every_registered_type(registry):
     assert '"connector"' in text
 
 
-def test_did_you_mean_inside_a_tagged_union():
-    from typing import Annotated, Literal, Union
+class _Pages(ConfigModel):
+    kind: Literal["page"] = "page"
+    size: int = 100
 
-    from pydantic import Field, ValidationError
 
-    from edgeplane.config import ConfigModel, _fields_at
+class _Cursor(ConfigModel):
+    kind: Literal["cursor"] = "cursor"
+    field: str = "next"
 
-    class Pages(ConfigModel):
-        kind: Literal["page"] = "page"
-        size: int = 100
 
-    class Cursor(ConfigModel):
-        kind: Literal["cursor"] = "cursor"
-        field: str = "next"
+class _PagedConfig(DeviceConfig):
+    pagination: Annotated[Union[_Pages, _Cursor], Field(discriminator="kind")]  # noqa: UP007 - as plugins write it
 
-    class Device(ConfigModel):
-        pagination: Annotated[Union[Pages, Cursor], Field(discriminator="kind")]
 
-    with pytest.raises(ValidationError) as excinfo:
-        Device.model_validate({"pagination": {"kind": "page", "sise": 5}})
-    loc = excinfo.value.errors()[0]["loc"]
-    assert loc == ("pagination", "page", "sise")
-    assert "size" in _fields_at(Device, loc[:-1])
-    assert "field" in _fields_at(Device, ("pagination", "cursor"))
+class _PagedConnector(Connector[_PagedConfig, PointSpec]):
+    async def start(self) -> None:
+        pass
+
+
+class _PagedPlugin:
+    __name__ = "paged"
+
+    @hookimpl
+    def edgeplane_register_connectors(self, register):
+        register("paged", _PagedConnector)
+
+
+def test_did_you_mean_inside_a_tagged_union(tmp_path):
+    # pydantic puts the tag in the error's path (pagination.page.sise): the suggestion must come
+    # from the fields of the branch the tag names
+    registry = Plugins.load(entry_points=False, extra=[_PagedPlugin()]).registry
+    path = write(tmp_path, """
+        site: {id: s}
+        devices:
+          d1: {connector: paged, pagination: {kind: page, sise: 5}}
+          d2: {connector: paged, pagination: {kind: cursor, feild: x}}
+    """)
+    with pytest.raises(SiteError) as excinfo:
+        load_site(path, registry)
+    fixes = {p.path: p.fix for p in problems(excinfo)}
+    assert "did you mean 'size'" in fixes["devices.d1.pagination.page.sise"]
+    assert "did you mean 'field'" in fixes["devices.d2.pagination.cursor.feild"]

@@ -50,7 +50,7 @@ def _load(site_path: Path, plugins: Plugins) -> Site:
     return load_site(site_path, plugins.registry)
 
 
-def _load_with_cloud_overlay(site_path: Path, plugins: Plugins) -> tuple[Site, dict[str, Any]]:
+def load_with_cloud_overlay(site_path: Path, plugins: Plugins) -> tuple[Site, dict[str, Any]]:
     """The local site file, with the last desired config the cloud sent merged on top.
 
     A site that was reconfigured from the cloud starts, offline too, from its last good
@@ -130,14 +130,14 @@ def run(ctx: click.Context, site: Path | None, http_port: int | None, log_level:
         _fail_site(e)
     plugins = Plugins.load_for_site(raw)
     try:
-        loaded, local = _load_with_cloud_overlay(site_path, plugins)
+        loaded, local = load_with_cloud_overlay(site_path, plugins)
     except SiteError as e:
         _fail_site(e)
     configure_logging(log_level or loaded.core.log.level, log_format or loaded.core.log.format, loaded.redactor)
     host = Host(loaded, plugins, http_port=http_port if http_port is not None else -1, local_site=local)
 
     def reload_site() -> Site:
-        fresh, host.local_site = _load_with_cloud_overlay(site_path, plugins)
+        fresh, host.local_site = load_with_cloud_overlay(site_path, plugins)
         loaded.redactor.merge(fresh.redactor)  # the log filter holds this one: new secrets are redacted too
         return fresh
 

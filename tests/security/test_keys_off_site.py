@@ -47,7 +47,7 @@ def test_an_operator_folder_inside_the_site_folder_is_refused(folder: Path):
 
 
 def test_keys_an_older_version_left_in_the_site_folder_are_moved_out(folder: Path, tmp_path: Path):
-    from edgeplane.provisioning.certs import make_ca, _key_pem  # noqa: PLC2701 - writing the old layout by hand
+    from edgeplane.provisioning.certs import make_ca
     from edgeplane.sync.signing import generate_keypair
 
     old = folder / "lab-ca"
@@ -58,7 +58,9 @@ def test_keys_an_older_version_left_in_the_site_folder_are_moved_out(folder: Pat
     from cryptography.hazmat.primitives import serialization
 
     (old / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (old / "ca.key").write_bytes(_key_pem(ca_key))
+    # the old layout, written by hand: an unencrypted PKCS#8 CA key beside the site's files
+    (old / "ca.key").write_bytes(ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
     before = (old / "cloud-signing.key").read_bytes()
     out = site("certs", folder)
     assert "moved" in out

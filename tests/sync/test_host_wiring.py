@@ -65,13 +65,13 @@ async def test_alerts_and_readings_reach_the_cloud_and_desired_config_reloads(br
 
         # the broker is down and the host starts again: it runs the last good config
         broker.stop()
-        from edgeplane.cli import _load_with_cloud_overlay
+        from edgeplane.cli import load_with_cloud_overlay
 
         path = tmp_path / "site.yaml"
         import yaml
 
         path.write_text(yaml.safe_dump(doc))
-        loaded, local = _load_with_cloud_overlay(path, Plugins.load(entry_points=False))
+        loaded, local = load_with_cloud_overlay(path, Plugins.load(entry_points=False))
         assert loaded.solutions["hot"].high == 55 and local["solutions"]["hot"]["high"] == 50
         async with run_host(loaded, local_site=local) as offline:
             assert offline.solution("hot").config.high == 55  # running the cloud's config with no cloud

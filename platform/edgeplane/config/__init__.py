@@ -48,7 +48,7 @@ from edgeplane.config.sections import (
     StoreConfig,
     SupervisionConfig,
 )
-from edgeplane.config.site_model import Site, _fields_at, load_site, parse_site  # noqa: F401 - _fields_at: tests/test_config.py
+from edgeplane.config.site_model import Site, load_site, parse_site
 from edgeplane.config.tls import TlsSettings
 from edgeplane.config.units import Duration, MqttUrl, Rate, Size, check_mqtt_url, parse_duration, parse_rate, parse_size
 from edgeplane.config.yamlfile import MAX_SITE_FILE_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, LineMap, read_yaml_file
