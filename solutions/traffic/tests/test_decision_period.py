@@ -110,12 +110,67 @@ async def test_the_host_solution_runs_a_policy_at_its_own_cadence(edgeplane_host
         rl, twin = host.solution("signal"), host.solution("twin")
         assert rl.controller.decision_period == 2.0 and rl._detectors.span == 4
         assert twin.controller.decision_period == 5.0 and twin._detectors.span is None  # not a policy: 5 s, as configured
-    # a site that asks the policy for another period: that part fails with the fix, the host runs on
+    # a site that asks for a period no version was trained for: that part fails with the fix, the host runs on
     site["solutions"] = {"signal": {**signal, "decision_period": "5s"}}
     async with edgeplane_host(site, plugins=[plugin]) as host:
         part = host.parts[PartKey.solution("signal")]
         assert part.obj is None and part.health.state == HealthState.FAILED
-        assert "trained to decide every 2 s, not decision_period 5 s: remove decision_period" in part.health.detail
+        assert ("no version of model traffic-single-intersection decides every 5 s (decision_period); it has version 1 "
+                "every 2 s. Remove decision_period to run version 1 every 2 s, or train one with 'edgeplane traffic train "
+                "--net single-intersection --decision-period 5'") in part.health.detail
+
+
+async def test_a_site_that_decides_every_5_s_gets_the_newest_5_s_version(edgeplane_host, tmp_path: Path, monkeypatch,
+                                                                          caplog) -> None:
+    """A cabinet that cannot poll and command every second sets decision_period: 5s; the newest version is
+    a 1 s policy, so the solution runs the newest 5 s one instead, says so, and the service serves it."""
+    models = tmp_path / "models"
+    for version, period, window in (("3", 5.0, None), ("4", 5.0, None), ("5", 2.0, 4), ("6", 1.0, 4)):
+        _policy_with_cadence(models / "traffic-single-intersection" / version, period, window)
+    monkeypatch.setattr(solution_module, "MODELS_DIR", models)
+    signal = {"type": "traffic-signal", "device": "ctl", "net": "single-intersection", "controller": "rl", "fallback": "fixed"}
+    site = {"site": {"id": "fallback-period"}, "devices": {"ctl": {"connector": "memory", "points": {"t.phase": {"value": 0}}}},
+            "solutions": {"slow": {**signal, "decision_period": "5s"}, "two": {**signal, "decision_period": 2},
+                          "newest": signal}}
+    with caplog.at_level("INFO"):
+        async with edgeplane_host(site, plugins=[plugin]) as host:
+            picked = {name: (host.solution(name).model_version, host.solution(name).controller.decision_period,
+                             host.solution(name)._detectors.span) for name in ("slow", "two", "newest")}
+            assert picked == {"slow": ("4", 5.0, None), "two": ("5", 2.0, 4), "newest": ("6", 1.0, 4)}
+    assert ("solution slow: model traffic-single-intersection version 4, the newest that decides every 5 s "
+            "(decision_period); the newest, version 6, decides every 1 s") in caplog.text
+
+
+async def test_the_inference_service_serves_the_chosen_version_and_never_swaps_another_away(edgeplane_host, tmp_path: Path,
+                                                                                             caplog) -> None:
+    """With a real inference service: the shipped single-intersection versions are read from its registry;
+    a 5 s site gets a 5 s version served. A second solution on the same host wanting another version of the
+    same model cannot have it swapped in under the first: it is refused, named, and its fallback decides."""
+    from edgeplane_traffic.models import MODELS_DIR as shipped
+
+    periods = {p.parent.name: PolicyFiles(p.parent).decision_period
+               for p in (shipped / "traffic-single-intersection").glob("*/metadata.json")}
+    five = max((v for v, period in periods.items() if period == 5.0), key=int)
+    newest = max(periods, key=int)
+    assert periods[newest] != 5.0, "the newest shipped single-intersection policy is expected to decide faster than 5 s"
+    signal = {"type": "traffic-signal", "device": "ctl", "net": "single-intersection", "controller": "rl", "fallback": "fixed"}
+    site = {"site": {"id": "served"}, "inference": {"providers": ["cpu"], "models": str(tmp_path / "models")},
+            "devices": {"ctl": {"connector": "memory", "points": {"t.phase": {"value": 0}}}},
+            "solutions": {"slow": {**signal, "decision_period": "5s"}}}
+    async with edgeplane_host(site, plugins=[plugin]) as host:
+        slow = host.solution("slow")
+        assert slow.model_version == five and slow.health.state == HealthState.OK, slow.health.detail
+        assert host.inference.loaded()["traffic-single-intersection"].version == five
+    site["solutions"]["fast"] = signal  # starts after slow's version is served
+    async with edgeplane_host(site, plugins=[plugin]) as host:
+        served = host.inference.loaded()["traffic-single-intersection"].version
+        first, second = ("slow", "fast") if served == five else ("fast", "slow")
+        assert host.solution(first).health.state == HealthState.OK
+        refused = host.solution(second)
+        assert refused.health.state == HealthState.DEGRADED
+        assert f"model traffic-single-intersection version {served} is already served on this host" in refused.health.detail
+        assert host.inference.loaded()["traffic-single-intersection"].version == served  # not swapped away
+    assert "give this solution its own copy under another model: name" in caplog.text
 
 
 def test_train_refuses_a_period_below_a_simulation_step(tmp_path: Path) -> None:

@@ -102,7 +102,9 @@ async def run_demo(site_path: Path, *, seconds: float | None, speed: float | Non
         else:
             echo(f"site {site.id}: {device} is an NTCIP 1202 controller at udp://{sim.config.host}:{sim.config.port}; "
                  f"its cabinet keeps its own time, the host polls every {float(sim.config.poll or 1.0) * 1000:.0f} ms")
-        echo(f"controller {solution.config.controller} (model {solution.model_name}, fallback {solution.config.fallback}, "
+        version = f" version {solution.model_version}, every {solution.controller.decision_period:g} s" \
+            if solution.model_version else ""
+        echo(f"controller {solution.config.controller} (model {solution.model_name}{version}, fallback {solution.config.fallback}, "
              f"deadline {solution.config.deadline * 1000:.0f} ms), behind the shield")
         sub = host.bus.subscribe([f"{sol_name}/wish"], name="demo", maxsize=100_000)
         events = host.bus.subscribe([f"{sol_name}/fallback"], name="demo-events", maxsize=1000)

@@ -20,7 +20,9 @@ Events: ``<name>/fallback`` (kind ``fallback`` or ``recovered``).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +31,7 @@ from pydantic import Field
 
 from edgeplane import Batch, Context, Duration, HealthState, Overflow, Solution, SolutionConfig
 from edgeplane.bus import PointTable
+from edgeplane.inference.registry import version_key
 from edgeplane_traffic.control import IntersectionController, LaneReading
 from edgeplane_traffic.detectors import DETECTOR_METRICS, DetectorWindow, detector_layout
 from edgeplane_traffic.layout import IntersectionLayout, layout_from_net, point_name
@@ -37,6 +40,9 @@ from edgeplane_traffic.nets import NAMED, resolve
 from edgeplane_traffic.shield import ShieldConfig
 
 __all__ = ["TrafficSignalConfig", "TrafficSignalSolution"]
+
+# per inference service: held while a solution looks at what a model serves and loads its version
+_SERVING: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 # what a point read from a multi-point batch updates (see TrafficSignalSolution._plan)
 _LANE, _DETECTOR, _PHASE_TIME, _SIM_TIME, _PHASE = range(5)
@@ -73,6 +79,12 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
         self.layout = self._layout()
         self.model_name = config.model or self._default_model()
         self._fault: str | None = None
+        # the policy version this solution runs (None: not a registry model, or no metadata to choose by)
+        self.model_version: str | None = None
+        self._policy_meta: dict[str, Any] | None = None
+        self._refused: str | None = None  # why the served version cannot be used (another solution's version)
+        if config.controller == "rl":
+            self.model_version, self._policy_meta = self._select_policy()
         period, window = self._cadence()
         self.controller = IntersectionController(
             self.layout, config.controller,
@@ -147,26 +159,70 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
         configured = self.config.decision_period
         if self.config.controller != "rl":
             return (DEFAULT_DECISION_PERIOD if configured is None else float(configured)), None
-        meta = self._shipped_metadata()
-        period, window = policy_cadence(meta)
-        if meta is not None and configured is not None and abs(float(configured) - period) > 1e-9:
-            raise ValueError(f"solution {self.name!r}: model {self.model_name} was trained to decide every {period:g} s, "
-                             f"not decision_period {float(configured):g} s: remove decision_period (or set it to {period:g}s)")
+        period, window = policy_cadence(self._policy_meta)
         return (period if configured is None else float(configured)), window
 
     def _observation_kind(self) -> Literal["lanes", "detectors"]:
         if self.config.observation != "auto":
             return self.config.observation
-        meta = self._shipped_metadata()
+        meta = self._policy_meta if self.config.controller == "rl" else self._newest_metadata()
         return "detectors" if meta and meta.get("observation_kind") == "detectors" else "lanes"
 
-    def _shipped_metadata(self) -> dict[str, Any] | None:
-        import json
+    def _policy_versions(self) -> list[tuple[str, dict[str, Any]]]:
+        """The versions of the model with their ``metadata.json``, oldest first: from the inference service's
+        registry (what it will serve) when it knows the model, else from the plugin's shipped folder."""
+        folders: list[tuple[str, Path]] = []
+        if self.context.inference is not None:
+            registry = self.context.inference.service.registry
+            folders = [(v, registry.entry(self.model_name, v).folder) for v in registry.versions(self.model_name)]
+        if not folders:
+            home = MODELS_DIR / self.model_name
+            found = [p for p in home.iterdir() if p.is_dir()] if home.is_dir() else []
+            folders = sorted(((p.name, p) for p in found), key=lambda item: version_key(item[0]))
+        return [(v, json.loads((f / "metadata.json").read_text())) for v, f in folders if (f / "metadata.json").is_file()]
 
-        folder = MODELS_DIR / self.model_name
-        metas = sorted(folder.glob("*/metadata.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0) \
-            if folder.is_dir() else []
-        return json.loads(metas[-1].read_text()) if metas else None
+    def _newest_metadata(self) -> dict[str, Any] | None:
+        versions = self._policy_versions()
+        return versions[-1][1] if versions else None
+
+    def _pinned_version(self) -> str | None:
+        inference = self.context.inference
+        settings = inference.service.config.per_model.get(self.model_name) if inference is not None else None
+        return settings.version if settings is not None else None
+
+    def _select_policy(self) -> tuple[str | None, dict[str, Any] | None]:
+        """The version to run: the newest (of those the site's inference section pins, if it pins one) whose
+        decision period is the site's ``decision_period``; without one, the newest. A field site that cannot
+        poll and command every second sets ``decision_period: 5s`` and gets the newest 5 s policy, logged."""
+        versions = self._policy_versions()
+        if not versions:
+            return None, None
+        pinned = self._pinned_version()
+        candidates = [(v, m) for v, m in versions if v == pinned] if pinned is not None else versions
+        if not candidates:
+            return pinned, None  # the service refuses an unknown pinned version itself, naming the versions it has
+        configured = self.config.decision_period
+        newest_version, newest_meta = candidates[-1]
+        newest_period = policy_cadence(newest_meta)[0]
+        if configured is None:
+            self.log.info("solution %s: model %s version %s, deciding every %g s as trained", self.name, self.model_name,
+                          newest_version, newest_period)
+            return newest_version, newest_meta
+        fits = [(v, m) for v, m in candidates if abs(policy_cadence(m)[0] - float(configured)) < 1e-9]
+        if not fits:
+            trained = ", ".join(f"version {v} every {policy_cadence(m)[0]:g} s" for v, m in candidates)
+            pin = (f" (inference.per_model.{self.model_name}.version pins {pinned}: remove the pin to choose among all "
+                   f"versions)") if pinned is not None else ""
+            raise ValueError(
+                f"solution {self.name!r}: no version of model {self.model_name} decides every {float(configured):g} s "
+                f"(decision_period); it has {trained}{pin}. Remove decision_period to run version {newest_version} every "
+                f"{newest_period:g} s, or train one with 'edgeplane traffic train --net {self._net_name()} "
+                f"--decision-period {float(configured):g}' and add it as a new version")
+        version, meta = fits[-1]
+        skipped = "" if version == newest_version else f"; the newest, version {newest_version}, decides every {newest_period:g} s"
+        self.log.info("solution %s: model %s version %s, the newest that decides every %g s (decision_period)%s",
+                      self.name, self.model_name, version, float(configured), skipped)
+        return version, meta
 
     def subscriptions(self) -> list[str]:
         return [*self._topics, *self._det_topics, self._phase_time_topic, self._sim_time_topic, self._phase_topic]
@@ -180,6 +236,7 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
             self.health.set(HealthState.DEGRADED, "no inference section in the site: running the fallback controller")
             return
         try:  # load and warm the model now, not inside the first decision's deadline
+            await self._serve_selected_version()
             for _ in range(5):  # the first runs pay for thread pools and allocations
                 await asyncio.wait_for(self._infer(np.zeros(self._obs_size(), dtype=np.float32)), timeout=30)
             self.health.set(HealthState.OK, f"rl controller, model {self.model_name}")
@@ -188,13 +245,33 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
             self.log.warning("solution %s: model %s unusable (%s); deciding with %s until it answers",
                              self.name, self.model_name, e, self.config.fallback)
 
+    async def _serve_selected_version(self) -> None:
+        """Have the inference service serve the chosen version. One model name serves one version per host, so
+        a version another part already runs is never swapped away under it: this solution's policy is refused."""
+        inference = self.context.inference
+        version = self.model_version
+        if inference is None or version is None:
+            return
+        service = inference.service
+        # signals start together: the look and the load are one step, or a second version would be swapped in
+        async with _SERVING.setdefault(service, asyncio.Lock()):
+            served = service.loaded().get(self.model_name)
+            if served is None:
+                served = await service.load(self.model_name, version)
+        if served.version != version:
+            self._refused = (f"model {self.model_name} version {served.version} is already served on this host (to another "
+                             f"solution, or pinned), not version {version} that decides every "
+                             f"{self.controller.decision_period:g} s: give this solution its own copy under another model: name")
+            raise ValueError(self._refused)
+
     def _obs_size(self) -> int:
+
         detectors = self.controller.observation_kind == "detectors"
         return self.layout.observation_size_detectors if detectors else self.layout.observation_size
 
     def _check_policy_layout(self) -> None:
         """Refuse a shipped policy trained for another layout (its observation would mean something else)."""
-        meta = self._shipped_metadata()
+        meta = self._policy_meta
         if meta:
             # a shared policy (train --shared) lists every signal layout it was trained to serve
             serves = {meta.get("layout_fingerprint"), *(meta.get("layout_fingerprints") or {}).values()}
@@ -214,6 +291,8 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
         self._fault = fault
 
     async def _infer(self, obs: np.ndarray) -> np.ndarray:
+        if self._refused is not None:
+            raise RuntimeError(self._refused)
         if self._fault == "missing":
             from edgeplane.inference import ModelNotFoundError
 
