@@ -61,6 +61,9 @@ def _timing(yellow: float, all_red: float, min_green: float, max_green: float): 
 @click.option("--per-signal", is_flag=True,
               help="multi-signal nets whose signals differ: one policy per signal, imitating the gap-out-pressure detector "
                    "teacher (--teacher-gap vehicles in the --detector-window extend a green) with --dagger rounds")
+@click.option("--fine-tune-from", default=None, metavar="VERSION",
+              help="with --per-signal: fine-tune the shipped traffic-<net>-<tls>/VERSION policies with one PPO per signal in "
+                   "one simulation of the net (--steps simulated s in --checkpoints rounds, --fine-tune-lr)")
 @click.option("--warm-start", type=click.Choice(["actuated", "max-pressure", "max-pressure-lanes"]), default=None,
               help="PPO: first clone this controller from train-demand demonstrations (checkpoint 0), then fine-tune "
                    "(max-pressure-lanes: whole-lane counts, seen by the recording only)")
@@ -79,8 +82,8 @@ def _timing(yellow: float, all_red: float, min_green: float, max_green: float): 
 @_timing_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")
 def train_command(net: str, route: str | None, algo: str, steps: int, out: Path, seed: int, episode_seconds: int | None,
-                  checkpoints: int, validation_patterns: int, shared: bool, per_signal: bool, warm_start: str | None,
-                  teacher_gap: float,
+                  checkpoints: int, validation_patterns: int, shared: bool, per_signal: bool, fine_tune_from: str | None,
+                  warm_start: str | None, teacher_gap: float,
                   demonstrations: int, bc_epochs: int, fine_tune_lr: float, dagger: int, decision_period: float,
                   detector_window: int | None, yellow: float, all_red: float, min_green: float, max_green: float,
                   as_json: bool) -> None:
@@ -91,6 +94,15 @@ def train_command(net: str, route: str | None, algo: str, steps: int, out: Path,
         raise click.ClickException(f"training needs the [training] extra: pip install 'edgeplane-traffic[training]' ({e})")
     spec = _resolve(net, route)
     timing = _timing(yellow, all_red, min_green, max_green)
+    if fine_tune_from is not None:
+        if not per_signal:
+            raise click.BadParameter("fine-tuning per-signal policies: add --per-signal", param_hint="--fine-tune-from")
+        from edgeplane_traffic.training_per_signal_rl import fine_tune_per_signal_command
+
+        fine_tune_per_signal_command(spec, out, start_version=fine_tune_from, timing=timing, steps=steps,
+                                     checkpoints=checkpoints, learning_rate=fine_tune_lr,
+                                     validation_patterns=validation_patterns, seed=seed, as_json=as_json)
+        return
     if per_signal:
         from edgeplane_traffic.training_per_signal import train_per_signal_command
 
