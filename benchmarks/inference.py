@@ -199,6 +199,30 @@ async def realtime_under_bulk(service: InferenceService, name: str, one: np.ndar
     return idle, loaded, bulk_rows / bulk_seconds
 
 
+class RawBulk:
+    """A thread looping ``session.run`` on bulk batches while it is started: the raw library's bulk load.
+
+    ``start`` returns once the load is under way (after ``warm`` seconds); ``stop`` ends the thread and joins it.
+    """
+
+    def __init__(self, bulk_session: Any, bulk_batch: np.ndarray, warm: float = 0.1):
+        self._session, self._feeds, self._warm = bulk_session, {"x": bulk_batch}, warm
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="raw-bulk")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._session.run(None, self._feeds)
+
+    def start(self) -> None:
+        self._thread.start()
+        time.sleep(self._warm)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def raw_realtime_under_bulk(session: Any, bulk_session: Any, one: np.ndarray, bulk_batch: np.ndarray,
                             seconds: float) -> tuple[list[float], list[float]]:
     """The raw library's own version: one thread paced on ``session`` while another loops bulk batches."""
@@ -206,18 +230,10 @@ def raw_realtime_under_bulk(session: Any, bulk_session: Any, one: np.ndarray, bu
     loaded: list[float] = []
     for _ in range(WINDOWS):
         idle += raw_paced(session, {"x": one}, seconds / WINDOWS)
-        stop = threading.Event()
-
-        def bulk() -> None:
-            while not stop.is_set():
-                bulk_session.run(None, {"x": bulk_batch})
-
-        thread = threading.Thread(target=bulk, name="raw-bulk")
-        thread.start()
-        time.sleep(0.1)
+        bulk = RawBulk(bulk_session, bulk_batch)
+        bulk.start()
         loaded += raw_paced(session, {"x": one}, seconds / WINDOWS)
-        stop.set()
-        thread.join()
+        bulk.stop()
     return idle, loaded
 
 
@@ -235,18 +251,10 @@ async def raw_handed_over_under_bulk(session: Any, bulk_session: Any, one: np.nd
 
         for _ in range(WINDOWS):
             idle += await paced(seconds / WINDOWS, single)
-            stop = threading.Event()
-
-            def bulk() -> None:
-                while not stop.is_set():
-                    bulk_session.run(None, {"x": bulk_batch})
-
-            thread = threading.Thread(target=bulk, name="raw-bulk")
-            thread.start()
-            await asyncio.sleep(0.1)
+            bulk = RawBulk(bulk_session, bulk_batch)
+            await loop.run_in_executor(None, bulk.start)
             loaded += await paced(seconds / WINDOWS, single)
-            stop.set()
-            await loop.run_in_executor(None, thread.join)
+            await loop.run_in_executor(None, bulk.stop)
     return idle, loaded
 
 

@@ -1,21 +1,27 @@
 """Dynamic batching for one model: two latency classes, per-caller limits, runs in worker threads.
 
 Each served model has two lanes, ``realtime`` and ``bulk``, each with its own queue, its own
-threads (:class:`~edgeplane.inference.workers.RunThreads`, one queue put per batch) and (on CPU)
-its own onnxruntime session with its own intra-op threads. A lane takes what is queued (waiting
-up to its ``max_delay`` for a batch to fill up to ``max_batch`` rows), and runs it in a worker
-thread, which joins the requests along the first axis, runs the model, cuts the outputs back per
-request (an ``infer_many`` request gets its joined run whole, as :class:`ItemOutputs`, cut per
-item on access) and hands the whole batch back to the event loop with one
-``call_soon_threadsafe``. There is no task per batch and no thread hop per request: the
-event loop's cost per request is one future and the bookkeeping around it.
+threads (:class:`~edgeplane.inference.workers.RunThreads`, one queue put per batch the loop
+starts) and (on CPU) its own onnxruntime session with its own intra-op threads. A lane takes what
+is queued (waiting up to its ``max_delay`` for a batch to fill up to ``max_batch`` rows), and runs
+it in a worker thread, which joins the requests along the first axis, runs the model, cuts the
+outputs back per request (an ``infer_many`` request gets its joined run whole, as
+:class:`ItemOutputs`, cut per item on access) and hands the whole batch back to the event loop
+with one ``call_soon_threadsafe``. A worker whose run ends while its lane has work queued that
+the loop would start now takes that batch itself and runs it (under one short lock over the
+lanes' queues), so a busy lane passes from batch to batch without a thread wake-up or a wait
+for the loop. There is no task per batch and no thread hop per request: the event loop's cost
+per request is one future and the bookkeeping around it.
 
 Realtime is never queued behind bulk: a realtime request is dispatched in the same turn of the
 event loop when its lane has a free slot (a realtime batch can start while a bulk batch runs), the
 bulk lane does not start a new batch while realtime work is queued or running, bulk batches
-are bounded (``bulk_max_batch``), and while bulk batches run the interpreter's GIL switch
-interval is shortened (0.1 ms) so that a realtime thread coming back from onnxruntime waits for
-the interpreter tens of microseconds at most, not up to the default 5 ms.
+are bounded (``bulk_max_batch``), the outcomes of bulk batches that end while a realtime batch
+runs are handed to their callers right after the realtime one's (so the bulk callers' wake-ups
+and next requests do not queue in the loop ahead of the realtime caller), and while bulk batches
+run the interpreter's GIL switch interval is shortened (0.1 ms) so that a realtime thread coming
+back from onnxruntime waits for the interpreter tens of microseconds at most, not up to the
+default 5 ms.
 
 The model a batch runs on is read when the batch starts: after a hot swap, queued requests go to
 the new version while batches already running finish on the old one.
@@ -340,6 +346,11 @@ class ModelServer:
         self.pending = 0
         self.running = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # guards what a worker thread reads or takes when it starts its lane's next batch itself: both lanes'
+        # queues, queued rows and batches in flight (held for a few list operations, never across a run)
+        self._lock = threading.Lock()
+        # bulk completions that came back while a realtime batch ran, delivered right after its own
+        self._deferred: list[tuple[_Lane, list[Request], list[Outcome], int, float, float, asyncio.Future[None], bool]] = []
         stats.depth = self.depth
 
     @property
@@ -357,14 +368,16 @@ class ModelServer:
             if lane.timer is not None:
                 lane.timer.cancel()
                 lane.timer = None
-            while lane.queue:
-                request = lane.queue.popleft()
+            with self._lock:
+                queued = list(lane.queue)
+                lane.queue.clear()
+                lane.rows = 0
+            for request in queued:
                 self._release(request)
                 if not request.future.done():
                     request.future.set_exception(
                         ServiceStoppedError(f"the inference service stopped before {self.current.label} ran this request")
                     )
-            lane.rows = 0
         running = [f for lane in (self.realtime, self.bulk) for f in lane.running]
         await asyncio.gather(*running, return_exceptions=True)
 
@@ -438,8 +451,10 @@ class ModelServer:
             raise QueueFullError(f"{model.label}: {settings.max_queue} requests are waiting (inference.batching.max_queue); try again later")
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
-        lane.queue.append(Request(feeds, rows, caller, model, future, splits))
-        lane.rows += rows
+        request = Request(feeds, rows, caller, model, future, splits)
+        with self._lock:
+            lane.queue.append(request)
+            lane.rows += rows
         self.pending_by_caller[caller] = waiting + 1
         self.pending += 1
         self.stats.requests[lane.priority] += 1
@@ -464,19 +479,26 @@ class ModelServer:
 
     def _pump(self, lane: _Lane) -> None:
         """Start as many batches as the lane may run now; arm its timer if a batch should fill up."""
-        queue = lane.queue
-        while queue and lane.in_flight < lane.concurrency and self.running:
-            if lane.bulk and (self.realtime.queue or self.realtime.in_flight):
-                return  # bulk does not start a batch while realtime work is queued or running
-            if lane.max_delay > 0 and lane.rows < lane.max_batch:
-                # let the batch fill up, at most max_delay after its oldest request arrived
-                remaining = queue[0].enqueued + lane.max_delay - time.perf_counter()
-                if remaining > 0:
-                    if lane.timer is None:
-                        assert self._loop is not None
-                        lane.timer = self._loop.call_later(remaining, self._timer_fired, lane)
+        while self.running:
+            with self._lock:
+                queue = lane.queue
+                if not queue or lane.in_flight >= lane.concurrency:
                     return
-            batch = self._take(lane)
+                if lane.bulk and (self.realtime.queue or self.realtime.in_flight):
+                    return  # bulk does not start a batch while realtime work is queued or running
+                if lane.max_delay > 0 and lane.rows < lane.max_batch:
+                    # let the batch fill up, at most max_delay after its oldest request arrived
+                    remaining = queue[0].enqueued + lane.max_delay - time.perf_counter()
+                    if remaining > 0:
+                        if lane.timer is None:
+                            assert self._loop is not None
+                            lane.timer = self._loop.call_later(remaining, self._timer_fired, lane)
+                        return
+                batch, cancelled = self._take(lane)
+                if batch:
+                    lane.in_flight += 1  # the slot is this batch's from here on
+            for request in cancelled:
+                self._release(request)
             if batch:
                 self._launch(lane, batch)
 
@@ -488,65 +510,105 @@ class ModelServer:
         lane.timer = None
         self._pump(lane)
 
-    def _take(self, lane: _Lane) -> list[Request]:
+    def _take(self, lane: _Lane) -> tuple[list[Request], list[Request]]:
+        """The lane's next batch and the requests whose callers gave up while they waited (holding the lock)."""
         queue = lane.queue
         batch: list[Request] = []
+        cancelled: list[Request] = []
         rows = 0
         limit = lane.max_batch if self.current.batchable else 1
         while queue and (not batch or rows + queue[0].rows <= limit):
             request = queue.popleft()
             lane.rows -= request.rows
             if request.future.done():  # its caller gave up (cancelled) while it waited
-                self._release(request)
+                cancelled.append(request)
                 continue
             batch.append(request)
             rows += request.rows
-        return batch
+        return batch, cancelled
 
     def _launch(self, lane: _Lane, batch: list[Request]) -> None:
+        """Hand a batch that holds one of the lane's slots (counted in ``in_flight``) to a worker thread."""
         model = self.current
         if any(r.model is not model for r in batch):
             batch = self._recheck(batch, model)
             if not batch:
+                with self._lock:
+                    lane.in_flight -= 1
                 return
         assert self._loop is not None
         done: asyncio.Future[None] = self._loop.create_future()
         lane.running.add(done)
-        lane.in_flight += 1
         if lane.bulk:
             SWITCH_INTERVAL.hold(self.bulk_switch_interval)
         try:
             lane.executor.submit(self._execute, lane, batch, model, done)
         except RuntimeError as e:  # the pool is shut down: fail this batch only
             error = ServiceStoppedError(f"{model.label} could not run: {e}")
-            self._finish(lane, batch, [error] * len(batch), len(batch), 0.0, 0.0, done)
+            self._finish(lane, batch, [error] * len(batch), len(batch), 0.0, 0.0, done, False)
 
     # -- the worker thread ------------------------------------------------------------------
 
     def _execute(self, lane: _Lane, batch: list[Request], model: LoadedModel, done: asyncio.Future[None]) -> None:
-        """Run one batch (in a worker thread) and hand every request's outcome back in one call."""
-        began = time.perf_counter()
-        outcomes: list[Outcome]
-        failed = 0  # counted here, off the event loop
-        try:
-            results = model.run_batch([r.feeds for r in batch], [r.rows for r in batch], lane.bulk, lane.max_batch)
-            outcomes = [self._outcome(model, lane, r, result) for r, result in zip(batch, results)]
-            if any(isinstance(result, BaseException) for result in results):
-                for outcome in outcomes:
-                    if isinstance(outcome, list):
-                        failed += sum(isinstance(o, BaseException) for o in outcome)
-                    elif isinstance(outcome, BaseException):
-                        failed += 1
-        except Exception as e:  # noqa: BLE001 - the run machinery itself failed: fail this batch, keep serving
-            outcomes = [ModelRunError(f"{model.label} could not run: {type(e).__name__}: {e}")] * len(batch)
-            failed = len(batch)
-        ended = time.perf_counter()
-        del model  # a swapped-out version is freed as soon as its last batch ends
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(self._finish, lane, batch, outcomes, failed, began, ended, done)
-        except RuntimeError:
-            pass  # the event loop is closed: nobody is waiting any more
+        """Run batches in one of the lane's slots (in a worker thread), handing each one's outcomes back in one call.
+
+        When a run ends and the lane's next batch is one the event loop would start now (queued,
+        full or due, no realtime work ahead of a bulk batch, the same model version), the worker
+        takes it and runs it itself: the slot passes on without waking another thread and without
+        waiting for the loop, which only hears that a batch finished. Otherwise the slot goes back
+        to the loop with the outcomes.
+        """
+        while True:
+            began = time.perf_counter()
+            outcomes: list[Outcome]
+            failed = 0  # counted here, off the event loop
+            try:
+                results = model.run_batch([r.feeds for r in batch], [r.rows for r in batch], lane.bulk, lane.max_batch)
+                outcomes = [self._outcome(model, lane, r, result) for r, result in zip(batch, results)]
+                if any(isinstance(result, BaseException) for result in results):
+                    for outcome in outcomes:
+                        if isinstance(outcome, list):
+                            failed += sum(isinstance(o, BaseException) for o in outcome)
+                        elif isinstance(outcome, BaseException):
+                            failed += 1
+            except Exception as e:  # noqa: BLE001 - the run machinery itself failed: fail this batch, keep serving
+                outcomes = [ModelRunError(f"{model.label} could not run: {type(e).__name__}: {e}")] * len(batch)
+                failed = len(batch)
+            ended = time.perf_counter()
+            following = self._take_next(lane, model)
+            assert self._loop is not None
+            try:
+                self._loop.call_soon_threadsafe(self._finish, lane, batch, outcomes, failed, began, ended, done, following is not None)
+            except RuntimeError:
+                return  # the event loop is closed: nobody is waiting any more
+            if following is None:
+                return
+            batch = following
+
+    def _take_next(self, lane: _Lane, model: LoadedModel) -> list[Request] | None:
+        """In a worker thread whose run just ended: the lane's next batch on ``model``, if the loop would start it now.
+
+        Requests whose callers gave up are taken too (reading their futures is the loop's business):
+        they run, and the loop drops their outcomes. A swap ends the chain: the loop starts the
+        first batch on the new version (and the old version is freed with its last batch).
+        """
+        with self._lock:
+            queue = lane.queue
+            if not queue or not self.running or self.current is not model or queue[0].model is not model:
+                return None
+            if lane.bulk and (self.realtime.queue or self.realtime.in_flight):
+                return None
+            if lane.max_delay > 0 and lane.rows < lane.max_batch and queue[0].enqueued + lane.max_delay > time.perf_counter():
+                return None  # neither full nor due: the loop's timer starts it
+            batch: list[Request] = []
+            rows = 0
+            limit = lane.max_batch if model.batchable else 1
+            while queue and (not batch or rows + queue[0].rows <= limit) and queue[0].model is model:
+                request = queue.popleft()
+                lane.rows -= request.rows
+                batch.append(request)
+                rows += request.rows
+            return batch
 
     @staticmethod
     def _outcome(model: LoadedModel, lane: _Lane, request: Request, result: list[np.ndarray] | ModelRunError) -> Outcome:
@@ -575,7 +637,20 @@ class ModelServer:
     # -- back on the event loop -------------------------------------------------------------
 
     def _finish(self, lane: _Lane, batch: list[Request], outcomes: list[Outcome], failed: int, began: float, ended: float,
-                done: asyncio.Future[None]) -> None:
+                done: asyncio.Future[None], continued: bool) -> None:
+        """A batch's outcomes, back on the loop (``continued``: its worker went on with the lane's next batch).
+
+        A bulk batch that ends while a realtime batch runs is held until that batch's outcomes are
+        out: its callers' wake-ups (and the requests they send next) would otherwise queue in the
+        loop ahead of the realtime caller's. The hold lasts one realtime run at most.
+        """
+        if lane.bulk and self.realtime.in_flight:
+            self._deferred.append((lane, batch, outcomes, failed, began, ended, done, continued))
+            return
+        self._complete(lane, batch, outcomes, failed, began, ended, done, continued)
+
+    def _complete(self, lane: _Lane, batch: list[Request], outcomes: list[Outcome], failed: int, began: float, ended: float,
+                  done: asyncio.Future[None], continued: bool) -> None:
         try:
             stats = self.stats
             if ended > began:
@@ -596,12 +671,19 @@ class ModelServer:
             if failed:
                 self.errors("run").inc(failed)
         finally:
-            lane.in_flight -= 1
-            lane.running.discard(done)
-            if lane.bulk:
-                SWITCH_INTERVAL.release()
-            if not done.done():
-                done.set_result(None)
+            if not continued:  # else the worker still holds the slot, running the lane's next batch
+                with self._lock:
+                    lane.in_flight -= 1
+                lane.running.discard(done)
+                if lane.bulk:
+                    SWITCH_INTERVAL.release()
+                if not done.done():
+                    done.set_result(None)
+            if not lane.bulk and self._deferred:
+                # the realtime callers' wake-ups are queued (above): now the bulk outcomes held meanwhile
+                deferred, self._deferred = self._deferred, []
+                for held in deferred:
+                    self._complete(*held)
             self._pump(lane)
             if not lane.bulk and not lane.in_flight and not lane.queue:
                 self._pump(self.bulk)  # realtime went idle: bulk may go on
