@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -137,3 +138,51 @@ async def test_stop_waits_for_the_realtime_batch_and_delivers_the_bulk_outcomes_
         assert realtime.done() and bulk.done()
         assert (await realtime)["y"].shape == (1, 8)
         assert (await bulk)["y"].shape == (1, 8)
+
+
+async def test_batches_that_end_before_the_loop_looks_come_back_in_one_delivery(make_service, site_dir, run_reference):
+    x = np.random.default_rng(4).standard_normal((2, 32)).astype(np.float32)
+    async with make_service(batching={"concurrency": 2}) as service:
+        await service.load("mlp")
+        model = service.loaded()["mlp"]
+        server = service._servers["mlp"]
+        inside, release = threading.Semaphore(0), threading.Event()
+        original = model.run_batch
+
+        def held(requests, rows, bulk=False, *more):
+            inside.release()
+            release.wait(30)
+            return original(requests, rows, bulk, *more)
+
+        model.run_batch = held
+        deliveries: list[int] = []
+        deliver = server._deliver
+
+        def counted(lane: Any) -> None:
+            deliveries.append(len(lane.finished))
+            deliver(lane)
+
+        server._deliver = counted
+        first = asyncio.create_task(service.infer("mlp", x[:1], caller="a"))
+        await asyncio.sleep(0)  # the first goes out alone; the second takes the lane's other slot
+        second = asyncio.create_task(service.infer("mlp", x[1:], caller="b"))
+        await wait_for(lambda: server.realtime.in_flight == 2, timeout=10)
+        assert inside.acquire(timeout=10) and inside.acquire(timeout=10)
+        release.set()
+        # the loop is held here (as a busy loop is) until both runs have ended and queued their outcomes
+        assert wait_until(lambda: len(server.realtime.finished) == 2)
+        results = await asyncio.wait_for(asyncio.gather(first, second), timeout=10)
+    assert deliveries == [2]  # one loop callback for both batches
+    expected = run_reference(site_dir / "sources" / "mlp2.onnx", {"x": x})[0]
+    for i, result in enumerate(results):
+        np.testing.assert_allclose(result["y"], expected[i : i + 1], rtol=1e-4, atol=1e-5)
+
+
+def wait_until(condition: Any, timeout: float = 10.0) -> bool:
+    """Blocks the calling thread (here: the event loop, on purpose) until ``condition()`` or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True

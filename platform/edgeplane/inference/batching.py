@@ -327,6 +327,9 @@ class _Lane:
         self.timer: asyncio.TimerHandle | None = None  # wakes the lane when its oldest request's max_delay is up
         self.running: set[asyncio.Future[None]] = set()  # one per batch in a worker thread
         self.pump_scheduled = False
+        # batches that ended in a worker thread, waiting for the loop; delivery_posted: a _deliver call is on its way
+        self.finished: list[tuple[list[Request], list[Outcome], int, float, float, asyncio.Future[None], bool]] = []
+        self.delivery_posted = False
 
 
 class ModelServer:
@@ -575,40 +578,46 @@ class ModelServer:
                 outcomes = [ModelRunError(f"{model.label} could not run: {type(e).__name__}: {e}")] * len(batch)
                 failed = len(batch)
             ended = time.perf_counter()
-            following = self._take_next(lane, model)
-            assert self._loop is not None
-            try:
-                self._loop.call_soon_threadsafe(self._finish, lane, batch, outcomes, failed, began, ended, done, following is not None)
-            except RuntimeError:
-                return  # the event loop is closed: nobody is waiting any more
+            with self._lock:
+                following = self._take_next(lane, model)
+                lane.finished.append((batch, outcomes, failed, began, ended, done, following is not None))
+                # one loop callback (one wake-up) for every batch that ends before the loop gets to the first
+                post = not lane.delivery_posted
+                lane.delivery_posted = True
+            if post:
+                assert self._loop is not None
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver, lane)
+                except RuntimeError:
+                    return  # the event loop is closed: nobody is waiting any more
             if following is None:
                 return
             batch = following
 
     def _take_next(self, lane: _Lane, model: LoadedModel) -> list[Request] | None:
-        """In a worker thread whose run just ended: the lane's next batch on ``model``, if the loop would start it now.
+        """In a worker thread whose run just ended, holding the lock: the lane's next batch on ``model``, if the
+        loop would start it now.
 
         Requests whose callers gave up are taken too (reading their futures is the loop's business):
         they run, and the loop drops their outcomes. A swap ends the chain: the loop starts the
         first batch on the new version (and the old version is freed with its last batch).
         """
-        with self._lock:
-            queue = lane.queue
-            if not queue or not self.running or self.current is not model or queue[0].model is not model:
-                return None
-            if lane.bulk and (self.realtime.queue or self.realtime.in_flight):
-                return None
-            if lane.max_delay > 0 and lane.rows < lane.max_batch and queue[0].enqueued + lane.max_delay > time.perf_counter():
-                return None  # neither full nor due: the loop's timer starts it
-            batch: list[Request] = []
-            rows = 0
-            limit = lane.max_batch if model.batchable else 1
-            while queue and (not batch or rows + queue[0].rows <= limit) and queue[0].model is model:
-                request = queue.popleft()
-                lane.rows -= request.rows
-                batch.append(request)
-                rows += request.rows
-            return batch
+        queue = lane.queue
+        if not queue or not self.running or self.current is not model or queue[0].model is not model:
+            return None
+        if lane.bulk and (self.realtime.queue or self.realtime.in_flight):
+            return None
+        if lane.max_delay > 0 and lane.rows < lane.max_batch and queue[0].enqueued + lane.max_delay > time.perf_counter():
+            return None  # neither full nor due: the loop's timer starts it
+        batch: list[Request] = []
+        rows = 0
+        limit = lane.max_batch if model.batchable else 1
+        while queue and (not batch or rows + queue[0].rows <= limit) and queue[0].model is model:
+            request = queue.popleft()
+            lane.rows -= request.rows
+            batch.append(request)
+            rows += request.rows
+        return batch
 
     @staticmethod
     def _outcome(model: LoadedModel, lane: _Lane, request: Request, result: list[np.ndarray] | ModelRunError) -> Outcome:
@@ -635,6 +644,14 @@ class ModelServer:
         return [run if isinstance(run, BaseException) else dict(zip(names, run)) for run in runs]
 
     # -- back on the event loop -------------------------------------------------------------
+
+    def _deliver(self, lane: _Lane) -> None:
+        """The outcomes of every batch of the lane that ended since the last delivery, oldest first."""
+        with self._lock:
+            finished, lane.finished = lane.finished, []
+            lane.delivery_posted = False
+        for batch, outcomes, failed, began, ended, done, continued in finished:
+            self._finish(lane, batch, outcomes, failed, began, ended, done, continued)
 
     def _finish(self, lane: _Lane, batch: list[Request], outcomes: list[Outcome], failed: int, began: float, ended: float,
                 done: asyncio.Future[None], continued: bool) -> None:
