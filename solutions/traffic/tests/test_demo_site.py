@@ -84,6 +84,14 @@ def test_the_ntcip_reference_site_validates_and_matches_its_cabinet() -> None:
     # the site's detector numbering and signal are the cabinet's own
     entry = SumoCabinet(command[command.index("--net") + 1]).device_config()
     assert ctl["signal"] == entry["signal"] and ctl["points"] == entry["points"]
+    # the cloud end, as intersection.yaml's: every loop's volume and occupancy go up once a minute
+    from edgeplane.bus import topic_matches
+
+    assert {"broker", "cloud"} <= set(raw["simulators"]) and raw["sync"]["uplink"]["url"].startswith("mqtt://")
+    loops = [f"ctl/{point}" for point in ctl["points"]]
+    for kind in ("_count", "_occupancy"):
+        (rule,) = [r for r in raw["sync"]["policy"] if r["topics"].endswith(kind)]
+        assert all(topic_matches(rule["topics"], t) for t in loops if t.endswith(kind))
 
 
 def test_demo_runs_the_loop_through_ntcip(tmp_path) -> None:
@@ -106,6 +114,9 @@ def test_demo_runs_the_loop_through_ntcip(tmp_path) -> None:
     site["inference"] = {"providers": ["cpu"], "models": str(tmp_path / "models"), "preload": ["traffic-single-intersection"]}
     site["store"] = {"path": str(tmp_path / "store")}
     site["http"] = {"port": None}
+    # the loop through NTCIP is under test here; the cloud end is the same as intersection.yaml's, run by
+    # test_demo_runs_the_whole_deployment_and_shows_the_fallback
+    del site["simulators"]["broker"], site["simulators"]["cloud"], site["sync"]
     path = tmp_path / "intersection-ntcip.yaml"
     path.write_text(yaml.safe_dump(site))
     # the demo would go on to 300 s: it ends when the cabinet's run does (sim.state finished), which
