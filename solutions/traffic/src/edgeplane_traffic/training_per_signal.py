@@ -18,9 +18,9 @@ How (imitation with DAgger, as the single-signal warm start does for one signal)
 4. the clone of every round is compared on ``validation`` demand with all signals under their
    clones; the best round is exported. Evaluation patterns are never touched.
 
-There is no reinforcement-learning fine-tuning step here (PPO needs one observation and action
-space for a ``VecEnv``; per-signal PPO in one simulation was not built): the policies are trained
-by imitation, and the metadata says so (``algo: dagger``).
+There is no reinforcement-learning step here: the policies are trained by imitation, and the
+metadata says so (``algo: dagger``). :mod:`.training_per_signal_rl` (``--fine-tune-from V``)
+fine-tunes them afterwards with one PPO per signal in one simulation of the net.
 
 The teacher: gap-out actuation with a pressure-ordered call, from detectors only. After the minimum
 green, a green is extended while the advance loops of its lanes counted at least ``gap`` vehicles
