@@ -170,23 +170,15 @@ def test_the_site_file_is_checked(edgeplane_site, console_users):
 
 
 async def test_tls_with_the_sites_certificate(tmp_path, console_users, operator):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from edgeplane.provisioning.certs import provision_certs
 
-    from edgeplane.provisioning.certs import issue_certificate, make_ca, write_private
-
-    ca, ca_key = make_ca("console test CA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = issue_certificate(key, "console-test", ca, ca_key, server=True, hosts=["127.0.0.1", "localhost"])
-    (tmp_path / "certs").mkdir()
-    (tmp_path / "certs" / "site.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    write_private(tmp_path / "certs" / "site.key", key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    site = small_site(console_users, tls={"cert": str(tmp_path / "certs/site.pem"), "key": str(tmp_path / "certs/site.key")})
+    # what `edgeplane site certs --host 127.0.0.1 --host localhost` writes: one certificate for the uplink and the console
+    folder = tmp_path / "site"
+    provision_certs(folder, "console-test", hosts=["127.0.0.1", "localhost"])
+    site = small_site(console_users, tls={"cert": str(folder / "certs/site.pem"), "key": str(folder / "certs/site.key")})
     async with run_host(site, store_dir=tmp_path / "store", http_port=0) as host:
         port = host.http_address[1]
-        trust = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        trust = ssl.create_default_context(cafile=str(folder / "certs/ca.pem"))  # verifies the name too
         async with client() as s:
             async with s.post(f"https://127.0.0.1:{port}/console/api/login", ssl=trust,
                               json={"user": operator[0], "password": operator[1]}) as r:

@@ -104,6 +104,43 @@ def test_certs_with_a_lab_ca(tmp_path: Path):
     assert (folder / "certs/site.key").read_bytes() == before
 
 
+def test_certs_for_a_site_console_name_its_hosts(tmp_path: Path):
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    def usage_and_names(folder: Path) -> tuple[set, list[str]]:
+        cert = x509.load_pem_x509_certificate((folder / "certs/site.pem").read_bytes())
+        usage = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+        try:
+            names = [str(n.value) for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value]
+        except x509.ExtensionNotFound:
+            names = []
+        return usage, names
+
+    plain = tmp_path / "plain"
+    site_cmd("init", plain, "--from", SITES / "solar.yaml", "--name", "plant-7")
+    site_cmd("certs", plain)
+    assert usage_and_names(plain) == ({ExtendedKeyUsageOID.CLIENT_AUTH}, [])  # the uplink's client certificate only
+
+    folder = tmp_path / "site"
+    site_cmd("init", folder, "--from", SITES / "solar.yaml", "--name", "plant-8")
+    raw = yaml.safe_load((folder / "site.yaml").read_text())
+    raw["http"] = {"host": "0.0.0.0", "port": 8712}
+    raw["console"] = {"tls": {"cert": "certs/site.pem", "key": "certs/site.key"}}
+    (folder / "site.yaml").write_text(yaml.safe_dump(raw))
+    out = site_cmd("certs", folder).output  # bound to every address: no name a browser would use
+    assert "run again with --host NAME" in out
+    assert usage_and_names(folder)[1] == []
+    out = site_cmd("certs", folder, "--host", "edge-8.plant.example", "--host", "10.0.0.8").output
+    assert "also serves the site console over TLS as edge-8.plant.example, 10.0.0.8" in out
+    usage, names = usage_and_names(folder)
+    assert usage == {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH}
+    assert names == ["edge-8.plant.example", "10.0.0.8"]
+    raw["http"]["host"] = "192.168.7.20"  # one address: the default
+    (folder / "site.yaml").write_text(yaml.safe_dump(raw))
+    site_cmd("certs", folder)
+    assert usage_and_names(folder)[1] == ["192.168.7.20"]
+
+
 def test_certs_signed_by_the_operators_ca_with_the_clouds_trust_key(tmp_path: Path):
     from edgeplane.sync.signing import generate_keypair
 

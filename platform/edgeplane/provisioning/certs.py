@@ -4,7 +4,8 @@ Layout in a site folder::
 
     certs/site.key      the site's private key (EC P-256), mode 0600, never printed
     certs/site.csr      a request for an external CA (CN = the site id)
-    certs/site.pem      the site's certificate (from the given CA, or the lab CA)
+    certs/site.pem      the site's certificate (from the given CA, or the lab CA): client auth to the
+                        broker; with --host, also server auth for the site console's TLS
     certs/ca.pem        the CA that signed it (the broker must trust it; the site trusts it for the broker)
     keys/cloud.pub      the downlink trust key: the cloud's ed25519 public key (sync.trust.keys)
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +101,7 @@ def issue_certificate(csr_or_key: x509.CertificateSigningRequest | ec.EllipticCu
         .issuer_name(ca_cert.subject).public_key(public_key).serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(minutes=5)).not_valid_after(_now() + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]),
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, *([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])]),
                        critical=False)
         # the CA key's public half is the one in ca_cert (make_ca and _load_ca pair them)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -162,9 +164,13 @@ def _move_off_site(folder: Path, operator: Path, result: CertResult) -> None:
 
 def provision_certs(folder: Path, site_id: str, *, ca_cert: Path | None = None, ca_key: Path | None = None,
                     trust_key: Path | None = None, days: int = 365, force: bool = False,
-                    operator_dir: Path | None = None) -> CertResult:
+                    operator_dir: Path | None = None, hosts: Sequence[str] = ()) -> CertResult:
     """Write the site's key, CSR, certificate, CA and downlink trust key into ``folder``; a lab CA
-    and signing key, when made, into the operator folder (see module doc)."""
+    and signing key, when made, into the operator folder (see module doc).
+
+    The certificate always authenticates the site to the broker (client auth). With ``hosts`` (the
+    names and addresses browsers reach the site console at) it also serves the console over TLS:
+    server auth, with those as its subject alternative names."""
     from edgeplane.sync.signing import generate_keypair, load_public_key
 
     result = CertResult()
@@ -215,7 +221,7 @@ def provision_certs(folder: Path, site_id: str, *, ca_cert: Path | None = None, 
         result.notes.append(f"signed by the lab CA in {lab}/ (the operator's side, not the site's): for a lab only; "
                             "in the field, have certs/site.csr signed by your CA and run again with --ca-cert/--ca-key, "
                             "or copy the signed file to certs/site.pem")
-    cert = issue_certificate(key, site_id, ca, ca_private, days=days)
+    cert = issue_certificate(key, site_id, ca, ca_private, days=days, server=bool(hosts), hosts=list(hosts))
     (certs / "site.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (certs / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     result.written += [certs / "site.pem", certs / "ca.pem"]

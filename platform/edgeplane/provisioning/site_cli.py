@@ -109,16 +109,21 @@ def init(folder: Path, vertical: str | None, source_file: Path | None, name: str
 @click.option("--operator-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the lab CA and the downlink signing key live, never inside FOLDER "
                    "(default: $EDGEPLANE_OPERATOR_DIR or ~/.config/edgeplane/operator).")
+@click.option("--host", "hosts", multiple=True, metavar="NAME|IP",
+              help="A name or address browsers reach the site console at (repeat for each): the certificate then "
+                   "also serves the console over TLS (default: the site's http.host, when it has a console: section "
+                   "and names one host).")
 def certs(folder: Path, ca_cert: Path | None, ca_key: Path | None, trust_key: Path | None, days: int, force: bool,
-          operator_dir: Path | None) -> None:
+          operator_dir: Path | None, hosts: tuple[str, ...]) -> None:
     """Site key (0600) and certificate (CN = site id), a CSR for an external CA, and the downlink trust key."""
     from edgeplane.provisioning.certs import provision_certs
 
     raw = read_site(folder)
     site_id = str(raw["site"]["id"])
+    names = list(hosts) or _console_hosts(raw)
     try:
         result = provision_certs(folder, site_id, ca_cert=ca_cert, ca_key=ca_key, trust_key=trust_key, days=days,
-                                 force=force, operator_dir=operator_dir)
+                                 force=force, operator_dir=operator_dir, hosts=names)
     except ValueError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -129,7 +134,22 @@ def certs(folder: Path, ca_cert: Path | None, ca_key: Path | None, trust_key: Pa
         click.echo(f"kept  {path}")
     for note in result.notes:
         click.echo(f"note: {note}")
+    if names:
+        click.echo(f"note: certs/site.pem also serves the site console over TLS as {', '.join(names)}")
+    elif isinstance(raw.get("console"), dict):
+        click.echo("note: the site has a console: section but certs/site.pem names no host, so browsers will refuse "
+                   "it for the console's TLS: run again with --host NAME (and --host IP) for each name they use")
     _explain_references(folder, raw)
+
+
+def _console_hosts(raw: dict[str, Any]) -> list[str]:
+    """The console's one host from the site file (``http.host``), when the site has a console and
+    binds it to one address; a wildcard bind (0.0.0.0, ::) names no host a browser uses."""
+    http = raw.get("http")
+    host = str((http.get("host") if isinstance(http, dict) else None) or "127.0.0.1")
+    if not isinstance(raw.get("console"), dict) or host in ("0.0.0.0", "::", ""):
+        return []
+    return [host]
 
 
 @site_group.command("revoke")
