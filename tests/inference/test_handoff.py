@@ -1,5 +1,6 @@
-"""How batches pass between the event loop and the worker threads: a worker that takes its lane's
-next batch itself, and bulk outcomes held back while a realtime batch runs."""
+"""How batches pass between the event loop and the worker threads: a realtime worker that takes a full
+queued batch itself, batches that end together coming back in one loop callback, and bulk outcomes
+held back while a realtime batch runs."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ def count_submits(executor: Any) -> list[int]:
     return submits
 
 
-async def test_a_worker_takes_the_next_queued_batch_itself(make_service, site_dir, run_reference):
+async def run_one_then_three_queued(make_service, max_batch: int) -> tuple[list[Any], list[tuple[int, str]], int]:
+    """One request held in its run (the lane's one slot), three more queued behind it, then released:
+    (results, (rows, thread) per run, batches the loop handed to a thread)."""
     x = np.random.default_rng(3).standard_normal((4, 32)).astype(np.float32)
-    async with make_service(batching={"concurrency": 1}) as service:
+    async with make_service(batching={"concurrency": 1, "max_batch": max_batch}) as service:
         await service.load("mlp")
         model = service.loaded()["mlp"]
         server = service._servers["mlp"]
@@ -47,25 +50,38 @@ async def test_a_worker_takes_the_next_queued_batch_itself(make_service, site_di
         model.run_batch = held_first
         first = asyncio.create_task(service.infer("mlp", x[:1], caller="first"))
         await wait_for(entered.is_set, timeout=10)
-        # the lane's one slot is busy: these queue, and go out as one batch when the slot is free
         rest = [asyncio.create_task(service.infer("mlp", x[i : i + 1], caller=f"c{i}")) for i in range(1, 4)]
         await wait_for(lambda: len(server.realtime.queue) == 3, timeout=10)
         release.set()
         results = await asyncio.wait_for(asyncio.gather(first, *rest), timeout=10)
         assert server.realtime.in_flight == 0 and not server.realtime.running
+    return [x, *results], runs, submits[0]
+
+
+async def test_a_worker_takes_a_full_queued_batch_itself(make_service, site_dir, run_reference):
+    (x, *results), runs, submits = await run_one_then_three_queued(make_service, max_batch=3)
     expected = run_reference(site_dir / "sources" / "mlp2.onnx", {"x": x})[0]
     for i, result in enumerate(results):
         np.testing.assert_allclose(result["y"], expected[i : i + 1], rtol=1e-4, atol=1e-5)
-    # two runs (one alone, then the three queued ones together), one hand-over: the worker that ran the
-    # first batch took the second from the queue itself, in the same thread, without the loop's dispatch
+    # the three queued requests fill a batch: the worker that ran the first took them from the queue
+    # itself, in the same thread, without the loop handing them to a thread
     assert [rows for rows, _ in runs] == [1, 3]
     assert runs[0][1] == runs[1][1]
-    assert submits[0] == 1
+    assert submits == 1
+
+
+async def test_a_batch_that_is_not_full_is_left_to_the_loop(make_service):
+    # three rows of a 64-row batch: the loop starts it (with whatever else comes in its turn), not the worker
+    (_, *results), runs, submits = await run_one_then_three_queued(make_service, max_batch=64)
+    assert [rows for rows, _ in runs] == [1, 3]
+    assert submits == 2
+    assert all(r["y"].shape == (1, 8) for r in results)
 
 
 async def test_bulk_outcomes_wait_for_the_realtime_batch_running_and_bulk_does_not_go_on_meanwhile(make_service):
     one = np.ones((1, 32), np.float32)
-    async with make_service(batching={"concurrency": 1, "max_delay": 0}) as service:
+    # bulk batches of one row: the queued bulk request is a full batch, which the bulk worker leaves to the loop
+    async with make_service(batching={"concurrency": 1, "max_delay": 0, "bulk_max_batch": 1}) as service:
         await service.load("mlp")
         model = service.loaded()["mlp"]
         server = service._servers["mlp"]
@@ -99,13 +115,13 @@ async def test_bulk_outcomes_wait_for_the_realtime_batch_running_and_bulk_does_n
         gates["bulk"][1].set()  # the bulk run ends while the realtime one is still inside its run
         await wait_for(lambda: bool(server._deferred), timeout=10)
         assert not first_bulk.done(), "a bulk outcome went out while a realtime batch was running"
-        assert len(server.bulk.queue) == 1, "the bulk worker went on with the next bulk batch while realtime ran"
+        assert len(server.bulk.queue) == 1, "the next bulk batch started while realtime ran"
         gates["realtime"][1].set()
         results = await asyncio.wait_for(asyncio.gather(first_bulk, second_bulk, realtime), timeout=10)
         assert not server._deferred and server.bulk.in_flight == 0 and server.realtime.in_flight == 0
     assert all(r["y"].shape == (1, 8) for r in results)
     assert order == ["rt", "bulk0", "bulk1"]  # the realtime caller first, though its run ended last
-    assert bulk_submits[0] == 2  # the second bulk batch was started by the loop, after realtime went idle
+    assert bulk_submits[0] == 2  # the second bulk batch was started by the loop (after realtime went idle), not the bulk worker
 
 
 async def test_stop_waits_for_the_realtime_batch_and_delivers_the_bulk_outcomes_held_for_it(make_service):

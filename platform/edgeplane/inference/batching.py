@@ -7,11 +7,11 @@ is queued (waiting up to its ``max_delay`` for a batch to fill up to ``max_batch
 it in a worker thread, which joins the requests along the first axis, runs the model, cuts the
 outputs back per request (an ``infer_many`` request gets its joined run whole, as
 :class:`ItemOutputs`, cut per item on access) and hands the whole batch back to the event loop
-with one ``call_soon_threadsafe``. A worker whose run ends while its lane has work queued that
-the loop would start now takes that batch itself and runs it (under one short lock over the
-lanes' queues), so a busy lane passes from batch to batch without a thread wake-up or a wait
-for the loop. There is no task per batch and no thread hop per request: the event loop's cost
-per request is one future and the bookkeeping around it.
+with one ``call_soon_threadsafe`` (one for every batch that ends before the loop gets to the
+first). A realtime worker whose run ends while a full batch is queued takes that batch itself and
+runs it (under one short lock over the lanes' queues), so a busy lane passes from batch to batch
+without a thread wake-up or a wait for the loop. There is no task per batch and no thread hop per
+request: the event loop's cost per request is one future and the bookkeeping around it.
 
 Realtime is never queued behind bulk: a realtime request is dispatched in the same turn of the
 event loop when its lane has a free slot (a realtime batch can start while a bulk batch runs), the
@@ -555,8 +555,7 @@ class ModelServer:
     def _execute(self, lane: _Lane, batch: list[Request], model: LoadedModel, done: asyncio.Future[None]) -> None:
         """Run batches in one of the lane's slots (in a worker thread), handing each one's outcomes back in one call.
 
-        When a run ends and the lane's next batch is one the event loop would start now (queued,
-        full or due, no realtime work ahead of a bulk batch, the same model version), the worker
+        When a realtime run ends and a full batch on the same model version is queued, the worker
         takes it and runs it itself: the slot passes on without waking another thread and without
         waiting for the loop, which only hears that a batch finished. Otherwise the slot goes back
         to the loop with the outcomes.
@@ -595,20 +594,24 @@ class ModelServer:
             batch = following
 
     def _take_next(self, lane: _Lane, model: LoadedModel) -> list[Request] | None:
-        """In a worker thread whose run just ended, holding the lock: the lane's next batch on ``model``, if the
-        loop would start it now.
+        """In a realtime worker whose run just ended, holding the lock: the lane's next batch on ``model``, if a
+        full one is queued.
 
-        Requests whose callers gave up are taken too (reading their futures is the loop's business):
-        they run, and the loop drops their outcomes. A swap ends the chain: the loop starts the
-        first batch on the new version (and the old version is freed with its last batch).
+        Only a full batch: a smaller one is left to the loop, which starts it after every caller
+        ready in its turn has queued (a worker taking what is there would split those callers
+        into more, smaller runs). Only realtime: a bulk thread that went from batch to batch
+        would hold a core without the gaps the loop's hand-off leaves for realtime runs, and
+        whether a bulk batch may start (no realtime work queued or running) stays the loop's
+        call; in the benchmark's bulk load the loop, not the hand-off, bounds bulk rows/s.
+        Requests whose callers gave up are taken too (reading their futures is the loop's
+        business): they run, and the loop drops their outcomes. A swap ends the chain: the loop
+        starts the first batch on the new version (and the old version is freed with its last batch).
         """
         queue = lane.queue
-        if not queue or not self.running or self.current is not model or queue[0].model is not model:
+        if lane.bulk or not queue or not self.running or self.current is not model or queue[0].model is not model:
             return None
-        if lane.bulk and (self.realtime.queue or self.realtime.in_flight):
-            return None
-        if lane.max_delay > 0 and lane.rows < lane.max_batch and queue[0].enqueued + lane.max_delay > time.perf_counter():
-            return None  # neither full nor due: the loop's timer starts it
+        if lane.rows < lane.max_batch and model.batchable:
+            return None  # not a full batch: the loop starts it, with every request that comes in its turn
         batch: list[Request] = []
         rows = 0
         limit = lane.max_batch if model.batchable else 1
