@@ -72,3 +72,17 @@ def test_a_missing_starting_version_names_the_signal_and_the_fix() -> None:
     spec = resolve("cologne8")
     with pytest.raises(ValueError, match=r"traffic-cologne8-.*/99.*--fine-tune-from"):
         starting_policies(spec, "99", signal_layouts(spec.net))
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["--fine-tune-from", "1"], "--per-signal"),
+    (["--per-signal", "--fine-tune-from", "99"], "traffic-cologne8-"),
+])
+def test_the_cli_refuses_a_fine_tuning_it_cannot_run_with_exit_2(tmp_path, args: list[str], names: str) -> None:
+    from click.testing import CliRunner
+
+    from edgeplane.cli import main as edgeplane_cli
+
+    result = CliRunner().invoke(edgeplane_cli, ["traffic", "train", "--net", "cologne8", "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2, result.output
+    assert names in result.output and "--fine-tune-from" in result.output

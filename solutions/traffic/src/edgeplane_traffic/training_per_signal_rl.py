@@ -248,6 +248,12 @@ def fine_tune_per_signal(spec: NetSpec, out: Path, *, start_version: str = "1", 
     ``out/summary.json``; return the summary.
 
     ``steps``: simulated seconds of PPO training (whole episodes), in ``checkpoints`` rounds."""
+    if checkpoints < 1 or steps < 1:
+        raise ValueError(f"--steps {steps} / --checkpoints {checkpoints}: give at least one simulated second and one round")
+    started = time.time()
+    layouts = signal_layouts(spec.net)
+    start = starting_policies(spec, start_version, layouts, models_root)  # before the slow imports: a wrong version fails fast
+
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.logger import configure
@@ -256,14 +262,9 @@ def fine_tune_per_signal(spec: NetSpec, out: Path, *, start_version: str = "1", 
     from edgeplane_traffic.training import _check_export, export_onnx, policy_metadata
     from edgeplane_traffic.training_per_signal import _episode, _onnx_actor
 
-    if checkpoints < 1 or steps < 1:
-        raise ValueError(f"--steps {steps} / --checkpoints {checkpoints}: give at least one simulated second and one round")
     timing = timing or ShieldConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    layouts = signal_layouts(spec.net)
-    start = starting_policies(spec, start_version, layouts, models_root)
     decision_period, detector_window = next(iter(start.values())).decision_period, next(iter(start.values())).detector_window
     gamma = round(0.95 ** (decision_period / 5.0), 6)  # the single-signal trainer's horizon: 0.95 per 5 s
     episodes_per_round = max(1, math.ceil(steps / checkpoints / spec.seconds))
