@@ -322,7 +322,10 @@ class _Lane:
         self.concurrency = concurrency
         self.executor = executor
         self.queue: collections.deque[Request] = collections.deque()
-        self.rows = 0
+        # rows queued = rows_in - rows_out: rows_in is written by the loop alone (no lock on the per-request
+        # path), rows_out under the server's lock by whoever takes a batch (the loop, or a realtime worker)
+        self.rows_in = 0
+        self.rows_out = 0
         self.in_flight = 0
         self.timer: asyncio.TimerHandle | None = None  # wakes the lane when its oldest request's max_delay is up
         self.running: set[asyncio.Future[None]] = set()  # one per batch in a worker thread
@@ -349,8 +352,9 @@ class ModelServer:
         self.pending = 0
         self.running = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        # guards what a worker thread reads or takes when it starts its lane's next batch itself: both lanes'
-        # queues, queued rows and batches in flight (held for a few list operations, never across a run)
+        # held by whoever takes a batch off a lane's queue (the loop, or a realtime worker that starts its next
+        # batch itself), and around batches in flight and finished batches waiting for the loop; held for a few
+        # list operations, never across a run. Queuing a request takes no lock (an append, at the other end)
         self._lock = threading.Lock()
         # bulk completions that came back while a realtime batch ran, delivered right after its own
         self._deferred: list[tuple[_Lane, list[Request], list[Outcome], int, float, float, asyncio.Future[None], bool]] = []
@@ -374,7 +378,7 @@ class ModelServer:
             with self._lock:
                 queued = list(lane.queue)
                 lane.queue.clear()
-                lane.rows = 0
+                lane.rows_out = lane.rows_in
             for request in queued:
                 self._release(request)
                 if not request.future.done():
@@ -454,10 +458,9 @@ class ModelServer:
             raise QueueFullError(f"{model.label}: {settings.max_queue} requests are waiting (inference.batching.max_queue); try again later")
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
-        request = Request(feeds, rows, caller, model, future, splits)
-        with self._lock:
-            lane.queue.append(request)
-            lane.rows += rows
+        # no lock: appending is atomic, and a worker that takes a batch meanwhile only pops from the left
+        lane.queue.append(Request(feeds, rows, caller, model, future, splits))
+        lane.rows_in += rows
         self.pending_by_caller[caller] = waiting + 1
         self.pending += 1
         self.stats.requests[lane.priority] += 1
@@ -489,7 +492,7 @@ class ModelServer:
                     return
                 if lane.bulk and (self.realtime.queue or self.realtime.in_flight):
                     return  # bulk does not start a batch while realtime work is queued or running
-                if lane.max_delay > 0 and lane.rows < lane.max_batch:
+                if lane.max_delay > 0 and lane.rows_in - lane.rows_out < lane.max_batch:
                     # let the batch fill up, at most max_delay after its oldest request arrived
                     remaining = queue[0].enqueued + lane.max_delay - time.perf_counter()
                     if remaining > 0:
@@ -522,7 +525,7 @@ class ModelServer:
         limit = lane.max_batch if self.current.batchable else 1
         while queue and (not batch or rows + queue[0].rows <= limit):
             request = queue.popleft()
-            lane.rows -= request.rows
+            lane.rows_out += request.rows
             if request.future.done():  # its caller gave up (cancelled) while it waited
                 cancelled.append(request)
                 continue
@@ -610,14 +613,14 @@ class ModelServer:
         queue = lane.queue
         if lane.bulk or not queue or not self.running or self.current is not model or queue[0].model is not model:
             return None
-        if lane.rows < lane.max_batch and model.batchable:
+        if lane.rows_in - lane.rows_out < lane.max_batch and model.batchable:
             return None  # not a full batch: the loop starts it, with every request that comes in its turn
         batch: list[Request] = []
         rows = 0
         limit = lane.max_batch if model.batchable else 1
         while queue and (not batch or rows + queue[0].rows <= limit) and queue[0].model is model:
             request = queue.popleft()
-            lane.rows -= request.rows
+            lane.rows_out += request.rows
             batch.append(request)
             rows += request.rows
         return batch
