@@ -138,3 +138,22 @@ async def test_rl_policy_is_obeyed_when_it_answers_in_time() -> None:
     assert 1 in [o.command for o in outcomes]
     p50, p99 = ctl.latency_percentiles_ms()
     assert 0 <= p50 <= p99
+
+
+async def test_the_policy_is_asked_from_the_deciding_task_itself_under_its_deadline() -> None:
+    """No task of its own per decision (it would start a loop pass late, behind every other signal's work);
+    the deadline still holds: a policy that answers too late is the fallback's turn."""
+    asked_from: list[asyncio.Task | None] = []
+    delay = {"s": 0.0}
+
+    async def infer(obs: np.ndarray) -> np.ndarray:
+        asked_from.append(asyncio.current_task())
+        await asyncio.sleep(delay["s"])
+        return np.array([0.0, 1.0], dtype=np.float32)
+
+    ctl = IntersectionController(LAYOUT, "rl", infer=infer, decision_period=1.0, deadline=0.05)
+    outcome = await ctl.tick(0.0, 0, 10.0, readings(ns=1, we=9))
+    assert outcome.decided and outcome.source == "rl" and asked_from == [asyncio.current_task()]
+    delay["s"] = 0.2
+    late = await ctl.tick(1.0, 0, 11.0, readings(ns=1, we=9))
+    assert late.decided and late.fallback_reason == "late (> 50 ms)" and ctl.fallbacks == {"late": 1}

@@ -389,19 +389,18 @@ class SumoConnector(Connector[SumoConfig, SumoPoint]):
         # a topic already there (a simulation that runs ahead on its own, such as a field cabinet's
         # clock) releases the step at once: its queued older values must not pace this one
         waiting = {t for t in self.config.lockstep if not self._reached(t, sim_time)}
-        deadline = time.monotonic() + self.config.lockstep_timeout
-        while waiting:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._lockstep_timeouts.labels(device=self.name).inc()
-                return
-            try:
-                message = await asyncio.wait_for(self._ack_sub.get(), timeout=remaining)
-            except asyncio.TimeoutError:
-                self._lockstep_timeouts.labels(device=self.name).inc()
-                return
-            if isinstance(message, Batch) and len(message) and float(message.values[-1]) + 1e-6 >= sim_time:
-                waiting.discard(message.topic)
+        if not waiting:
+            return
+        # one timer for the whole wait: wait_for per acknowledgement made a task and a timer for each of
+        # them, loop work that lands while the other signals are still deciding
+        try:
+            async with asyncio.timeout(self.config.lockstep_timeout):
+                while waiting:
+                    message = await self._ack_sub.get()
+                    if isinstance(message, Batch) and len(message) and float(message.values[-1]) + 1e-6 >= sim_time:
+                        waiting.discard(message.topic)
+        except TimeoutError:
+            self._lockstep_timeouts.labels(device=self.name).inc()
 
     def _reached(self, topic: str, sim_time: float) -> bool:
         latest = self.context.bus.latest(topic)

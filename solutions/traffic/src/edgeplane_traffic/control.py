@@ -131,8 +131,11 @@ class IntersectionController:
         if self.infer is None:
             return None, "model missing"
         try:
-            scores = await asyncio.wait_for(self.infer(obs), timeout=self.deadline)
-        except asyncio.TimeoutError:
+            # a timeout around the await, not wait_for: wait_for runs the call as a task of its own, which
+            # starts on the loop's next pass and ends one pass late, behind every other signal's work
+            async with asyncio.timeout(self.deadline):
+                scores = await self.infer(obs)
+        except TimeoutError:
             return None, f"late (> {self.deadline * 1000:.0f} ms)"
         except Exception as e:  # noqa: BLE001 - any model failure means: use the fallback
             text = str(e).splitlines()[0] if str(e) else ""

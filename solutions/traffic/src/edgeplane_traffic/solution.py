@@ -130,6 +130,9 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
         self._m_fallbacks = m.counter("edgeplane_traffic_fallbacks", "switches to the fallback controller", ["solution", "reason"])
         self._m_latency = m.histogram("edgeplane_traffic_decision_seconds", "observation to command", ["solution"],
                                       buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
+        # this solution's series, looked up once: a labels() call per decision is a locked dict lookup each time
+        self._latency_of_this = self._m_latency.labels(solution=name)
+        self._decisions_by_source: dict[str, Any] = {}
         self._m_failed = m.counter("edgeplane_traffic_command_failures", "phase commands not carried out", ["solution", "status"])
 
     # ---- setup
@@ -393,7 +396,9 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
             elapsed = min(elapsed, round(ts - self._held_since[1], 6))
         now = self._det_now
         self._detectors.add(now["stop_bar_occupancy"], now["stop_bar_count"], now["advance_occupancy"], now["advance_count"])
-        outcome = await self.controller.tick(ts, phase, elapsed, self._readings, self._detectors.snapshot())
+        # the window's sums only when a decision reads them (not through clearances, nor between decisions)
+        snapshot = self._detectors.snapshot() if self.controller.decision_due(ts, phase) else None
+        outcome = await self.controller.tick(ts, phase, elapsed, self._readings, snapshot)
         if outcome.decided:
             self._detectors.reset()
         self.last_outcome = outcome
@@ -424,8 +429,12 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
         if outcome.decided:
             latency = time.perf_counter() - started
             self.decision_latencies_s.append(latency)
-            self._m_decisions.labels(solution=self.name, controller=outcome.source or "").inc()
-            self._m_latency.labels(solution=self.name).observe(latency)
+            decisions = self._decisions_by_source.get(outcome.source or "")
+            if decisions is None:
+                decisions = self._decisions_by_source[outcome.source or ""] = \
+                    self._m_decisions.labels(solution=self.name, controller=outcome.source or "")
+            decisions.inc()
+            self._latency_of_this.observe(latency)
             out += [
                 Batch(f"{self.name}/wish", stamp, np.array([float(outcome.wish if outcome.wish is not None else np.nan)])),
                 Batch(f"{self.name}/fallback", stamp, np.array([1.0 if self.controller.in_fallback else 0.0])),
