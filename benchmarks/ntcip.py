@@ -20,7 +20,10 @@ cabinet would, with ``--detectors`` loops. The host side polls a single-intersec
    process keeping its own time, SNMP polls, phase control) against the direct path
    (``configs/intersection.yaml``: the ``sumo`` connector in lockstep; its broker and cloud end left
    out). "decide" is observation in -> shielded command ready (the policy through the inference
-   service included); "decision" adds the guarded write until the controller shows it.
+   service included); "decision" adds the guarded write until the controller shows it. Beside them:
+   how often the event loop woke and how long it then waited for a core (/proc schedstat), and the
+   OS scheduling policy (``chrt -r 1 python benchmarks/ntcip.py --site 300`` shows the figures
+   without that wait).
 
     python benchmarks/ntcip.py [--seconds 5] [--detectors 16] [--cabinet 300] [--json]
     python benchmarks/ntcip.py --site 600 [--cabinet-speed 10] [--json]
@@ -182,9 +185,38 @@ async def reference_sites(seconds: int, folder: str, speed: float | None = None)
         site["http"] = {"port": None}
         site_file = Path(folder) / f"{name}.yaml"
         site_file.write_text(yaml.safe_dump(site))
+        before, began = loop_sched(), time.monotonic()
         out[name] = await run_demo(site_file, seconds=seconds, speed=None, kill_at=None, restore_at=None, fault="missing",
                                    every=1_000_000, echo=lambda *_: None)
+        after, wall = loop_sched(), time.monotonic() - began
+        if before and after:  # the event loop's wait for a core after waking, over the whole run (start-up included)
+            wait_ns, wakeups = after[1] - before[1], after[2] - before[2]
+            out[name] |= {"loop_cpu_share": round((after[0] - before[0]) / 1e9 / wall, 3),
+                          "loop_wakeups_per_s": round(wakeups / wall, 1),
+                          "loop_runq_wait_per_wakeup_us": round(wait_ns / 1e3 / max(wakeups, 1), 1)}
     return out
+
+
+def loop_sched() -> tuple[int, int, int] | None:
+    """This thread's (the event loop's) CPU ns, ns waiting for a core, and times scheduled (Linux), or None."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            cpu, wait, slices = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return cpu, wait, slices
+
+
+def scheduling_policy() -> str:
+    """How the OS schedules this process (``other`` = the default time sharing; ``rr``/``fifo`` = real time)."""
+    import os
+
+    try:
+        policy = os.sched_getscheduler(0)
+    except (AttributeError, OSError):
+        return "unknown"
+    names = {getattr(os, "SCHED_OTHER", -1): "other", getattr(os, "SCHED_RR", -2): "rr", getattr(os, "SCHED_FIFO", -3): "fifo"}
+    return names.get(policy, str(policy))
 
 
 def site_main(seconds: int, as_json: bool, speed: float | None) -> None:
@@ -203,10 +235,14 @@ def site_main(seconds: int, as_json: bool, speed: float | None) -> None:
     for label, key in rows:
         print(f"{label:<30}{runs['ntcip'][key]!s:>14}{runs['direct'][key]!s:>15}")
     ntcip = runs["ntcip"]
+    for name in ("ntcip", "direct"):
+        if "loop_runq_wait_per_wakeup_us" in runs[name]:
+            print(f"{name}: event loop {runs[name]['loop_wakeups_per_s']} wake-ups/s, waiting "
+                  f"{runs[name]['loop_runq_wait_per_wakeup_us']} us for a core after each (scheduling: {scheduling_policy()})")
     print(f"NTCIP: {ntcip['phase_reads']} periods read, {ntcip['changes_unobserved']} changes between two reads, "
           f"conflict monitor flash: {ntcip['conflict_monitor_flash']}")
     if as_json:
-        result = {"site_seconds": seconds, "cabinet_speed": speed}
+        result = {"site_seconds": seconds, "cabinet_speed": speed, "sched_policy": scheduling_policy()}
         for name, summary in runs.items():
             result |= {f"{name}_{key}": value for key, value in summary.items()
                        if isinstance(value, (int, float, bool)) and not isinstance(value, dict)}

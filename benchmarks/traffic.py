@@ -9,8 +9,11 @@ multi: one traffic-signal solution per signal of a multi-signal net (default col
        per signal, or the net's shared ``traffic-<net>``; max-pressure where none is shipped, or with
        ``--multi-controller max-pressure``): decision p50/p99 per intersection, the host process's CPU
        per intersection per simulated second (how many intersections one core carries in real
-       time), and what part of the p99 is load: the load average during the run, and the event
-       loop's own lag (a probe that sleeps 5 ms and measures how late it wakes) beside it.
+       time), and what part of the p99 is load: the load average during the run, the event loop's CPU
+       per step, and what the process's threads waited for a core after waking (per step and per
+       wake-up, from /proc schedstat), with the OS scheduling policy it ran under (run it under
+       ``chrt -r 1`` to see the figures without that wait); ``--loop-probe-ms 5`` adds the event
+       loop's own lag (a probe that sleeps 5 ms and measures how late it wakes; loop work itself).
        ``--multi-speed 1`` runs the simulation in real time, as a field node runs: the default (as
        fast as possible) keeps the host's one event loop saturated, so every decision queues behind
        the other signals' readings; that measures throughput, not a field node's latency.
@@ -73,6 +76,47 @@ async def host(seconds: int) -> tuple[float, float, float]:
     return seconds / elapsed, p50, p99
 
 
+def thread_sched() -> dict[str, tuple[int, int, int]]:
+    """Per thread of this process (by name; the event loop is MainThread): CPU ns, ns runnable but
+    waiting for a core, and times scheduled (Linux /proc schedstat); empty elsewhere."""
+    import os
+    import threading
+
+    names = {str(t.native_id): t.name for t in threading.enumerate()}
+    found: dict[str, tuple[int, int, int]] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                cpu, wait, slices = (int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            continue
+        found[f"{names.get(tid, 'other')}#{tid}"] = (cpu, wait, slices)
+    return found
+
+
+def sched_figures(before: dict[str, tuple[int, int, int]], after: dict[str, tuple[int, int, int]], steps: int) -> dict[str, float]:
+    """What the process's threads paid per simulation step: the event loop's CPU, and every thread's
+    wait for a core after waking (a thread handed work wakes; on a busy node it waits a time slice)."""
+    if not after or steps <= 0:
+        return {}
+    loop = [0, 0, 0]
+    total = [0, 0, 0]
+    for key, (cpu, wait, slices) in after.items():
+        base = before.get(key, (0, 0, 0))
+        delta = (cpu - base[0], wait - base[1], slices - base[2])
+        total = [a + b for a, b in zip(total, delta, strict=True)]
+        if key.startswith("MainThread#"):
+            loop = list(delta)
+    return {"loop_cpu_ms_per_step": round(loop[0] / 1e6 / steps, 3),
+            "runq_wait_ms_per_step": round(total[1] / 1e6 / steps, 3),
+            "wakeups_per_step": round(total[2] / steps, 1),
+            "runq_wait_per_wakeup_us": round(total[1] / 1e3 / max(total[2], 1), 1)}
+
+
 def multi_policies(net: str, ids: list[str]) -> dict[str, str]:
     """The model name each signal's RL solution uses: its own (``traffic-<net>-<tls>``), else the net's shared one."""
     from edgeplane_traffic.models import PolicyFiles, model_name_for, shipped_policy
@@ -88,7 +132,7 @@ def multi_policies(net: str, ids: list[str]) -> dict[str, str]:
 
 
 async def multi(net: str, seconds: int, controller: str = "auto", speed: float = 0.0,
-                gc_freeze: bool = False, gc_gen0: int | None = None) -> dict[str, float | str]:
+                gc_freeze: bool = False, gc_gen0: int | None = None, probe_ms: float = 5.0) -> dict[str, float | str]:
     import gc
     import os
     import resource
@@ -126,11 +170,11 @@ async def multi(net: str, seconds: int, controller: str = "auto", speed: float =
             site["inference"] = {"providers": ["cpu"], "models": str(Path(tmp) / "models"), "preload": sorted(set(models.values()))}
         lags: list[float] = []
 
-        async def probe() -> None:  # how late the event loop wakes a 5 ms sleep: the part of a latency that is waiting
+        async def probe() -> None:  # how late the event loop wakes a short sleep: the part of a latency that is waiting
             while True:
                 started = time.perf_counter()
-                await asyncio.sleep(0.005)
-                lags.append(time.perf_counter() - started - 0.005)
+                await asyncio.sleep(probe_ms / 1000)
+                lags.append(time.perf_counter() - started - probe_ms / 1000)
 
         pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}  # collector pauses by generation, s
         gc_started = [0.0]
@@ -151,14 +195,17 @@ async def multi(net: str, seconds: int, controller: str = "auto", speed: float =
             gc.callbacks.append(on_gc)
             device = h.device("sumo")
             load0 = os.getloadavg()[0]
+            sched0 = thread_sched()
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
-            prober = asyncio.get_running_loop().create_task(probe())
+            prober = asyncio.get_running_loop().create_task(probe()) if probe_ms > 0 else None
             while device.health.state.value != "finished":
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
-            prober.cancel()
+            if prober is not None:
+                prober.cancel()
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            sched = sched_figures(sched0, thread_sched(), seconds)
             load1 = os.getloadavg()[0]
             percentiles = [h.solution(n).latency_percentiles_ms() for n in names.values()]
             worst = max(max(h.solution(n).decision_latencies_s, default=0.0) for n in names.values())
@@ -183,8 +230,23 @@ async def multi(net: str, seconds: int, controller: str = "auto", speed: float =
             "cpu_ms_per_signal_per_sim_s": round(per_signal * 1000, 3),
             "intersections_per_core_real_time": int(1.0 / per_signal) if per_signal > 0 else 0,
             "process_cpu_share": round(cpu / elapsed, 2),
-            "loop_lag_p50_ms": round(float(np.percentile(lag, 50)), 3), "loop_lag_p99_ms": round(float(np.percentile(lag, 99)), 3),
+            **({"loop_lag_p50_ms": round(float(np.percentile(lag, 50)), 3), "loop_lag_p99_ms": round(float(np.percentile(lag, 99)), 3)}
+               if probe_ms > 0 else {}),
+            **sched, "sched_policy": scheduling_policy(),
             "load_average": round((load0 + load1) / 2, 2)}
+
+
+def scheduling_policy() -> str:
+    """How the OS schedules this process (``other`` = the default time sharing; ``rr``/``fifo`` = real time)."""
+    import os
+
+    try:
+        policy = os.sched_getscheduler(0)
+    except (AttributeError, OSError):
+        return "unknown"
+    names = {getattr(os, "SCHED_OTHER", -1): "other", getattr(os, "SCHED_RR", -2): "rr", getattr(os, "SCHED_FIFO", -3): "fifo",
+             getattr(os, "SCHED_BATCH", -4): "batch", getattr(os, "SCHED_IDLE", -5): "idle"}
+    return names.get(policy, str(policy))
 
 
 def main() -> None:
@@ -201,12 +263,16 @@ def main() -> None:
                         help="multi: the collector's generation-0 threshold once the host has started (Python's default 700 or 2000)")
     parser.add_argument("--multi-speed", type=float, default=0.0,
                         help="simulated s per wall s (0: as fast as possible, so the host is never idle; 1: real time, as in the field)")
+    parser.add_argument("--loop-probe-ms", type=float, default=0.0,
+                        help="multi: measure the event loop's lag with a sleep of this many ms, over and over (0: off). "
+                             "The probe is loop work itself: at 5 ms it woke the loop 200 times a simulated second in "
+                             "real time and tripled the loop's CPU per step")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     extra: dict[str, float | str] = {}
     if args.multi:
         extra = asyncio.run(multi(args.multi, args.multi_seconds, args.multi_controller, args.multi_speed,
-                                  args.gc_freeze, args.gc_gen0))
+                                  args.gc_freeze, args.gc_gen0, args.loop_probe_ms))
         for name, value in extra.items():
             print(f"{args.multi + ': ' + name:<52}{value:>10}")
     raw_rate = raw(args.seconds)
