@@ -57,7 +57,8 @@ class TrafficSignalConfig(SolutionConfig):
                                                 "traffic-<net>-<tls> where shipped, else traffic-<net>)")
     fallback: Literal["max-pressure", "fixed"] = "max-pressure"
     decision_period: Duration | None = Field(
-        None, description="s between decisions; default: rl the policy's own (its metadata), others 5 s")
+        None, description="s between decisions; rl: the newest version of the model trained for this period runs "
+                          "(default: the newest version, at its own period); others: default 5 s")
     deadline: Duration = Field(0.05, description="wall time the policy may take per decision; later = fallback")
     min_green: Duration = 5.0
     yellow: Duration = 3.0
