@@ -358,6 +358,7 @@ class ModelServer:
         self._lock = threading.Lock()
         # bulk completions that came back while a realtime batch ran, delivered right after its own
         self._deferred: list[tuple[_Lane, list[Request], list[Outcome], int, float, float, asyncio.Future[None], bool]] = []
+        self._flush_scheduled = False
         stats.depth = self.depth
 
     @property
@@ -664,8 +665,9 @@ class ModelServer:
         """A batch's outcomes, back on the loop (``continued``: its worker went on with the lane's next batch).
 
         A bulk batch that ends while a realtime batch runs is held until that batch's outcomes are
-        out: its callers' wake-ups (and the requests they send next) would otherwise queue in the
-        loop ahead of the realtime caller's. The hold lasts one realtime run at most.
+        out, then handed out in the loop's next turn: its callers' wake-ups (and the requests they
+        send next) would otherwise queue in the loop ahead of the realtime caller's. The hold lasts
+        one realtime run (and one turn of the loop) at most.
         """
         if lane.bulk and self.realtime.in_flight:
             self._deferred.append((lane, batch, outcomes, failed, began, ended, done, continued))
@@ -702,14 +704,22 @@ class ModelServer:
                     SWITCH_INTERVAL.release()
                 if not done.done():
                     done.set_result(None)
-            if not lane.bulk and self._deferred:
-                # the realtime callers' wake-ups are queued (above): now the bulk outcomes held meanwhile
-                deferred, self._deferred = self._deferred, []
-                for held in deferred:
-                    self._complete(*held)
+            if not lane.bulk and self._deferred and not self._flush_scheduled:
+                # the bulk outcomes held meanwhile go out in the loop's next turn, after the realtime callers'
+                # wake-ups queued above (handed out here, they would make this callback, and so the turn the
+                # realtime callers wait for, as long as all of them)
+                assert self._loop is not None
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush_deferred)
             self._pump(lane)
             if not lane.bulk and not lane.in_flight and not lane.queue:
                 self._pump(self.bulk)  # realtime went idle: bulk may go on
+
+    def _flush_deferred(self) -> None:
+        self._flush_scheduled = False
+        deferred, self._deferred = self._deferred, []
+        for held in deferred:
+            self._complete(*held)
 
     def _recheck(self, batch: list[Request], model: LoadedModel) -> list[Request]:
         """After a swap, requests checked against the previous version are checked again."""
