@@ -178,3 +178,23 @@ def test_train_refuses_a_period_below_a_simulation_step(tmp_path: Path) -> None:
     done = CliRunner().invoke(edgeplane_cli, ["traffic", "train", "--net", "single-intersection", "--algo", "ppo",
                                               "--decision-period", "0.5", "--out", str(tmp_path)])
     assert done.exit_code == 2 and "give 1 s (SUMO's step) up to the maximum green" in done.output
+
+
+async def test_readings_slower_than_the_policy_decides_are_named_once_with_the_fix(edgeplane_host, tmp_path: Path, monkeypatch,
+                                                                                  caplog) -> None:
+    from edgeplane import Batch
+    from edgeplane.testing import wait_for
+
+    _policy_with_cadence(tmp_path / "models" / "traffic-single-intersection" / "1", 1.0, 4)
+    monkeypatch.setattr(solution_module, "MODELS_DIR", tmp_path / "models")
+    site = {"site": {"id": "slow-poll"}, "devices": {"ctl": {"connector": "memory", "points": {"t.phase": {"value": 0}}}},
+            "solutions": {"signal": {"type": "traffic-signal", "device": "ctl", "net": "single-intersection",
+                                     "controller": "rl", "fallback": "fixed"}}}
+    async with edgeplane_host(site, plugins=[plugin]) as host:
+        for k in range(8):  # a cabinet read every 3 s
+            await host.bus.publish(Batch("ctl/t.phase", np.array([1000.0 + 3 * k]), np.array([0.0])))
+        await wait_for(lambda: (host.bus.latest("signal/ack") or (0, 0))[1] == 1021.0, timeout=10)
+    said = [r.getMessage() for r in caplog.records if "arrive every" in r.getMessage()]
+    assert said == ["solution signal: readings of ctl arrive every 3 s, but model traffic-single-intersection version 1 "
+                    "decides every 1 s: set decision_period to the period this connector can poll at (e.g. 5s) to run a "
+                    "version trained for it"]

@@ -124,6 +124,11 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
         # phase_time may lag its phase (a real controller's two points arrive separately), so the
         # shield takes the smaller of the two: a stale count can only lengthen a phase
         self._held_since: tuple[int, float] | None = None
+        # readings that come further apart than the policy decides (a connector that cannot poll that
+        # often): counted in a row, said once with the fix
+        self._last_tick: float | None = None
+        self._slow_ticks = 0
+        self._said_slow = False
         self.last_outcome: Any = None
         m = context.metrics
         self._m_decisions = m.counter("edgeplane_traffic_decisions", "signal decisions by controller", ["solution", "controller"])
@@ -389,6 +394,7 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
             await self._ack(ts)
             return
         started = time.perf_counter()
+        self._check_reading_period(ts)
         if self._held_since is not None and self._held_since[0] != phase:
             self._held_since = (phase, ts)  # the signal changed without our command: count from now
         elapsed = self._phase_time
@@ -444,6 +450,21 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
             ]
         await self.context.bus.publish_many(out)
         await self._ack(ts)
+
+    def _check_reading_period(self, ts: float) -> None:
+        """Warn once when readings keep arriving further apart than the policy was trained to decide: it
+        then decides late on counts it never saw; a 5 s version fits such a site (``decision_period: 5s``)."""
+        last, self._last_tick = self._last_tick, ts
+        period = self.controller.decision_period
+        if last is None or self.config.controller != "rl" or self._said_slow:
+            return
+        self._slow_ticks = self._slow_ticks + 1 if ts - last > 1.5 * period + 1e-6 else 0
+        if self._slow_ticks >= 5:
+            self._said_slow = True
+            self.log.warning("solution %s: readings of %s arrive every %.3g s, but model %s version %s decides every %g s: "
+                             "set decision_period to the period this connector can poll at (e.g. 5s) to run a version "
+                             "trained for it", self.name, self.config.device, ts - last, self.model_name,
+                             self.model_version or "?", period)
 
     async def _ack(self, ts: float) -> None:
         # the sim time when a simulator reports one (its lockstep compares sim times), else the clock
