@@ -17,8 +17,8 @@ Realtime is never queued behind bulk: a realtime request is dispatched in the sa
 event loop when its lane has a free slot (a realtime batch can start while a bulk batch runs), the
 bulk lane does not start a new batch while realtime work is queued or running, bulk batches
 are bounded (``bulk_max_batch``), the outcomes of bulk batches that end while a realtime batch
-runs are handed to their callers right after the realtime one's (so the bulk callers' wake-ups
-and next requests do not queue in the loop ahead of the realtime caller), and while bulk batches
+runs are handed to their callers in the loop turn after the realtime one's (so the bulk callers'
+wake-ups and next requests do not queue in the loop ahead of the realtime caller), and while bulk batches
 run the interpreter's GIL switch interval is shortened (0.1 ms) so that a realtime thread coming
 back from onnxruntime waits for the interpreter tens of microseconds at most, not up to the
 default 5 ms.
@@ -356,7 +356,7 @@ class ModelServer:
         # batch itself), and around batches in flight and finished batches waiting for the loop; held for a few
         # list operations, never across a run. Queuing a request takes no lock (an append, at the other end)
         self._lock = threading.Lock()
-        # bulk completions that came back while a realtime batch ran, delivered right after its own
+        # bulk completions that came back while a realtime batch ran, delivered in the loop turn after its own
         self._deferred: list[tuple[_Lane, list[Request], list[Outcome], int, float, float, asyncio.Future[None], bool]] = []
         self._flush_scheduled = False
         stats.depth = self.depth
