@@ -274,7 +274,6 @@ class TrafficSignalSolution(Solution[TrafficSignalConfig]):
             raise ValueError(self._refused)
 
     def _obs_size(self) -> int:
-
         detectors = self.controller.observation_kind == "detectors"
         return self.layout.observation_size_detectors if detectors else self.layout.observation_size
 
