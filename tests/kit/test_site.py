@@ -238,6 +238,26 @@ def test_render_systemd_unit_is_hardened_and_verifies(tmp_path: Path):
     assert done.returncode == 0, done.stderr
 
 
+def test_render_systemd_runs_a_host_with_decision_deadlines_under_sched_rr_when_asked(tmp_path: Path):
+    folder = tmp_path / "site"
+    site_cmd("init", folder, "--vertical", "intersection", "--name", "crossing-9")
+    out = site_cmd("render", folder, "systemd", "--executable", "/bin/true").output
+    assert "solutions signal have decision deadlines" in out and "--realtime-priority 1" in out
+    unit_path = folder / "deploy/edgeplane-crossing-9.service"
+    assert "CPUSchedulingPolicy" not in unit_path.read_text()  # never without being asked
+    out = site_cmd("render", folder, "systemd", "--executable", "/bin/true", "--realtime-priority", "1").output
+    assert "SCHED_RR priority 1" in out
+    unit = unit_path.read_text()
+    values = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert (values["CPUSchedulingPolicy"], values["CPUSchedulingPriority"], values["CPUSchedulingResetOnFork"]) == ("rr", "1", "yes")
+    assert values["RestrictRealtime"] == "yes"  # the process itself still may not change its scheduling
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is needed to verify the unit: apt-get install systemd"
+    done = subprocess.run([analyze, "verify", str(unit_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "is for systemd" in site_cmd("render", folder, "k8s", "--realtime-priority", "1", ok=False).output
+
+
 def test_render_refuses_an_invalid_site_file(tmp_path: Path):
     folder = tmp_path / "site"
     site_cmd("init", folder, "--from", SITES / "intersection.yaml")

@@ -244,8 +244,14 @@ def render_k8s(folder: Path, site: dict[str, Any], options: K8sOptions | None = 
 
 
 def render_systemd(folder: Path, site: dict[str, Any], *, executable: str = "/opt/edgeplane/bin/edgeplane",
-                   user: str = "edgeplane") -> Rendered:
-    """A hardened systemd unit for the site; the site folder is installed to /etc/edgeplane/<site>."""
+                   user: str = "edgeplane", realtime_priority: int | None = None) -> Rendered:
+    """A hardened systemd unit for the site; the site folder is installed to /etc/edgeplane/<site>.
+
+    ``realtime_priority``: run the host under SCHED_RR at that priority. A host with decision deadlines
+    (a signal controller's 10 ms) misses them on a busy node because its threads, woken once a second,
+    wait for a core behind ordinary processes; under SCHED_RR they do not (``benchmarks/RESULTS.md``,
+    issue 17). systemd sets the policy as it starts the process, so the process itself still may not
+    change it (``RestrictRealtime=yes``), and processes the host starts run as ordinary ones."""
     site_id = site["site"]["id"]
     env_names, _ = site_secrets(site)
     serial = any(isinstance(e, dict) and str(e.get("url", "")).startswith(("rtu://", "serial://", "/dev/"))
@@ -258,6 +264,11 @@ def render_systemd(folder: Path, site: dict[str, Any], *, executable: str = "/op
         devices += ["DeviceAllow=char-nvidiactl rw", "DeviceAllow=char-nvidia-uvm rw", "DeviceAllow=/dev/nvidia0 rw"]
     private_devices = "no" if (serial or gpu) else "yes"
     env_file = [f"EnvironmentFile=-/etc/edgeplane/{site_id}/secrets.env  # {', '.join(env_names)}"] if env_names else []
+    realtime = [
+        "CPUSchedulingPolicy=rr  # decision deadlines: every thread of the host ahead of ordinary processes",
+        f"CPUSchedulingPriority={realtime_priority}",
+        "CPUSchedulingResetOnFork=yes  # companions the host starts run as ordinary processes",
+    ] if realtime_priority is not None else []
     lines = [
         f"# edgeplane site {site_id}: rendered by 'edgeplane site render . systemd'.",
         f"# Install: useradd --system --no-create-home {user}; copy the site folder to /etc/edgeplane/{site_id}",
@@ -280,6 +291,7 @@ def render_systemd(folder: Path, site: dict[str, Any], *, executable: str = "/op
         "RestartSec=5",
         "Environment=EDGEPLANE_DATA_DIR=/var/lib/edgeplane",
         *env_file,
+        *realtime,
         "StateDirectory=edgeplane",
         "StateDirectoryMode=0750",
         f"WorkingDirectory=/etc/edgeplane/{site_id}",
@@ -318,5 +330,12 @@ def render_systemd(folder: Path, site: dict[str, Any], *, executable: str = "/op
     # systemd does not allow comments after a value: move them to their own line
     text = "\n".join(f"# {line.split('  # ', 1)[1]}\n{line.split('  # ', 1)[0]}" if "  # " in line else line
                      for line in lines)
-    return Rendered({f"edgeplane-{site_id}.service": text}, [f"serial ports: {'allowed' if serial else 'none'}",
-                                                            f"GPU devices: {'allowed' if gpu else 'none'}"])
+    notes = [f"serial ports: {'allowed' if serial else 'none'}", f"GPU devices: {'allowed' if gpu else 'none'}"]
+    deadlines = sorted(name for name, spec in (site.get("solutions") or {}).items() if isinstance(spec, dict) and "deadline" in spec)
+    if realtime_priority is not None:
+        notes.append(f"scheduling: SCHED_RR priority {realtime_priority} (the kernel still keeps 5 % of each core for "
+                     "ordinary processes: sched_rt_runtime_us)")
+    elif deadlines:
+        notes.append(f"solutions {', '.join(deadlines)} have decision deadlines: on a busy node their p99 grows past them "
+                     "while the host waits for a core; --realtime-priority 1 runs the host under SCHED_RR")
+    return Rendered({f"edgeplane-{site_id}.service": text}, notes)

@@ -207,18 +207,24 @@ def _explain_references(folder: Path, raw: dict[str, Any]) -> None:
 @click.option("--memory", "memory_limit", default="2Gi", show_default=True, help="Memory limit (k8s).")
 @click.option("--storage", default="2Gi", show_default=True, help="Size of the outbox volume (k8s).")
 @click.option("--executable", default="/opt/edgeplane/bin/edgeplane", show_default=True, help="edgeplane's path (systemd).")
+@click.option("--realtime-priority", type=click.IntRange(1, 99), default=None,
+              help="Run the host under SCHED_RR at this priority (systemd), so decision deadlines hold on a busy node.")
 def render(folder: Path, target: str, output: Path | None, image: str, namespace: str, gpu: bool | None,
-           cpu_limit: str, memory_limit: str, storage: str, executable: str) -> None:
+           cpu_limit: str, memory_limit: str, storage: str, executable: str, realtime_priority: int | None) -> None:
     """Render Kubernetes/K3s manifests or a hardened systemd unit for the site in FOLDER."""
     from edgeplane.provisioning.render import K8sOptions, render_k8s, render_systemd
 
     raw = read_site(folder)
     validate_site(folder, raw, secrets_needed=False)
+    if target == "k8s" and realtime_priority is not None:
+        click.echo("error: --realtime-priority is for systemd: a pod needs CAP_SYS_NICE and a real-time CPU budget from "
+                   "its node for SCHED_RR; render systemd, or drop the option", err=True)
+        sys.exit(2)
     if target == "k8s":
         rendered = render_k8s(folder, raw, K8sOptions(image=image, namespace=namespace, gpu=gpu, cpu_limit=cpu_limit,
                                                       memory_limit=memory_limit, storage=storage))
     else:
-        rendered = render_systemd(folder, raw, executable=executable)
+        rendered = render_systemd(folder, raw, executable=executable, realtime_priority=realtime_priority)
     out = output or folder / "deploy"
     out.mkdir(parents=True, exist_ok=True)
     for name, text in rendered.files.items():
