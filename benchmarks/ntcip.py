@@ -207,20 +207,10 @@ def loop_sched() -> tuple[int, int, int] | None:
     return cpu, wait, slices
 
 
-def scheduling_policy() -> str:
-    """How the OS schedules this process (``other`` = the default time sharing; ``rr``/``fifo`` = real time)."""
-    import os
-
-    try:
-        policy = os.sched_getscheduler(0)
-    except (AttributeError, OSError):
-        return "unknown"
-    names = {getattr(os, "SCHED_OTHER", -1): "other", getattr(os, "SCHED_RR", -2): "rr", getattr(os, "SCHED_FIFO", -3): "fifo"}
-    return names.get(policy, str(policy))
-
-
 def site_main(seconds: int, as_json: bool, speed: float | None) -> None:
     import tempfile
+
+    from traffic import scheduling_policy  # benchmarks/traffic.py, beside this script
 
     with tempfile.TemporaryDirectory() as folder:
         runs = asyncio.run(reference_sites(seconds, folder, speed))
